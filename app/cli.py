@@ -1,0 +1,72 @@
+"""``heartbeat serve``: start the service (also ``python -m app``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+
+from app.settings import Settings, SettingsError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heartbeat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"heartbeat: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.port < 65536:
+        print(f"heartbeat: --port must be 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    if not _is_loopback(args.host) and not settings.api_token:
+        print(
+            f"heartbeat: refusing to bind {args.host}: a non-loopback address needs"
+            " HEARTBEAT_API_TOKEN set",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvicorn
+
+    from app.main import create_app
+
+    app = create_app(settings, bind_host=args.host)
+    logging.getLogger("heartbeat").info(
+        "serving on http://%s:%d (workspace %s, database %s)",
+        args.host,
+        args.port,
+        settings.workspace,
+        settings.db_path,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Small helpers shared by the route modules: JSON in and out, parameters, the error body.
+
+Every error answers ``{"error": {"code", "message", "field"}}``; a caller's mistake is a 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ledger.config import ConfigError
+from ledger.errors import Conflict, NotFound, StorageBusy
+
+log = logging.getLogger("heartbeat.http")
+
+THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra or {}
+        self.headers = headers
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def error_response(err: ApiError) -> JSON:
+    return JSON(
+        error_body(err.code, err.message, err.field, **err.extra),
+        status_code=err.status,
+        headers=err.headers,
+    )
+
+
+async def read_json(request: Request) -> Any:
+    """The request body decoded as JSON; 400/415 with a clear message otherwise."""
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "text/plain", "") and not ctype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", f"send JSON, not {ctype}", field="body")
+    body = await request.body()
+    if not body.strip():
+        raise ApiError(
+            400, "invalid_json", "the request body is empty; send a JSON object", field="body"
+        )
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(
+            400, "invalid_json", f"the body is not valid JSON: {exc}", field="body"
+        ) from None
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object", field="body")
+    return data
+
+
+def thread_id(request: Request) -> str:
+    value = str(request.path_params["thread_id"])
+    check_thread_id(value)
+    return value
+
+
+def check_thread_id(value: object, field: str = "thread_id") -> str:
+    if not isinstance(value, str) or not THREAD_ID.match(value):
+        raise ApiError(
+            422,
+            "invalid_thread_id",
+            "thread ids are 1-128 characters of letters, digits and _ . : -,"
+            f" starting with a letter or digit; got {value!r}"[:300],
+            field=field,
+        )
+    return value
+
+
+def post_id(request: Request) -> str:
+    value = str(request.path_params["post_id"])
+    if not POST_ID.match(value):
+        raise ApiError(404, "not_found", f"post {value[:140]!r} does not exist", field="post_id")
+    return value
+
+
+def limit_param(request: Request, default: int = 20, maximum: int = 200) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_parameter", f"limit must be a whole number, got {raw!r}", field="limit"
+        ) from None
+    if not 1 <= value <= maximum:
+        raise ApiError(
+            422, "invalid_parameter", f"limit must be 1..{maximum}, got {value}", field="limit"
+        )
+    return value
+
+
+def cursor_param(request: Request) -> int | None:
+    raw = request.query_params.get("cursor")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"cursor {raw[:40]!r} is not a cursor from this API; pass back next_cursor unchanged",
+            field="cursor",
+        )
+    return int(raw)
+
+
+def text_field(
+    data: dict[str, Any], name: str, *, max_len: int, required: bool = True, default: str = ""
+) -> str:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ApiError(422, "missing_field", f"{name} is required", field=name)
+        return default
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_type", f"{name} must be a string", field=name)
+    value = value.strip()
+    if required and not value:
+        raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
+    if len(value) > max_len:
+        raise ApiError(
+            422,
+            "too_long",
+            f"{name} must be at most {max_len} characters, got {len(value)}",
+            field=name,
+        )
+    return value
+
+
+def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ApiError(
+                422,
+                "unknown_field",
+                f"unknown field {key!r}; allowed: {', '.join(sorted(allowed))}",
+                field=key,
+            )
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """One handler for every exception that reaches the edge."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, NotFound):
+        return error_response(ApiError(404, "not_found", exc.message, field=exc.kind + "_id"))
+    if isinstance(exc, ConfigError):
+        return error_response(ApiError(422, "invalid_config", exc.message, field=exc.field))
+    if isinstance(exc, StorageBusy):
+        return error_response(
+            ApiError(503, "storage_busy", exc.message, headers={"Retry-After": "1"})
+        )
+    if isinstance(exc, Conflict):
+        return error_response(ApiError(409, "conflict", exc.message))
+    if isinstance(exc, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {
+            404: f"no such path: {request.url.path[:200]}",
+            405: f"{request.method} is not allowed on {request.url.path[:200]}",
+        }.get(exc.status_code, str(exc.detail))
+        return error_response(
+            ApiError(
+                exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
+            )
+        )
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ApiError(500, "internal_error", "internal error; see the service log"))

@@ -1,0 +1,102 @@
+"""The Starlette application factory and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from app import openapi, routes_data, routes_heartbeat, sse
+from app.http import JSON, ApiError, handle_error
+from app.security import SecurityMiddleware, allowed_host_names
+from app.service import Service
+from app.settings import Settings
+from ledger.config import ConfigError
+from ledger.errors import LedgerError
+from loops.clock import Clock
+from loops.llm import LLMProvider
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+async def healthz(request: Request) -> JSON:
+    svc: Service = request.app.state.service
+    health = await svc.llm.health(svc.settings.model)
+    ok = health.reachable and health.model_present is not False
+    return JSON(
+        {
+            "ok": True,
+            "status": "ok" if ok else "degraded",
+            "llm": {
+                "provider": health.provider,
+                "base_url": health.base_url,
+                "reachable": health.reachable,
+                "version": health.version,
+                "model": health.model,
+                "model_present": health.model_present,
+                "detail": health.detail,
+            },
+            "scheduler_running": svc.supervisor.is_running("heartbeat"),
+        }
+    )
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    llm: LLMProvider | None = None,
+    llm_transport: httpx.AsyncBaseTransport | None = None,
+    bind_host: str = "127.0.0.1",
+    start_loops: bool = True,
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = await Service.open(settings, clock=clock, llm=llm, llm_transport=llm_transport)
+        app.state.service = service
+        try:
+            if start_loops:
+                await service.start_loops()
+            yield
+        finally:
+            await service.close()
+
+    routes = [
+        *routes_heartbeat.routes,
+        *sse.routes,
+        *routes_data.routes,
+        *openapi.routes,
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/", index, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    ]
+    middleware = [
+        Middleware(
+            SecurityMiddleware,
+            token=settings.api_token,
+            hosts=allowed_host_names(bind_host, settings.allowed_hosts),
+            max_body=settings.max_body_bytes,
+        )
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            cls: handle_error
+            for cls in (Exception, HTTPException, ApiError, LedgerError, ConfigError)
+        },
+    )

@@ -1,0 +1,319 @@
+"""Routes over the stored data: threads, messages, contradictions, journal, and the Ledger."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from app.http import (
+    JSON,
+    ApiError,
+    check_thread_id,
+    cursor_param,
+    limit_param,
+    only_fields,
+    post_id,
+    read_object,
+    text_field,
+    thread_id,
+)
+from app.routes_heartbeat import service
+from ledger import config as hbconfig
+from ledger.records import Thread, iso, post_to_dict
+from ledger.store import USER
+
+MESSAGE_MAX = 20_000
+STATEMENT_MAX = 2_000
+TITLE_MAX = 200
+CONTENT_MAX = 5_000
+
+
+def thread_view(thread: Thread) -> dict[str, Any]:
+    cfg, _ = hbconfig.decode_stored(thread.config_json)
+    return {
+        "thread_id": thread.id,
+        "title": thread.title,
+        "created_at": iso(thread.created_at),
+        "updated_at": iso(thread.updated_at),
+        "heartbeat": {
+            "enabled": cfg.enabled,
+            "every_seconds": cfg.every_seconds,
+            "dry_run": cfg.dry_run,
+            "target": cfg.target,
+            "configured": thread.config_json is not None,
+        },
+        "next_run_at": iso(thread.next_run) if cfg.enabled else None,
+        "last_run_at": iso(thread.last_run),
+        "last_summary": thread.last_summary,
+    }
+
+
+async def list_threads(request: Request) -> JSON:
+    svc = service(request)
+    limit = limit_param(request, default=100, maximum=1000)
+    after = request.query_params.get("cursor") or None
+    if after is not None:
+        check_thread_id(after, "cursor")
+    threads = await svc.store.list_threads(limit=limit + 1, after=after)
+    page = threads[:limit]
+    nxt = page[-1].id if len(threads) > limit else None
+    return JSON({"items": [thread_view(t) for t in page], "next_cursor": nxt})
+
+
+async def create_thread(request: Request) -> JSON:
+    svc = service(request)
+    data = await read_object(request)
+    only_fields(data, {"thread_id", "title"})
+    tid = data.get("thread_id")
+    if tid is None:
+        tid = f"t_{secrets.token_hex(5)}"
+    check_thread_id(tid)
+    title = text_field(data, "title", max_len=TITLE_MAX, required=False, default=tid) or tid
+    async with svc.store.tx() as tx:
+        created = await tx.create_thread(tid, title, None)
+    thread = await svc.store.get_thread(tid)
+    return JSON(thread_view(thread), status_code=201 if created else 200)
+
+
+async def get_thread(request: Request) -> JSON:
+    svc = service(request)
+    return JSON(thread_view(await svc.store.get_thread(thread_id(request))))
+
+
+async def list_messages(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    limit = limit_param(request, default=50, maximum=500)
+    msgs = await svc.store.messages(tid, limit=limit + 1, before=cursor_param(request))
+    older = len(msgs) > limit
+    page = msgs[-limit:]
+    return JSON(
+        {
+            "items": [
+                {
+                    "message_id": m.id,
+                    "thread_id": m.thread_id,
+                    "role": m.role,
+                    "content": m.content,
+                    "created_at": iso(m.created_at),
+                }
+                for m in page
+            ],
+            "next_cursor": str(page[0].id) if older and page else None,
+        }
+    )
+
+
+async def add_message(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    data = await read_object(request)
+    only_fields(data, {"role", "content"})
+    role = data.get("role", "user")
+    if role not in ("user", "assistant", "system"):
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"role must be user, assistant or system; got {str(role)[:40]!r}",
+            field="role",
+        )
+    content = text_field(data, "content", max_len=MESSAGE_MAX)
+    async with svc.store.tx() as tx:
+        msg = await tx.add_message(tid, role, content)
+    return JSON(
+        {
+            "message_id": msg.id,
+            "thread_id": tid,
+            "role": role,
+            "content": content,
+            "created_at": iso(msg.created_at),
+        },
+        status_code=201,
+    )
+
+
+async def list_contradictions(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    status = request.query_params.get("status", "open")
+    if status not in ("open", "resolved", "all"):
+        raise ApiError(
+            422, "invalid_parameter", "status must be open, resolved or all", field="status"
+        )
+    rows = await svc.store.contradictions(tid, status=None if status == "all" else status)
+    return JSON({"items": [_contradiction(c) for c in rows], "next_cursor": None})
+
+
+def _contradiction(c: Any) -> dict[str, Any]:
+    return {
+        "contradiction_id": c.id,
+        "thread_id": c.thread_id,
+        "statement_a": c.statement_a,
+        "statement_b": c.statement_b,
+        "status": c.status,
+        "created_at": iso(c.created_at),
+    }
+
+
+async def add_contradiction(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    data = await read_object(request)
+    only_fields(data, {"statement_a", "statement_b"})
+    a = text_field(data, "statement_a", max_len=STATEMENT_MAX)
+    b = text_field(data, "statement_b", max_len=STATEMENT_MAX)
+    async with svc.store.tx() as tx:
+        row = await tx.add_contradiction(tid, a, b)
+    return JSON(_contradiction(row), status_code=201)
+
+
+async def journal(request: Request) -> JSON:
+    """The other loops' results for a thread: reflections, personality versions, self-replies."""
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    kind = request.path_params["kind"]
+    limit = limit_param(request)
+    items: list[dict[str, Any]]
+    if kind == "reflections":
+        items = [
+            {
+                "reflection_id": r.id,
+                "score": r.score,
+                "summary": r.summary,
+                "notable": r.notable,
+                "run_id": r.run_id,
+                "created_at": iso(r.created_at),
+            }
+            for r in await svc.store.reflections(tid, limit=limit)
+        ]
+    elif kind == "personality":
+        items = [
+            {
+                "version": p.version,
+                "traits": p.traits,
+                "tone": p.tone,
+                "interests": p.interests,
+                "run_id": p.run_id,
+                "created_at": iso(p.created_at),
+            }
+            for p in await svc.store.profiles(tid, limit=limit)
+        ]
+    elif kind == "self-replies":
+        items = [
+            {
+                "reply_id": s.id,
+                "reflection_id": s.reflection_id,
+                "content": s.content,
+                "run_id": s.run_id,
+                "created_at": iso(s.created_at),
+            }
+            for s in await svc.store.self_replies(tid, limit=limit)
+        ]
+    else:
+        raise ApiError(404, "not_found", f"no such path: {request.url.path[:200]}")
+    return JSON({"items": items, "next_cursor": None})
+
+
+# -- the Ledger -----------------------------------------------------------------------------
+async def list_posts(request: Request) -> JSON:
+    svc = service(request)
+    limit = limit_param(request)
+    posts = await svc.store.posts(limit=limit + 1, before=cursor_param(request))
+    page = posts[:limit]
+    nxt = str(page[-1].cursor) if len(posts) > limit else None
+    return JSON({"items": [post_to_dict(p) for p in page], "next_cursor": nxt})
+
+
+async def create_post(request: Request) -> JSON:
+    svc = service(request)
+    data = await read_object(request)
+    only_fields(data, {"title", "content"})
+    title = text_field(data, "title", max_len=TITLE_MAX)
+    content = text_field(data, "content", max_len=CONTENT_MAX)
+    async with svc.store.tx() as tx:
+        post = await tx.create_post(USER, title, content)
+    return JSON(post_to_dict(post), status_code=201)
+
+
+async def get_post(request: Request) -> JSON:
+    svc = service(request)
+    post = await svc.store.get_post(post_id(request))
+    body = post_to_dict(post)
+    body["comments"] = [
+        {
+            "comment_id": c.id,
+            "author": c.author,
+            "content": c.content,
+            "created_at": iso(c.created_at),
+        }
+        for c in await svc.store.comments(post.id)
+    ]
+    body["votes"] = [
+        {"voter": v.voter, "direction": v.direction, "created_at": iso(v.created_at)}
+        for v in await svc.store.votes(post.id)
+    ]
+    return JSON(body)
+
+
+async def add_comment(request: Request) -> JSON:
+    svc = service(request)
+    pid = post_id(request)
+    data = await read_object(request)
+    only_fields(data, {"content"})
+    content = text_field(data, "content", max_len=CONTENT_MAX)
+    async with svc.store.tx() as tx:
+        comment = await tx.add_comment(pid, USER, content)
+    return JSON(
+        {
+            "comment_id": comment.id,
+            "post_id": pid,
+            "author": USER,
+            "content": content,
+            "created_at": iso(comment.created_at),
+        },
+        status_code=201,
+    )
+
+
+async def add_vote(request: Request) -> JSON:
+    svc = service(request)
+    pid = post_id(request)
+    data = await read_object(request)
+    only_fields(data, {"direction"})
+    direction = data.get("direction")
+    if direction not in ("up", "down"):
+        raise ApiError(
+            422,
+            "invalid_value",
+            f'direction must be "up" or "down", got {str(direction)[:40]!r}',
+            field="direction",
+        )
+    async with svc.store.tx() as tx:
+        await tx.vote(pid, USER, direction)
+    post = await svc.store.get_post(pid)
+    return JSON({"post_id": pid, "voter": USER, "direction": direction, "score": post.score})
+
+
+routes = [
+    Route("/api/threads", list_threads, methods=["GET"]),
+    Route("/api/threads", create_thread, methods=["POST"]),
+    Route("/api/threads/{thread_id}", get_thread, methods=["GET"]),
+    Route("/api/threads/{thread_id}/messages", list_messages, methods=["GET"]),
+    Route("/api/threads/{thread_id}/messages", add_message, methods=["POST"]),
+    Route("/api/threads/{thread_id}/contradictions", list_contradictions, methods=["GET"]),
+    Route("/api/threads/{thread_id}/contradictions", add_contradiction, methods=["POST"]),
+    Route("/api/threads/{thread_id}/{kind}", journal, methods=["GET"]),
+    Route("/api/ledger/posts", list_posts, methods=["GET"]),
+    Route("/api/ledger/posts", create_post, methods=["POST"]),
+    Route("/api/ledger/posts/{post_id}", get_post, methods=["GET"]),
+    Route("/api/ledger/posts/{post_id}/comments", add_comment, methods=["POST"]),
+    Route("/api/ledger/posts/{post_id}/votes", add_vote, methods=["POST"]),
+]

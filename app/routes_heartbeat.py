@@ -1,0 +1,191 @@
+"""Routes of the heartbeat itself: status, start/stop, per-thread config, run-now, history,
+HEARTBEAT.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from app.http import (
+    JSON,
+    ApiError,
+    cursor_param,
+    limit_param,
+    only_fields,
+    read_object,
+    thread_id,
+)
+from app.service import Service
+from heartbeat_md import parse as parse_instructions
+from ledger import config as hbconfig
+from ledger.records import iso, run_to_dict
+from loops.executor import RunInFlight
+from loops.workspace import MAX_BYTES, InstructionsTooLarge, read_instructions, write_instructions
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+async def status(request: Request) -> JSON:
+    svc = service(request)
+    hb = svc.supervisor.kinds["heartbeat"].state
+    nxt = svc.scheduler.timers.next_due() if svc.supervisor.is_running("heartbeat") else None
+    loops = {name: kind.state.view() for name, kind in svc.supervisor.kinds.items()}
+    return JSON(
+        {
+            "enabled": hb.enabled,
+            "running": svc.supervisor.is_running("heartbeat"),
+            "check_interval_seconds": hb.interval,
+            "armed_threads": len(svc.scheduler.timers),
+            "next_due_at": iso(nxt),
+            "in_flight": dict(svc.executor.in_flight),
+            "queue_depth": svc.executor.llm_waiting,
+            "max_concurrency": svc.settings.max_concurrency,
+            "loops": loops,
+            "llm": {
+                "provider": svc.llm.name,
+                "base_url": svc.llm.base_url,
+                "model": svc.settings.model,
+            },
+        }
+    )
+
+
+async def start(request: Request) -> JSON:
+    svc = service(request)
+    started = await svc.supervisor.start("heartbeat")
+    message = "heartbeat scheduler started" if started else "heartbeat scheduler already running"
+    return JSON({"ok": True, "message": message, "running": True})
+
+
+async def stop(request: Request) -> JSON:
+    svc = service(request)
+    stopped = await svc.supervisor.stop("heartbeat")
+    message = (
+        "heartbeat scheduler stopped; in-flight runs finish on their own"
+        if stopped
+        else "heartbeat scheduler was not running"
+    )
+    return JSON({"ok": True, "message": message, "running": False})
+
+
+async def config_view(svc: Service, tid: str) -> dict[str, Any]:
+    thread = await svc.store.get_thread(tid)
+    cfg, warning = hbconfig.decode_stored(thread.config_json)
+    body = hbconfig.to_dict(cfg)
+    body.update(
+        thread_id=tid,
+        next_run_at=iso(thread.next_run) if cfg.enabled else None,
+        last_run_at=iso(thread.last_run),
+        anchor_at=iso(thread.anchor),
+        limits=CONFIG_LIMITS,
+    )
+    if warning:
+        body["warning"] = warning
+    return body
+
+
+CONFIG_LIMITS: dict[str, Any] = {
+    "every_seconds": [60, 86400],
+    "max_tokens": [10, 4000],
+    "temperature": [0, 1],
+    "active_hours_start": [0, 23],
+    "active_hours_end": [1, 24],
+}
+
+
+async def get_config(request: Request) -> JSON:
+    return JSON(await config_view(service(request), thread_id(request)))
+
+
+async def post_config(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    patch = await read_object(request)
+    await svc.set_config(tid, patch)
+    return JSON(await config_view(svc, tid))
+
+
+async def run_now(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    try:
+        run = await svc.run_now(tid)
+    except RunInFlight as busy:
+        raise ApiError(
+            409,
+            "run_in_flight",
+            busy.args[0],
+            field="thread_id",
+            extra={"run_id": busy.run_id},
+        ) from None
+    return JSON(run_to_dict(run))
+
+
+async def history(request: Request) -> JSON:
+    svc = service(request)
+    tid = thread_id(request)
+    await svc.store.get_thread(tid)
+    limit = limit_param(request)
+    loop = request.query_params.get("loop") or None
+    runs = await svc.store.history(tid, limit=limit + 1, before=cursor_param(request), loop=loop)
+    page = runs[:limit]
+    nxt = str(page[-1].id) if len(runs) > limit else None
+    return JSON({"items": [run_to_dict(r) for r in page], "next_cursor": nxt})
+
+
+async def _md_view(svc: Service) -> dict[str, Any]:
+    found = await read_instructions(svc.settings.heartbeat_md)
+    text, mtime = found if found else ("", None)
+    parsed = parse_instructions(text)
+    return {
+        "content": text,
+        "exists": found is not None,
+        "last_modified": iso(mtime),
+        "empty": parsed.is_empty,
+        "max_bytes": MAX_BYTES,
+        "sections": {
+            "checklist": [{"text": i.text, "checked": i.checked} for i in parsed.checklist],
+            "rules": parsed.rules,
+            "proactive_behaviors": parsed.proactive_behaviors,
+            "other": parsed.sections,
+        },
+    }
+
+
+async def get_md(request: Request) -> JSON:
+    return JSON(await _md_view(service(request)))
+
+
+async def post_md(request: Request) -> JSON:
+    svc = service(request)
+    data = await read_object(request)
+    only_fields(data, {"content"})
+    content = data.get("content")
+    if not isinstance(content, str):
+        raise ApiError(422, "invalid_type", "content must be a string", field="content")
+    if "\x00" in content:
+        raise ApiError(422, "invalid_value", "content must not contain NUL bytes", field="content")
+    try:
+        await write_instructions(svc.settings.heartbeat_md, content)
+    except InstructionsTooLarge as exc:
+        raise ApiError(413, "too_large", str(exc), field="content") from None
+    return JSON(await _md_view(svc))
+
+
+routes = [
+    Route("/api/heartbeat/status", status, methods=["GET"]),
+    Route("/api/heartbeat/start", start, methods=["POST"]),
+    Route("/api/heartbeat/stop", stop, methods=["POST"]),
+    Route("/api/threads/{thread_id}/heartbeat/config", get_config, methods=["GET"]),
+    Route("/api/threads/{thread_id}/heartbeat/config", post_config, methods=["POST"]),
+    Route("/api/threads/{thread_id}/heartbeat/run-now", run_now, methods=["POST"]),
+    Route("/api/threads/{thread_id}/heartbeat/history", history, methods=["GET"]),
+    Route("/api/heartbeat/heartbeat.md", get_md, methods=["GET"]),
+    Route("/api/heartbeat/heartbeat.md", post_md, methods=["POST"]),
+]

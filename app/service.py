@@ -1,0 +1,174 @@
+"""The composition root: storage, LLM provider, executor, scheduler and supervisor, wired once.
+
+``Service.open`` builds everything in order and ``Service.close`` tears it down in reverse; the
+Starlette lifespan calls both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+
+from app.settings import Settings
+from ledger import config as hbconfig
+from ledger.records import Run
+from ledger.store import Store
+from loops.clock import Clock, SystemClock
+from loops.events import EventBus
+from loops.executor import ExecutorOptions, HeartbeatExecutor
+from loops.llm import LLMProvider, OllamaProvider, OpenAIProvider
+from loops.scheduler import HeartbeatScheduler, plan_config_change
+from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
+
+log = logging.getLogger("heartbeat")
+
+SHUTDOWN_GRACE = 10.0
+
+
+def build_llm(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> LLMProvider:
+    provider = settings.llm_provider
+    if provider == "openai":
+        if not settings.llm_base_url:
+            raise ValueError("HEARTBEAT_LLM_PROVIDER=openai needs HEARTBEAT_LLM_BASE_URL")
+        return OpenAIProvider(
+            settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            transport=transport,
+            idle_timeout=settings.llm_idle_timeout,
+        )
+    return OllamaProvider(
+        settings.ollama_host, transport=transport, idle_timeout=settings.llm_idle_timeout
+    )
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        llm: LLMProvider,
+        clock: Clock,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.llm = llm
+        self.clock = clock
+        self.http = http
+        self.bus = EventBus()
+        self.limiter = asyncio.Semaphore(settings.max_concurrency)
+        self.executor = HeartbeatExecutor(
+            store,
+            lambda: self.llm,
+            self.bus,
+            clock,
+            ExecutorOptions(
+                heartbeat_md=settings.heartbeat_md,
+                default_model=settings.model,
+                window=settings.loop_window,
+                channels=dict(settings.channels),
+                run_deadline=settings.run_deadline,
+            ),
+            limiter=self.limiter,
+            http=http,
+        )
+        self.scheduler = HeartbeatScheduler(
+            store,
+            clock,
+            lambda tid, trigger, slot: self.executor.run(tid, trigger, slot=slot),
+            is_running=self.executor.in_flight.get,
+        )
+        self.supervisor = Supervisor(clock, self.bus)
+        self.supervisor.add(
+            LoopKind(
+                state=LoopState(
+                    name="heartbeat",
+                    enabled=settings.heartbeat.enabled,
+                    interval=settings.heartbeat.seconds,
+                ),
+                body=heartbeat_body(clock, self.scheduler.dispatch, self.scheduler.arm_all),
+                on_stop=self._heartbeat_stopped,
+            )
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        llm: LLMProvider | None = None,
+        llm_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Service:
+        clock = clock or SystemClock()
+        store = await Store.open(settings.db_path, now=clock.now)
+        try:
+            interrupted = await store.mark_interrupted()
+            if interrupted:
+                log.warning(
+                    "[HEARTBEAT] %d run(s) left running by a crash marked interrupted", interrupted
+                )
+            async with store.tx() as tx:
+                if await tx.create_thread("default", "Default", None):
+                    log.info("created thread 'default'")
+            http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+            service = cls(settings, store, llm or build_llm(settings, llm_transport), clock, http)
+        except BaseException:
+            await store.close()
+            raise
+        return service
+
+    async def start_loops(self) -> None:
+        for name, kind in self.supervisor.kinds.items():
+            if kind.state.enabled:
+                await self.supervisor.start(name)
+
+    async def close(self) -> None:
+        """Stop timers, let in-flight runs finish within the grace period, then cancel."""
+        await self.supervisor.stop_all()
+        await self.scheduler.drain(SHUTDOWN_GRACE)
+        await self.llm.aclose()
+        await self.http.aclose()
+        await self.store.close()
+
+    async def _heartbeat_stopped(self) -> None:
+        self.scheduler.disarm_all()
+
+    # -- operations used by the API ------------------------------------------------------
+    async def run_now(self, thread_id: str) -> Run:
+        ran_at = self.clock.now()
+        run = await self.executor.run(thread_id, "manual")
+        assert run is not None  # manual runs have no slot to lose
+        await self.scheduler.after_manual_run(thread_id, ran_at)
+        return run
+
+    async def set_config(self, thread_id: str, patch: dict[str, Any]) -> hbconfig.HeartbeatConfig:
+        """Merge ``patch`` into the stored config (creating the thread), re-plan, re-arm."""
+        async with self.store.tx() as tx:
+            await tx.create_thread(thread_id, thread_id, None)
+        thread = await self.store.get_thread(thread_id)
+        old = None if thread.config_json is None else hbconfig.decode_stored(thread.config_json)[0]
+        new = hbconfig.merge_config(
+            old or hbconfig.HeartbeatConfig(), patch, channels=self.settings.channels
+        )
+        now = self.clock.now()
+        anchor, next_run = plan_config_change(
+            old or hbconfig.HeartbeatConfig(enabled=False) if old is None else old,
+            new,
+            thread.anchor,
+            thread.next_run,
+            now,
+        )
+        async with self.store.tx() as tx:
+            await tx.set_config(thread_id, hbconfig.encode(new), anchor, next_run)
+        if self.supervisor.is_running("heartbeat"):
+            await self.scheduler.rearm(thread_id)
+        self.bus.publish(
+            "config_changed",
+            {"thread_id": thread_id, "config": hbconfig.to_dict(new)},
+            thread_id=thread_id,
+        )
+        return new

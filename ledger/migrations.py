@@ -1,0 +1,138 @@
+"""Numbered schema migrations, applied in order and recorded in ``PRAGMA user_version``.
+
+Each entry is one migration; never edit a released one, append a new one instead.
+All times are stored as REAL POSIX seconds (UTC).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole first schema
+    """
+    CREATE TABLE threads (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        heartbeat_config_json TEXT,
+        heartbeat_anchor REAL,
+        heartbeat_next_run REAL,
+        heartbeat_last_run REAL,
+        heartbeat_last_summary TEXT,
+        heartbeat_last_actions_json TEXT
+    );
+    CREATE INDEX threads_next_run ON threads (heartbeat_next_run);
+
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        run_id INTEGER
+    );
+    CREATE INDEX messages_thread ON messages (thread_id, id);
+
+    CREATE TABLE contradictions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+        statement_a TEXT NOT NULL,
+        statement_b TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX contradictions_thread ON contradictions (thread_id, status);
+
+    CREATE TABLE reflections (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+        score REAL NOT NULL,
+        summary TEXT NOT NULL,
+        notable_json TEXT NOT NULL DEFAULT '[]',
+        last_message_id INTEGER NOT NULL,
+        run_id INTEGER,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX reflections_thread ON reflections (thread_id, id);
+
+    CREATE TABLE personality_profiles (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        traits_json TEXT NOT NULL DEFAULT '[]',
+        tone TEXT NOT NULL DEFAULT '',
+        interests_json TEXT NOT NULL DEFAULT '[]',
+        last_message_id INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        created_at REAL NOT NULL,
+        UNIQUE (thread_id, version)
+    );
+
+    CREATE TABLE self_replies (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reflection_id INTEGER NOT NULL UNIQUE REFERENCES reflections (id) ON DELETE CASCADE,
+        thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+        content TEXT NOT NULL,
+        run_id INTEGER,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE ledger_posts (
+        id TEXT PRIMARY KEY,
+        author TEXT NOT NULL,
+        title TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        run_id INTEGER
+    );
+    CREATE INDEX ledger_posts_created ON ledger_posts (created_at DESC, id DESC);
+
+    CREATE TABLE ledger_comments (
+        id TEXT PRIMARY KEY,
+        post_id TEXT NOT NULL REFERENCES ledger_posts (id) ON DELETE CASCADE,
+        author TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        run_id INTEGER
+    );
+    CREATE INDEX ledger_comments_post ON ledger_comments (post_id, created_at);
+
+    CREATE TABLE ledger_votes (
+        post_id TEXT NOT NULL REFERENCES ledger_posts (id) ON DELETE CASCADE,
+        voter TEXT NOT NULL,
+        direction INTEGER NOT NULL CHECK (direction IN (-1, 1)),
+        created_at REAL NOT NULL,
+        run_id INTEGER,
+        PRIMARY KEY (post_id, voter)
+    );
+
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL,
+        loop TEXT NOT NULL,
+        trigger TEXT NOT NULL
+            CHECK (trigger IN ('schedule', 'manual', 'wake', 'catch_up')),
+        slot REAL,
+        status TEXT NOT NULL CHECK (status IN
+            ('running', 'ok', 'dry_run', 'skipped', 'rejected', 'failed', 'interrupted')),
+        reason TEXT,
+        model TEXT,
+        action TEXT,
+        decision_json TEXT,
+        executed_json TEXT,
+        summary TEXT,
+        dry_run INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        llm_ms REAL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        owner TEXT,
+        UNIQUE (thread_id, loop, slot)
+    );
+    CREATE INDEX runs_thread ON runs (thread_id, id DESC);
+    CREATE INDEX runs_status ON runs (status) WHERE status = 'running';
+    CREATE INDEX runs_finished ON runs (finished_at);
+    """,
+)

@@ -1,0 +1,182 @@
+"""Plain records returned by the store. Times are float POSIX seconds (UTC)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class Thread(msgspec.Struct, kw_only=True):
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+    config_json: str | None
+    anchor: float | None
+    next_run: float | None
+    last_run: float | None
+    last_summary: str | None
+    last_actions: list[dict[str, Any]] | None
+
+
+class Message(msgspec.Struct, kw_only=True):
+    id: int
+    thread_id: str
+    role: str
+    content: str
+    created_at: float
+
+
+class Contradiction(msgspec.Struct, kw_only=True):
+    id: int
+    thread_id: str
+    statement_a: str
+    statement_b: str
+    status: str
+    created_at: float
+
+
+class Post(msgspec.Struct, kw_only=True):
+    id: str
+    author: str
+    title: str
+    content: str
+    created_at: float
+    score: int = 0
+    comment_count: int = 0
+    cursor: int = 0
+
+
+class Comment(msgspec.Struct, kw_only=True):
+    id: str
+    post_id: str
+    author: str
+    content: str
+    created_at: float
+
+
+class Vote(msgspec.Struct, kw_only=True):
+    post_id: str
+    voter: str
+    direction: str
+    created_at: float
+
+
+class Run(msgspec.Struct, kw_only=True):
+    id: int
+    thread_id: str
+    loop: str
+    trigger: str
+    slot: float | None
+    status: str
+    reason: str | None
+    model: str | None
+    action: str | None
+    decision: dict[str, Any] | None
+    executed: list[dict[str, Any]] | None
+    summary: str | None
+    dry_run: bool
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    llm_ms: float | None
+    started_at: float
+    finished_at: float | None
+
+
+class Reflection(msgspec.Struct, kw_only=True):
+    id: int
+    thread_id: str
+    score: float
+    summary: str
+    notable: list[str]
+    last_message_id: int
+    run_id: int | None
+    created_at: float
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    id: int
+    thread_id: str
+    version: int
+    traits: list[str]
+    tone: str
+    interests: list[str]
+    last_message_id: int
+    run_id: int | None
+    created_at: float
+
+
+class SelfReply(msgspec.Struct, kw_only=True):
+    id: int
+    reflection_id: int
+    thread_id: str
+    content: str
+    run_id: int | None
+    created_at: float
+
+
+class RunOutcome(msgspec.Struct, kw_only=True):
+    """Everything a finished run records in its history row."""
+
+    status: str
+    reason: str | None = None
+    model: str | None = None
+    action: str | None = None
+    decision: dict[str, Any] | None = None
+    executed: list[dict[str, Any]] | None = None
+    summary: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    llm_ms: float | None = None
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a ``Z``."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    """A run as every API response and event shows it."""
+    decision = run.decision or {}
+    duration = (
+        None if run.finished_at is None else round((run.finished_at - run.started_at) * 1000, 1)
+    )
+    return {
+        "run_id": run.id,
+        "thread_id": run.thread_id,
+        "loop": run.loop,
+        "trigger": run.trigger,
+        "status": run.status,
+        "reason": run.reason,
+        "action": run.action,
+        "reasoning": decision.get("reasoning"),
+        "decision": run.decision,
+        "executed": run.executed,
+        "dry_run": run.dry_run,
+        "summary": run.summary,
+        "model": run.model,
+        "slot_at": iso(run.slot),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "error": run.error,
+        "timings": {"llm_ms": run.llm_ms, "total_ms": duration},
+        "tokens": {"prompt": run.prompt_tokens, "completion": run.completion_tokens},
+    }
+
+
+def post_to_dict(post: Post) -> dict[str, Any]:
+    return {
+        "post_id": post.id,
+        "author": post.author,
+        "title": post.title,
+        "content": post.content,
+        "created_at": iso(post.created_at),
+        "score": post.score,
+        "comment_count": post.comment_count,
+    }

@@ -1,0 +1,891 @@
+"""All reads and writes of the SQLite file, through aiosqlite.
+
+One long-lived connection writes; every write happens inside ``Store.tx()``, which serialises
+writers in this process with a lock, opens ``BEGIN IMMEDIATE`` (so a second process waits for
+the file lock instead of failing half-way) and retries with backoff while another process holds
+the database locked. A second connection serves reads, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from ledger.errors import Conflict, NotFound, StorageBusy
+from ledger.migrations import MIGRATIONS
+from ledger.records import (
+    Comment,
+    Contradiction,
+    Message,
+    Post,
+    Profile,
+    Reflection,
+    Run,
+    RunOutcome,
+    SelfReply,
+    Thread,
+    Vote,
+)
+
+log = logging.getLogger("heartbeat.ledger")
+
+USER = "user"
+AGENT = "agent"
+
+_THREAD_COLS = (
+    "id, title, created_at, updated_at, heartbeat_config_json, heartbeat_anchor, "
+    "heartbeat_next_run, heartbeat_last_run, heartbeat_last_summary, heartbeat_last_actions_json"
+)
+_RUN_COLS = (
+    "id, thread_id, loop, trigger, slot, status, reason, model, action, decision_json, "
+    "executed_json, summary, dry_run, error, prompt_tokens, completion_tokens, llm_ms, "
+    "started_at, finished_at"
+)
+_POST_SELECT = (
+    "SELECT p.id, p.author, p.title, p.content, p.created_at,"
+    " COALESCE((SELECT SUM(v.direction) FROM ledger_votes v WHERE v.post_id = p.id), 0),"
+    " (SELECT COUNT(*) FROM ledger_comments c WHERE c.post_id = p.id), p.rowid"
+    " FROM ledger_posts p"
+)
+
+_json_encode = msgspec.json.encode
+_decode_list = msgspec.json.Decoder(list[dict[str, Any]])
+_decode_dict = msgspec.json.Decoder(dict[str, Any])
+_decode_strs = msgspec.json.Decoder(list[str])
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else _json_encode(value).decode()
+
+
+def _loads_list(raw: str | None) -> list[dict[str, Any]] | None:
+    if not raw:
+        return None
+    try:
+        return _decode_list.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def _loads_dict(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        return _decode_dict.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def _loads_strs(raw: str | None) -> list[str]:
+    try:
+        return _decode_strs.decode(raw or "[]")
+    except msgspec.DecodeError:
+        return []
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def process_owner() -> str:
+    """Identify this process in ``runs.owner`` so a restart can tell its own dead rows."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _thread(row: Sequence[Any]) -> Thread:
+    return Thread(
+        id=row[0],
+        title=row[1],
+        created_at=row[2],
+        updated_at=row[3],
+        config_json=row[4],
+        anchor=row[5],
+        next_run=row[6],
+        last_run=row[7],
+        last_summary=row[8],
+        last_actions=_loads_list(row[9]),
+    )
+
+
+def _run(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        thread_id=row[1],
+        loop=row[2],
+        trigger=row[3],
+        slot=row[4],
+        status=row[5],
+        reason=row[6],
+        model=row[7],
+        action=row[8],
+        decision=_loads_dict(row[9]),
+        executed=_loads_list(row[10]),
+        summary=row[11],
+        dry_run=bool(row[12]),
+        error=row[13],
+        prompt_tokens=row[14],
+        completion_tokens=row[15],
+        llm_ms=row[16],
+        started_at=row[17],
+        finished_at=row[18],
+    )
+
+
+def _post(row: Sequence[Any]) -> Post:
+    return Post(
+        id=row[0],
+        author=row[1],
+        title=row[2],
+        content=row[3],
+        created_at=row[4],
+        score=int(row[5] or 0),
+        comment_count=int(row[6] or 0),
+        cursor=int(row[7]),
+    )
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Tx:
+    """The writes available inside one transaction. Obtained from ``Store.tx()``."""
+
+    def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self.conn.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    # threads ---------------------------------------------------------------------------
+    async def create_thread(self, thread_id: str, title: str, config_json: str | None) -> bool:
+        cur = await self.conn.execute(
+            "INSERT OR IGNORE INTO threads (id, title, created_at, updated_at,"
+            " heartbeat_config_json) VALUES (?, ?, ?, ?, ?)",
+            (thread_id, title, self.now, self.now, config_json),
+        )
+        return cur.rowcount == 1
+
+    async def set_config(
+        self, thread_id: str, config_json: str, anchor: float | None, next_run: float | None
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE threads SET heartbeat_config_json = ?, heartbeat_anchor = ?,"
+            " heartbeat_next_run = ?, updated_at = ? WHERE id = ?",
+            (config_json, anchor, next_run, self.now, thread_id),
+        )
+
+    async def set_next_run(
+        self, thread_id: str, next_run: float | None, *, expect: float | None = None
+    ) -> bool:
+        """Move a thread's next run; with ``expect``, only if it still holds that value (CAS)."""
+        if expect is None:
+            cur = await self.conn.execute(
+                "UPDATE threads SET heartbeat_next_run = ? WHERE id = ?", (next_run, thread_id)
+            )
+        else:
+            cur = await self.conn.execute(
+                "UPDATE threads SET heartbeat_next_run = ? WHERE id = ? AND heartbeat_next_run = ?",
+                (next_run, thread_id, expect),
+            )
+        return cur.rowcount == 1
+
+    async def claim_slots(self, claims: Sequence[tuple[str, float, float]]) -> set[str]:
+        """Compare-and-set many threads' next run at once: (thread, expected slot, new next).
+
+        Returns the ids whose stored next run still held the expected slot (and now moved on).
+        """
+        won: set[str] = set()
+        for i in range(0, len(claims), 300):
+            chunk = claims[i : i + 300]
+            values = ", ".join("(?, ?, ?)" for _ in chunk)
+            params = [v for claim in chunk for v in claim]
+            sql = (
+                f"WITH batch (id, slot, nxt) AS (VALUES {values})"
+                " UPDATE threads SET heartbeat_next_run ="
+                " (SELECT nxt FROM batch WHERE batch.id = threads.id)"
+                " WHERE id IN (SELECT id FROM batch) AND heartbeat_next_run ="
+                " (SELECT slot FROM batch WHERE batch.id = threads.id) RETURNING id"
+            )
+            async with self.conn.execute(sql, params) as cur:
+                won.update(row[0] for row in await cur.fetchall())
+        return won
+
+    # messages and contradictions ---------------------------------------------------------
+    async def add_message(
+        self, thread_id: str, role: str, content: str, run_id: int | None = None
+    ) -> Message:
+        cur = await self.conn.execute(
+            "INSERT INTO messages (thread_id, role, content, created_at, run_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (thread_id, role, content, self.now, run_id),
+        )
+        assert cur.lastrowid is not None
+        await self.conn.execute(
+            "UPDATE threads SET updated_at = ? WHERE id = ?", (self.now, thread_id)
+        )
+        return Message(
+            id=cur.lastrowid,
+            thread_id=thread_id,
+            role=role,
+            content=content,
+            created_at=self.now,
+        )
+
+    async def add_contradiction(self, thread_id: str, a: str, b: str) -> Contradiction:
+        cur = await self.conn.execute(
+            "INSERT INTO contradictions (thread_id, statement_a, statement_b, status, created_at)"
+            " VALUES (?, ?, ?, 'open', ?)",
+            (thread_id, a, b, self.now),
+        )
+        assert cur.lastrowid is not None
+        return Contradiction(
+            id=cur.lastrowid,
+            thread_id=thread_id,
+            statement_a=a,
+            statement_b=b,
+            status="open",
+            created_at=self.now,
+        )
+
+    async def set_contradiction_status(self, contradiction_id: int, status: str) -> bool:
+        cur = await self.conn.execute(
+            "UPDATE contradictions SET status = ? WHERE id = ?", (status, contradiction_id)
+        )
+        return cur.rowcount == 1
+
+    # ledger ------------------------------------------------------------------------------
+    async def create_post(
+        self, author: str, title: str, content: str, run_id: int | None = None
+    ) -> Post:
+        post_id = new_id("post")
+        cur = await self.conn.execute(
+            "INSERT INTO ledger_posts (id, author, title, content, created_at, run_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (post_id, author, title, content, self.now, run_id),
+        )
+        return Post(
+            id=post_id,
+            author=author,
+            title=title,
+            content=content,
+            created_at=self.now,
+            cursor=cur.lastrowid or 0,
+        )
+
+    async def _require_post(self, post_id: str) -> None:
+        if await self._one("SELECT 1 FROM ledger_posts WHERE id = ?", (post_id,)) is None:
+            raise NotFound("post", post_id)
+
+    async def add_comment(
+        self, post_id: str, author: str, content: str, run_id: int | None = None
+    ) -> Comment:
+        await self._require_post(post_id)
+        comment_id = new_id("comment")
+        await self.conn.execute(
+            "INSERT INTO ledger_comments (id, post_id, author, content, created_at, run_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (comment_id, post_id, author, content, self.now, run_id),
+        )
+        return Comment(
+            id=comment_id, post_id=post_id, author=author, content=content, created_at=self.now
+        )
+
+    async def vote(
+        self, post_id: str, voter: str, direction: str, run_id: int | None = None
+    ) -> Vote:
+        """One vote per voter per post: a new vote replaces the old one."""
+        await self._require_post(post_id)
+        value = 1 if direction == "up" else -1
+        await self.conn.execute(
+            "INSERT INTO ledger_votes (post_id, voter, direction, created_at, run_id)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (post_id, voter) DO UPDATE SET"
+            " direction = excluded.direction, created_at = excluded.created_at,"
+            " run_id = excluded.run_id",
+            (post_id, voter, value, self.now, run_id),
+        )
+        return Vote(post_id=post_id, voter=voter, direction=direction, created_at=self.now)
+
+    # runs --------------------------------------------------------------------------------
+    async def start_run(
+        self,
+        thread_id: str,
+        loop: str,
+        trigger: str,
+        *,
+        slot: float | None = None,
+        model: str | None = None,
+        dry_run: bool = False,
+        owner: str | None = None,
+    ) -> int | None:
+        """Insert a ``running`` row. Returns None when the (thread, loop, slot) is taken."""
+        cur = await self.conn.execute(
+            "INSERT INTO runs (thread_id, loop, trigger, slot, status, model, dry_run,"
+            " started_at, owner) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+            " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
+            (thread_id, loop, trigger, slot, model, int(dry_run), self.now, owner),
+        )
+        if cur.rowcount != 1:
+            return None
+        return cur.lastrowid
+
+    async def record_run(
+        self,
+        thread_id: str,
+        loop: str,
+        trigger: str,
+        outcome: RunOutcome,
+        *,
+        slot: float | None = None,
+        dry_run: bool = False,
+    ) -> int | None:
+        """Insert an already finished row (e.g. a ``skipped`` slot)."""
+        cur = await self.conn.execute(
+            "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
+            " summary, dry_run, error, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
+            (
+                thread_id,
+                loop,
+                trigger,
+                slot,
+                outcome.status,
+                outcome.reason,
+                outcome.model,
+                outcome.action,
+                outcome.summary,
+                int(dry_run),
+                outcome.error,
+                self.now,
+                self.now,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    async def finish_run(self, run_id: int, outcome: RunOutcome) -> None:
+        await self.conn.execute(
+            "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
+            " decision_json = ?, executed_json = ?, summary = ?, error = ?, prompt_tokens = ?,"
+            " completion_tokens = ?, llm_ms = ?, finished_at = ? WHERE id = ?",
+            (
+                outcome.status,
+                outcome.reason,
+                outcome.model,
+                outcome.action,
+                _dumps(outcome.decision),
+                _dumps(outcome.executed),
+                outcome.summary,
+                outcome.error,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                outcome.llm_ms,
+                self.now,
+                run_id,
+            ),
+        )
+
+    async def note_heartbeat(
+        self, thread_id: str, summary: str | None, actions: list[dict[str, Any]]
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE threads SET heartbeat_last_run = ?, heartbeat_last_summary = ?,"
+            " heartbeat_last_actions_json = ? WHERE id = ?",
+            (self.now, summary, _dumps(actions), thread_id),
+        )
+
+    # journal -----------------------------------------------------------------------------
+    async def add_reflection(
+        self,
+        thread_id: str,
+        score: float,
+        summary: str,
+        notable: list[str],
+        last_message_id: int,
+        run_id: int | None,
+    ) -> int:
+        cur = await self.conn.execute(
+            "INSERT INTO reflections (thread_id, score, summary, notable_json, last_message_id,"
+            " run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (thread_id, score, summary, _dumps(notable), last_message_id, run_id, self.now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def add_profile(
+        self,
+        thread_id: str,
+        traits: list[str],
+        tone: str,
+        interests: list[str],
+        last_message_id: int,
+        run_id: int | None,
+    ) -> int:
+        row = await self._one(
+            "SELECT COALESCE(MAX(version), 0) FROM personality_profiles WHERE thread_id = ?",
+            (thread_id,),
+        )
+        version = int(row[0]) + 1
+        await self.conn.execute(
+            "INSERT INTO personality_profiles (thread_id, version, traits_json, tone,"
+            " interests_json, last_message_id, run_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                thread_id,
+                version,
+                _dumps(traits),
+                tone,
+                _dumps(interests),
+                last_message_id,
+                run_id,
+                self.now,
+            ),
+        )
+        return version
+
+    async def add_self_reply(
+        self, reflection_id: int, thread_id: str, content: str, run_id: int | None
+    ) -> bool:
+        cur = await self.conn.execute(
+            "INSERT INTO self_replies (reflection_id, thread_id, content, run_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (reflection_id) DO NOTHING",
+            (reflection_id, thread_id, content, run_id, self.now),
+        )
+        return cur.rowcount == 1
+
+
+class Store:
+    """The SQLite file. Open with ``await Store.open(path, clock=...)``; close with ``close()``."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        path: Path,
+        now: Callable[[], float],
+    ) -> None:
+        self._w = writer
+        self._r = reader
+        self.path = path
+        self._now = now
+        self._lock = asyncio.Lock()
+        self.owner = process_owner()
+        self.busy_retries = 0
+
+    @classmethod
+    async def open(cls, path: Path | str, *, now: Callable[[], float]) -> Store:
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await writer.execute("PRAGMA busy_timeout = 2000")
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA synchronous = NORMAL")
+            await writer.execute("PRAGMA foreign_keys = ON")
+            await _migrate(writer)
+            reader = await aiosqlite.connect(str(path), isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout = 2000")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader, path, now)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._r.close()
+            await self._w.close()
+
+    def now(self) -> float:
+        return self._now()
+
+    @asynccontextmanager
+    async def tx(self, *, attempts: int = 8) -> AsyncIterator[Tx]:
+        """One write transaction; commits on exit, rolls back on any exception."""
+        async with self._lock:
+            delay = 0.05
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._w.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_locked(exc) or attempt == attempts:
+                        raise StorageBusy() from exc
+                    self.busy_retries += 1
+                    log.warning("database locked by another writer; retry %d", attempt)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+            try:
+                yield Tx(self._w, self._now())
+                await self._w.execute("COMMIT")
+            except BaseException:
+                try:
+                    await self._w.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover - connection already broken
+                    log.exception("rollback failed")
+                raise
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self._r.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._r.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    # start-up -----------------------------------------------------------------------------
+    async def mark_interrupted(self) -> int:
+        """Mark ``running`` rows whose process is gone as ``interrupted``."""
+        rows = await self._all("SELECT id, owner FROM runs WHERE status = 'running'")
+        dead = [r[0] for r in rows if not _owner_alive(r[1])]
+        if not dead:
+            return 0
+        async with self.tx() as tx:
+            await tx.conn.executemany(
+                "UPDATE runs SET status = 'interrupted', reason = 'process_died',"
+                " error = 'the service stopped while this run was in flight', finished_at = ?"
+                " WHERE id = ? AND status = 'running'",
+                [(tx.now, run_id) for run_id in dead],
+            )
+        return len(dead)
+
+    # threads ------------------------------------------------------------------------------
+    async def get_thread(self, thread_id: str) -> Thread:
+        row = await self._one(f"SELECT {_THREAD_COLS} FROM threads WHERE id = ?", (thread_id,))
+        if row is None:
+            raise NotFound("thread", thread_id)
+        return _thread(row)
+
+    async def threads_by_ids(self, ids: Sequence[str]) -> list[Thread]:
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        rows = await self._all(f"SELECT {_THREAD_COLS} FROM threads WHERE id IN ({marks})", ids)
+        return [_thread(r) for r in rows]
+
+    async def thread_exists(self, thread_id: str) -> bool:
+        return await self._one("SELECT 1 FROM threads WHERE id = ?", (thread_id,)) is not None
+
+    async def list_threads(self, *, limit: int = 100, after: str | None = None) -> list[Thread]:
+        rows = await self._all(
+            f"SELECT {_THREAD_COLS} FROM threads WHERE id > ? ORDER BY id LIMIT ?",
+            (after or "", limit),
+        )
+        return [_thread(r) for r in rows]
+
+    async def iter_threads(self, *, batch: int = 1000) -> AsyncIterator[list[Thread]]:
+        after = ""
+        while True:
+            rows = await self.list_threads(limit=batch, after=after)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].id
+
+    async def thread_ids(self) -> list[str]:
+        return [r[0] for r in await self._all("SELECT id FROM threads ORDER BY id")]
+
+    # messages -----------------------------------------------------------------------------
+    async def messages(
+        self, thread_id: str, *, limit: int = 50, before: int | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages (older than ``before``), returned oldest first."""
+        rows = await self._all(
+            "SELECT id, thread_id, role, content, created_at FROM messages"
+            " WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (thread_id, before if before is not None else 2**62, limit),
+        )
+        return [
+            Message(id=r[0], thread_id=r[1], role=r[2], content=r[3], created_at=r[4])
+            for r in reversed(rows)
+        ]
+
+    async def last_message_id(self, thread_id: str) -> int:
+        row = await self._one(
+            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE thread_id = ?", (thread_id,)
+        )
+        return int(row[0])
+
+    async def contradictions(
+        self, thread_id: str, *, status: str | None = "open", limit: int = 100
+    ) -> list[Contradiction]:
+        rows = await self._all(
+            "SELECT id, thread_id, statement_a, statement_b, status, created_at"
+            " FROM contradictions WHERE thread_id = ? AND (? IS NULL OR status = ?)"
+            " ORDER BY id DESC LIMIT ?",
+            (thread_id, status, status, limit),
+        )
+        return [
+            Contradiction(
+                id=r[0],
+                thread_id=r[1],
+                statement_a=r[2],
+                statement_b=r[3],
+                status=r[4],
+                created_at=r[5],
+            )
+            for r in rows
+        ]
+
+    # ledger -------------------------------------------------------------------------------
+    async def posts(self, *, limit: int = 20, before: int | None = None) -> list[Post]:
+        rows = await self._all(
+            f"{_POST_SELECT} WHERE p.rowid < ? ORDER BY p.rowid DESC LIMIT ?",
+            (before if before is not None else 2**62, limit),
+        )
+        return [_post(r) for r in rows]
+
+    async def get_post(self, post_id: str) -> Post:
+        row = await self._one(f"{_POST_SELECT} WHERE p.id = ?", (post_id,))
+        if row is None:
+            raise NotFound("post", post_id)
+        return _post(row)
+
+    async def post_exists(self, post_id: str) -> bool:
+        return await self._one("SELECT 1 FROM ledger_posts WHERE id = ?", (post_id,)) is not None
+
+    async def comments(self, post_id: str) -> list[Comment]:
+        rows = await self._all(
+            "SELECT id, post_id, author, content, created_at FROM ledger_comments"
+            " WHERE post_id = ? ORDER BY created_at, rowid",
+            (post_id,),
+        )
+        return [
+            Comment(id=r[0], post_id=r[1], author=r[2], content=r[3], created_at=r[4]) for r in rows
+        ]
+
+    async def votes(self, post_id: str) -> list[Vote]:
+        rows = await self._all(
+            "SELECT post_id, voter, direction, created_at FROM ledger_votes"
+            " WHERE post_id = ? ORDER BY created_at",
+            (post_id,),
+        )
+        return [
+            Vote(post_id=r[0], voter=r[1], direction="up" if r[2] > 0 else "down", created_at=r[3])
+            for r in rows
+        ]
+
+    # runs ---------------------------------------------------------------------------------
+    async def get_run(self, run_id: int) -> Run:
+        row = await self._one(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise NotFound("run", str(run_id))
+        return _run(row)
+
+    async def history(
+        self,
+        thread_id: str,
+        *,
+        limit: int = 20,
+        before: int | None = None,
+        loop: str | None = None,
+    ) -> list[Run]:
+        rows = await self._all(
+            f"SELECT {_RUN_COLS} FROM runs WHERE thread_id = ? AND id < ?"
+            " AND (? IS NULL OR loop = ?) ORDER BY id DESC LIMIT ?",
+            (thread_id, before if before is not None else 2**62, loop, loop, limit),
+        )
+        return [_run(r) for r in rows]
+
+    async def runs_finished_after(
+        self, last_id: int, *, thread_id: str | None = None, limit: int = 500
+    ) -> list[Run]:
+        """Finished runs a reconnecting event client missed, oldest first.
+
+        A run that started before ``last_id`` but finished after it counts as missed too.
+        """
+        row = await self._one("SELECT finished_at FROM runs WHERE id = ?", (last_id,))
+        since = row[0] if row and row[0] is not None else None
+        rows = await self._all(
+            f"SELECT {_RUN_COLS} FROM runs WHERE status != 'running'"
+            " AND (id > ? OR (? IS NOT NULL AND finished_at > ?))"
+            " AND (? IS NULL OR thread_id = ?) ORDER BY finished_at, id LIMIT ?",
+            (last_id, since, since, thread_id, thread_id, limit),
+        )
+        return [_run(r) for r in rows if r[0] != last_id]
+
+    async def running_runs(self) -> list[Run]:
+        rows = await self._all(f"SELECT {_RUN_COLS} FROM runs WHERE status = 'running'")
+        return [_run(r) for r in rows]
+
+    async def recent_actions(self, thread_id: str, *, limit: int = 5) -> list[Run]:
+        rows = await self._all(
+            f"SELECT {_RUN_COLS} FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
+            " AND status IN ('ok', 'dry_run') ORDER BY id DESC LIMIT ?",
+            (thread_id, limit),
+        )
+        return [_run(r) for r in rows]
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        row = await self._one(
+            "SELECT COUNT(*) FROM runs WHERE (? IS NULL OR status = ?)", (status, status)
+        )
+        return int(row[0])
+
+    # journal ------------------------------------------------------------------------------
+    async def reflections(self, thread_id: str, *, limit: int = 20) -> list[Reflection]:
+        rows = await self._all(
+            "SELECT id, thread_id, score, summary, notable_json, last_message_id, run_id,"
+            " created_at FROM reflections WHERE thread_id = ? ORDER BY id DESC LIMIT ?",
+            (thread_id, limit),
+        )
+        return [
+            Reflection(
+                id=r[0],
+                thread_id=r[1],
+                score=r[2],
+                summary=r[3],
+                notable=_loads_strs(r[4]),
+                last_message_id=r[5],
+                run_id=r[6],
+                created_at=r[7],
+            )
+            for r in rows
+        ]
+
+    async def last_reflected_message(self, thread_id: str) -> int:
+        row = await self._one(
+            "SELECT COALESCE(MAX(last_message_id), 0) FROM reflections WHERE thread_id = ?",
+            (thread_id,),
+        )
+        return int(row[0])
+
+    async def threads_needing_reflection(self, *, limit: int = 100) -> list[str]:
+        rows = await self._all(
+            "SELECT m.thread_id FROM messages m GROUP BY m.thread_id HAVING MAX(m.id) >"
+            " COALESCE((SELECT MAX(r.last_message_id) FROM reflections r"
+            " WHERE r.thread_id = m.thread_id), 0) ORDER BY m.thread_id LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    async def profile(self, thread_id: str) -> Profile | None:
+        rows = await self.profiles(thread_id, limit=1)
+        return rows[0] if rows else None
+
+    async def profiles(self, thread_id: str, *, limit: int = 20) -> list[Profile]:
+        rows = await self._all(
+            "SELECT id, thread_id, version, traits_json, tone, interests_json, last_message_id,"
+            " run_id, created_at FROM personality_profiles WHERE thread_id = ?"
+            " ORDER BY version DESC LIMIT ?",
+            (thread_id, limit),
+        )
+        return [
+            Profile(
+                id=r[0],
+                thread_id=r[1],
+                version=r[2],
+                traits=_loads_strs(r[3]),
+                tone=r[4],
+                interests=_loads_strs(r[5]),
+                last_message_id=r[6],
+                run_id=r[7],
+                created_at=r[8],
+            )
+            for r in rows
+        ]
+
+    async def threads_needing_profile(self, *, limit: int = 100) -> list[str]:
+        rows = await self._all(
+            "SELECT m.thread_id FROM messages m GROUP BY m.thread_id HAVING MAX(m.id) >"
+            " COALESCE((SELECT MAX(p.last_message_id) FROM personality_profiles p"
+            " WHERE p.thread_id = m.thread_id), 0) ORDER BY m.thread_id LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    async def unanswered_reflections(self, *, limit: int = 100) -> list[Reflection]:
+        rows = await self._all(
+            "SELECT r.id, r.thread_id, r.score, r.summary, r.notable_json, r.last_message_id,"
+            " r.run_id, r.created_at FROM reflections r LEFT JOIN self_replies s"
+            " ON s.reflection_id = r.id WHERE s.id IS NULL ORDER BY r.id LIMIT ?",
+            (limit,),
+        )
+        return [
+            Reflection(
+                id=r[0],
+                thread_id=r[1],
+                score=r[2],
+                summary=r[3],
+                notable=_loads_strs(r[4]),
+                last_message_id=r[5],
+                run_id=r[6],
+                created_at=r[7],
+            )
+            for r in rows
+        ]
+
+    async def self_replies(self, thread_id: str, *, limit: int = 20) -> list[SelfReply]:
+        rows = await self._all(
+            "SELECT id, reflection_id, thread_id, content, run_id, created_at FROM self_replies"
+            " WHERE thread_id = ? ORDER BY id DESC LIMIT ?",
+            (thread_id, limit),
+        )
+        return [
+            SelfReply(
+                id=r[0],
+                reflection_id=r[1],
+                thread_id=r[2],
+                content=r[3],
+                run_id=r[4],
+                created_at=r[5],
+            )
+            for r in rows
+        ]
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Apply pending migrations; safe when two processes start on one file at once."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > len(MIGRATIONS):
+            raise Conflict(
+                f"database schema version {current} is newer than this program knows"
+                f" ({len(MIGRATIONS)}); upgrade heartbeat"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            log.info("applying database migration %d", version)
+            for statement in script.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version:d}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise

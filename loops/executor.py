@@ -1,0 +1,504 @@
+"""One heartbeat run, end to end: context → prompt → LLM → parse → review → execute → record.
+
+The Ledger effect and the run's history row commit in one transaction, so after a crash there is
+never an action without its record nor a record claiming an absent action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from heartbeat_md import parse as parse_instructions
+from ledger import config as hbconfig
+from ledger.actions import (
+    DECISION_SCHEMA,
+    CommentDecision,
+    Decision,
+    DecisionError,
+    NoneDecision,
+    PostDecision,
+    VoteDecision,
+    decision_to_dict,
+    parse_reply,
+    review,
+    summarize,
+)
+from ledger.errors import NotFound
+from ledger.records import Run, RunOutcome, run_to_dict
+from ledger.store import AGENT, Store
+from loops.clock import Clock
+from loops.events import EventBus
+from loops.llm import ChatRequest, LLMError, LLMProvider
+from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
+from loops.workspace import read_instructions
+
+log = logging.getLogger("heartbeat")
+
+LOOP = "heartbeat"
+TOKEN_FLUSH_SECONDS = 0.1
+# A reply that is not JSON at all is worth one more try (llm_protocols §6.2).
+_RETRY_PARSE = frozenset({"no_json", "bad_json"})
+# DecisionError reasons that mean "the model said something we refuse", not "garbage".
+_REFUSALS = frozenset(
+    {"unknown_action", "missing_field", "bad_type", "empty_title", "empty_content", "unknown_post"}
+)
+
+
+class RunInFlight(Exception):
+    """A run for this thread is already in flight."""
+
+    def __init__(self, thread_id: str, run_id: int) -> None:
+        super().__init__(f"a heartbeat for thread {thread_id!r} is already running (run {run_id})")
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
+@dataclass
+class ExecutorOptions:
+    heartbeat_md: Path
+    default_model: str
+    window: int = 20
+    channels: dict[str, str] = field(default_factory=dict)
+    run_deadline: float = 300.0
+    ledger_feed: int = 15
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _TokenRelay:
+    """Forwards streamed text to the event bus, coalesced to one event per flush interval."""
+
+    def __init__(self, bus: EventBus, run_id: int, thread_id: str, clock: Clock) -> None:
+        self.bus, self.run_id, self.thread_id, self.clock = bus, run_id, thread_id, clock
+        self.buf: list[str] = []
+        self.last = clock.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.buf.append(text)
+        if self.clock.monotonic() - self.last >= TOKEN_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf and self.bus.subscriber_count:
+            self.bus.publish(
+                "token",
+                {"run_id": self.run_id, "thread_id": self.thread_id, "text": "".join(self.buf)},
+                thread_id=self.thread_id,
+            )
+        self.buf.clear()
+        self.last = self.clock.monotonic()
+
+
+class HeartbeatExecutor:
+    def __init__(
+        self,
+        store: Store,
+        llm: Callable[[], LLMProvider] | LLMProvider,
+        bus: EventBus,
+        clock: Clock,
+        options: ExecutorOptions,
+        *,
+        limiter: asyncio.Semaphore,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.store = store
+        self._llm = llm
+        self.bus = bus
+        self.clock = clock
+        self.opts = options
+        self.limiter = limiter
+        self.http = http
+        self.in_flight: dict[str, int] = {}
+        self.llm_waiting = 0
+
+    @property
+    def llm(self) -> LLMProvider:
+        return self._llm() if callable(self._llm) else self._llm
+
+    async def run(
+        self, thread_id: str, trigger: str = "manual", *, slot: float | None = None
+    ) -> Run | None:
+        """Run one heartbeat for ``thread_id``.
+
+        Returns the finished run, or None when ``slot`` was already claimed (by another process).
+        Raises ``RunInFlight`` when this thread is already running and ``NotFound`` for an
+        unknown thread.
+        """
+        if thread_id in self.in_flight:
+            raise RunInFlight(thread_id, self.in_flight[thread_id])
+        thread = await self.store.get_thread(thread_id)
+        cfg, warning = hbconfig.decode_stored(thread.config_json)
+        if warning:
+            log.warning(
+                "[HEARTBEAT] stored config of thread %s replaced by defaults: %s",
+                thread_id,
+                warning,
+            )
+        model = cfg.model or self.opts.default_model
+        if thread_id in self.in_flight:  # re-check after the await above
+            raise RunInFlight(thread_id, self.in_flight[thread_id])
+        self.in_flight[thread_id] = -1
+        try:
+            async with self.store.tx() as tx:
+                run_id = await tx.start_run(
+                    thread_id,
+                    LOOP,
+                    trigger,
+                    slot=slot,
+                    model=model,
+                    dry_run=cfg.dry_run,
+                    owner=self.store.owner,
+                )
+            if run_id is None:
+                return None
+            self.in_flight[thread_id] = run_id
+            log.info(
+                "[HEARTBEAT] Starting heartbeat for thread %s (run %d, %s)",
+                thread_id,
+                run_id,
+                trigger,
+            )
+            self.bus.publish(
+                "run_started",
+                {
+                    "run_id": run_id,
+                    "thread_id": thread_id,
+                    "loop": LOOP,
+                    "trigger": trigger,
+                    "model": model,
+                    "dry_run": cfg.dry_run,
+                },
+                thread_id=thread_id,
+            )
+            deadline = min(float(cfg.every_seconds), self.opts.run_deadline)
+            started = self.clock.monotonic()
+            try:
+                async with asyncio.timeout(deadline):
+                    outcome, effect = await self._decide(
+                        thread_id, thread.title, cfg, model, run_id, deadline, started
+                    )
+            except TimeoutError:
+                outcome, effect = (
+                    RunOutcome(
+                        status="failed",
+                        reason="timeout",
+                        model=model,
+                        error=f"the run passed its deadline of {deadline:g} s and was cancelled",
+                    ),
+                    None,
+                )
+            except asyncio.CancelledError:
+                await asyncio.shield(self._finish_cancelled(run_id, model))
+                raise
+            except Exception as exc:  # one bad run never stops the loop
+                log.exception("[HEARTBEAT] run %d for thread %s crashed", run_id, thread_id)
+                outcome, effect = (
+                    RunOutcome(
+                        status="failed",
+                        reason="internal_error",
+                        model=model,
+                        error=f"{type(exc).__name__}: {exc}",
+                    ),
+                    None,
+                )
+            return await self._commit(thread_id, run_id, cfg, outcome, effect)
+        finally:
+            self.in_flight.pop(thread_id, None)
+
+    # -- deciding ------------------------------------------------------------------------
+    async def _decide(
+        self,
+        thread_id: str,
+        title: str,
+        cfg: hbconfig.HeartbeatConfig,
+        model: str,
+        run_id: int,
+        deadline: float,
+        started: float,
+    ) -> tuple[RunOutcome, Decision | None]:
+        found = await read_instructions(self.opts.heartbeat_md)
+        instructions = parse_instructions(found[0] if found else "")
+        if found is not None and instructions.is_empty:
+            log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", thread_id)
+            return RunOutcome(
+                status="skipped",
+                reason="empty_instructions",
+                model=model,
+                summary="skipped: HEARTBEAT.md has no instructions",
+            ), None
+        log.info("[HEARTBEAT] Gathering context for thread %s", thread_id)
+        ctx = await self.gather_context(thread_id, title, cfg.timezone)
+        request = ChatRequest(
+            model=model,
+            messages=build_messages(instructions, ctx),
+            schema=DECISION_SCHEMA,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+        )
+        relay = _TokenRelay(self.bus, run_id, thread_id, self.clock)
+        prompt_tokens = completion_tokens = None
+        llm_ms = 0.0
+        decision: Decision | None = None
+        for attempt in (1, 2):
+            remaining = deadline - (self.clock.monotonic() - started)
+            self.llm_waiting += 1
+            try:
+                await self.limiter.acquire()
+            finally:
+                self.llm_waiting -= 1
+            t0 = time.perf_counter()
+            try:
+                result = await self.llm.chat(request, on_token=relay, deadline=remaining)
+            except LLMError as err:
+                log.warning("[HEARTBEAT] LLM call failed for thread %s: %s", thread_id, err.message)
+                llm_ms += (time.perf_counter() - t0) * 1000
+                return RunOutcome(
+                    status="failed",
+                    reason=err.reason,
+                    model=model,
+                    error=err.message,
+                    llm_ms=round(llm_ms, 1),
+                ), None
+            finally:
+                self.limiter.release()
+                relay.flush()
+            llm_ms += (time.perf_counter() - t0) * 1000
+            prompt_tokens = result.prompt_tokens
+            completion_tokens = result.completion_tokens
+            try:
+                decision = parse_reply(result.text)
+                break
+            except DecisionError as err:
+                if err.reason in _RETRY_PARSE and attempt == 1:
+                    log.warning(
+                        "[HEARTBEAT] unusable LLM reply (%s); asking once more", err.message
+                    )
+                    continue
+                status = "rejected" if err.reason in _REFUSALS else "failed"
+                reason = err.reason if status == "rejected" else "invalid_output"
+                log.warning("[HEARTBEAT] Validation failed: %s", err.message)
+                return RunOutcome(
+                    status=status,
+                    reason=reason,
+                    model=model,
+                    error=f"{err.message}; reply was: {result.text[:300]!r}",
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    llm_ms=round(llm_ms, 1),
+                ), None
+        assert decision is not None
+        raw = decision_to_dict(decision)
+        log.info("[HEARTBEAT] LLM decision: %s", summarize(decision))
+        self.bus.publish(
+            "decision",
+            {"run_id": run_id, "thread_id": thread_id, "decision": raw},
+            thread_id=thread_id,
+        )
+        post_ids: set[str] = set()
+        if isinstance(decision, CommentDecision | VoteDecision):
+            pid = decision.post_id.strip()
+            if await self.store.post_exists(pid):
+                post_ids.add(pid)
+        verdict = review(decision, post_ids.__contains__)
+        common: dict[str, Any] = {
+            "model": model,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "llm_ms": round(llm_ms, 1),
+        }
+        if not verdict.accepted or verdict.decision is None:
+            log.warning("[HEARTBEAT] Validation failed: %s", verdict.message)
+            return RunOutcome(
+                status="rejected",
+                reason=verdict.reason,
+                action=raw.get("action"),
+                decision=raw,
+                error=verdict.message,
+                summary=f"rejected: {verdict.message}",
+                **common,
+            ), None
+        log.info("[HEARTBEAT] Validation passed")
+        final = verdict.decision
+        decided = decision_to_dict(final)
+        if verdict.truncated:
+            decided["truncated"] = list(verdict.truncated)
+        summary = summarize(final)
+        if cfg.dry_run:
+            if not isinstance(final, NoneDecision):
+                log.info("[HEARTBEAT] DRY RUN: would %s", summary)
+            return RunOutcome(
+                status="dry_run",
+                action=decided["action"],
+                decision=decided,
+                executed=[],
+                summary=f"DRY RUN: would {summary}",
+                **common,
+            ), None
+        return RunOutcome(
+            status="ok", action=decided["action"], decision=decided, summary=summary, **common
+        ), final
+
+    async def gather_context(self, thread_id: str, title: str, tz: str) -> Context:
+        now = self.clock.now()
+        messages = await self.store.messages(thread_id, limit=self.opts.window)
+        contradictions = await self.store.contradictions(thread_id, limit=20)
+        profile = await self.store.profile(thread_id)
+        posts = await self.store.posts(limit=self.opts.ledger_feed)
+        recent = await self.store.recent_actions(thread_id, limit=5)
+        local = datetime.fromtimestamp(now, ZoneInfo(tz))
+        return Context(
+            thread_id=thread_id,
+            thread_title=title,
+            local_time=local.strftime("%A %Y-%m-%d %H:%M"),
+            timezone=tz,
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            contradictions=[{"a": c.statement_a, "b": c.statement_b} for c in contradictions],
+            personality=None
+            if profile is None
+            else {
+                "traits": profile.traits,
+                "tone": profile.tone,
+                "interests": profile.interests,
+            },
+            ledger=[
+                PostView(
+                    id=p.id,
+                    author=p.author,
+                    title=p.title,
+                    score=p.score,
+                    comment_count=p.comment_count,
+                    age=format_age(now - p.created_at),
+                    content=p.content,
+                )
+                for p in posts
+            ],
+            recent_actions=describe_actions([r.decision for r in recent if r.decision]),
+        )
+
+    # -- recording -----------------------------------------------------------------------
+    async def _commit(
+        self,
+        thread_id: str,
+        run_id: int,
+        cfg: hbconfig.HeartbeatConfig,
+        outcome: RunOutcome,
+        effect: Decision | None,
+    ) -> Run:
+        try:
+            await self._write(thread_id, run_id, cfg, outcome, effect)
+        except NotFound as gone:  # the post vanished between review and execution
+            outcome = RunOutcome(
+                status="rejected",
+                reason="unknown_post",
+                model=outcome.model,
+                action=outcome.action,
+                decision=outcome.decision,
+                error=gone.message,
+                summary=f"rejected: {gone.message}",
+            )
+            await self._write(thread_id, run_id, cfg, outcome, None)
+        run = await self.store.get_run(run_id)
+        view = run_to_dict(run)
+        log.info(
+            "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
+            thread_id,
+            run.summary or run.reason or run.status,
+            run.status,
+        )
+        self.bus.publish("run_finished", view, id=run.id, thread_id=thread_id)
+        if effect is not None and cfg.target in self.opts.channels:
+            await self._notify(self.opts.channels[cfg.target], view)
+        return run
+
+    async def _write(
+        self,
+        thread_id: str,
+        run_id: int,
+        cfg: hbconfig.HeartbeatConfig,
+        outcome: RunOutcome,
+        effect: Decision | None,
+    ) -> None:
+        async with self.store.tx() as tx:
+            executed: list[dict[str, Any]] = []
+            match effect:
+                case PostDecision(title=title, content=content):
+                    log.info("[HEARTBEAT] Creating post: %s", title)
+                    post = await tx.create_post(AGENT, title, content, run_id)
+                    executed.append({"type": "post", "post_id": post.id})
+                case CommentDecision(post_id=post_id, content=content):
+                    log.info("[HEARTBEAT] Commenting on post %s", post_id)
+                    comment = await tx.add_comment(post_id, AGENT, content, run_id)
+                    executed.append(
+                        {"type": "comment", "post_id": post_id, "comment_id": comment.id}
+                    )
+                case VoteDecision(post_id=post_id, vote_direction=direction):
+                    log.info("[HEARTBEAT] Voting %s on post %s", direction, post_id)
+                    await tx.vote(post_id, AGENT, direction, run_id)
+                    executed.append({"type": "vote", "post_id": post_id, "direction": direction})
+                case _:
+                    pass
+            if effect is not None and not isinstance(effect, NoneDecision) and cfg.target == "last":
+                note = outcome.summary or ""
+                if effect.reasoning:
+                    note = f"{note} — {effect.reasoning}"
+                await tx.add_message(thread_id, "assistant", f"[heartbeat] {note}", run_id)
+                executed.append({"type": "message", "target": "last"})
+            if effect is not None:
+                outcome = RunOutcome(**{**_fields(outcome), "executed": executed})
+            await tx.finish_run(run_id, outcome)
+            await tx.note_heartbeat(thread_id, outcome.summary, executed)
+
+    async def _finish_cancelled(self, run_id: int, model: str) -> None:
+        try:
+            async with self.store.tx() as tx:
+                await tx.finish_run(
+                    run_id,
+                    RunOutcome(
+                        status="interrupted",
+                        reason="shutdown",
+                        model=model,
+                        error="the service stopped while this run was in flight",
+                    ),
+                )
+        except Exception:  # pragma: no cover - the next start marks it interrupted anyway
+            log.exception("could not record interrupted run %d", run_id)
+
+    async def _notify(self, url: str, view: dict[str, Any]) -> None:
+        if self.http is None:
+            return
+        body = {
+            k: view[k]
+            for k in (
+                "run_id",
+                "thread_id",
+                "status",
+                "action",
+                "summary",
+                "reasoning",
+                "finished_at",
+            )
+        }
+        try:
+            resp = await self.http.post(url, json=body, timeout=10.0)
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
+
+
+def _fields(outcome: RunOutcome) -> dict[str, Any]:
+    return {f: getattr(outcome, f) for f in outcome.__struct_fields__}

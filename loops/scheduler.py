@@ -1,0 +1,307 @@
+"""The heartbeat scheduler: durable per-thread cadence on one timer set.
+
+Each enabled thread has a stored anchor and next run; the grid is anchor + k·every. When a timer
+fires, the slot is claimed in the database by compare-and-set of the stored next run (so two
+processes on one file never run a slot twice), the next slot is stored, and the run starts.
+Claims are made in batches with a yield between batches, so thousands of due threads never stall
+the event loop. Pure schedule math lives in ``loops.schedule``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import config as hbconfig
+from ledger.records import Run, RunOutcome, Thread
+from ledger.store import Store
+from loops import schedule as sched
+from loops.clock import Clock
+from loops.executor import RunInFlight
+
+log = logging.getLogger("heartbeat")
+
+CLAIM_BATCH = 500
+CATCH_UP_SPREAD = 60.0
+
+Runner = Callable[[str, str, float | None], Awaitable[Run | None]]
+
+
+def schedule_of(cfg: hbconfig.HeartbeatConfig) -> sched.Schedule:
+    return sched.Schedule(
+        every=cfg.every_seconds,
+        start_hour=cfg.active_hours_start,
+        end_hour=cfg.active_hours_end,
+        tz=cfg.timezone,
+    )
+
+
+def plan_config_change(
+    old: hbconfig.HeartbeatConfig | None,
+    new: hbconfig.HeartbeatConfig,
+    anchor: float | None,
+    next_run: float | None,
+    now: float,
+) -> tuple[float | None, float | None]:
+    """(anchor, next_run) after a config change. Pure.
+
+    Enabling or changing the interval re-anchors at ``now`` (first run one interval later);
+    other changes keep the grid and recompute the next slot inside the active hours.
+    """
+    if not new.enabled:
+        return anchor, None
+    reanchor = (
+        old is None or not old.enabled or old.every_seconds != new.every_seconds or anchor is None
+    )
+    if reanchor:
+        anchor = now
+        return anchor, sched.next_run(schedule_of(new), anchor, now + new.every_seconds)
+    assert anchor is not None
+    floor = now if next_run is None else min(max(now, next_run), now + new.every_seconds)
+    return anchor, sched.next_run(schedule_of(new), anchor, floor)
+
+
+@dataclass
+class _Due:
+    thread_id: str
+    slot: float
+    trigger: str
+    missed: int = 0
+
+
+class HeartbeatScheduler:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        runner: Runner,
+        *,
+        is_running: Callable[[str], int | None],
+        spread: float = CATCH_UP_SPREAD,
+    ) -> None:
+        from loops.timers import TimerSet
+
+        self.store = store
+        self.clock = clock
+        self.runner = runner
+        self.is_running = is_running
+        self.spread = spread
+        self.timers = TimerSet(clock)
+        self._catch_up: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started_runs = 0
+        self.lost_claims = 0
+
+    # -- arming -------------------------------------------------------------------------
+    async def arm_all(self) -> int:
+        """Arm every enabled thread from the database, applying the catch-up rule."""
+        now = self.clock.now()
+        armed = 0
+        async for batch in self.store.iter_threads(batch=2000):
+            fixes: list[tuple[str, float | None, float | None]] = []
+            for thread in batch:
+                due = self._plan_arm(thread, now, fixes)
+                if due is not None:
+                    self.timers.arm(thread.id, due)
+                    armed += 1
+            if fixes:
+                async with self.store.tx() as tx:
+                    for thread_id, anchor, nxt in fixes:
+                        await tx.conn.execute(
+                            "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ?"
+                            " WHERE id = ?",
+                            (anchor, nxt, thread_id),
+                        )
+            await asyncio.sleep(0)
+        return armed
+
+    def _plan_arm(
+        self,
+        thread: Thread,
+        now: float,
+        fixes: list[tuple[str, float | None, float | None]],
+    ) -> float | None:
+        cfg, _ = hbconfig.decode_stored(thread.config_json)
+        if not cfg.enabled:
+            self.timers.disarm(thread.id)
+            if thread.next_run is not None:
+                fixes.append((thread.id, thread.anchor, None))
+            return None
+        if thread.anchor is None or thread.next_run is None:
+            anchor, nxt = plan_config_change(None, cfg, None, None, now)
+            fixes.append((thread.id, anchor, nxt))
+            return nxt
+        if thread.next_run > now:
+            self._catch_up.pop(thread.id, None)
+            return thread.next_run
+        owed = sched.catch_up(schedule_of(cfg), thread.anchor, thread.next_run, now)
+        if owed is None:  # pragma: no cover - next_run <= now always owes a run
+            return thread.next_run
+        self._catch_up[thread.id] = owed.missed
+        return owed.run_at + sched.spread_offset(thread.id, self.spread)
+
+    async def rearm(self, thread_id: str) -> None:
+        """Re-read one thread and (re)arm or disarm its timer (after a config change)."""
+        thread = await self.store.get_thread(thread_id)
+        fixes: list[tuple[str, float | None, float | None]] = []
+        due = self._plan_arm(thread, self.clock.now(), fixes)
+        if due is None:
+            self.timers.disarm(thread_id)
+        else:
+            self.timers.arm(thread_id, due)
+
+    def disarm_all(self) -> None:
+        self.timers.clear()
+        self._catch_up.clear()
+
+    # -- firing -------------------------------------------------------------------------
+    async def dispatch(self) -> None:
+        """Forever: wait for the earliest timer, claim what is due in batches, start runs."""
+        while True:
+            await self.timers.wait()
+            while True:
+                due = self.timers.pop_due(self.clock.now(), CLAIM_BATCH)
+                if not due:
+                    break
+                await self._claim_and_start(due)
+                await asyncio.sleep(0)
+
+    async def _claim_and_start(self, due: list[tuple[str, float]]) -> None:
+        now = self.clock.now()
+        threads = {t.id: t for t in await self._load([tid for tid, _ in due])}
+        claims: list[tuple[str, float, float]] = []
+        starts: list[_Due] = []
+        skipped: list[tuple[str, str, RunOutcome, float | None]] = []
+        for thread_id, _when in due:
+            thread = threads.get(thread_id)
+            if thread is None or thread.next_run is None:
+                continue
+            cfg, _ = hbconfig.decode_stored(thread.config_json)
+            if not cfg.enabled or thread.anchor is None:
+                continue
+            if thread.next_run > now:  # moved by a config change or another process
+                self.timers.arm(thread_id, thread.next_run)
+                continue
+            s = schedule_of(cfg)
+            slot = thread.next_run
+            missed = self._catch_up.pop(thread_id, 0)
+            if not missed and now - slot >= s.every:  # the clock jumped or the host slept
+                owed = sched.catch_up(s, thread.anchor, slot, now)
+                if owed is not None:
+                    if owed.run_at > now + 1.0:  # outside active hours: wait for the opening
+                        self._catch_up[thread_id] = owed.missed
+                        self.timers.arm(thread_id, owed.run_at)
+                        continue
+                    missed = owed.missed
+            nxt = sched.next_run(s, thread.anchor, sched.spacing_floor(now, s.every, now))
+            claims.append((thread_id, slot, nxt))
+            if self.is_running(thread_id) is not None:
+                skipped.append(
+                    (
+                        thread_id,
+                        "schedule",
+                        RunOutcome(
+                            status="skipped",
+                            reason="overlap",
+                            summary="skipped: the previous run was still going",
+                        ),
+                        slot,
+                    )
+                )
+                continue
+            trigger = "schedule"
+            if missed > 0:
+                trigger = "catch_up"
+                skipped.append(
+                    (
+                        thread_id,
+                        "catch_up",
+                        RunOutcome(
+                            status="skipped",
+                            reason="missed",
+                            summary=f"{missed} missed slot(s) coalesced into one catch-up run",
+                        ),
+                        None,
+                    )
+                )
+            starts.append(_Due(thread_id, slot, trigger, missed))
+        won = await self._claim(claims, skipped)
+        for thread_id, _slot, nxt in claims:
+            if thread_id in won:
+                self.timers.arm(thread_id, nxt)
+            else:
+                self.lost_claims += 1
+                await self.rearm(thread_id)
+        for item in starts:
+            if item.thread_id in won:
+                self._spawn(item)
+
+    async def _load(self, ids: list[str]) -> list[Thread]:
+        out: list[Thread] = []
+        for i in range(0, len(ids), 400):
+            out.extend(await self.store.threads_by_ids(ids[i : i + 400]))
+        return out
+
+    async def _claim(
+        self,
+        claims: list[tuple[str, float, float]],
+        skipped: list[tuple[str, str, RunOutcome, float | None]],
+    ) -> set[str]:
+        if not claims:
+            return set()
+        async with self.store.tx() as tx:
+            won = await tx.claim_slots(claims)
+            for thread_id, trigger, outcome, slot in skipped:
+                if thread_id in won:
+                    await tx.record_run(thread_id, "heartbeat", trigger, outcome, slot=slot)
+        return won
+
+    def _spawn(self, item: _Due) -> None:
+        task = asyncio.create_task(self._run(item), name=f"heartbeat:{item.thread_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, item: _Due) -> None:
+        self.started_runs += 1
+        try:
+            await self.runner(item.thread_id, item.trigger, item.slot)
+        except RunInFlight as busy:
+            log.info(
+                "[HEARTBEAT] slot for thread %s skipped: run %d in flight",
+                item.thread_id,
+                busy.run_id,
+            )
+        except Exception:
+            log.exception("[HEARTBEAT] scheduled run for thread %s failed", item.thread_id)
+
+    async def after_manual_run(self, thread_id: str, ran_at: float) -> None:
+        """Spacing rule: a run at ``ran_at`` suppresses slots before ran_at + every/2."""
+        thread = await self.store.get_thread(thread_id)
+        cfg, _ = hbconfig.decode_stored(thread.config_json)
+        if not cfg.enabled or thread.anchor is None or thread.next_run is None:
+            return
+        floor = ran_at + cfg.every_seconds / 2
+        if thread.next_run >= floor:
+            return
+        nxt = sched.next_run(schedule_of(cfg), thread.anchor, floor)
+        async with self.store.tx() as tx:
+            moved = await tx.set_next_run(thread_id, nxt, expect=thread.next_run)
+        if moved and thread_id in self.timers:
+            self.timers.arm(thread_id, nxt)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace: float) -> None:
+        """Let in-flight runs finish within ``grace`` seconds, then cancel the rest."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)

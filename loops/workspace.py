@@ -1,0 +1,53 @@
+"""Reading and replacing HEARTBEAT.md on disk (the only file I/O of the instructions)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+MAX_BYTES = 64 * 1024
+
+
+class InstructionsTooLarge(ValueError):
+    """HEARTBEAT.md may hold at most 64 KiB."""
+
+
+def _read(path: Path) -> tuple[str, float] | None:
+    try:
+        data = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return data.decode("utf-8", errors="replace"), mtime
+
+
+async def read_instructions(path: Path) -> tuple[str, float] | None:
+    """(text, modified time) of HEARTBEAT.md, or None when the file does not exist."""
+    return await asyncio.to_thread(_read, path)
+
+
+def _write(path: Path, content: str) -> float:
+    data = content.encode("utf-8")
+    if len(data) > MAX_BYTES:
+        raise InstructionsTooLarge(
+            f"HEARTBEAT.md may hold at most {MAX_BYTES} bytes, got {len(data)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".HEARTBEAT.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.stat().st_mtime
+
+
+async def write_instructions(path: Path, content: str) -> float:
+    """Replace HEARTBEAT.md atomically (temp file, fsync, rename). Returns the new mtime."""
+    return await asyncio.to_thread(_write, path, content)
