@@ -1,0 +1,60 @@
+# One entry point for people and CI. Every target builds its own virtualenv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: help install run test lint fmt typecheck unit bench browser-deps clean
+
+help:
+	@echo "make run    - install and start the service on http://$(HOST):$(PORT)/"
+	@echo "make test   - lint, type check and the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make fmt    - format the code"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT)
+
+# Debian's chromium for the dashboard's browser tests (Playwright's own download is not used).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test: lint typecheck browser-deps
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/service.py
+	$(BIN)/python bench/sse.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
