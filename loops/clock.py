@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -61,6 +62,9 @@ class FakeClock:
         self._mono = 1000.0
         self._seq = itertools.count()
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        # Optional quiescence test: ``settle`` waits (in real time) until it returns True, so
+        # work that leaves the event loop (database threads) finishes before time moves on.
+        self.idle: Callable[[], bool] | None = None
 
     def now(self) -> float:
         return self._now
@@ -85,10 +89,19 @@ class FakeClock:
             heapq.heappop(self._sleepers)
         return self._sleepers[0][0] if self._sleepers else None
 
-    async def settle(self, rounds: int = 20) -> None:
-        """Let ready coroutines run (a few event-loop turns)."""
+    async def settle(self, rounds: int = 20, limit: float = 30.0) -> None:
+        """Let ready coroutines run, then wait until ``idle()`` (if set) says all is quiet."""
         for _ in range(rounds):
             await asyncio.sleep(0)
+        if self.idle is None:
+            return
+        give_up = time.monotonic() + limit
+        quiet = 0
+        while quiet < 3:  # quiet for a few consecutive checks, not a lucky instant
+            quiet = quiet + 1 if self.idle() else 0
+            if time.monotonic() > give_up:
+                raise TimeoutError("FakeClock.settle: the system never became idle")
+            await asyncio.sleep(0.001)
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers in order."""

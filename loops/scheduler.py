@@ -26,6 +26,7 @@ log = logging.getLogger("heartbeat")
 
 CLAIM_BATCH = 500
 CATCH_UP_SPREAD = 60.0
+LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-up
 
 Runner = Callable[[str, str, float | None], Awaitable[Run | None]]
 
@@ -134,9 +135,14 @@ class HeartbeatScheduler:
             anchor, nxt = plan_config_change(None, cfg, None, None, now)
             fixes.append((thread.id, anchor, nxt))
             return nxt
-        if thread.next_run > now:
+        if thread.id in self.timers and thread.id not in self._catch_up:
+            if self.timers.due(thread.id) == thread.next_run:
+                return thread.next_run  # a live timer already holds this slot
+        if thread.next_run > now - LATE_TOLERANCE:
             self._catch_up.pop(thread.id, None)
             return thread.next_run
+        if thread.id in self._catch_up and thread.id in self.timers:
+            return self.timers.due(thread.id)  # a catch-up is already planned
         owed = sched.catch_up(schedule_of(cfg), thread.anchor, thread.next_run, now)
         if owed is None:  # pragma: no cover - next_run <= now always owes a run
             return thread.next_run

@@ -22,6 +22,7 @@ class TimerSet:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self.waiting = False  # True while the dispatcher sleeps (lets tests detect quiescence)
 
     def __len__(self) -> int:
         return len(self._due)
@@ -86,9 +87,11 @@ class TimerSet:
             if nxt is not None
             else asyncio.ensure_future(self.clock.sleep(60.0))
         )
+        self.waiting = True
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.waiting = False
             for fut in (waiter, sleeper):
                 if not fut.done():
                     fut.cancel()
