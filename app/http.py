@@ -75,6 +75,8 @@ async def read_json(request: Request) -> Any:
         )
     try:
         return msgspec.json.decode(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not UTF-8", field="body") from None
     except msgspec.DecodeError as exc:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {exc}", field="body"
