@@ -116,7 +116,7 @@ async def test_fenced_reply_is_parsed(api: Running, ollama: fk.FakeLLMServer) ->
         ([fk.ollama_truncated()] * 3, "truncated", 3),
         ([fk.ollama_partial_then_reset()] * 3, "truncated", 3),
         ([fk.ollama_length_cap()], "length", 1),
-        ([fk.ollama_garbage()] * 3, "bad_response", None),
+        ([fk.ollama_garbage()], "bad_response", 1),
         ([fk.ollama_ok(["I think all ", "is well."])] * 2, "invalid_output", 2),
         ([fk.ollama_hang()] * 3, "timeout", None),
     ],
@@ -143,7 +143,8 @@ async def test_every_failure_script_is_a_recorded_failed_run(
     assert history[0]["run_id"] == run["run_id"] and history[0]["status"] == "failed"
     # the service keeps serving and the next run succeeds
     ollama.enqueue(fk.ollama_ok(DECISIONS["none"]))
-    assert (await run_now(api))["status"] == "ok"
+    after = await run_now(api)
+    assert after["status"] == "ok", (after["reason"], after["error"])
 
 
 async def test_busy_then_ok_is_retried_to_success(api: Running, ollama: fk.FakeLLMServer) -> None:
