@@ -1,0 +1,206 @@
+"""Process-level tests: the real ``heartbeat serve`` killed, restarted, and doubled on one file.
+
+These start real processes (the service and the fake Ollama from ``tests/fakes``) on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DEFAULT_MD, free_port
+
+pytestmark = pytest.mark.slow
+
+POST = {"action": "post", "title": "Digest", "content": "Quiet day.", "reasoning": "routine"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def fake_ollama(delay: float = 0.0, reply: dict[str, Any] = POST) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.llm_servers",
+            "--protocol",
+            "ollama",
+            "--delay",
+            str(delay),
+            "--reply-json",
+            json.dumps(reply),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("LISTENING "), line
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+class Service:
+    def __init__(self, workspace: Path, ollama: str, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workspace / f"service-{self.port}-{time.monotonic_ns()}.log"
+        full_env = {
+            **os.environ,
+            "HEARTBEAT_WORKSPACE": str(workspace),
+            "OLLAMA_HOST": ollama,
+            "LOG_LEVEL": "INFO",
+            **env,
+        }
+        with self.log.open("w") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+                cwd=ROOT,
+                env=full_env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited: {self.log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/heartbeat/status", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"service did not start: {self.log.read_text()}")
+
+    def post(self, path: str, body: Any = None, timeout: float = 30) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=timeout)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def db_rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "HEARTBEAT.md").write_text(DEFAULT_MD, encoding="utf-8")
+    return ws
+
+
+def test_sigkill_mid_run_then_restart(workspace: Path) -> None:
+    db = workspace / ".heartbeat" / "heartbeat.db"
+    with fake_ollama() as fast:
+        svc = Service(workspace, fast)
+        try:
+            assert (
+                svc.post("/api/threads/default/heartbeat/config", {"every": 600}).status_code == 200
+            )
+            first = svc.post("/api/threads/default/heartbeat/run-now").json()
+            assert first["status"] == "ok"
+        finally:
+            svc.stop()
+    next_run = db_rows(db, "SELECT heartbeat_next_run FROM threads WHERE id='default'")[0][0]
+
+    with fake_ollama(delay=60) as slow:
+        svc = Service(workspace, slow)
+
+        def run_now_until_killed() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                svc.post("/api/threads/default/heartbeat/run-now", timeout=90)
+
+        hung = threading.Thread(target=run_now_until_killed, daemon=True)
+        hung.start()
+        deadline = time.monotonic() + 20
+        while not db_rows(db, "SELECT id FROM runs WHERE status='running'"):
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        svc.kill()
+
+        svc = Service(workspace, slow)
+        try:
+            statuses = db_rows(db, "SELECT id, status, executed_json FROM runs ORDER BY id")
+            assert [s[1] for s in statuses] == ["ok", "interrupted"]
+            assert statuses[1][2] is None  # the interrupted run claims no action
+            posts = db_rows(db, "SELECT title FROM ledger_posts")
+            assert posts == [("Digest",)]  # the first run's post, once; the killed one, none
+            after = db_rows(db, "SELECT heartbeat_next_run FROM threads WHERE id='default'")[0][0]
+            assert after == next_run
+            time.sleep(2)  # no burst of runs follows the restart
+            assert len(db_rows(db, "SELECT id FROM runs")) == 2
+            cfg = httpx.get(f"{svc.url}/api/threads/default/heartbeat/config", timeout=5).json()
+            assert cfg["next_run_at"] is not None
+        finally:
+            svc.stop()
+
+
+def test_two_processes_on_one_database_never_run_a_slot_twice(workspace: Path) -> None:
+    seconds = float(os.environ.get("HEARTBEAT_SOAK_SECONDS", "150"))
+    threads = 200
+    db = workspace / ".heartbeat" / "heartbeat.db"
+    with fake_ollama(reply={"action": "none", "reasoning": "quiet"}) as url:
+        env = {"HEARTBEAT_MAX_CONCURRENCY": "8", "LOG_LEVEL": "WARNING"}
+        a = Service(workspace, url, **env)
+        b = None
+        try:
+            with httpx.Client(base_url=a.url, timeout=30) as client:
+                for i in range(threads):
+                    r = client.post(f"/api/threads/t{i:03d}/heartbeat/config", json={"every": 60})
+                    assert r.status_code == 200
+            b = Service(workspace, url, **env)
+            time.sleep(seconds)
+        finally:
+            a.stop()
+            if b is not None:
+                b.stop()
+    rows = db_rows(
+        db,
+        "SELECT thread_id, slot, COUNT(*) FROM runs WHERE slot IS NOT NULL"
+        " GROUP BY thread_id, slot HAVING COUNT(*) > 1",
+    )
+    assert rows == []
+    per_thread = dict(
+        db_rows(
+            db,
+            "SELECT thread_id, COUNT(*) FROM runs WHERE loop='heartbeat' AND status='ok'"
+            " GROUP BY thread_id",
+        )
+    )
+    expected = int(seconds // 60)
+    assert len(per_thread) == threads
+    assert all(expected - 1 <= n <= expected + 1 for n in per_thread.values()), per_thread
+    both = {r[0] for r in db_rows(db, "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL")}
+    assert len(both) == 2, "both processes should have claimed slots"
