@@ -19,6 +19,7 @@ from ledger.store import Store
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
+from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider, OllamaProvider, OpenAIProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
@@ -93,6 +94,25 @@ class Service:
                 on_stop=self._heartbeat_stopped,
             )
         )
+        self.journal = JournalLoops(
+            store,
+            lambda: self.llm,
+            self.bus,
+            clock,
+            limiter=self.limiter,
+            model=lambda: settings.model,
+            window=settings.loop_window,
+        )
+        for kind in journal_kinds(
+            self.journal,
+            clock,
+            {
+                "reflection": (settings.reflection.enabled, settings.reflection.seconds),
+                "personality": (settings.personality.enabled, settings.personality.seconds),
+                "self_reply": (settings.self_reply.enabled, settings.self_reply.seconds),
+            },
+        ):
+            self.supervisor.add(kind)
 
     @classmethod
     async def open(

@@ -80,7 +80,9 @@ async def make_app(workspace: Path) -> AsyncIterator[AppFactory]:
 
     async def factory(**kwargs: Any) -> Running:
         app_kwargs = {
-            k: kwargs.pop(k) for k in ("clock", "llm", "llm_transport", "start_loops") if k in kwargs
+            k: kwargs.pop(k)
+            for k in ("clock", "llm", "llm_transport", "start_loops")
+            if k in kwargs
         }
         settings = Settings.for_workspace(workspace, **kwargs)
         cm = running_app(settings, **app_kwargs)
