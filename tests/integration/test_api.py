@@ -456,3 +456,30 @@ async def test_token_is_required_when_set(make_app: AppFactory, llm: ScriptedLLM
     r = await c.get("/api/heartbeat/status", headers={"authorization": "Bearer s3cret-token"})
     assert r.status_code == 200
     assert (await c.get("/healthz")).status_code == 200  # liveness stays open
+
+
+async def test_journal_routes_show_the_other_loops_results(api: Running, llm: ScriptedLLM) -> None:
+    c = api.client
+    await c.post("/api/threads/default/messages", json={"content": "I love hiking on weekends"})
+    llm.enqueue(
+        {"score": 0.8, "summary": "Talked about hiking.", "notable": ["hiking"]},
+        {"traits": ["curious"], "tone": "warm", "interests": ["hiking"]},
+        {"reply": "Plan a hike for Saturday."},
+    )
+    svc = api.service
+    assert await svc.journal.reflection_tick() == 1
+    assert await svc.journal.personality_tick() == 1
+    assert await svc.journal.self_reply_tick() == 1
+    refl = (await c.get("/api/threads/default/reflections")).json()["items"]
+    assert [(r["score"], r["summary"]) for r in refl] == [(0.8, "Talked about hiking.")]
+    prof = (await c.get("/api/threads/default/personality")).json()["items"]
+    assert [(p["version"], p["tone"]) for p in prof] == [(1, "warm")]
+    replies = (await c.get("/api/threads/default/self-replies")).json()["items"]
+    assert [r["content"] for r in replies] == ["Plan a hike for Saturday."]
+    loops = {
+        r["loop"] for r in (await c.get("/api/threads/default/heartbeat/history")).json()["items"]
+    }
+    assert loops == {"reflection", "personality", "self_reply"}
+    assert (await c.get("/api/threads/default/nonsense")).status_code == 404
+    status = (await c.get("/api/heartbeat/status")).json()
+    assert set(status["loops"]) == {"heartbeat", "reflection", "personality", "self_reply"}
