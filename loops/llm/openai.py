@@ -1,0 +1,398 @@
+"""OpenAI-compatible streaming chat completions (llm_protocols.md §5, §6.3).
+
+``POST {base}/chat/completions`` with ``stream: true`` answers Server-Sent Events: ``data: <json>``
+events separated by blank lines, ``:`` comment lines (pings), a usage chunk with ``choices: []``
+and a final ``data: [DONE]``. The call succeeded only if no error payload arrived, a
+``finish_reason`` of ``stop`` was seen and ``[DONE]`` arrived.
+
+Works with Ollama's ``/v1``, llama.cpp's server, llama-cpp-python and vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import msgspec
+
+from ._http import payload_error_text, read_capped, snippet, status_error, transport_error
+from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
+from .ollama import normalize_model_name
+from .retry import RetryPolicy, close_lines, drain_lines, next_line, run_with_retries
+
+__all__ = ["OpenAIProvider", "SchemaStyle", "normalize_openai_base_url"]
+
+log = logging.getLogger(__name__)
+
+SchemaStyle = Literal["json_schema", "json_object"]
+_SCHEMA_STYLES: tuple[SchemaStyle, ...] = ("json_schema", "json_object")
+_HEALTH_TIMEOUT = httpx.Timeout(5.0)
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def normalize_openai_base_url(value: str) -> str:
+    """``http://h:8080``, ``http://h:8080/``, ``h:8080/v1`` → ``http://h:8080/v1``."""
+    raw = value.strip()
+    if not raw:
+        raise ValueError(
+            "the OpenAI-compatible base URL is empty; expected e.g. http://127.0.0.1:8080/v1"
+        )
+    if "://" not in raw:
+        raw = f"http://{raw}"
+    base = raw.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+    base = base.removesuffix("/chat/completions")
+    if not base.endswith("/v1"):
+        base = f"{base}/v1"
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid OpenAI-compatible base URL {value!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"the OpenAI-compatible base URL must be http(s)://host[:port][/v1], got {value!r}"
+        )
+    return base
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Timings(msgspec.Struct):
+    prompt_ms: float | None = None
+    predicted_ms: float | None = None
+
+
+class _Chunk(msgspec.Struct):
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    timings: _Timings | None = None
+    error: Any = None
+    object: str | None = None
+
+
+class _Model(msgspec.Struct):
+    id: str
+
+
+class _Models(msgspec.Struct):
+    data: list[_Model]
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+_models_decoder = msgspec.json.Decoder(_Models)
+
+
+@dataclass
+class _StreamState:
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    done: bool = False
+    model: str | None = None
+    usage: _Usage | None = None
+    timings: _Timings | None = None
+    events: int = 0
+
+
+class OpenAIProvider:
+    """Streams ``POST {base}/chat/completions`` from one OpenAI-compatible server."""
+
+    name: str = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        schema_style: SchemaStyle = "json_schema",
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        idle_timeout: float = 60.0,
+        backoff_base: float = 0.5,
+        max_attempts: int = 3,
+        rng: random.Random | None = None,
+    ) -> None:
+        if client is not None and transport is not None:
+            raise ValueError("pass either client or transport, not both")
+        if schema_style not in _SCHEMA_STYLES:
+            raise ValueError(
+                f"schema_style must be one of {', '.join(_SCHEMA_STYLES)}, got {schema_style!r}"
+            )
+        self.base_url = normalize_openai_base_url(base_url)
+        self.schema_style: SchemaStyle = schema_style
+        self.policy = RetryPolicy(
+            idle_timeout=idle_timeout, backoff_base=backoff_base, max_attempts=max_attempts
+        )
+        self._api_key = api_key
+        self._rng = rng
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(
+            transport=transport, timeout=self.policy.httpx_timeout(), trust_env=False
+        )
+        log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_style)
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """The ``response_format`` for ``schema`` in this provider's style (§5.2)."""
+        if self.schema_style == "json_object":
+            return {"type": "json_object", "schema": schema}
+        title = schema.get("title")
+        name = title if isinstance(title, str) and _SCHEMA_NAME.fullmatch(title) else "response"
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": name, "strict": True, "schema": schema},
+        }
+
+    def request_body(self, req: ChatRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``req`` (llm_protocols §7.3)."""
+        body: dict[str, Any] = {
+            "model": req.model,
+            "messages": req.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.schema is not None:
+            body["response_format"] = self.response_format(req.schema)
+        return body
+
+    async def chat(
+        self,
+        req: ChatRequest,
+        *,
+        on_token: TokenSink | None = None,
+        deadline: float | None = None,
+    ) -> ChatResult:
+        payload = msgspec.json.encode(self.request_body(req))
+
+        async def attempt() -> ChatResult:
+            return await self._attempt(req, payload, on_token)
+
+        return await run_with_retries(
+            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
+        )
+
+    async def _attempt(
+        self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
+    ) -> ChatResult:
+        in_body = False
+        headers = self._headers("text/event-stream")
+        headers["Content-Type"] = "application/json"
+        try:
+            async with self._client.stream(
+                "POST",
+                f"{self.base_url}/chat/completions",
+                content=payload,
+                headers=headers,
+                timeout=self.policy.httpx_timeout(),
+            ) as response:
+                in_body = True
+                if response.status_code != 200:
+                    raise status_error(
+                        response.status_code,
+                        await read_capped(response),
+                        response.headers,
+                        base_url=self.base_url,
+                        model=req.model,
+                        provider="openai",
+                    )
+                state = await self._read_events(response, on_token)
+        except httpx.HTTPError as exc:
+            raise transport_error(
+                exc,
+                base_url=self.base_url,
+                in_body=in_body,
+                policy_idle=self.policy.idle_timeout,
+                policy_connect=self.policy.connect_timeout,
+            ) from exc
+        return self._result(state, req)
+
+    async def _read_events(
+        self, response: httpx.Response, on_token: TokenSink | None
+    ) -> _StreamState:
+        state = _StreamState()
+        data: list[str] = []
+        lines = response.aiter_lines()
+        try:
+            while not state.done:
+                line = await next_line(lines, idle=self.policy.idle_timeout, base_url=self.base_url)
+                if line is None:
+                    break
+                if line == "":
+                    if data:
+                        self._handle_event("\n".join(data), state, on_token)
+                        data.clear()
+                    continue
+                if line.startswith(":"):
+                    continue  # comment, e.g. sse-starlette's ": ping - <time>"
+                name, colon, value = line.partition(":")
+                if colon and value.startswith(" "):
+                    value = value[1:]
+                if name == "data":
+                    data.append(value)
+            if state.done:
+                await drain_lines(lines)
+        finally:
+            await close_lines(lines)
+        if not state.done and "\n".join(data).strip() == "[DONE]":
+            state.done = True  # a last event without its blank line
+        return state
+
+    def _handle_event(self, data: str, state: _StreamState, on_token: TokenSink | None) -> None:
+        state.events += 1
+        if data.strip() == "[DONE]":
+            state.done = True
+            return
+        try:
+            chunk = _chunk_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise LLMError(
+                "bad_response",
+                f"unreadable reply from the LLM at {self.base_url}: event {state.events} is not "
+                f"a chat completion chunk ({exc}): {snippet(data, 120)!r}",
+            ) from None
+        if chunk.error is not None or chunk.object == "error":
+            said = payload_error_text(msgspec.json.decode(data)) or snippet(data)
+            raise LLMError(
+                "stream_error",
+                f"the LLM at {self.base_url} reported an error mid-reply: {said}",
+                retryable=True,
+            )
+        if chunk.model:
+            state.model = chunk.model
+        if chunk.usage is not None:
+            state.usage = chunk.usage
+        if chunk.timings is not None:
+            state.timings = chunk.timings
+        for choice in chunk.choices or ():  # the usage chunk has choices: []
+            if choice.index != 0:
+                continue
+            content = choice.delta.content if choice.delta is not None else None
+            if content:
+                state.parts.append(content)
+                if on_token is not None:
+                    on_token(content)
+            if choice.finish_reason is not None:
+                state.finish_reason = choice.finish_reason
+
+    def _result(self, state: _StreamState, req: ChatRequest) -> ChatResult:
+        if state.finish_reason == "length":
+            raise LLMError(
+                "length",
+                f"the reply from {self.base_url} hit the token limit "
+                f"(max_tokens={req.max_tokens}) before it was complete "
+                "— raise max_tokens or shorten the prompt",
+            )
+        if not state.done:
+            raise LLMError(
+                "truncated",
+                f"the reply from {self.base_url} ended without data: [DONE] "
+                f"(finish_reason {state.finish_reason!r}, {len(state.parts)} fragment(s))",
+                retryable=True,
+            )
+        if state.finish_reason is None:
+            raise LLMError(
+                "truncated",
+                f"the reply from {self.base_url} ended with [DONE] but no finish_reason "
+                "— the server interrupted it",
+                retryable=True,
+            )
+        if state.finish_reason != "stop":
+            raise LLMError(
+                "bad_response",
+                f"the reply from {self.base_url} finished with {state.finish_reason!r} "
+                "instead of 'stop'",
+            )
+        total_ms: float | None = None
+        if state.timings is not None and state.timings.predicted_ms is not None:
+            total_ms = (state.timings.prompt_ms or 0.0) + state.timings.predicted_ms
+        usage = state.usage
+        return ChatResult(
+            text="".join(state.parts),
+            model=state.model or req.model,
+            done_reason=state.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+            load_ms=None,
+            total_ms=total_ms,
+            attempts=1,
+        )
+
+    async def health(self, model: str) -> Health:
+        """``GET {base}/models``: reachable if it answers 200, model present if listed."""
+
+        def report(reachable: bool, present: bool | None, detail: str | None) -> Health:
+            return Health(
+                provider=self.name,
+                base_url=self.base_url,
+                reachable=reachable,
+                version=None,
+                model=model,
+                model_present=present,
+                detail=detail,
+            )
+
+        try:
+            answer = await self._client.get(
+                f"{self.base_url}/models",
+                headers=self._headers("application/json"),
+                timeout=_HEALTH_TIMEOUT,
+            )
+        except httpx.HTTPError as exc:
+            err = transport_error(
+                exc,
+                base_url=self.base_url,
+                in_body=False,
+                policy_idle=_HEALTH_TIMEOUT.read or 5.0,
+                policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
+            )
+            return report(False, None, err.message)
+        if answer.status_code != 200:
+            err = status_error(
+                answer.status_code,
+                answer.content,
+                answer.headers,
+                base_url=self.base_url,
+                model=model,
+                provider="openai",
+            )
+            return report(False, None, f"GET {self.base_url}/models: {err.message}")
+        try:
+            listed = [m.id for m in _models_decoder.decode(answer.content).data]
+        except msgspec.DecodeError as exc:
+            return report(
+                True, None, f"GET {self.base_url}/models returned an unreadable list ({exc})"
+            )
+        wanted = normalize_model_name(model)
+        present = model in listed or wanted in {normalize_model_name(i) for i in listed}
+        detail = None
+        if not present:
+            shown = ", ".join(listed[:10]) or "none"
+            detail = f"model '{model}' is not served by {self.base_url} (listed: {shown})"
+        return report(True, present, detail)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
