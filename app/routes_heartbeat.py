@@ -42,6 +42,10 @@ async def status(request: Request) -> JSON:
             "check_interval_seconds": hb.interval,
             "armed_threads": len(svc.scheduler.timers),
             "next_due_at": iso(nxt),
+            "next_runs": [
+                {"thread_id": tid, "next_run_at": iso(due)}
+                for tid, due in svc.scheduler.timers.soonest(20)
+            ],
             "in_flight": dict(svc.executor.in_flight),
             "queue_depth": svc.executor.llm_waiting,
             "max_concurrency": svc.settings.max_concurrency,

@@ -36,6 +36,10 @@ class TimerSet:
     def items(self) -> Iterator[tuple[str, float]]:
         return iter(self._due.items())
 
+    def soonest(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` earliest timers as (key, due), earliest first."""
+        return heapq.nsmallest(n, self._due.items(), key=lambda item: item[1])
+
     def arm(self, key: str, when: float) -> None:
         earliest = self.next_due()
         self._due[key] = when

@@ -50,6 +50,10 @@ async def test_status_start_stop(make_app: AppFactory, llm: ScriptedLLM) -> None
     assert status["enabled"] is True and status["running"] is True
     assert status["check_interval_seconds"] == 1800
     assert {"heartbeat"} <= set(status["loops"]) and "queue_depth" in status
+    r = await c.post("/api/threads/default/heartbeat/config", json={"every": 120})
+    status = (await c.get("/api/heartbeat/status")).json()
+    assert status["next_runs"] == [{"thread_id": "default", "next_run_at": r.json()["next_run_at"]}]
+    assert status["next_due_at"] == r.json()["next_run_at"]
     r = await c.post("/api/heartbeat/stop")
     assert r.json() == {"ok": True, "message": r.json()["message"], "running": False}
     assert (await c.get("/api/heartbeat/status")).json()["running"] is False

@@ -1,0 +1,81 @@
+"""Settings from the environment: defaults, parsing, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.settings import Settings, SettingsError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = Settings.from_env({"HEARTBEAT_WORKSPACE": str(tmp_path)})
+    assert s.db_path == tmp_path / ".heartbeat" / "heartbeat.db"
+    assert s.heartbeat_md == tmp_path / "HEARTBEAT.md"
+    assert (s.ollama_host, s.model, s.max_concurrency) == (
+        "http://127.0.0.1:11434",
+        "llama3.2:latest",
+        2,
+    )
+    assert (s.heartbeat.enabled, s.heartbeat.seconds) == (True, 1800)
+    assert (s.reflection.enabled, s.reflection.seconds) == (False, 900)
+    assert (s.personality.enabled, s.personality.seconds) == (False, 1200)
+    assert (s.self_reply.enabled, s.self_reply.seconds) == (False, 1800)
+    assert s.loop_window == 20 and s.log_level == "INFO" and s.api_token is None
+
+
+@pytest.mark.parametrize(
+    ("env", "attr", "expected"),
+    [
+        ({"OLLAMA_HOST": ":5000"}, "ollama_host", "http://127.0.0.1:5000"),
+        ({"OLLAMA_HOST": "https://gpu.lan"}, "ollama_host", "https://gpu.lan:443"),
+        ({"HEARTBEAT_DB": "/x/y.db"}, "db_path", Path("/x/y.db")),
+        ({"HEARTBEAT_MAX_CONCURRENCY": "4"}, "max_concurrency", 4),
+        ({"CRT_LOOP_WINDOW": " 50 "}, "loop_window", 50),
+        ({"LOG_LEVEL": "debug"}, "log_level", "DEBUG"),
+        ({"HEARTBEAT_CHANNELS": '{"ops": "http://hook"}'}, "channels", {"ops": "http://hook"}),
+        ({"HEARTBEAT_ALLOWED_HOSTS": "Box.lan, x"}, "allowed_hosts", ("box.lan", "x")),
+        ({"HEARTBEAT_LLM_PROVIDER": "OpenAI"}, "llm_provider", "openai"),
+    ],
+)
+def test_values(env: dict[str, str], attr: str, expected: object) -> None:
+    assert getattr(Settings.from_env(env), attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"OLLAMA_HOST": "::1"}, "OLLAMA_HOST"),
+        ({"HEARTBEAT_MAX_CONCURRENCY": "0"}, "HEARTBEAT_MAX_CONCURRENCY"),
+        ({"HEARTBEAT_MAX_CONCURRENCY": "two"}, "HEARTBEAT_MAX_CONCURRENCY"),
+        ({"CRT_HEARTBEAT_LOOP_ENABLED": "maybe"}, "CRT_HEARTBEAT_LOOP_ENABLED"),
+        ({"CRT_REFLECTION_LOOP_SECONDS": "-5"}, "CRT_REFLECTION_LOOP_SECONDS"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"HEARTBEAT_API_TOKEN": "short"}, "HEARTBEAT_API_TOKEN"),
+        ({"HEARTBEAT_CHANNELS": "{nope"}, "HEARTBEAT_CHANNELS"),
+        ({"HEARTBEAT_CHANNELS": '{"last": "http://x"}'}, "HEARTBEAT_CHANNELS"),
+        ({"HEARTBEAT_CHANNELS": '{"ops": "ftp://x"}'}, "HEARTBEAT_CHANNELS"),
+        ({"HEARTBEAT_LLM_PROVIDER": "gpt"}, "HEARTBEAT_LLM_PROVIDER"),
+        ({"HEARTBEAT_MODEL": "  "}, "HEARTBEAT_MODEL"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert message.startswith(field) and "\n" not in message
+
+
+def test_cli_refuses_bad_settings_and_public_bind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HEARTBEAT_MAX_CONCURRENCY", "zero")
+    assert main(["serve"]) == 2
+    assert "HEARTBEAT_MAX_CONCURRENCY" in capsys.readouterr().err
+    monkeypatch.delenv("HEARTBEAT_MAX_CONCURRENCY")
+    monkeypatch.delenv("HEARTBEAT_API_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "HEARTBEAT_API_TOKEN" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000"]) == 2
