@@ -1,37 +1,78 @@
 """``GET /api/heartbeat/events``: Server-Sent Events of runs, tokens, loop state and config.
 
-Each finished run's event id is its history id; a client that reconnects with ``Last-Event-ID``
-first receives the runs that finished while it was away. A comment ping goes out at least every
-15 s. The subscription is a bounded queue (see ``loops.events``): a client that cannot keep up
-is told so and disconnected.
+Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor), ``decision``,
+``run_finished``, ``loop_state``, ``config_changed``; ``?thread_id=`` keeps one thread's events
+(plus the service-wide ``loop_state``).
+
+- Each ``run_finished`` carries ``id: <run id>``. A client that reconnects with ``Last-Event-ID``
+  (the header browsers send, or ``?last_event_id=``) first receives, oldest first, the runs that
+  finished while it was away, then the live stream, with no run sent twice.
+- A comment ping goes out at least every ``PING_SECONDS``.
+- The subscription is a bounded queue (``loops.events``): a client that cannot keep up loses
+  queued tokens first; if it still cannot keep up it receives an ``error`` event and the stream
+  ends. If it does not even read that (its socket is full), the stream is dropped
+  ``OVERFLOW_GRACE`` seconds later. Publishing never waits for any client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import time
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.http import ApiError, check_thread_id
-from app.routes_heartbeat import service
-from ledger.records import run_to_dict
-from loops.events import Overflowed
+from app.service import Service
+from ledger.records import Run, run_to_dict
+from loops.events import Event, Overflowed, Subscription
+
+log = logging.getLogger("heartbeat.sse")
 
 PING_SECONDS = 15.0
 QUEUE_SIZE = 512
-_encode = msgspec.json.encode
+OVERFLOW_GRACE = 10.0  # how long an overflowed client gets to take its `error` event
+RETRY_MS = 2000
+REPLAY_PAGE = 500
+REPLAY_MAX = 5000
+
+PING = b": ping\n\n"
+HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Content-Type": "text/event-stream; charset=utf-8",
+}
+TOO_SLOW = {
+    "code": "too_slow",
+    "message": "this client fell behind and was disconnected;"
+    " reconnect with Last-Event-ID to catch up",
+}
 
 
 def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: ".encode() + _encode(data) + b"\n\n"
+    """One SSE message. The JSON is compact, so it never holds a raw newline."""
+    return _frame(event, msgspec.json.encode(data), event_id)
 
 
-def _last_event_id(request: Request) -> int | None:
+def _frame(event: str, payload: bytes, event_id: int | None) -> bytes:
+    head = (
+        f"id: {event_id}\nevent: {event}\ndata: "
+        if event_id is not None
+        else (f"event: {event}\ndata: ")
+    )
+    return head.encode() + payload + b"\n\n"
+
+
+def event_frame(event: Event) -> bytes:
+    return _frame(event.type, event.json(), event.id)
+
+
+def last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw.strip() == "":
         return None
@@ -46,47 +87,108 @@ def _last_event_id(request: Request) -> int | None:
     return int(raw)
 
 
-async def events(request: Request) -> StreamingResponse:
-    svc = service(request)
+async def missed_runs(svc: Service, last_id: int, thread_id: str | None) -> list[Run]:
+    """Runs that finished after run ``last_id``, oldest first, at most ``REPLAY_MAX``."""
+    runs: list[Run] = []
+    seen: set[int] = set()
+    after = last_id
+    while len(runs) < REPLAY_MAX:
+        page = await svc.store.runs_finished_after(after, thread_id=thread_id, limit=REPLAY_PAGE)
+        fresh = [r for r in page if r.id not in seen]
+        runs.extend(fresh)
+        seen.update(r.id for r in fresh)
+        if len(page) < REPLAY_PAGE or not fresh:
+            break
+        after = page[-1].id
+    return runs[:REPLAY_MAX]
+
+
+class EventStream(Response):
+    """The streaming body: a writer, a disconnect listener and an overflow watchdog."""
+
+    def __init__(self, svc: Service, thread_id: str | None, last_id: int | None) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(HEADERS)  # no body attribute, so no Content-Length: the body streams
+        self.svc = svc
+        self.thread_id = thread_id
+        self.last_id = last_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        # Subscribe before reading the history, so nothing falls between replay and live.
+        sub = self.svc.bus.subscribe(self.thread_id, maxsize=QUEUE_SIZE)
+        tasks = [
+            asyncio.create_task(self._write(sub, send), name="sse-writer"),
+            asyncio.create_task(_until_disconnect(receive), name="sse-disconnect"),
+            asyncio.create_task(self._watchdog(sub, scope), name="sse-watchdog"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sub.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        writer = tasks[0]
+        if writer in done and not writer.cancelled():
+            failure = writer.exception()
+            if failure is not None:
+                raise failure
+
+    async def _write(self, sub: Subscription, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def out(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        await out(f"retry: {RETRY_MS}\n: connected\n\n".encode())
+        replayed: set[int] = set()
+        if self.last_id is not None:
+            for run in await missed_runs(self.svc, self.last_id, self.thread_id):
+                replayed.add(run.id)
+                await out(frame("run_finished", run_to_dict(run), run.id))
+        next_ping = time.monotonic() + PING_SECONDS
+        while True:
+            try:
+                event = await sub.get(wait=max(0.0, next_ping - time.monotonic()))
+            except Overflowed:
+                log.warning(
+                    "SSE client fell behind (%d tokens dropped); sending error and closing",
+                    sub.dropped,
+                )
+                await out(frame("error", TOO_SLOW))
+                break
+            if event is not None and not (event.id is not None and event.id in replayed):
+                await out(event_frame(event))
+            if time.monotonic() >= next_ping:
+                await out(PING)
+                next_ping = time.monotonic() + PING_SECONDS
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watchdog(self, sub: Subscription, scope: Scope) -> None:
+        """Finish (dropping the stream) when an overflowed client does not take its error."""
+        await sub.wait_overflowed()
+        await asyncio.sleep(OVERFLOW_GRACE)
+        client = scope.get("client") or ("?", 0)
+        log.warning("SSE client %s:%s stopped reading; dropping its stream", client[0], client[1])
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def events(request: Request) -> Response:
+    svc: Service = request.app.state.service
     tid = request.query_params.get("thread_id") or None
     if tid is not None:
         check_thread_id(tid)
-    last_id = _last_event_id(request)
-    sub = svc.bus.subscribe(tid, maxsize=QUEUE_SIZE)
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield b"retry: 2000\n: connected\n\n"
-            replayed: set[int] = set()
-            if last_id is not None:
-                for run in await svc.store.runs_finished_after(last_id, thread_id=tid):
-                    replayed.add(run.id)
-                    yield frame("run_finished", run_to_dict(run), run.id)
-            while True:
-                event = await sub.get(wait=PING_SECONDS)
-                if event is None:
-                    yield b": ping\n\n"
-                    continue
-                if event.id is not None and event.id in replayed:
-                    continue
-                yield frame(event.type, event.data, event.id)
-        except Overflowed:
-            yield frame(
-                "error",
-                {
-                    "code": "too_slow",
-                    "message": "this client fell behind and was disconnected;"
-                    " reconnect with Last-Event-ID to catch up",
-                },
-            )
-        finally:
-            sub.close()
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+        await svc.store.get_thread(tid)  # 404 for a thread that does not exist
+    return EventStream(svc, tid, last_event_id(request))
 
 
 routes = [Route("/api/heartbeat/events", events, methods=["GET"])]

@@ -1,8 +1,13 @@
 """In-process publish/subscribe for live events (run lifecycle, tokens, loop state, config).
 
-``publish`` never blocks and never awaits: each subscriber has a bounded queue. When a queue is
-full, queued ``token`` events are dropped first; if it is still full the subscriber is marked
-overflowed and its stream ends, so a slow client can never slow the loops or other clients.
+``EventBus.publish`` is synchronous: it never awaits and never blocks, whatever the subscribers
+do. Each ``Subscription`` holds a bounded queue. When a queue is full, the ``token`` events in it
+are dropped first (they are a preview; the decision and the finished run follow anyway); if it is
+still full the subscription is *overflowed*: it is taken off the bus, its queue is freed, and its
+reader gets ``Overflowed`` on the next ``get``. A slow reader therefore costs the publisher one
+length check and never slows the loops or the other readers.
+
+An event's JSON is encoded once, on first use, and shared by every subscriber.
 """
 
 from __future__ import annotations
@@ -16,13 +21,38 @@ import msgspec
 EVENT_TYPES = frozenset(
     {"run_started", "token", "decision", "run_finished", "loop_state", "config_changed"}
 )
+TOKEN = "token"
+
+_encode = msgspec.json.encode
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
-    type: str
-    data: dict[str, Any]
-    id: int | None = None
-    thread_id: str | None = None
+class Event:
+    """One published event. ``thread_id`` None means "for every subscriber"."""
+
+    __slots__ = ("_json", "data", "id", "thread_id", "type")
+
+    def __init__(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        id: int | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        self.type = type
+        self.data = data
+        self.id = id
+        self.thread_id = thread_id
+        self._json: bytes | None = None
+
+    def json(self) -> bytes:
+        """``data`` as compact JSON, encoded once however many subscribers send it."""
+        if self._json is None:
+            self._json = _encode(self.data)
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"Event({self.type!r}, id={self.id!r}, thread_id={self.thread_id!r})"
 
 
 class Overflowed(Exception):
@@ -30,34 +60,59 @@ class Overflowed(Exception):
 
 
 class Subscription:
+    """A bounded queue of events for one reader, optionally filtered to one thread."""
+
     def __init__(self, bus: EventBus, thread_id: str | None, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self._bus = bus
         self.thread_id = thread_id
         self.maxsize = maxsize
         self._items: deque[Event] = deque()
+        self._tokens = 0  # how many of _items are token events
         self._ready = asyncio.Event()
+        self._gone = asyncio.Event()
         self.overflowed = False
-        self.dropped = 0
+        self.dropped = 0  # token events dropped to make room
+        self.delivered = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def wants(self, event: Event) -> bool:
-        return self.thread_id is None or event.thread_id in (None, self.thread_id)
+        return event.thread_id is None or self.thread_id in (None, event.thread_id)
 
     def offer(self, event: Event) -> None:
+        """Queue ``event`` without waiting; called by the bus for every matching event."""
         if self.overflowed:
             return
         if len(self._items) >= self.maxsize:
-            before = len(self._items)
-            self._items = deque(e for e in self._items if e.type != "token")
-            self.dropped += before - len(self._items)
-            if event.type == "token":
+            if event.type == TOKEN:
                 self.dropped += 1
                 return
+            if self._tokens:
+                self._drop_tokens()
             if len(self._items) >= self.maxsize:
-                self.overflowed = True
-                self._ready.set()
+                self._overflow()
                 return
         self._items.append(event)
+        if event.type == TOKEN:
+            self._tokens += 1
         self._ready.set()
+
+    def _drop_tokens(self) -> None:
+        kept = deque(e for e in self._items if e.type != TOKEN)
+        self.dropped += len(self._items) - len(kept)
+        self._items = kept
+        self._tokens = 0
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._items.clear()
+        self._tokens = 0
+        self._bus.unsubscribe(self)
+        self._ready.set()
+        self._gone.set()
 
     async def get(self, wait: float | None = None) -> Event | None:
         """The next event, or None when ``wait`` seconds pass first. Raises ``Overflowed``."""
@@ -72,7 +127,15 @@ class Subscription:
                 return None
         if self.overflowed:
             raise Overflowed()
-        return self._items.popleft()
+        event = self._items.popleft()
+        if event.type == TOKEN:
+            self._tokens -= 1
+        self.delivered += 1
+        return event
+
+    async def wait_overflowed(self) -> None:
+        """Return once this subscription has overflowed."""
+        await self._gone.wait()
 
     def close(self) -> None:
         self._bus.unsubscribe(self)
@@ -88,6 +151,7 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
         self.published = 0
+        self.overflows = 0
 
     def subscribe(self, thread_id: str | None = None, *, maxsize: int = 256) -> Subscription:
         sub = Subscription(self, thread_id, maxsize)
@@ -95,7 +159,10 @@ class EventBus:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            if sub.overflowed:
+                self.overflows += 1
 
     @property
     def subscriber_count(self) -> int:
@@ -109,8 +176,11 @@ class EventBus:
         id: int | None = None,
         thread_id: str | None = None,
     ) -> None:
-        event = Event(type=type, data=data, id=id, thread_id=thread_id)
+        """Offer an event to every matching subscriber. Never blocks, never awaits."""
         self.published += 1
-        for sub in tuple(self._subs):
+        if not self._subs:
+            return
+        event = Event(type, data, id=id, thread_id=thread_id)
+        for sub in tuple(self._subs):  # a copy: an overflowing subscriber leaves the set
             if sub.wants(event):
                 sub.offer(event)
