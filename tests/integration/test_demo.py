@@ -1,0 +1,162 @@
+"""The demo seed: only on a new database without HEARTBEAT.md, once; its first run comes soon."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from app.demo import DEMO_HEARTBEAT_MD, DEMO_MESSAGES, DEMO_POSTS, seed_demo
+from app.service import Service
+from app.settings import Settings
+from heartbeat_md import parse
+from ledger import config as hbconfig
+from ledger.store import USER, Store
+from loops.clock import FakeClock
+from tests.fakes.provider import ScriptedLLM
+
+START = datetime(2026, 3, 2, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def empty_workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "demo"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+async def store(empty_workspace: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    s = await Store.open(empty_workspace / ".heartbeat" / "heartbeat.db", now=clock.now)
+    async with s.tx() as tx:  # what Service.open does on first start
+        await tx.create_thread("default", "Default", None)
+    yield s
+    await s.close()
+
+
+async def test_seeds_a_new_database_once(
+    store: Store, empty_workspace: Path, clock: FakeClock
+) -> None:
+    assert await seed_demo(store, empty_workspace) is True
+
+    md = empty_workspace / "HEARTBEAT.md"
+    assert md.read_text(encoding="utf-8") == DEMO_HEARTBEAT_MD
+    instructions = parse(md.read_text(encoding="utf-8"))
+    assert not instructions.is_empty
+    assert instructions.rules and instructions.checklist and instructions.proactive_behaviors
+    assert not list(empty_workspace.glob(".HEARTBEAT.*.tmp"))  # atomic write left no temp file
+
+    posts = await store.posts(limit=50)
+    assert len(posts) == len(DEMO_POSTS) and 3 <= len(posts) <= 4
+    assert any(p.title.rstrip().endswith("?") for p in posts)  # an explicit question
+    assert any("free phone" in p.title.lower() for p in posts)  # a spam-like post
+    assert any(p.author == USER for p in posts)
+
+    messages = await store.messages("default", limit=50)
+    assert [(m.role, m.content) for m in messages] == list(DEMO_MESSAGES)
+
+    thread = await store.get_thread("default")
+    cfg, warning = hbconfig.decode_stored(thread.config_json)
+    assert warning is None
+    assert cfg.enabled and not cfg.dry_run and cfg.every_seconds == 1800
+    assert thread.next_run == pytest.approx(START + 15.0)
+    assert thread.anchor is not None and thread.next_run - thread.anchor == 1800
+
+    # A second start (same database, HEARTBEAT.md now present) seeds nothing more.
+    clock.jump(60)
+    assert await seed_demo(store, empty_workspace) is False
+    md.unlink()  # even without HEARTBEAT.md the used database is left alone
+    assert await seed_demo(store, empty_workspace) is False
+    assert not md.exists()
+    assert len(await store.posts(limit=50)) == len(DEMO_POSTS)
+    assert len(await store.messages("default", limit=50)) == len(DEMO_MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "use",
+    ["a_message", "a_post", "another_thread", "a_run"],
+)
+async def test_never_seeds_a_used_database(store: Store, empty_workspace: Path, use: str) -> None:
+    async with store.tx() as tx:
+        if use == "a_message":
+            await tx.add_message("default", "user", "hello")
+        elif use == "a_post":
+            await tx.create_post(USER, "mine", "my own post")
+        elif use == "another_thread":
+            await tx.create_thread("work", "Work", None)
+        else:
+            await tx.start_run("default", "heartbeat", "manual")
+    config_before = (await store.get_thread("default")).config_json
+
+    assert await seed_demo(store, empty_workspace) is False
+
+    assert not (empty_workspace / "HEARTBEAT.md").exists()
+    assert len(await store.posts(limit=50)) == (1 if use == "a_post" else 0)
+    assert (await store.get_thread("default")).config_json == config_before
+
+
+async def test_never_overwrites_an_existing_heartbeat_md(
+    store: Store, empty_workspace: Path
+) -> None:
+    mine = "## Rules\nOnly ever reply HEARTBEAT_OK.\n"
+    (empty_workspace / "HEARTBEAT.md").write_text(mine, encoding="utf-8")
+
+    assert await seed_demo(store, empty_workspace) is False
+
+    assert (empty_workspace / "HEARTBEAT.md").read_text(encoding="utf-8") == mine
+    assert await store.posts(limit=50) == []
+    assert await store.messages("default", limit=50) == []
+
+
+def _idle(svc: Service) -> Callable[[], bool]:
+    def idle() -> bool:
+        sched = svc.scheduler
+        running = svc.supervisor.is_running("heartbeat")
+        return not sched._tasks and (not running or sched.timers.waiting)
+
+    return idle
+
+
+async def test_the_demo_makes_a_real_decision_soon_after_start(
+    empty_workspace: Path, clock: FakeClock
+) -> None:
+    """Through the service: seed after open, start the loops, and the first scheduled run comes
+    15 s later, executed for real (not a dry run) on the seeded Ledger."""
+    llm = ScriptedLLM()
+    svc = await Service.open(Settings.for_workspace(empty_workspace), clock=clock, llm=llm)
+    clock.idle = _idle(svc)
+    try:
+        assert await seed_demo(svc.store, empty_workspace) is True
+        spam = next(p for p in await svc.store.posts(limit=10) if "FREE PHONE" in p.title)
+        llm.enqueue(
+            {
+                "action": "vote",
+                "post_id": spam.id,
+                "vote_direction": "down",
+                "reasoning": "an advert",
+            }
+        )
+        await svc.start_loops()
+        await clock.advance(14)
+        assert await svc.store.history("default") == []
+        await clock.advance(2)
+        runs = await svc.store.history("default")
+        assert [(r.trigger, r.status, r.action) for r in runs] == [("schedule", "ok", "vote")]
+        assert runs[0].dry_run is False
+        assert (await svc.store.get_post(spam.id)).score == -1
+        # the prompt carried the demo's instructions and data
+        prompt = json.dumps(llm.requests[0].messages)
+        assert "If a post is spam or an advertisement" in prompt
+        assert "How do I export my notes to PDF?" in prompt
+    finally:
+        clock.idle = None
+        await svc.close()
