@@ -501,6 +501,7 @@ class Store:
         self.path = path
         self._now = now
         self._lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
         self.owner = process_owner()
         self.busy_retries = 0
 
@@ -558,12 +559,14 @@ class Store:
                     log.exception("rollback failed")
                 raise
 
+    # One read at a time on the reader: overlapping statements would keep its read transaction
+    # (its WAL snapshot) open, and later reads would miss commits made since.
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._r.execute(sql, tuple(params)) as cur:
+        async with self._read_lock, self._r.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._r.execute(sql, tuple(params)) as cur:
+        async with self._read_lock, self._r.execute(sql, tuple(params)) as cur:
             return await cur.fetchone()
 
     # start-up -----------------------------------------------------------------------------
