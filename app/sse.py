@@ -40,6 +40,7 @@ OVERFLOW_GRACE = 10.0  # how long an overflowed client gets to take its `error` 
 RETRY_MS = 2000
 REPLAY_PAGE = 500
 REPLAY_MAX = 5000
+BATCH_MAX = 64  # events joined into one write when a client has several waiting
 
 PING = b": ping\n\n"
 HEADERS = {
@@ -148,9 +149,11 @@ class EventStream(Response):
         await out(f"retry: {RETRY_MS}\n: connected\n\n".encode())
         replayed: set[int] = set()
         if self.last_id is not None:
-            for run in await missed_runs(self.svc, self.last_id, self.thread_id):
-                replayed.add(run.id)
-                await out(frame("run_finished", run_to_dict(run), run.id))
+            missed = await missed_runs(self.svc, self.last_id, self.thread_id)
+            replayed.update(run.id for run in missed)
+            for i in range(0, len(missed), BATCH_MAX):
+                page = missed[i : i + BATCH_MAX]
+                await out(b"".join(frame("run_finished", run_to_dict(r), r.id) for r in page))
         next_ping = time.monotonic() + PING_SECONDS
         while True:
             try:
@@ -162,8 +165,14 @@ class EventStream(Response):
                 )
                 await out(frame("error", TOO_SLOW))
                 break
-            if event is not None and not (event.id is not None and event.id in replayed):
-                await out(event_frame(event))
+            if event is not None:
+                # Whatever else is already queued goes out in the same write.
+                batch = [event, *sub.take(BATCH_MAX - 1)]
+                chunk = b"".join(
+                    event_frame(e) for e in batch if e.id is None or e.id not in replayed
+                )
+                if chunk:
+                    await out(chunk)
             if time.monotonic() >= next_ping:
                 await out(PING)
                 next_ping = time.monotonic() + PING_SECONDS

@@ -133,6 +133,20 @@ class Subscription:
         self.delivered += 1
         return event
 
+    def take(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events that are already queued, without waiting (none if overflowed)."""
+        if self.overflowed:
+            return []
+        batch: list[Event] = []
+        items = self._items
+        while items and len(batch) < limit:
+            event = items.popleft()
+            if event.type == TOKEN:
+                self._tokens -= 1
+            batch.append(event)
+        self.delivered += len(batch)
+        return batch
+
     async def wait_overflowed(self) -> None:
         """Return once this subscription has overflowed."""
         await self._gone.wait()

@@ -377,6 +377,26 @@ async def test_a_hundred_subscribers_all_receive_every_decision(live: Live, llm:
     assert max(delays) < 1.0, f"slowest subscriber got the last run {max(delays):.3f} s late"
 
 
+async def test_concurrent_runs_publish_their_final_state(live: Live, llm: FakeLLM) -> None:
+    """run_finished (and run-now) show the committed run, never a stale ``running`` row."""
+    llm.pause = 0
+    threads = [f"c{i}" for i in range(8)]
+    for tid in threads:
+        await live.thread(tid)
+
+    async def runs(tid: str) -> list[dict[str, Any]]:
+        return [await live.run_now(tid) for _ in range(4)]
+
+    async with live.subscribe() as events:
+        done = [run for batch in await asyncio.gather(*map(runs, threads)) for run in batch]
+        got = await events.events({"run_finished"}, len(done), timeout=10)
+    assert {r["status"] for r in done} == {"ok"}
+    assert {r.data["status"] for r in got} == {"ok"}
+    assert all(r.data["finished_at"] for r in got)
+    by_id = {r["run_id"]: r for r in done}
+    assert all(r.data == by_id[r.data["run_id"]] for r in got)
+
+
 @asynccontextmanager
 async def _many(live: Live, count: int) -> AsyncIterator[list[EventClient]]:
     async with asyncio.TaskGroup() as tg:
@@ -431,7 +451,6 @@ async def test_a_client_that_stops_reading_slows_nobody_and_gets_an_error(
                     got = await healthy.until(finished(run["run_id"]))
                     lags.append(got[-1].at - ts(run["finished_at"]))
                 assert bus.overflows == 1, f"no overflow after {len(timings)} runs"
-                print(f"overflow after {len(timings)} runs")
                 assert bus.subscriber_count == 1  # only the healthy one is left on the bus
                 assert max(lags) < 1.0, f"the healthy client lagged {max(lags):.3f} s"
                 assert max(timings) < 1.0
@@ -573,6 +592,19 @@ async def test_subscription_drops_tokens_first_then_overflows() -> None:
     with pytest.raises(Overflowed):
         await sub.get(0)
     await asyncio.wait_for(sub.wait_overflowed(), 0.1)
+
+
+async def test_take_returns_what_is_queued_without_waiting() -> None:
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=8)
+    assert sub.take(10) == []
+    _fill(bus, ["run_started", "token", "decision", "run_finished"])
+    assert [e.type for e in sub.take(3)] == ["run_started", "token", "decision"]
+    assert [e.type for e in sub.take(3)] == ["run_finished"]
+    _fill(bus, ["token"] * 8 + ["decision"])  # the queued tokens made room for the decision
+    assert [e.type for e in sub.take(10)] == ["decision"] and sub.dropped == 8
+    _fill(bus, ["decision"] * 9)
+    assert sub.overflowed and sub.take(10) == []
 
 
 async def test_publish_never_waits_for_stalled_subscribers() -> None:
