@@ -247,6 +247,7 @@ async function selectThread(tid) {
   $("feed").replaceChildren();
   $("feed-empty").hidden = false;
   setText("run-status", "");
+  setText("config-status", "");
   renderRunButton();
   connectLive();
   await Promise.all([loadConfig(), loadHistory(true)]);
@@ -295,6 +296,7 @@ async function loadConfig() {
     if (tid !== state.thread) return;
     if (!state.configDirty) renderConfig(cfg);
     renderTimes(cfg);
+    if (cfg.warning) setText("config-status", cfg.warning);
   } catch (error) {
     report("config-status", error);
   }
@@ -315,7 +317,6 @@ function renderConfig(cfg) {
     if ($(`cfg-${name}`).type === "number") Object.assign($(`cfg-${name}`), { min: lo, max: hi });
   }
   state.configDirty = false;
-  setText("config-status", cfg.warning || "");
   renderTimes(cfg);
 }
 
