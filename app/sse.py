@@ -12,16 +12,21 @@ Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor
   queued tokens first; if it still cannot keep up it receives an ``error`` event and the stream
   ends. If it does not even read that (its socket is full), the stream is dropped
   ``OVERFLOW_GRACE`` seconds later. Publishing never waits for any client.
+- Events that arrive together go out in one write; a writer lingers a few ms (longer with many
+  subscribers, at most ``LINGER_MAX``) to gather them, which bounds what fan-out costs the loop.
+- ``Server`` (uvicorn's, used by ``heartbeat serve``) ends the streams when shutdown begins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
 import msgspec
+import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 from app.http import ApiError, check_thread_id
 from app.service import Service
 from ledger.records import Run, run_to_dict
-from loops.events import Event, Overflowed, Subscription
+from loops.events import Closed, Event, Overflowed, Subscription
 
 log = logging.getLogger("heartbeat.sse")
 
@@ -41,6 +46,13 @@ RETRY_MS = 2000
 REPLAY_PAGE = 500
 REPLAY_MAX = 5000
 BATCH_MAX = 64  # events joined into one write when a client has several waiting
+# After the first event, wait a moment for more before writing: one write per subscriber per
+# burst (run_started, decision and run_finished often land within a few ms) costs the event loop
+# far less than one write per event. The wait grows with the number of subscribers, so that a
+# thousand of them cost the loops a bounded number of writes per second.
+LINGER_SECONDS = 0.02  # up to LINGER_PER subscribers
+LINGER_PER = 50
+LINGER_MAX = 0.25
 
 PING = b": ping\n\n"
 HEADERS = {
@@ -165,8 +177,13 @@ class EventStream(Response):
                 )
                 await out(frame("error", TOO_SLOW))
                 break
+            except Closed:
+                await out(b": the service is shutting down\n\n")
+                break
             if event is not None:
-                # Whatever else is already queued goes out in the same write.
+                if LINGER_SECONDS:
+                    await asyncio.sleep(self._linger())
+                # Whatever else is queued by now goes out in the same write.
                 batch = [event, *sub.take(BATCH_MAX - 1)]
                 chunk = b"".join(
                     event_frame(e) for e in batch if e.id is None or e.id not in replayed
@@ -177,6 +194,10 @@ class EventStream(Response):
                 await out(PING)
                 next_ping = time.monotonic() + PING_SECONDS
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _linger(self) -> float:
+        crowd = max(1.0, self.svc.bus.subscriber_count / LINGER_PER)
+        return min(LINGER_MAX, LINGER_SECONDS * crowd)
 
     async def _watchdog(self, sub: Subscription, scope: Scope) -> None:
         """Finish (dropping the stream) when an overflowed client does not take its error."""
@@ -198,6 +219,26 @@ async def events(request: Request) -> Response:
         check_thread_id(tid)
         await svc.store.get_thread(tid)  # 404 for a thread that does not exist
     return EventStream(svc, tid, last_event_id(request))
+
+
+def close_streams(app: object) -> None:
+    """End the app's open event streams (each completes its response)."""
+    state = getattr(app, "state", None)
+    svc = getattr(state, "service", None)
+    if svc is not None:
+        svc.bus.close()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the open event streams as soon as shutdown begins.
+
+    uvicorn waits for open responses before it shuts the app down, so without this every open
+    dashboard would hold a shutdown for the whole graceful timeout, then be cancelled.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        close_streams(self.config.app)
+        await super().shutdown(sockets)
 
 
 routes = [Route("/api/heartbeat/events", events, methods=["GET"])]

@@ -59,6 +59,10 @@ class Overflowed(Exception):
     """The subscriber fell too far behind and was disconnected."""
 
 
+class Closed(Exception):
+    """The bus was closed: the service is shutting down."""
+
+
 class Subscription:
     """A bounded queue of events for one reader, optionally filtered to one thread."""
 
@@ -73,6 +77,7 @@ class Subscription:
         self._ready = asyncio.Event()
         self._gone = asyncio.Event()
         self.overflowed = False
+        self.ended = False
         self.dropped = 0  # token events dropped to make room
         self.delivered = 0
 
@@ -114,11 +119,21 @@ class Subscription:
         self._ready.set()
         self._gone.set()
 
+    def end(self) -> None:
+        """No more events will come: ``get`` returns what is queued, then raises ``Closed``."""
+        self.ended = True
+        self._ready.set()
+
     async def get(self, wait: float | None = None) -> Event | None:
-        """The next event, or None when ``wait`` seconds pass first. Raises ``Overflowed``."""
+        """The next event, or None when ``wait`` seconds pass first.
+
+        Raises ``Overflowed`` once the subscriber was cut off, ``Closed`` once the bus closed.
+        """
         while not self._items:
             if self.overflowed:
                 raise Overflowed()
+            if self.ended:
+                raise Closed()
             self._ready.clear()
             try:
                 async with asyncio.timeout(wait):
@@ -166,11 +181,22 @@ class EventBus:
         self._subs: set[Subscription] = set()
         self.published = 0
         self.overflows = 0
+        self.closed = False
 
     def subscribe(self, thread_id: str | None = None, *, maxsize: int = 256) -> Subscription:
         sub = Subscription(self, thread_id, maxsize)
-        self._subs.add(sub)
+        if self.closed:
+            sub.end()
+        else:
+            self._subs.add(sub)
         return sub
+
+    def close(self) -> None:
+        """End every subscription (they drain what is queued first); later ones end at once."""
+        self.closed = True
+        for sub in tuple(self._subs):
+            sub.end()
+        self._subs.clear()
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:

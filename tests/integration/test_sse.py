@@ -20,14 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from app import sse
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
-from loops.events import EventBus, Overflowed
+from loops.events import Closed, EventBus, Overflowed
 from loops.llm import ChatRequest, ChatResult, Health, TokenSink
-from tests.conftest import live_server
+from tests.conftest import free_port, live_server
 
 NONE_REPLY = {"action": "none", "reasoning": "nothing needs doing"}
 TOKEN = "sse-test-token-0123"
@@ -444,14 +445,16 @@ async def test_a_client_that_stops_reading_slows_nobody_and_gets_an_error(
                 while bus.subscriber_count < 1:
                     await asyncio.sleep(0.01)
             async with live.subscribe() as healthy:
-                timings, lags = [], []
+                timings, runs = [], []
                 while bus.overflows == 0 and len(timings) < 400:
                     took, run = await _timed_run(live)
                     timings.append(took)
-                    got = await healthy.until(finished(run["run_id"]))
-                    lags.append(got[-1].at - ts(run["finished_at"]))
+                    runs.append(run)
                 assert bus.overflows == 1, f"no overflow after {len(timings)} runs"
                 assert bus.subscriber_count == 1  # only the healthy one is left on the bus
+                got = await healthy.events({"run_finished"}, len(runs))
+                assert [r.data["run_id"] for r in got] == [r["run_id"] for r in runs]
+                lags = [r.at - ts(r.data["finished_at"]) for r in got]
                 assert max(lags) < 1.0, f"the healthy client lagged {max(lags):.3f} s"
                 assert max(timings) < 1.0
                 assert statistics.median(timings) < 5 * statistics.median(baseline) + 0.05
@@ -564,6 +567,45 @@ async def test_event_stream_with_api_token(workspace: Path) -> None:
         assert got[-1].data == run
 
 
+# -- shutdown ------------------------------------------------------------------------------------
+async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> None:
+    """``heartbeat serve``'s server closes event streams instead of waiting them out."""
+    app = create_app(Settings.for_workspace(workspace), llm=FakeLLM(), start_loops=False)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=20
+    )
+    server = sse.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(5):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=None)) as client,
+        client.stream("GET", f"http://127.0.0.1:{port}/api/heartbeat/events") as resp,
+    ):
+        reader = EventClient(resp)
+        assert (await reader.next()).data == "connected"
+        t0 = time.perf_counter()
+        server.should_exit = True
+        bye = await reader.next()
+        assert bye.kind == "comment" and "shutting down" in bye.data
+        assert (await reader.next()).kind == "eof"
+        await asyncio.wait_for(task, 5)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_linger_grows_with_the_crowd_and_is_capped() -> None:
+    bus = EventBus()
+    stream = sse.EventStream(SimpleNamespace(bus=bus), None, None)  # type: ignore[arg-type]
+    subs = [bus.subscribe() for _ in range(10)]
+    assert stream._linger() == sse.LINGER_SECONDS
+    subs += [bus.subscribe() for _ in range(2 * sse.LINGER_PER - 10)]
+    assert stream._linger() == pytest.approx(2 * sse.LINGER_SECONDS)
+    subs += [bus.subscribe() for _ in range(100 * sse.LINGER_PER)]
+    assert stream._linger() == sse.LINGER_MAX
+
+
 # -- the subscription itself ----------------------------------------------------------------------
 def _fill(bus: EventBus, kinds: list[str]) -> None:
     for i, kind in enumerate(kinds):
@@ -592,6 +634,26 @@ async def test_subscription_drops_tokens_first_then_overflows() -> None:
     with pytest.raises(Overflowed):
         await sub.get(0)
     await asyncio.wait_for(sub.wait_overflowed(), 0.1)
+
+
+async def test_closing_the_bus_drains_then_ends_every_subscription() -> None:
+    bus = EventBus()
+    sub = bus.subscribe()
+    _fill(bus, ["run_started", "run_finished"])
+    waiting = bus.subscribe()
+    getter = asyncio.create_task(waiting.get(wait=5))
+    await asyncio.sleep(0)
+    bus.close()
+    assert bus.subscriber_count == 0
+    assert [(await sub.get(0)).type for _ in range(2)] == ["run_started", "run_finished"]  # type: ignore[union-attr]
+    with pytest.raises(Closed):
+        await sub.get(1)
+    with pytest.raises(Closed):
+        await asyncio.wait_for(getter, 1)
+    late = bus.subscribe()
+    with pytest.raises(Closed):
+        await late.get(1)
+    bus.publish("run_started", {"run_id": 9})  # publishing after close is harmless
 
 
 async def test_take_returns_what_is_queued_without_waiting() -> None:
