@@ -58,14 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         settings.workspace,
         settings.db_path,
     )
-    uvicorn.run(
+    from app.sse import Server  # uvicorn's server, closing event streams at shutdown
+
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=15,
     )
-    return 0
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started else 3  # 3: uvicorn's start-up failure code (port in use...)
 
 
 if __name__ == "__main__":  # pragma: no cover
