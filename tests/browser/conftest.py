@@ -129,7 +129,14 @@ async def open_page(browser: Any, site: Site, *, width: int = 1280) -> AsyncIter
         site.dialogs.append(dialog.message)
         await dialog.dismiss()
 
+    def on_console(message: Any) -> None:
+        # refused requests (the 401 before a token is given) are expected; anything else
+        # (a script error, a Content-Security-Policy violation) is not
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            site.errors.append(message.text)
+
     page.on("dialog", on_dialog)
+    page.on("console", on_console)
     page.on("pageerror", lambda exc: site.errors.append(str(exc)))
     page.set_default_timeout(5000)
     try:

@@ -333,6 +333,8 @@ async def test_bad_last_event_id_and_thread_filter_are_refused(live: Live) -> No
     assert r.status_code == 422 and r.json()["error"]["field"] == "thread_id"
     r = await live.client.get(url, params={"thread_id": "nope"})
     assert r.status_code == 404
+    r = await live.client.head(url)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
 
 
 # -- filtering and fan-out ------------------------------------------------------------------------
