@@ -73,11 +73,9 @@ def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
 
 
 def _frame(event: str, payload: bytes, event_id: int | None) -> bytes:
-    head = (
-        f"id: {event_id}\nevent: {event}\ndata: "
-        if event_id is not None
-        else (f"event: {event}\ndata: ")
-    )
+    head = f"event: {event}\ndata: "
+    if event_id is not None:
+        head = f"id: {event_id}\n{head}"
     return head.encode() + payload + b"\n\n"
 
 
