@@ -192,8 +192,15 @@ async def test_dashboard_asks_for_the_api_token_then_works(browser: Any, workspa
             await expect(item.locator(".badge")).to_have_text("ok")
             await expect(page.locator("#history tbody tr")).to_have_count(1)
 
+            llm.pause = 0
+            for _ in range(21):  # 22 runs: more than one page of history
+                r = await site.api.post("/api/threads/default/heartbeat/run-now")
+                assert r.status_code == 200
             await page.reload()  # the token is remembered for this tab: no second prompt
             await expect(page.locator("#thread-select")).to_have_value("default")
-            await expect(page.locator("#history tbody tr")).to_have_count(1)
+            await expect(page.locator("#history tbody tr")).to_have_count(20)
+            await page.click("#history-more")
+            await expect(page.locator("#history tbody tr")).to_have_count(22)
+            await expect(page.locator("#history-more")).to_be_hidden()
             assert await page.locator("#token-panel").is_hidden()
             assert site.dialogs == [] and site.errors == []
