@@ -121,6 +121,7 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
+@pytest.mark.timeout(300)
 def test_sigkill_mid_run_then_restart(workspace: Path) -> None:
     db = workspace / ".heartbeat" / "heartbeat.db"
     with fake_ollama() as fast:
@@ -167,6 +168,7 @@ def test_sigkill_mid_run_then_restart(workspace: Path) -> None:
             svc.stop()
 
 
+@pytest.mark.timeout(600)
 def test_two_processes_on_one_database_never_run_a_slot_twice(workspace: Path) -> None:
     seconds = float(os.environ.get("HEARTBEAT_SOAK_SECONDS", "150"))
     threads = 200
