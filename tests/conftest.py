@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from app.sse import Server
 
 DEFAULT_MD = """# Heartbeat
 
@@ -100,7 +101,7 @@ async def live_server(app: Starlette, port: int | None = None) -> AsyncIterator[
     """Serve ``app`` with uvicorn on loopback (lifespan included); yields the base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = Server(config)  # uvicorn's, ending open event streams when shutdown begins
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:
