@@ -284,7 +284,12 @@ def build_provider(args: argparse.Namespace) -> tuple[LLMProvider, str]:
     if args.provider == "embedded":
         from loops.llm.embedded import EmbeddedProvider
 
-        embedded = EmbeddedProvider(args.model, seed=args.seed, n_ctx=args.n_ctx)
+        embedded = EmbeddedProvider(
+            args.model,
+            seed=args.seed,
+            n_ctx=args.n_ctx,
+            repeat_penalty=args.repeat_penalty,
+        )
         return embedded, embedded.model
     if args.provider == "ollama":
         base = args.base_url or os.environ.get("OLLAMA_HOST")
@@ -599,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, help="override the config's max_tokens")
     parser.add_argument("--seed", type=int, help="sampling seed (embedded)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="context window (embedded)")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="embedded sampling")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--json", help="write every result and the summary to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="each reply on stderr")

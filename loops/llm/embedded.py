@@ -208,10 +208,12 @@ _GRAMMAR_MAX_LENGTH = 64
 def grammar_schema(schema: Any) -> Any:
     """``schema`` without long ``maxLength`` bounds, for llama.cpp's grammar compiler.
 
-    A bound of n characters compiles to n nested optional rules (5000 for a post's content), which
-    makes sampling slow; the reply's length is bounded by ``max_tokens`` instead and the review
-    step truncates over-long text. Everything else (the action enum, required keys, no extra
-    keys, ``minLength``) is kept, so the reply still has the decision's shape.
+    A bound of n characters compiles to n nested optional rules (5000 for a post's content);
+    worse, with llama-cpp-python 0.3.36 a string that reaches a long bound was seen to end with a
+    raw newline, i.e. invalid JSON. So the reply's length is bounded by ``max_tokens`` instead
+    (a runaway reply fails cleanly with ``length``) and the review step truncates over-long text.
+    Everything else (the action enum, required keys, no extra keys, ``minLength``) is kept, so
+    the reply still has the decision's shape.
     """
     if isinstance(schema, dict):
         return {

