@@ -30,7 +30,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 async def healthz(request: Request) -> JSON:
     svc: Service = request.app.state.service
-    health = await svc.llm.health(svc.settings.model)
+    health = await svc.llm.health(svc.executor.opts.default_model)
     ok = health.reachable and health.model_present is not False
     return JSON(
         {
@@ -44,6 +44,7 @@ async def healthz(request: Request) -> JSON:
                 "model": health.model,
                 "model_present": health.model_present,
                 "detail": health.detail,
+                "why": svc.llm_reason,
             },
             "scheduler_running": svc.supervisor.is_running("heartbeat"),
         }

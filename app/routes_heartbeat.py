@@ -53,7 +53,8 @@ async def status(request: Request) -> JSON:
             "llm": {
                 "provider": svc.llm.name,
                 "base_url": svc.llm.base_url,
-                "model": svc.settings.model,
+                "model": svc.executor.opts.default_model,
+                "why": svc.llm_reason,
             },
         }
     )

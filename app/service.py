@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from app.llm_choice import choose_provider, default_model
 from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.records import Run
@@ -20,29 +21,13 @@ from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
 from loops.journal import JournalLoops, journal_kinds
-from loops.llm import LLMProvider, OllamaProvider, OpenAIProvider
+from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 
 log = logging.getLogger("heartbeat")
 
 SHUTDOWN_GRACE = 10.0
-
-
-def build_llm(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> LLMProvider:
-    provider = settings.llm_provider
-    if provider == "openai":
-        if not settings.llm_base_url:
-            raise ValueError("HEARTBEAT_LLM_PROVIDER=openai needs HEARTBEAT_LLM_BASE_URL")
-        return OpenAIProvider(
-            settings.llm_base_url,
-            api_key=settings.llm_api_key,
-            transport=transport,
-            idle_timeout=settings.llm_idle_timeout,
-        )
-    return OllamaProvider(
-        settings.ollama_host, transport=transport, idle_timeout=settings.llm_idle_timeout
-    )
 
 
 class Service:
@@ -53,8 +38,10 @@ class Service:
         llm: LLMProvider,
         clock: Clock,
         http: httpx.AsyncClient,
+        llm_reason: str = "",
     ) -> None:
         self.settings = settings
+        self.llm_reason = llm_reason
         self.store = store
         self.llm = llm
         self.clock = clock
@@ -68,7 +55,7 @@ class Service:
             clock,
             ExecutorOptions(
                 heartbeat_md=settings.heartbeat_md,
-                default_model=settings.model,
+                default_model=default_model(settings, llm),
                 window=settings.loop_window,
                 channels=dict(settings.channels),
                 run_deadline=settings.run_deadline,
@@ -100,7 +87,7 @@ class Service:
             self.bus,
             clock,
             limiter=self.limiter,
-            model=lambda: settings.model,
+            model=lambda: default_model(settings, self.llm),
             window=settings.loop_window,
         )
         for kind in journal_kinds(
@@ -134,8 +121,13 @@ class Service:
             async with store.tx() as tx:
                 if await tx.create_thread("default", "Default", None):
                     log.info("created thread 'default'")
+            if llm is None:
+                llm, reason = await choose_provider(settings, transport=llm_transport)
+            else:
+                reason = f"{llm.name}: injected provider at {llm.base_url}"
+            log.info("[HEARTBEAT] LLM provider %s", reason)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-            service = cls(settings, store, llm or build_llm(settings, llm_transport), clock, http)
+            service = cls(settings, store, llm, clock, http, reason)
         except BaseException:
             await store.close()
             raise

@@ -155,7 +155,9 @@ async def test_busy_then_ok_is_retried_to_success(api: Running, ollama: fk.FakeL
 
 async def test_unreachable_ollama_answers_promptly_with_the_address(make_app: AppFactory) -> None:
     port = free_port()  # nothing listens there
-    api = await make_app(ollama_host=f"http://127.0.0.1:{port}", start_loops=False)
+    api = await make_app(
+        ollama_host=f"http://127.0.0.1:{port}", llm_provider="ollama", start_loops=False
+    )
     started = time.monotonic()
     run = await run_now(api)
     assert (run["status"], run["reason"]) == ("failed", "unreachable")
@@ -163,3 +165,14 @@ async def test_unreachable_ollama_answers_promptly_with_the_address(make_app: Ap
     assert time.monotonic() - started < 10.0
     health = (await api.client.get("/healthz")).json()
     assert health["llm"]["reachable"] is False and str(port) in health["llm"]["base_url"]
+
+
+async def test_auto_picks_ollama_when_it_answers(
+    make_app: AppFactory, ollama: fk.FakeLLMServer
+) -> None:
+    api = await make_app(ollama_host=ollama.url, start_loops=False)
+    status = (await api.client.get("/api/heartbeat/status")).json()
+    assert status["llm"]["provider"] == "ollama"
+    assert status["llm"]["why"].startswith(f"auto: Ollama answered at {ollama.url}")
+    ollama.enqueue(fk.ollama_ok(DECISIONS["none"]))
+    assert (await run_now(api))["status"] == "ok"
