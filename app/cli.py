@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="on a new database, seed a demo HEARTBEAT.md, Ledger posts and messages",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -50,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.main import create_app
 
-    app = create_app(settings, bind_host=args.host)
+    app = create_app(settings, bind_host=args.host, demo=args.demo)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Heartbeat dashboard: http://{url_host}:{args.port}/", flush=True)
     logging.getLogger("heartbeat").info(
         "serving on http://%s:%d (workspace %s, database %s)",
         args.host,

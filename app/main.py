@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app import openapi, routes_data, routes_heartbeat, sse
+from app.demo import seed_demo
 from app.http import JSON, ApiError, handle_error
 from app.security import SecurityMiddleware, allowed_host_names
 from app.service import Service
@@ -25,6 +27,7 @@ from ledger.errors import LedgerError
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
+log = logging.getLogger("heartbeat")
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -63,12 +66,15 @@ def create_app(
     llm_transport: httpx.AsyncBaseTransport | None = None,
     bind_host: str = "127.0.0.1",
     start_loops: bool = True,
+    demo: bool = False,
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await Service.open(settings, clock=clock, llm=llm, llm_transport=llm_transport)
         app.state.service = service
         try:
+            if demo and await seed_demo(service.store, settings.workspace):
+                log.info("seeded the demo: HEARTBEAT.md, Ledger posts and messages in 'default'")
             if start_loops:
                 await service.start_loops()
             yield
