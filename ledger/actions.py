@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -107,6 +107,28 @@ DECISION_SCHEMA: Final[dict[str, Any]] = {
     ]
 }
 """JSON Schema of a decision (no ``$ref``), for Ollama's ``format`` and llama.cpp grammars."""
+
+
+def decision_schema(post_ids: Sequence[str]) -> dict[str, Any]:
+    """``DECISION_SCHEMA`` for one run: ``post_id`` limited to the posts in its Ledger feed.
+
+    With no posts, comment and vote are left out (there is nothing to comment on or vote for).
+    A model whose output is constrained by the schema then cannot name a post that does not
+    exist; the review step still checks it.
+    """
+    ids = list(dict.fromkeys(post_ids))
+    target = {"type": "string", "enum": ids}
+    shapes = [_shape("post", {"title": _text(TITLE_MAX, 1), "content": _text(CONTENT_MAX, 1)})]
+    if ids:
+        shapes.append(_shape("comment", {"post_id": target, "content": _text(CONTENT_MAX, 1)}))
+        shapes.append(
+            _shape(
+                "vote",
+                {"post_id": target, "vote_direction": {"type": "string", "enum": ["up", "down"]}},
+            )
+        )
+    shapes.append(_shape("none", {}))
+    return {"anyOf": shapes}
 
 
 class DecisionError(ValueError):

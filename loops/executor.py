@@ -21,13 +21,13 @@ import httpx
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.actions import (
-    DECISION_SCHEMA,
     CommentDecision,
     Decision,
     DecisionError,
     NoneDecision,
     PostDecision,
     VoteDecision,
+    decision_schema,
     decision_to_dict,
     parse_reply,
     review,
@@ -243,10 +243,11 @@ class HeartbeatExecutor:
             ), None
         log.info("[HEARTBEAT] Gathering context for thread %s", thread_id)
         ctx = await self.gather_context(thread_id, title, cfg.timezone)
+        schema = decision_schema([p.id for p in ctx.ledger])
         request = ChatRequest(
             model=model,
-            messages=build_messages(instructions, ctx),
-            schema=DECISION_SCHEMA,
+            messages=build_messages(instructions, ctx, schema),
+            schema=schema,
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
         )

@@ -85,6 +85,7 @@ async def make_app(workspace: Path) -> AsyncIterator[AppFactory]:
             for k in ("clock", "llm", "llm_transport", "start_loops")
             if k in kwargs
         }
+        kwargs.setdefault("llm_provider", "ollama")  # never the embedded model by surprise
         settings = Settings.for_workspace(workspace, **kwargs)
         cm = running_app(settings, **app_kwargs)
         running = await cm.__aenter__()

@@ -68,7 +68,7 @@ def decision_request(max_tokens: int = 300) -> ChatRequest:
     )
     return ChatRequest(
         model="ignored-by-the-embedded-provider",
-        messages=build_messages(parse(DEFAULT_MD), ctx),
+        messages=build_messages(parse(DEFAULT_MD), ctx, DECISION_SCHEMA),
         schema=DECISION_SCHEMA,
         temperature=0.2,
         max_tokens=max_tokens,

@@ -170,7 +170,7 @@ async def test_unreachable_ollama_answers_promptly_with_the_address(make_app: Ap
 async def test_auto_picks_ollama_when_it_answers(
     make_app: AppFactory, ollama: fk.FakeLLMServer
 ) -> None:
-    api = await make_app(ollama_host=ollama.url, start_loops=False)
+    api = await make_app(ollama_host=ollama.url, llm_provider="auto", start_loops=False)
     status = (await api.client.get("/api/heartbeat/status")).json()
     assert status["llm"]["provider"] == "ollama"
     assert status["llm"]["why"].startswith(f"auto: Ollama answered at {ollama.url}")

@@ -68,6 +68,7 @@ class Service:
             **os.environ,
             "HEARTBEAT_WORKSPACE": str(workspace),
             "OLLAMA_HOST": ollama,
+            "HEARTBEAT_LLM_PROVIDER": "ollama",
             "LOG_LEVEL": "INFO",
             **env,
         }

@@ -483,3 +483,21 @@ def test_schema_limits() -> None:
     assert comment["properties"]["content"]["maxLength"] == 5000
     assert vote["properties"]["vote_direction"] == {"type": "string", "enum": ["up", "down"]}
     assert none["properties"]["reasoning"] == {"type": "string", "maxLength": 2000}
+
+
+def test_decision_schema_limits_post_ids_to_the_feed() -> None:
+    from ledger.actions import decision_schema
+
+    def actions(schema: dict[str, object]) -> list[str]:
+        shapes = schema["anyOf"]
+        assert isinstance(shapes, list)
+        return [s["properties"]["action"]["enum"][0] for s in shapes]
+
+    empty = decision_schema([])
+    assert sorted(actions(empty)) == ["none", "post"]
+    full = decision_schema(["post_a", "post_b", "post_a"])
+    assert sorted(actions(full)) == ["comment", "none", "post", "vote"]
+    for shape in full["anyOf"]:
+        props = shape["properties"]
+        if "post_id" in props:
+            assert props["post_id"]["enum"] == ["post_a", "post_b"]
