@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "DEBUG":  # one line per LLM request is noise at 100 runs/s
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     import uvicorn
 
     from app.main import create_app

@@ -504,6 +504,7 @@ class Store:
         self._read_lock = asyncio.Lock()
         self.owner = process_owner()
         self.busy_retries = 0
+        self.closed = False
 
     @classmethod
     async def open(cls, path: Path | str, *, now: Callable[[], float]) -> Store:
@@ -526,7 +527,20 @@ class Store:
         return cls(writer, reader, path, now)
 
     async def close(self) -> None:
+        """Mark this process's unfinished runs interrupted, then close both connections."""
         async with self._lock:
+            if self.closed:
+                return
+            try:
+                await self._w.execute(
+                    "UPDATE runs SET status = 'interrupted', reason = 'shutdown',"
+                    " error = 'the service stopped while this run was in flight',"
+                    " finished_at = ? WHERE status = 'running' AND owner = ?",
+                    (self._now(), self.owner),
+                )
+            except sqlite3.Error:  # pragma: no cover - the next start marks them anyway
+                log.exception("could not mark this process's running runs interrupted")
+            self.closed = True
             await self._r.close()
             await self._w.close()
 

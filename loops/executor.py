@@ -465,6 +465,8 @@ class HeartbeatExecutor:
             await tx.note_heartbeat(thread_id, outcome.summary, executed)
 
     async def _finish_cancelled(self, run_id: int, model: str) -> None:
+        if self.store.closed:  # closing marks every unfinished run of this process
+            return
         try:
             async with self.store.tx() as tx:
                 await tx.finish_run(
@@ -476,8 +478,9 @@ class HeartbeatExecutor:
                         error="the service stopped while this run was in flight",
                     ),
                 )
-        except Exception:  # pragma: no cover - the next start marks it interrupted anyway
-            log.exception("could not record interrupted run %d", run_id)
+        except Exception:  # the store closing (or the next start) marks it interrupted anyway
+            if not self.store.closed:
+                log.exception("could not record interrupted run %d", run_id)
 
     async def _notify(self, url: str, view: dict[str, Any]) -> None:
         if self.http is None:

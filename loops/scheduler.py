@@ -10,6 +10,7 @@ the event loop. Pure schedule math lives in ``loops.schedule``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,10 +26,18 @@ from loops.executor import RunInFlight
 log = logging.getLogger("heartbeat")
 
 CLAIM_BATCH = 500
+START_CHUNK = 250
 CATCH_UP_SPREAD = 60.0
 LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-up
 
 Runner = Callable[[str, str, float | None], Awaitable[Run | None]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(config_json: str | None) -> tuple[hbconfig.HeartbeatConfig, sched.Schedule]:
+    """The stored config and its schedule; many threads share a config text, so cache it."""
+    cfg, _ = hbconfig.decode_stored(config_json)
+    return cfg, schedule_of(cfg)
 
 
 def schedule_of(cfg: hbconfig.HeartbeatConfig) -> sched.Schedule:
@@ -125,7 +134,7 @@ class HeartbeatScheduler:
         now: float,
         fixes: list[tuple[str, float | None, float | None]],
     ) -> float | None:
-        cfg, _ = hbconfig.decode_stored(thread.config_json)
+        cfg, schedule = _decoded(thread.config_json)
         if not cfg.enabled:
             self.timers.disarm(thread.id)
             if thread.next_run is not None:
@@ -143,7 +152,7 @@ class HeartbeatScheduler:
             return thread.next_run
         if thread.id in self._catch_up and thread.id in self.timers:
             return self.timers.due(thread.id)  # a catch-up is already planned
-        owed = sched.catch_up(schedule_of(cfg), thread.anchor, thread.next_run, now)
+        owed = sched.catch_up(schedule, thread.anchor, thread.next_run, now)
         if owed is None:  # pragma: no cover - next_run <= now always owes a run
             return thread.next_run
         self._catch_up[thread.id] = owed.missed
@@ -168,14 +177,22 @@ class HeartbeatScheduler:
         """Forever: wait for the earliest timer, claim what is due in batches, start runs."""
         while True:
             await self.timers.wait()
+            # Claim everything due first, so a herd's later batches do not queue behind the
+            # database work of runs already started; then start the runs in chunks.
+            starts: list[_Due] = []
             while True:
                 due = self.timers.pop_due(self.clock.now(), CLAIM_BATCH)
                 if not due:
                     break
-                await self._claim_and_start(due)
+                starts.extend(await self._claim_due(due))
+                await asyncio.sleep(0)
+            for i in range(0, len(starts), START_CHUNK):
+                for item in starts[i : i + START_CHUNK]:
+                    self._spawn(item)
                 await asyncio.sleep(0)
 
-    async def _claim_and_start(self, due: list[tuple[str, float]]) -> None:
+    async def _claim_due(self, due: list[tuple[str, float]]) -> list[_Due]:
+        """Claim the due slots in one transaction; returns the runs to start."""
         now = self.clock.now()
         threads = {t.id: t for t in await self._load([tid for tid, _ in due])}
         claims: list[tuple[str, float, float]] = []
@@ -185,13 +202,12 @@ class HeartbeatScheduler:
             thread = threads.get(thread_id)
             if thread is None or thread.next_run is None:
                 continue
-            cfg, _ = hbconfig.decode_stored(thread.config_json)
+            cfg, s = _decoded(thread.config_json)
             if not cfg.enabled or thread.anchor is None:
                 continue
             if thread.next_run > now:  # moved by a config change or another process
                 self.timers.arm(thread_id, thread.next_run)
                 continue
-            s = schedule_of(cfg)
             slot = thread.next_run
             missed = self._catch_up.pop(thread_id, 0)
             if not missed and now - slot >= s.every:  # the clock jumped or the host slept
@@ -241,9 +257,7 @@ class HeartbeatScheduler:
             else:
                 self.lost_claims += 1
                 await self.rearm(thread_id)
-        for item in starts:
-            if item.thread_id in won:
-                self._spawn(item)
+        return [item for item in starts if item.thread_id in won]
 
     async def _load(self, ids: list[str]) -> list[Thread]:
         out: list[Thread] = []

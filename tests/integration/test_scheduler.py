@@ -270,3 +270,21 @@ async def test_two_services_on_one_file_never_run_a_slot_twice(
             rows = await a.store._all("SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL")
             assert len(rows) == len(set(rows)) == total == 30 * 10
             assert a.scheduler.started_runs > 0 and b.scheduler.started_runs > 0
+
+
+async def test_closing_marks_in_flight_runs_interrupted(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    llm.gate = asyncio.Event()
+    svc = await Service.open(Settings.for_workspace(workspace), clock=clock, llm=llm)
+    task = asyncio.create_task(svc.run_now("default"))
+    for _ in range(500):
+        if llm.active:
+            break
+        await asyncio.sleep(0.01)
+    await svc.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with service(workspace, clock, start=False) as again:
+        rows = await runs(again)
+        assert [(r.status, r.reason) for r in rows] == [("interrupted", "shutdown")]
