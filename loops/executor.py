@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import msgspec
 
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
@@ -460,7 +461,7 @@ class HeartbeatExecutor:
                 await tx.add_message(thread_id, "assistant", f"[heartbeat] {note}", run_id)
                 executed.append({"type": "message", "target": "last"})
             if effect is not None:
-                outcome = RunOutcome(**{**_fields(outcome), "executed": executed})
+                outcome = msgspec.structs.replace(outcome, executed=executed)
             await tx.finish_run(run_id, outcome)
             await tx.note_heartbeat(thread_id, outcome.summary, executed)
 
@@ -502,7 +503,3 @@ class HeartbeatExecutor:
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
-
-
-def _fields(outcome: RunOutcome) -> dict[str, Any]:
-    return {f: getattr(outcome, f) for f in outcome.__struct_fields__}

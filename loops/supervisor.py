@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.records import iso
 from loops.clock import Clock
 from loops.events import EventBus
 
@@ -37,8 +38,6 @@ class LoopState:
     ticks: int = 0
 
     def view(self) -> dict[str, Any]:
-        from ledger.records import iso
-
         return {
             "name": self.name,
             "enabled": self.enabled,
