@@ -186,8 +186,8 @@ class Tx:
         self.now = now
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        rows = await self.conn.execute_fetchall(sql, tuple(params))  # one thread round trip
+        return next(iter(rows), None)
 
     # threads ---------------------------------------------------------------------------
     async def create_thread(self, thread_id: str, title: str, config_json: str | None) -> bool:
@@ -239,8 +239,7 @@ class Tx:
                 " WHERE id IN (SELECT id FROM batch) AND heartbeat_next_run ="
                 " (SELECT slot FROM batch WHERE batch.id = threads.id) RETURNING id"
             )
-            async with self.conn.execute(sql, params) as cur:
-                won.update(row[0] for row in await cur.fetchall())
+            won.update(row[0] for row in await self.conn.execute_fetchall(sql, params))
         return won
 
     # messages and contradictions ---------------------------------------------------------
@@ -576,12 +575,12 @@ class Store:
     # One read at a time on the reader: overlapping statements would keep its read transaction
     # (its WAL snapshot) open, and later reads would miss commits made since.
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._read_lock, self._r.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        # execute and fetch in one thread round trip, so the cursor (and its snapshot) closes
+        async with self._read_lock:
+            return list(await self._r.execute_fetchall(sql, tuple(params)))
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._read_lock, self._r.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        return next(iter(await self._all(sql, params)), None)
 
     # start-up -----------------------------------------------------------------------------
     async def mark_interrupted(self) -> int:
