@@ -60,6 +60,8 @@ _POST_SELECT = (
     " FROM ledger_posts p"
 )
 
+INTERRUPTED_ERROR = "the service stopped while this run was in flight"
+
 _json_encode = msgspec.json.encode
 _decode_list = msgspec.json.Decoder(list[dict[str, Any]])
 _decode_dict = msgspec.json.Decoder(dict[str, Any])
@@ -533,9 +535,8 @@ class Store:
             try:
                 await self._w.execute(
                     "UPDATE runs SET status = 'interrupted', reason = 'shutdown',"
-                    " error = 'the service stopped while this run was in flight',"
-                    " finished_at = ? WHERE status = 'running' AND owner = ?",
-                    (self._now(), self.owner),
+                    " error = ?, finished_at = ? WHERE status = 'running' AND owner = ?",
+                    (INTERRUPTED_ERROR, self._now(), self.owner),
                 )
             except sqlite3.Error:  # pragma: no cover - the next start marks them anyway
                 log.exception("could not mark this process's running runs interrupted")
@@ -582,6 +583,21 @@ class Store:
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return next(iter(await self._all(sql, params)), None)
 
+    async def interrupt_run(self, run_id: int, model: str | None) -> None:
+        """Record a run cancelled by shutdown. Never raises: if the store is closing, ``close``
+        (or the next start) marks the run interrupted instead."""
+        if self.closed:
+            return
+        outcome = RunOutcome(
+            status="interrupted", reason="shutdown", model=model, error=INTERRUPTED_ERROR
+        )
+        try:
+            async with self.tx() as tx:
+                await tx.finish_run(run_id, outcome)
+        except Exception:
+            if not self.closed:
+                log.exception("could not record interrupted run %d", run_id)
+
     # start-up -----------------------------------------------------------------------------
     async def mark_interrupted(self) -> int:
         """Mark ``running`` rows whose process is gone as ``interrupted``."""
@@ -592,9 +608,8 @@ class Store:
         async with self.tx() as tx:
             await tx.conn.executemany(
                 "UPDATE runs SET status = 'interrupted', reason = 'process_died',"
-                " error = 'the service stopped while this run was in flight', finished_at = ?"
-                " WHERE id = ? AND status = 'running'",
-                [(tx.now, run_id) for run_id in dead],
+                " error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                [(INTERRUPTED_ERROR, tx.now, run_id) for run_id in dead],
             )
         return len(dead)
 

@@ -204,7 +204,7 @@ class HeartbeatExecutor:
                     None,
                 )
             except asyncio.CancelledError:
-                await asyncio.shield(self._finish_cancelled(run_id, model))
+                await asyncio.shield(self.store.interrupt_run(run_id, model))
                 raise
             except Exception as exc:  # one bad run never stops the loop
                 log.exception("[HEARTBEAT] run %d for thread %s crashed", run_id, thread_id)
@@ -464,24 +464,6 @@ class HeartbeatExecutor:
                 outcome = msgspec.structs.replace(outcome, executed=executed)
             await tx.finish_run(run_id, outcome)
             await tx.note_heartbeat(thread_id, outcome.summary, executed)
-
-    async def _finish_cancelled(self, run_id: int, model: str) -> None:
-        if self.store.closed:  # closing marks every unfinished run of this process
-            return
-        try:
-            async with self.store.tx() as tx:
-                await tx.finish_run(
-                    run_id,
-                    RunOutcome(
-                        status="interrupted",
-                        reason="shutdown",
-                        model=model,
-                        error="the service stopped while this run was in flight",
-                    ),
-                )
-        except Exception:  # the store closing (or the next start) marks it interrupted anyway
-            if not self.store.closed:
-                log.exception("could not record interrupted run %d", run_id)
 
     async def _notify(self, url: str, view: dict[str, Any]) -> None:
         if self.http is None:

@@ -338,7 +338,7 @@ class JournalLoops:
                     await tx.finish_run(run_id, outcome)
         except asyncio.CancelledError:
             if run_id is not None:
-                await asyncio.shield(self._finish_interrupted(run_id, request.model))
+                await asyncio.shield(self.store.interrupt_run(run_id, request.model))
             raise
         except Exception as exc:
             if run_id is None:
@@ -416,21 +416,6 @@ class JournalLoops:
             completion_tokens=result.completion_tokens,
             llm_ms=elapsed(),
         )
-
-    async def _finish_interrupted(self, run_id: int, model: str) -> None:
-        try:
-            async with self.store.tx() as tx:
-                await tx.finish_run(
-                    run_id,
-                    RunOutcome(
-                        status="interrupted",
-                        reason="shutdown",
-                        model=model,
-                        error="the service stopped while this run was in flight",
-                    ),
-                )
-        except Exception:  # pragma: no cover - the next start marks it interrupted anyway
-            log.exception("could not record interrupted run %d", run_id)
 
 
 def journal_kinds(
