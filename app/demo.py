@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ledger import config as hbconfig
-from ledger.store import USER, Store
+from ledger.store import USER, Store, Tx
 from loops.workspace import write_instructions
 
 __all__ = ["DEMO_HEARTBEAT_MD", "DEMO_MESSAGES", "DEMO_POSTS", "is_new_database", "seed_demo"]
@@ -108,15 +108,18 @@ async def seed_demo(store: Store, workspace: Path, *, first_run_in: float = 15.0
     # HEARTBEAT.md first: if start-up dies before the database commit, what is left is a
     # usable HEARTBEAT.md and an empty database, an ordinary state (the demo is not retried).
     await write_instructions(heartbeat_md, DEMO_HEARTBEAT_MD)
-    async with store.tx() as tx:
-        await tx.create_thread(THREAD, "Default", None)
+
+    def seed(tx: Tx) -> None:
+        tx.create_thread(THREAD, "Default", None)
         for author, title, content in DEMO_POSTS:
-            await tx.create_post(author, title, content)
+            tx.create_post(author, title, content)
         for role, content in DEMO_MESSAGES:
-            await tx.add_message(THREAD, role, content)
+            tx.add_message(THREAD, role, content)
         # The first run comes soon after start; later runs every 30 minutes on the same grid.
         next_run = tx.now + first_run_in
-        await tx.set_config(THREAD, hbconfig.encode(cfg), next_run - EVERY_SECONDS, next_run)
+        tx.set_config(THREAD, hbconfig.encode(cfg), next_run - EVERY_SECONDS, next_run)
+
+    await store.write(seed)
     log.info(
         "[HEARTBEAT] demo seeded: %s, %d Ledger posts, %d messages in thread %r, "
         "heartbeat every %d min (first run in %.0f s)",

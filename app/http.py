@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ledger.config import ConfigError
-from ledger.errors import Conflict, NotFound, StorageBusy
+from ledger.errors import Conflict, NotFound, StorageBusy, StoreClosed
 
 log = logging.getLogger("heartbeat.http")
 
@@ -191,6 +191,10 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StorageBusy):
         return error_response(
             ApiError(503, "storage_busy", exc.message, headers={"Retry-After": "1"})
+        )
+    if isinstance(exc, StoreClosed):
+        return error_response(
+            ApiError(503, "shutting_down", exc.message, headers={"Retry-After": "5"})
         )
     if isinstance(exc, Conflict):
         return error_response(ApiError(409, "conflict", exc.message))

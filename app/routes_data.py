@@ -72,8 +72,7 @@ async def create_thread(request: Request) -> JSON:
         tid = f"t_{secrets.token_hex(5)}"
     check_thread_id(tid)
     title = text_field(data, "title", max_len=TITLE_MAX, required=False, default=tid) or tid
-    async with svc.store.tx() as tx:
-        created = await tx.create_thread(tid, title, None)
+    created = await svc.store.write(lambda tx: tx.create_thread(tid, title, None))
     thread = await svc.store.get_thread(tid)
     return JSON(thread_view(thread), status_code=201 if created else 200)
 
@@ -123,8 +122,7 @@ async def add_message(request: Request) -> JSON:
             field="role",
         )
     content = text_field(data, "content", max_len=MESSAGE_MAX)
-    async with svc.store.tx() as tx:
-        msg = await tx.add_message(tid, role, content)
+    msg = await svc.store.write(lambda tx: tx.add_message(tid, role, content))
     return JSON(
         {
             "message_id": msg.id,
@@ -169,8 +167,7 @@ async def add_contradiction(request: Request) -> JSON:
     only_fields(data, {"statement_a", "statement_b"})
     a = text_field(data, "statement_a", max_len=STATEMENT_MAX)
     b = text_field(data, "statement_b", max_len=STATEMENT_MAX)
-    async with svc.store.tx() as tx:
-        row = await tx.add_contradiction(tid, a, b)
+    row = await svc.store.write(lambda tx: tx.add_contradiction(tid, a, b))
     return JSON(_contradiction(row), status_code=201)
 
 
@@ -238,8 +235,7 @@ async def create_post(request: Request) -> JSON:
     only_fields(data, {"title", "content"})
     title = text_field(data, "title", max_len=TITLE_MAX)
     content = text_field(data, "content", max_len=CONTENT_MAX)
-    async with svc.store.tx() as tx:
-        post = await tx.create_post(USER, title, content)
+    post = await svc.store.write(lambda tx: tx.create_post(USER, title, content))
     return JSON(post_to_dict(post), status_code=201)
 
 
@@ -269,8 +265,7 @@ async def add_comment(request: Request) -> JSON:
     data = await read_object(request)
     only_fields(data, {"content"})
     content = text_field(data, "content", max_len=CONTENT_MAX)
-    async with svc.store.tx() as tx:
-        comment = await tx.add_comment(pid, USER, content)
+    comment = await svc.store.write(lambda tx: tx.add_comment(pid, USER, content))
     return JSON(
         {
             "comment_id": comment.id,
@@ -296,8 +291,7 @@ async def add_vote(request: Request) -> JSON:
             f'direction must be "up" or "down", got {str(direction)[:40]!r}',
             field="direction",
         )
-    async with svc.store.tx() as tx:
-        await tx.vote(pid, USER, direction)
+    await svc.store.write(lambda tx: tx.vote(pid, USER, direction))
     post = await svc.store.get_post(pid)
     return JSON({"post_id": pid, "voter": USER, "direction": direction, "score": post.score})
 

@@ -66,8 +66,10 @@ class Service:
         self.scheduler = HeartbeatScheduler(
             store,
             clock,
-            lambda tid, trigger, slot: self.executor.run(tid, trigger, slot=slot),
+            self.executor.run_claimed,
             is_running=self.executor.in_flight.get,
+            model_of=self.executor.model_for,
+            slack=settings.timer_slack,
         )
         self.supervisor = Supervisor(clock, self.bus)
         self.supervisor.add(
@@ -118,9 +120,8 @@ class Service:
                 log.warning(
                     "[HEARTBEAT] %d run(s) left running by a crash marked interrupted", interrupted
                 )
-            async with store.tx() as tx:
-                if await tx.create_thread("default", "Default", None):
-                    log.info("created thread 'default'")
+            if await store.write(lambda tx: tx.create_thread("default", "Default", None)):
+                log.info("created thread 'default'")
             if llm is None:
                 llm, reason = await choose_provider(settings, transport=llm_transport)
             else:
@@ -159,8 +160,7 @@ class Service:
 
     async def set_config(self, thread_id: str, patch: dict[str, Any]) -> hbconfig.HeartbeatConfig:
         """Merge ``patch`` into the stored config (creating the thread), re-plan, re-arm."""
-        async with self.store.tx() as tx:
-            await tx.create_thread(thread_id, thread_id, None)
+        await self.store.write(lambda tx: tx.create_thread(thread_id, thread_id, None))
         thread = await self.store.get_thread(thread_id)
         old = None if thread.config_json is None else hbconfig.decode_stored(thread.config_json)[0]
         new = hbconfig.merge_config(
@@ -174,8 +174,8 @@ class Service:
             thread.next_run,
             now,
         )
-        async with self.store.tx() as tx:
-            await tx.set_config(thread_id, hbconfig.encode(new), anchor, next_run)
+        encoded = hbconfig.encode(new)
+        await self.store.write(lambda tx: tx.set_config(thread_id, encoded, anchor, next_run))
         if self.supervisor.is_running("heartbeat"):
             await self.scheduler.rearm(thread_id)
         self.bus.publish(

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     llm_api_key: str | None = None
     llm_idle_timeout: float = 120.0
     run_deadline: float = 300.0
+    # Scheduled runs due within this many seconds of each other share one wake-up and one
+    # claim transaction; a run starts at most this late. Not an environment setting.
+    timer_slack: float = 0.1
     max_body_bytes: int = 256 * 1024
 
     @property

@@ -56,6 +56,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,7 +69,7 @@ if str(REPO) not in sys.path:
 from app.service import Service  # noqa: E402
 from app.settings import LoopSettings, Settings  # noqa: E402
 from ledger.records import RunOutcome  # noqa: E402
-from ledger.store import AGENT  # noqa: E402
+from ledger.store import AGENT, Tx  # noqa: E402
 from loops.clock import FakeClock  # noqa: E402
 from loops.llm import (  # noqa: E402
     ChatRequest,
@@ -323,6 +324,17 @@ class Result:
     replies: list[str | None] = field(default_factory=list)
 
 
+def _seed_post(i: int, post: Any, tx: Tx) -> str:
+    made = tx.create_post(post.author, post.title, post.content)
+    for n in range(post.votes.up):
+        tx.vote(made.id, f"voter{i}_{n}", "up")
+    for n in range(post.votes.down):
+        tx.vote(made.id, f"critic{i}_{n}", "down")
+    for comment in post.comments:
+        tx.add_comment(made.id, comment.author, comment.content)
+    return made.id
+
+
 async def _seed(service: Service, clock: FakeClock, sc: Scenario, model: str) -> dict[str, str]:
     """Fill the store as the scenario says; returns post key → real post id."""
     now = sc.now_ts
@@ -331,40 +343,32 @@ async def _seed(service: Service, clock: FakeClock, sc: Scenario, model: str) ->
         at = now - post.age_minutes * 60
         if at > clock.now():
             clock.jump(at - clock.now())
-        async with service.store.tx() as tx:
-            made = await tx.create_post(post.author, post.title, post.content)
-            ids[post.key] = made.id
-            for n in range(post.votes.up):
-                await tx.vote(made.id, f"voter{i}_{n}", "up")
-            for n in range(post.votes.down):
-                await tx.vote(made.id, f"critic{i}_{n}", "down")
-            for comment in post.comments:
-                await tx.add_comment(made.id, comment.author, comment.content)
+        ids[post.key] = await service.store.write(partial(_seed_post, i, post))
     start_messages = now - 60 * (len(sc.messages) + len(sc.recent_actions) + 1)
     if start_messages > clock.now():
         clock.jump(start_messages - clock.now())
-    async with service.store.tx() as tx:
+    owner = service.store.owner
+
+    def history(tx: Tx) -> None:
         for m in sc.messages:
-            await tx.add_message(THREAD, m.role, m.content)
+            tx.add_message(THREAD, m.role, m.content)
         for c in sc.contradictions:
-            await tx.add_contradiction(THREAD, c.a, c.b)
+            tx.add_contradiction(THREAD, c.a, c.b)
         for spec in sc.recent_actions:
             decision = _decision(spec, ids)
-            run_id = await tx.start_run(
-                THREAD, "heartbeat", "schedule", model=model, owner=service.store.owner
-            )
+            run_id = tx.start_run(THREAD, "heartbeat", "schedule", model=model, owner=owner)
             assert run_id is not None
             executed: list[dict[str, Any]] = []
             if spec.action == "vote":
-                await tx.vote(decision["post_id"], AGENT, decision["vote_direction"], run_id)
+                tx.vote(decision["post_id"], AGENT, decision["vote_direction"], run_id)
                 executed.append({"type": "vote", "post_id": decision["post_id"]})
             elif spec.action == "comment":
-                await tx.add_comment(decision["post_id"], AGENT, decision["content"], run_id)
+                tx.add_comment(decision["post_id"], AGENT, decision["content"], run_id)
                 executed.append({"type": "comment", "post_id": decision["post_id"]})
             elif spec.action == "post":
-                made = await tx.create_post(AGENT, decision["title"], decision["content"], run_id)
+                made = tx.create_post(AGENT, decision["title"], decision["content"], run_id)
                 executed.append({"type": "post", "post_id": made.id})
-            await tx.finish_run(
+            tx.finish_run(
                 run_id,
                 RunOutcome(
                     status="ok",
@@ -375,6 +379,8 @@ async def _seed(service: Service, clock: FakeClock, sc: Scenario, model: str) ->
                     summary=f"{spec.action} (earlier run)",
                 ),
             )
+
+    await service.store.write(history)
     if now > clock.now():
         clock.jump(now - clock.now())
     return ids

@@ -8,8 +8,9 @@ Contenders, each in its own child process (clean CPU, context-switch and memory 
 - ``heartbeat``: the real ``HeartbeatScheduler`` + ``TimerSet`` + ``Store`` on a SQLite file and
   the real ``SystemClock``. Threads are inserted with direct SQL (an encoded ``HeartbeatConfig``,
   anchor and next run set), armed with ``arm_all()`` and fired by ``dispatch()``. The executor
-  is replaced by a no-op runner that persists like production: ``Tx.start_run`` with the slot,
-  then ``Tx.finish_run`` with ``RunOutcome(status="ok")``, in two transactions.
+  is replaced by a no-op runner that persists like production: the scheduler writes the run's
+  ``running`` row in its claim transaction (as it does for the executor), and the runner
+  finishes it with ``RunOutcome(status="ok")`` through ``Store.write`` (group commit).
 - ``aps-memory`` / ``aps-sqlite``: APScheduler 3.x ``AsyncIOScheduler``, one ``IntervalTrigger``
   job per thread running an ``async`` no-op (it only records its start time), with the
   ``MemoryJobStore`` or a ``SQLAlchemyJobStore`` on a SQLite file. Job defaults:
@@ -90,12 +91,13 @@ async def _insert_threads(store: Any, dues: list[float], every: int) -> None:
     rows = [
         (f"t{i:06d}", f"bench {i}", now, now, cfg, due - every, due) for i, due in enumerate(dues)
     ]
-    async with store.tx() as tx:
-        await tx.conn.executemany(
+    await store.write(
+        lambda tx: tx.conn.executemany(
             "INSERT INTO threads (id, title, created_at, updated_at, heartbeat_config_json,"
             " heartbeat_anchor, heartbeat_next_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+    )
 
 
 async def create_heartbeat_db(path: str, dues: list[float], every: int) -> float:
@@ -124,30 +126,20 @@ class NoopRunner:
         self.persisted: list[tuple[float, float]] = []  # (finish wall time, slot -> finish)
         self.expected = expected
         self.all_done = asyncio.Event()
-        self.lost = 0
 
-    async def __call__(self, thread_id: str, trigger: str, slot: float | None) -> None:
+    async def __call__(self, thread: Any, trigger: str, run_id: int) -> None:
         begun = time.time()
-        if slot is not None:
-            self.started.append(begun - slot)
-        self.in_flight[thread_id] = -1
+        slot = thread.next_run  # the slot the scheduler claimed
+        self.started.append(begun - slot)
+        self.in_flight[thread.id] = run_id
         try:
-            async with self.store.tx() as tx:
-                run_id = await tx.start_run(
-                    thread_id, "heartbeat", trigger, slot=slot, owner=self.store.owner
-                )
-            if run_id is None:
-                self.lost += 1
-                return
-            self.in_flight[thread_id] = run_id
-            async with self.store.tx() as tx:
-                await tx.finish_run(run_id, self.ok)
+            await self.store.write(lambda tx: tx.finish_run(run_id, self.ok))
             done = time.time()
-            self.persisted.append((done, done - (slot if slot is not None else begun)))
+            self.persisted.append((done, done - slot))
             if self.expected and len(self.persisted) >= self.expected:
                 self.all_done.set()
         finally:
-            self.in_flight.pop(thread_id, None)
+            self.in_flight.pop(thread.id, None)
 
 
 async def _open_ours(db: str, expected: int = 0) -> tuple[Any, Any, NoopRunner]:
@@ -241,7 +233,7 @@ async def heartbeat_load(spec: dict[str, Any]) -> dict[str, Any]:
         "started": len(started_late),
         "start_late": lateness(started_late),
         "persist_late": lateness(in_window),
-        "lost_claims": scheduler.lost_claims + runner.lost,
+        "lost_claims": scheduler.lost_claims,
         **probe.summary(),
         **usage,
     }

@@ -3,7 +3,8 @@
 LedgerError
 ├── NotFound            a thread, post or run that does not exist
 ├── Conflict            a state that forbids the write (e.g. a run already in flight)
-└── StorageBusy         the database stayed locked by another writer past every retry
+├── StorageBusy         the database stayed locked by another writer past every retry
+└── StoreClosed         a write after the store was closed (shutdown)
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class Conflict(LedgerError):
 
 class StorageBusy(LedgerError):
     """The database stayed locked by another writer; try again shortly."""
+
+
+class StoreClosed(LedgerError):
+    """The database is closed: the service is shutting down."""

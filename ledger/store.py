@@ -1,9 +1,11 @@
 """All reads and writes of the SQLite file, through aiosqlite.
 
-One long-lived connection writes; every write happens inside ``Store.tx()``, which serialises
-writers in this process with a lock, opens ``BEGIN IMMEDIATE`` (so a second process waits for
-the file lock instead of failing half-way) and retries with backoff while another process holds
-the database locked. A second connection serves reads, which WAL lets run beside the writer.
+One long-lived connection writes. Every write is a plain function of a ``Tx`` handed to
+``Store.write``; it runs in that connection's thread, so a whole transaction costs one thread
+round trip, and writes arriving meanwhile share the next transaction (group commit). Each
+transaction opens with ``BEGIN IMMEDIATE`` (so a second process waits for the file lock instead
+of failing half-way) and is retried with backoff while another process holds the database
+locked. A few reader connections serve reads, which WAL lets run beside the writer.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ import random
 import secrets
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import msgspec
 
-from ledger.errors import Conflict, NotFound, StorageBusy
+from ledger.errors import Conflict, NotFound, StorageBusy, StoreClosed
 from ledger.migrations import MIGRATIONS
 from ledger.records import (
     Comment,
@@ -59,6 +60,9 @@ _POST_SELECT = (
     " (SELECT COUNT(*) FROM ledger_comments c WHERE c.post_id = p.id), p.rowid"
     " FROM ledger_posts p"
 )
+
+READERS = 3  # reader connections: API reads do not queue behind the runs' context reads
+T = TypeVar("T")
 
 INTERRUPTED_ERROR = "the service stopped while this run was in flight"
 
@@ -180,51 +184,92 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class Tx:
-    """The writes available inside one transaction. Obtained from ``Store.tx()``."""
+class _Locked(Exception):
+    """BEGIN IMMEDIATE found the database locked by another process's writer."""
 
-    def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
+
+def _apply(conn: sqlite3.Connection, fns: list[Callable[[Tx], Any]], now: float) -> list[Any]:
+    """Run ``fns`` in one transaction (in the writer's thread). Returns (ok, value) per fn."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_locked(exc):
+            raise _Locked() from exc
+        raise
+    tx = Tx(conn, now)
+    out: list[tuple[bool, Any]] = []
+    try:
+        if len(fns) == 1:
+            try:
+                out.append((True, fns[0](tx)))
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                return [(False, exc)]
+        else:
+            for fn in fns:
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    out.append((True, fn(tx)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO one_write")
+                    out.append((False, exc))
+                conn.execute("RELEASE one_write")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+class Tx:
+    """The writes available inside one transaction, run in the writer's thread.
+
+    Obtained as the argument of a function given to ``Store.write``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.conn = conn
         self.now = now
 
-    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        rows = await self.conn.execute_fetchall(sql, tuple(params))  # one thread round trip
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        rows = self.conn.execute(sql, tuple(params)).fetchall()
         return next(iter(rows), None)
 
     # threads ---------------------------------------------------------------------------
-    async def create_thread(self, thread_id: str, title: str, config_json: str | None) -> bool:
-        cur = await self.conn.execute(
+    def create_thread(self, thread_id: str, title: str, config_json: str | None) -> bool:
+        cur = self.conn.execute(
             "INSERT OR IGNORE INTO threads (id, title, created_at, updated_at,"
             " heartbeat_config_json) VALUES (?, ?, ?, ?, ?)",
             (thread_id, title, self.now, self.now, config_json),
         )
         return cur.rowcount == 1
 
-    async def set_config(
+    def set_config(
         self, thread_id: str, config_json: str, anchor: float | None, next_run: float | None
     ) -> None:
-        await self.conn.execute(
+        self.conn.execute(
             "UPDATE threads SET heartbeat_config_json = ?, heartbeat_anchor = ?,"
             " heartbeat_next_run = ?, updated_at = ? WHERE id = ?",
             (config_json, anchor, next_run, self.now, thread_id),
         )
 
-    async def set_next_run(
+    def set_next_run(
         self, thread_id: str, next_run: float | None, *, expect: float | None = None
     ) -> bool:
         """Move a thread's next run; with ``expect``, only if it still holds that value (CAS)."""
         if expect is None:
-            cur = await self.conn.execute(
+            cur = self.conn.execute(
                 "UPDATE threads SET heartbeat_next_run = ? WHERE id = ?", (next_run, thread_id)
             )
         else:
-            cur = await self.conn.execute(
+            cur = self.conn.execute(
                 "UPDATE threads SET heartbeat_next_run = ? WHERE id = ? AND heartbeat_next_run = ?",
                 (next_run, thread_id, expect),
             )
         return cur.rowcount == 1
 
-    async def claim_slots(self, claims: Sequence[tuple[str, float, float]]) -> set[str]:
+    def claim_slots(self, claims: Sequence[tuple[str, float, float]]) -> set[str]:
         """Compare-and-set many threads' next run at once: (thread, expected slot, new next).
 
         Returns the ids whose stored next run still held the expected slot (and now moved on).
@@ -241,22 +286,20 @@ class Tx:
                 " WHERE id IN (SELECT id FROM batch) AND heartbeat_next_run ="
                 " (SELECT slot FROM batch WHERE batch.id = threads.id) RETURNING id"
             )
-            won.update(row[0] for row in await self.conn.execute_fetchall(sql, params))
+            won.update(row[0] for row in self.conn.execute(sql, params).fetchall())
         return won
 
     # messages and contradictions ---------------------------------------------------------
-    async def add_message(
+    def add_message(
         self, thread_id: str, role: str, content: str, run_id: int | None = None
     ) -> Message:
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO messages (thread_id, role, content, created_at, run_id)"
             " VALUES (?, ?, ?, ?, ?)",
             (thread_id, role, content, self.now, run_id),
         )
         assert cur.lastrowid is not None
-        await self.conn.execute(
-            "UPDATE threads SET updated_at = ? WHERE id = ?", (self.now, thread_id)
-        )
+        self.conn.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (self.now, thread_id))
         return Message(
             id=cur.lastrowid,
             thread_id=thread_id,
@@ -265,8 +308,8 @@ class Tx:
             created_at=self.now,
         )
 
-    async def add_contradiction(self, thread_id: str, a: str, b: str) -> Contradiction:
-        cur = await self.conn.execute(
+    def add_contradiction(self, thread_id: str, a: str, b: str) -> Contradiction:
+        cur = self.conn.execute(
             "INSERT INTO contradictions (thread_id, statement_a, statement_b, status, created_at)"
             " VALUES (?, ?, ?, 'open', ?)",
             (thread_id, a, b, self.now),
@@ -281,18 +324,16 @@ class Tx:
             created_at=self.now,
         )
 
-    async def set_contradiction_status(self, contradiction_id: int, status: str) -> bool:
-        cur = await self.conn.execute(
+    def set_contradiction_status(self, contradiction_id: int, status: str) -> bool:
+        cur = self.conn.execute(
             "UPDATE contradictions SET status = ? WHERE id = ?", (status, contradiction_id)
         )
         return cur.rowcount == 1
 
     # ledger ------------------------------------------------------------------------------
-    async def create_post(
-        self, author: str, title: str, content: str, run_id: int | None = None
-    ) -> Post:
+    def create_post(self, author: str, title: str, content: str, run_id: int | None = None) -> Post:
         post_id = new_id("post")
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO ledger_posts (id, author, title, content, created_at, run_id)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (post_id, author, title, content, self.now, run_id),
@@ -306,16 +347,16 @@ class Tx:
             cursor=cur.lastrowid or 0,
         )
 
-    async def _require_post(self, post_id: str) -> None:
-        if await self._one("SELECT 1 FROM ledger_posts WHERE id = ?", (post_id,)) is None:
+    def _require_post(self, post_id: str) -> None:
+        if self._one("SELECT 1 FROM ledger_posts WHERE id = ?", (post_id,)) is None:
             raise NotFound("post", post_id)
 
-    async def add_comment(
+    def add_comment(
         self, post_id: str, author: str, content: str, run_id: int | None = None
     ) -> Comment:
-        await self._require_post(post_id)
+        self._require_post(post_id)
         comment_id = new_id("comment")
-        await self.conn.execute(
+        self.conn.execute(
             "INSERT INTO ledger_comments (id, post_id, author, content, created_at, run_id)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (comment_id, post_id, author, content, self.now, run_id),
@@ -324,13 +365,11 @@ class Tx:
             id=comment_id, post_id=post_id, author=author, content=content, created_at=self.now
         )
 
-    async def vote(
-        self, post_id: str, voter: str, direction: str, run_id: int | None = None
-    ) -> Vote:
+    def vote(self, post_id: str, voter: str, direction: str, run_id: int | None = None) -> Vote:
         """One vote per voter per post: a new vote replaces the old one."""
-        await self._require_post(post_id)
+        self._require_post(post_id)
         value = 1 if direction == "up" else -1
-        await self.conn.execute(
+        self.conn.execute(
             "INSERT INTO ledger_votes (post_id, voter, direction, created_at, run_id)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (post_id, voter) DO UPDATE SET"
             " direction = excluded.direction, created_at = excluded.created_at,"
@@ -340,7 +379,7 @@ class Tx:
         return Vote(post_id=post_id, voter=voter, direction=direction, created_at=self.now)
 
     # runs --------------------------------------------------------------------------------
-    async def start_run(
+    def start_run(
         self,
         thread_id: str,
         loop: str,
@@ -352,7 +391,7 @@ class Tx:
         owner: str | None = None,
     ) -> int | None:
         """Insert a ``running`` row. Returns None when the (thread, loop, slot) is taken."""
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, model, dry_run,"
             " started_at, owner) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
@@ -362,7 +401,7 @@ class Tx:
             return None
         return cur.lastrowid
 
-    async def record_run(
+    def record_run(
         self,
         thread_id: str,
         loop: str,
@@ -373,7 +412,7 @@ class Tx:
         dry_run: bool = False,
     ) -> int | None:
         """Insert an already finished row (e.g. a ``skipped`` slot)."""
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
             " summary, dry_run, error, started_at, finished_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -396,11 +435,13 @@ class Tx:
         )
         return cur.lastrowid if cur.rowcount == 1 else None
 
-    async def finish_run(self, run_id: int, outcome: RunOutcome) -> None:
-        await self.conn.execute(
+    def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
+        """Record a run's outcome; returns the finished row."""
+        row = self._one(
             "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
             " decision_json = ?, executed_json = ?, summary = ?, error = ?, prompt_tokens = ?,"
-            " completion_tokens = ?, llm_ms = ?, finished_at = ? WHERE id = ?",
+            " completion_tokens = ?, llm_ms = ?, finished_at = ? WHERE id = ?"
+            f" RETURNING {_RUN_COLS}",
             (
                 outcome.status,
                 outcome.reason,
@@ -417,18 +458,21 @@ class Tx:
                 run_id,
             ),
         )
+        if row is None:
+            raise NotFound("run", str(run_id))
+        return _run(row)
 
-    async def note_heartbeat(
+    def note_heartbeat(
         self, thread_id: str, summary: str | None, actions: list[dict[str, Any]]
     ) -> None:
-        await self.conn.execute(
+        self.conn.execute(
             "UPDATE threads SET heartbeat_last_run = ?, heartbeat_last_summary = ?,"
             " heartbeat_last_actions_json = ? WHERE id = ?",
             (self.now, summary, _dumps(actions), thread_id),
         )
 
     # journal -----------------------------------------------------------------------------
-    async def add_reflection(
+    def add_reflection(
         self,
         thread_id: str,
         score: float,
@@ -437,7 +481,7 @@ class Tx:
         last_message_id: int,
         run_id: int | None,
     ) -> int:
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO reflections (thread_id, score, summary, notable_json, last_message_id,"
             " run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (thread_id, score, summary, _dumps(notable), last_message_id, run_id, self.now),
@@ -445,7 +489,7 @@ class Tx:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    async def add_profile(
+    def add_profile(
         self,
         thread_id: str,
         traits: list[str],
@@ -454,12 +498,12 @@ class Tx:
         last_message_id: int,
         run_id: int | None,
     ) -> int:
-        row = await self._one(
+        row = self._one(
             "SELECT COALESCE(MAX(version), 0) FROM personality_profiles WHERE thread_id = ?",
             (thread_id,),
         )
         version = int(row[0]) + 1
-        await self.conn.execute(
+        self.conn.execute(
             "INSERT INTO personality_profiles (thread_id, version, traits_json, tone,"
             " interests_json, last_message_id, run_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -476,10 +520,10 @@ class Tx:
         )
         return version
 
-    async def add_self_reply(
+    def add_self_reply(
         self, reflection_id: int, thread_id: str, content: str, run_id: int | None
     ) -> bool:
-        cur = await self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO self_replies (reflection_id, thread_id, content, run_id, created_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (reflection_id) DO NOTHING",
             (reflection_id, thread_id, content, run_id, self.now),
@@ -488,97 +532,164 @@ class Tx:
 
 
 class Store:
-    """The SQLite file. Open with ``await Store.open(path, clock=...)``; close with ``close()``."""
+    """The SQLite file. Open with ``await Store.open(path, now=...)``; close with ``close()``.
+
+    Writes go through ``write(fn)``: ``fn`` is a plain function of a ``Tx`` run in the writer's
+    thread. Writes that arrive while a transaction is being written are gathered and committed
+    together in the next one (group commit), each inside its own savepoint, so one failing write
+    rolls back only itself and every caller still sees the outcome of exactly its own function.
+    """
 
     def __init__(
         self,
         writer: aiosqlite.Connection,
-        reader: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
         path: Path,
         now: Callable[[], float],
     ) -> None:
         self._w = writer
-        self._r = reader
+        self._readers = readers
+        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._free.put_nowait(reader)
         self.path = path
         self._now = now
-        self._lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
+        self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
+        self._pump: asyncio.Task[None] | None = None
         self.owner = process_owner()
         self.busy_retries = 0
+        self.transactions = 0  # committed write transactions (each may hold several writes)
         self.closed = False
 
     @classmethod
-    async def open(cls, path: Path | str, *, now: Callable[[], float]) -> Store:
+    async def open(
+        cls, path: Path | str, *, now: Callable[[], float], readers: int = READERS
+    ) -> Store:
         path = Path(path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(str(path), isolation_level=None)
+        opened: list[aiosqlite.Connection] = []
         try:
             await writer.execute("PRAGMA busy_timeout = 2000")
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute("PRAGMA synchronous = NORMAL")
             await writer.execute("PRAGMA foreign_keys = ON")
             await _migrate(writer)
-            reader = await aiosqlite.connect(str(path), isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout = 2000")
-            await reader.execute("PRAGMA query_only = ON")
+            for _ in range(max(1, readers)):
+                reader = await aiosqlite.connect(str(path), isolation_level=None)
+                opened.append(reader)
+                await reader.execute("PRAGMA busy_timeout = 2000")
+                await reader.execute("PRAGMA query_only = ON")
         except BaseException:
+            for conn in opened:
+                await conn.close()
             await writer.close()
             raise
-        return cls(writer, reader, path, now)
+        return cls(writer, opened, path, now)
 
     async def close(self) -> None:
-        """Mark this process's unfinished runs interrupted, then close both connections."""
-        async with self._lock:
-            if self.closed:
-                return
-            try:
-                await self._w.execute(
-                    "UPDATE runs SET status = 'interrupted', reason = 'shutdown',"
-                    " error = ?, finished_at = ? WHERE status = 'running' AND owner = ?",
-                    (INTERRUPTED_ERROR, self._now(), self.owner),
-                )
-            except sqlite3.Error:  # pragma: no cover - the next start marks them anyway
-                log.exception("could not mark this process's running runs interrupted")
-            self.closed = True
-            await self._r.close()
-            await self._w.close()
+        """Finish queued writes, mark this process's unfinished runs interrupted, then close."""
+        if self.closed:
+            return
+        owner = self.owner
+
+        def interrupted(tx: Tx) -> None:
+            tx.conn.execute(
+                "UPDATE runs SET status = 'interrupted', reason = 'shutdown',"
+                " error = ?, finished_at = ? WHERE status = 'running' AND owner = ?",
+                (INTERRUPTED_ERROR, tx.now, owner),
+            )
+
+        try:
+            await self.write(interrupted)
+        except (sqlite3.Error, StorageBusy):  # pragma: no cover - the next start marks them
+            log.exception("could not mark this process's running runs interrupted")
+        self.closed = True
+        while self._pump is not None:
+            await asyncio.shield(self._pump)
+        for reader in self._readers:
+            await reader.close()
+        await self._w.close()
 
     def now(self) -> float:
         return self._now()
 
-    @asynccontextmanager
-    async def tx(self, *, attempts: int = 8) -> AsyncIterator[Tx]:
-        """One write transaction; commits on exit, rolls back on any exception."""
-        async with self._lock:
-            delay = 0.05
-            for attempt in range(1, attempts + 1):
-                try:
-                    await self._w.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if not _is_locked(exc) or attempt == attempts:
-                        raise StorageBusy() from exc
-                    self.busy_retries += 1
-                    log.warning("database locked by another writer; retry %d", attempt)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 1.0)
-            try:
-                yield Tx(self._w, self._now())
-                await self._w.execute("COMMIT")
-            except BaseException:
-                try:
-                    await self._w.execute("ROLLBACK")
-                except sqlite3.Error:  # pragma: no cover - connection already broken
-                    log.exception("rollback failed")
-                raise
+    # -- writing ----------------------------------------------------------------------------
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` inside a write transaction in the writer's thread and return its result.
 
-    # One read at a time on the reader: overlapping statements would keep its read transaction
-    # (its WAL snapshot) open, and later reads would miss commits made since.
+        ``fn`` must not block on anything but SQLite. It commits with the other writes of its
+        batch; if it raises, its own changes are rolled back and the exception is raised here.
+        """
+        if self.closed:
+            raise StoreClosed()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, fut))
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._pump_writes(), name="store-writer")
+        return await fut
+
+    async def _pump_writes(self) -> None:
+        try:
+            while self._pending:
+                # a write whose caller was cancelled before its batch started is not made
+                batch = [(fn, fut) for fn, fut in self._pending if not fut.done()]
+                self._pending = []
+                if not batch:
+                    continue
+                try:
+                    results = await self._commit([fn for fn, _ in batch])
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._pump = None
+
+    async def _commit(
+        self, fns: list[Callable[[Tx], Any]], *, attempts: int = 8
+    ) -> list[tuple[bool, Any]]:
+        """One transaction for ``fns``; waits with backoff while another process writes."""
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                # aiosqlite runs the function in the connection's own thread, where the
+                # sqlite3 connection lives: the whole batch costs one thread round trip.
+                in_thread = cast(Callable[..., Awaitable[Any]], self._w._execute)
+                results: list[tuple[bool, Any]] = await in_thread(
+                    _apply, self._w._conn, fns, self._now()
+                )
+            except _Locked as exc:
+                if attempt == attempts:
+                    raise StorageBusy() from exc.__cause__
+                self.busy_retries += 1
+                log.warning("database locked by another writer; retry %d", attempt)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            self.transactions += 1
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading ----------------------------------------------------------------------------
+    # One statement at a time per reader connection: overlapping statements would keep its
+    # read transaction (its WAL snapshot) open, and later reads would miss commits made since.
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        # execute and fetch in one thread round trip, so the cursor (and its snapshot) closes
-        async with self._read_lock:
-            return list(await self._r.execute_fetchall(sql, tuple(params)))
+        reader = await self._free.get()
+        try:
+            # execute and fetch in one thread round trip, so the cursor (and snapshot) closes
+            return list(await reader.execute_fetchall(sql, tuple(params)))
+        finally:
+            self._free.put_nowait(reader)
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return next(iter(await self._all(sql, params)), None)
@@ -592,8 +703,7 @@ class Store:
             status="interrupted", reason="shutdown", model=model, error=INTERRUPTED_ERROR
         )
         try:
-            async with self.tx() as tx:
-                await tx.finish_run(run_id, outcome)
+            await self.write(lambda tx: tx.finish_run(run_id, outcome))
         except Exception:
             if not self.closed:
                 log.exception("could not record interrupted run %d", run_id)
@@ -605,12 +715,15 @@ class Store:
         dead = [r[0] for r in rows if not _owner_alive(r[1])]
         if not dead:
             return 0
-        async with self.tx() as tx:
-            await tx.conn.executemany(
+
+        def mark(tx: Tx) -> None:
+            tx.conn.executemany(
                 "UPDATE runs SET status = 'interrupted', reason = 'process_died',"
                 " error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
                 [(INTERRUPTED_ERROR, tx.now, run_id) for run_id in dead],
             )
+
+        await self.write(mark)
         return len(dead)
 
     # threads ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,8 +36,8 @@ from ledger.actions import (
     summarize,
 )
 from ledger.errors import NotFound
-from ledger.records import Run, RunOutcome, run_to_dict
-from ledger.store import AGENT, Store
+from ledger.records import Run, RunOutcome, Thread, run_to_dict
+from ledger.store import AGENT, Store, Tx
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.llm import ChatRequest, LLMError, LLMProvider
@@ -134,7 +135,7 @@ class HeartbeatExecutor:
     async def run(
         self, thread_id: str, trigger: str = "manual", *, slot: float | None = None
     ) -> Run | None:
-        """Run one heartbeat for ``thread_id``.
+        """Run one heartbeat for ``thread_id`` now.
 
         Returns the finished run, or None when ``slot`` was already claimed (by another process).
         Raises ``RunInFlight`` when this thread is already running and ``NotFound`` for an
@@ -143,83 +144,103 @@ class HeartbeatExecutor:
         if thread_id in self.in_flight:
             raise RunInFlight(thread_id, self.in_flight[thread_id])
         thread = await self.store.get_thread(thread_id)
-        cfg, warning = hbconfig.decode_stored(thread.config_json)
-        if warning:
-            log.warning(
-                "[HEARTBEAT] stored config of thread %s replaced by defaults: %s",
-                thread_id,
-                warning,
-            )
-        model = cfg.model or self.opts.default_model
+        cfg, model = self._config(thread)
         if thread_id in self.in_flight:  # re-check after the await above
             raise RunInFlight(thread_id, self.in_flight[thread_id])
         self.in_flight[thread_id] = -1
         try:
-            async with self.store.tx() as tx:
-                run_id = await tx.start_run(
+            owner = self.store.owner
+            run_id = await self.store.write(
+                lambda tx: tx.start_run(
                     thread_id,
                     LOOP,
                     trigger,
                     slot=slot,
                     model=model,
                     dry_run=cfg.dry_run,
-                    owner=self.store.owner,
+                    owner=owner,
                 )
+            )
             if run_id is None:
                 return None
-            self.in_flight[thread_id] = run_id
-            log.info(
-                "[HEARTBEAT] Starting heartbeat for thread %s (run %d, %s)",
-                thread_id,
-                run_id,
-                trigger,
-            )
-            self.bus.publish(
-                "run_started",
-                {
-                    "run_id": run_id,
-                    "thread_id": thread_id,
-                    "loop": LOOP,
-                    "trigger": trigger,
-                    "model": model,
-                    "dry_run": cfg.dry_run,
-                },
-                thread_id=thread_id,
-            )
-            deadline = min(float(cfg.every_seconds), self.opts.run_deadline)
-            started = self.clock.monotonic()
-            try:
-                async with asyncio.timeout(deadline):
-                    outcome, effect = await self._decide(
-                        thread_id, thread.title, cfg, model, run_id, deadline, started
-                    )
-            except TimeoutError:
-                outcome, effect = (
-                    RunOutcome(
-                        status="failed",
-                        reason="timeout",
-                        model=model,
-                        error=f"the run passed its deadline of {deadline:g} s and was cancelled",
-                    ),
-                    None,
-                )
-            except asyncio.CancelledError:
-                await asyncio.shield(self.store.interrupt_run(run_id, model))
-                raise
-            except Exception as exc:  # one bad run never stops the loop
-                log.exception("[HEARTBEAT] run %d for thread %s crashed", run_id, thread_id)
-                outcome, effect = (
-                    RunOutcome(
-                        status="failed",
-                        reason="internal_error",
-                        model=model,
-                        error=f"{type(exc).__name__}: {exc}",
-                    ),
-                    None,
-                )
-            return await self._commit(thread_id, run_id, cfg, outcome, effect)
+            return await self._execute(thread, cfg, model, run_id, trigger)
         finally:
             self.in_flight.pop(thread_id, None)
+
+    async def run_claimed(self, thread: Thread, trigger: str, run_id: int) -> Run | None:
+        """Carry out a run the scheduler claimed, whose ``running`` row it already wrote.
+
+        If a manual run of the thread started in between, the claimed row is recorded as a
+        skipped overlap instead.
+        """
+        cfg, model = self._config(thread)
+        busy = self.in_flight.get(thread.id)
+        if busy is not None:
+            log.info("[HEARTBEAT] slot for thread %s skipped: run %d in flight", thread.id, busy)
+            skipped = RunOutcome(
+                status="skipped",
+                reason="overlap",
+                model=model,
+                summary="skipped: the previous run was still going",
+            )
+            await self.store.write(lambda tx: tx.finish_run(run_id, skipped))
+            return None
+        self.in_flight[thread.id] = run_id
+        try:
+            return await self._execute(thread, cfg, model, run_id, trigger)
+        finally:
+            self.in_flight.pop(thread.id, None)
+
+    def _config(self, thread: Thread) -> tuple[hbconfig.HeartbeatConfig, str]:
+        cfg, warning = hbconfig.decode_stored(thread.config_json)
+        if warning:
+            log.warning(
+                "[HEARTBEAT] stored config of thread %s replaced by defaults: %s",
+                thread.id,
+                warning,
+            )
+        return cfg, self.model_for(cfg)
+
+    def model_for(self, cfg: hbconfig.HeartbeatConfig) -> str:
+        return cfg.model or self.opts.default_model
+
+    async def _execute(
+        self, thread: Thread, cfg: hbconfig.HeartbeatConfig, model: str, run_id: int, trigger: str
+    ) -> Run:
+        thread_id = thread.id
+        self.in_flight[thread_id] = run_id
+        log.info(
+            "[HEARTBEAT] Starting heartbeat for thread %s (run %d, %s)", thread_id, run_id, trigger
+        )
+        self.bus.publish(
+            "run_started",
+            {
+                "run_id": run_id,
+                "thread_id": thread_id,
+                "loop": LOOP,
+                "trigger": trigger,
+                "model": model,
+                "dry_run": cfg.dry_run,
+            },
+            thread_id=thread_id,
+        )
+        deadline = min(float(cfg.every_seconds), self.opts.run_deadline)
+        started = self.clock.monotonic()
+        try:
+            async with asyncio.timeout(deadline):
+                outcome, effect = await self._decide(
+                    thread_id, thread.title, cfg, model, run_id, deadline, started
+                )
+        except TimeoutError:
+            error = f"the run passed its deadline of {deadline:g} s and was cancelled"
+            outcome, effect = _failed(model, "timeout", error), None
+        except asyncio.CancelledError:
+            await asyncio.shield(self.store.interrupt_run(run_id, model))
+            raise
+        except Exception as exc:  # one bad run never stops the loop
+            log.exception("[HEARTBEAT] run %d for thread %s crashed", run_id, thread_id)
+            outcome, effect = _failed(model, "internal_error", f"{type(exc).__name__}: {exc}"), None
+        return await self._commit(thread_id, run_id, cfg, outcome, effect)
 
     # -- deciding ------------------------------------------------------------------------
     async def _decide(
@@ -402,7 +423,9 @@ class HeartbeatExecutor:
         effect: Decision | None,
     ) -> Run:
         try:
-            await self._write(thread_id, run_id, cfg, outcome, effect)
+            run = await self.store.write(
+                partial(_record, thread_id, run_id, cfg.target, outcome, effect)
+            )
         except NotFound as gone:  # the post vanished between review and execution
             outcome = RunOutcome(
                 status="rejected",
@@ -413,8 +436,9 @@ class HeartbeatExecutor:
                 error=gone.message,
                 summary=f"rejected: {gone.message}",
             )
-            await self._write(thread_id, run_id, cfg, outcome, None)
-        run = await self.store.get_run(run_id)
+            run = await self.store.write(
+                partial(_record, thread_id, run_id, cfg.target, outcome, None)
+            )
         view = run_to_dict(run)
         log.info(
             "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
@@ -426,44 +450,6 @@ class HeartbeatExecutor:
         if effect is not None and cfg.target in self.opts.channels:
             await self._notify(self.opts.channels[cfg.target], view)
         return run
-
-    async def _write(
-        self,
-        thread_id: str,
-        run_id: int,
-        cfg: hbconfig.HeartbeatConfig,
-        outcome: RunOutcome,
-        effect: Decision | None,
-    ) -> None:
-        async with self.store.tx() as tx:
-            executed: list[dict[str, Any]] = []
-            match effect:
-                case PostDecision(title=title, content=content):
-                    log.info("[HEARTBEAT] Creating post: %s", title)
-                    post = await tx.create_post(AGENT, title, content, run_id)
-                    executed.append({"type": "post", "post_id": post.id})
-                case CommentDecision(post_id=post_id, content=content):
-                    log.info("[HEARTBEAT] Commenting on post %s", post_id)
-                    comment = await tx.add_comment(post_id, AGENT, content, run_id)
-                    executed.append(
-                        {"type": "comment", "post_id": post_id, "comment_id": comment.id}
-                    )
-                case VoteDecision(post_id=post_id, vote_direction=direction):
-                    log.info("[HEARTBEAT] Voting %s on post %s", direction, post_id)
-                    await tx.vote(post_id, AGENT, direction, run_id)
-                    executed.append({"type": "vote", "post_id": post_id, "direction": direction})
-                case _:
-                    pass
-            if effect is not None and not isinstance(effect, NoneDecision) and cfg.target == "last":
-                note = outcome.summary or ""
-                if effect.reasoning:
-                    note = f"{note} — {effect.reasoning}"
-                await tx.add_message(thread_id, "assistant", f"[heartbeat] {note}", run_id)
-                executed.append({"type": "message", "target": "last"})
-            if effect is not None:
-                outcome = msgspec.structs.replace(outcome, executed=executed)
-            await tx.finish_run(run_id, outcome)
-            await tx.note_heartbeat(thread_id, outcome.summary, executed)
 
     async def _notify(self, url: str, view: dict[str, Any]) -> None:
         if self.http is None:
@@ -485,3 +471,44 @@ class HeartbeatExecutor:
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
+
+
+def _failed(model: str, reason: str, error: str) -> RunOutcome:
+    return RunOutcome(status="failed", reason=reason, model=model, error=error)
+
+
+def _record(
+    thread_id: str,
+    run_id: int,
+    target: str,
+    outcome: RunOutcome,
+    effect: Decision | None,
+    tx: Tx,
+) -> Run:
+    """Carry out the decision's Ledger effect and finish the run's row, in one transaction."""
+    executed: list[dict[str, Any]] = []
+    match effect:
+        case PostDecision(title=title, content=content):
+            log.info("[HEARTBEAT] Creating post: %s", title)
+            post = tx.create_post(AGENT, title, content, run_id)
+            executed.append({"type": "post", "post_id": post.id})
+        case CommentDecision(post_id=post_id, content=content):
+            log.info("[HEARTBEAT] Commenting on post %s", post_id)
+            comment = tx.add_comment(post_id, AGENT, content, run_id)
+            executed.append({"type": "comment", "post_id": post_id, "comment_id": comment.id})
+        case VoteDecision(post_id=post_id, vote_direction=direction):
+            log.info("[HEARTBEAT] Voting %s on post %s", direction, post_id)
+            tx.vote(post_id, AGENT, direction, run_id)
+            executed.append({"type": "vote", "post_id": post_id, "direction": direction})
+        case _:
+            pass
+    if effect is not None and not isinstance(effect, NoneDecision) and target == "last":
+        note = outcome.summary or ""
+        if effect.reasoning:
+            note = f"{note} — {effect.reasoning}"
+        tx.add_message(thread_id, "assistant", f"[heartbeat] {note}", run_id)
+        executed.append({"type": "message", "target": "last"})
+    if effect is not None:
+        outcome = msgspec.structs.replace(outcome, executed=executed)
+    tx.note_heartbeat(thread_id, outcome.summary, executed)
+    return tx.finish_run(run_id, outcome)

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -84,7 +85,7 @@ _Out = TypeVar("_Out", ReflectionOut, ProfileOut, SelfReplyOut)
 _Key = TypeVar("_Key")
 # Stores a validated output inside the run's transaction; gets the run's fields so far
 # (model, tokens, timings) and returns the outcome that finishes the run.
-_Write = Callable[[Tx, int, _Out, RunOutcome], Awaitable[RunOutcome]]
+_Write = Callable[[Tx, int, _Out, RunOutcome], RunOutcome]
 
 
 class JournalLoops:
@@ -200,11 +201,11 @@ class JournalLoops:
             last_id,
         )
 
-        async def write(tx: Tx, run_id: int, out: ReflectionOut, base: RunOutcome) -> RunOutcome:
+        def write(tx: Tx, run_id: int, out: ReflectionOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if await _max_last_message(tx, "reflections", thread_id) >= last_id:
+            if _max_last_message(tx, "reflections", thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "this window was already reflected on")
-            reflection_id = await tx.add_reflection(
+            reflection_id = tx.add_reflection(
                 thread_id, out.score, out.summary, out.notable, last_id, run_id
             )
             summary = f"score {out.score:.2f}: {out.summary}"
@@ -242,11 +243,11 @@ class JournalLoops:
             previous.version if previous else 0,
         )
 
-        async def write(tx: Tx, run_id: int, out: ProfileOut, base: RunOutcome) -> RunOutcome:
+        def write(tx: Tx, run_id: int, out: ProfileOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if await _max_last_message(tx, "personality_profiles", thread_id) >= last_id:
+            if _max_last_message(tx, "personality_profiles", thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "a newer profile was already written")
-            version = await tx.add_profile(
+            version = tx.add_profile(
                 thread_id, out.traits, out.tone, out.interests, last_id, run_id
             )
             summary = f"profile v{version}: {out.tone or '-'}; traits: {', '.join(out.traits)}"
@@ -273,9 +274,9 @@ class JournalLoops:
         thread = await self.store.get_thread(reflection.thread_id)
         log.info("[SELF_REPLY] Replying to reflection %d of thread %s", reflection.id, thread.id)
 
-        async def write(tx: Tx, run_id: int, out: SelfReplyOut, base: RunOutcome) -> RunOutcome:
+        def write(tx: Tx, run_id: int, out: SelfReplyOut, base: RunOutcome) -> RunOutcome:
             decision = {"reflection_id": reflection.id, "reply": out.reply}
-            if not await tx.add_self_reply(reflection.id, thread.id, out.reply, run_id):
+            if not tx.add_self_reply(reflection.id, thread.id, out.reply, run_id):
                 return _skipped_duplicate(base, decision, "the reflection was already answered")
             log.info("[SELF_REPLY] reflection %d answered: %s", reflection.id, _clip(out.reply))
             return msgspec.structs.replace(
@@ -321,8 +322,7 @@ class JournalLoops:
                 answer = await self._ask(loop, thread_id, request)
             if isinstance(answer, RunOutcome):
                 outcome = answer
-                async with self.store.tx() as tx:
-                    await tx.finish_run(run_id, outcome)
+                await self.store.write(lambda tx: tx.finish_run(run_id, outcome))
             else:
                 result, base = answer
                 out: _Out | None = None
@@ -333,9 +333,7 @@ class JournalLoops:
                     base = msgspec.structs.replace(
                         base, status="failed", reason=err.reason, error=err.message
                     )
-                async with self.store.tx() as tx:
-                    outcome = base if out is None else await write(tx, run_id, out, base)
-                    await tx.finish_run(run_id, outcome)
+                await self.store.write(partial(_finish, run_id, base, out, write))
         except asyncio.CancelledError:
             if run_id is not None:
                 await asyncio.shield(self.store.interrupt_run(run_id, request.model))
@@ -344,25 +342,22 @@ class JournalLoops:
             if run_id is None:
                 raise
             log.exception("%s run %d for thread %s crashed", _TAG[loop], run_id, thread_id)
-            async with self.store.tx() as tx:
-                await tx.finish_run(
-                    run_id,
-                    RunOutcome(
-                        status="failed",
-                        reason="internal_error",
-                        model=request.model,
-                        error=f"{type(exc).__name__}: {exc}",
-                    ),
-                )
+            crashed = RunOutcome(
+                status="failed",
+                reason="internal_error",
+                model=request.model,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await self.store.write(lambda tx: tx.finish_run(run_id, crashed))
         run = await self.store.get_run(run_id)
         self.bus.publish("run_finished", run_to_dict(run), id=run.id, thread_id=thread_id)
         return run
 
     async def _start(self, loop: str, thread_id: str, model: str) -> int:
-        async with self.store.tx() as tx:
-            run_id = await tx.start_run(
-                thread_id, loop, TRIGGER, model=model, owner=self.store.owner
-            )
+        owner = self.store.owner
+        run_id = await self.store.write(
+            lambda tx: tx.start_run(thread_id, loop, TRIGGER, model=model, owner=owner)
+        )
         if run_id is None:  # pragma: no cover - runs without a slot never collide
             raise RuntimeError(f"could not start a {loop} run for thread {thread_id!r}")
         self.bus.publish(
@@ -446,14 +441,18 @@ def journal_kinds(
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _max_last_message(tx: Tx, table: str, thread_id: str) -> int:
+def _finish(run_id: int, base: RunOutcome, out: _Out | None, write: _Write[_Out], tx: Tx) -> None:
+    """Store a journal run's result and finish its row, in one transaction."""
+    tx.finish_run(run_id, base if out is None else write(tx, run_id, out, base))
+
+
+def _max_last_message(tx: Tx, table: str, thread_id: str) -> int:
     """The newest message id already covered by ``table`` (reflections or profiles)."""
     assert table in ("reflections", "personality_profiles")
-    async with tx.conn.execute(
+    row = tx.conn.execute(
         f"SELECT COALESCE(MAX(last_message_id), 0) FROM {table} WHERE thread_id = ?",
         (thread_id,),
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -14,23 +14,38 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ledger import config as hbconfig
 from ledger.records import Run, RunOutcome, Thread
-from ledger.store import Store
+from ledger.store import Store, Tx
 from loops import schedule as sched
 from loops.clock import Clock
-from loops.executor import RunInFlight
 
 log = logging.getLogger("heartbeat")
+
+LOOP = "heartbeat"
 
 CLAIM_BATCH = 500
 START_CHUNK = 250
 CATCH_UP_SPREAD = 60.0
 LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-up
 
-Runner = Callable[[str, str, float | None], Awaitable[Run | None]]
+# Timer slack: a wake-up waits this long past the earliest due slot and takes every slot due by
+# then, so runs due close together are claimed in one transaction (as systemd's AccuracySec or
+# the kernel's timer slack do). Heartbeats are minutes apart; 0.1 s late costs nothing.
+TIMER_SLACK = 0.1
+
+# Carries out a claimed run: (thread as read at the claim, trigger, id of its ``running`` row).
+Runner = Callable[[Thread, str, int], Awaitable[Run | None]]
+
+
+def _store_plans(fixes: list[tuple[str, float | None, float | None]], tx: Tx) -> None:
+    tx.conn.executemany(
+        "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ? WHERE id = ?",
+        [(anchor, nxt, thread_id) for thread_id, anchor, nxt in fixes],
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -76,10 +91,15 @@ def plan_config_change(
 
 @dataclass
 class _Due:
-    thread_id: str
+    thread: Thread
     slot: float
     trigger: str
-    missed: int = 0
+    cfg: hbconfig.HeartbeatConfig
+    run_id: int | None = None
+
+    @property
+    def thread_id(self) -> str:
+        return self.thread.id
 
 
 class HeartbeatScheduler:
@@ -90,7 +110,9 @@ class HeartbeatScheduler:
         runner: Runner,
         *,
         is_running: Callable[[str], int | None],
+        model_of: Callable[[hbconfig.HeartbeatConfig], str | None] = lambda cfg: cfg.model,
         spread: float = CATCH_UP_SPREAD,
+        slack: float = TIMER_SLACK,
     ) -> None:
         from loops.timers import TimerSet
 
@@ -98,7 +120,9 @@ class HeartbeatScheduler:
         self.clock = clock
         self.runner = runner
         self.is_running = is_running
+        self.model_of = model_of
         self.spread = spread
+        self.slack = slack
         self.timers = TimerSet(clock)
         self._catch_up: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -118,13 +142,7 @@ class HeartbeatScheduler:
                     self.timers.arm(thread.id, due)
                     armed += 1
             if fixes:
-                async with self.store.tx() as tx:
-                    for thread_id, anchor, nxt in fixes:
-                        await tx.conn.execute(
-                            "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ?"
-                            " WHERE id = ?",
-                            (anchor, nxt, thread_id),
-                        )
+                await self.store.write(partial(_store_plans, fixes))
             await asyncio.sleep(0)
         return armed
 
@@ -176,7 +194,7 @@ class HeartbeatScheduler:
     async def dispatch(self) -> None:
         """Forever: wait for the earliest timer, claim what is due in batches, start runs."""
         while True:
-            await self.timers.wait()
+            await self.timers.wait(self.slack)
             # Claim everything due first, so a herd's later batches do not queue behind the
             # database work of runs already started; then start the runs in chunks.
             starts: list[_Due] = []
@@ -249,15 +267,15 @@ class HeartbeatScheduler:
                         None,
                     )
                 )
-            starts.append(_Due(thread_id, slot, trigger, missed))
-        won = await self._claim(claims, skipped)
+            starts.append(_Due(thread, slot, trigger, cfg))
+        won = await self._claim(claims, skipped, starts)
         for thread_id, _slot, nxt in claims:
             if thread_id in won:
                 self.timers.arm(thread_id, nxt)
             else:
                 self.lost_claims += 1
                 await self.rearm(thread_id)
-        return [item for item in starts if item.thread_id in won]
+        return [item for item in starts if item.run_id is not None]
 
     async def _load(self, ids: list[str]) -> list[Thread]:
         out: list[Thread] = []
@@ -269,15 +287,33 @@ class HeartbeatScheduler:
         self,
         claims: list[tuple[str, float, float]],
         skipped: list[tuple[str, str, RunOutcome, float | None]],
+        starts: list[_Due],
     ) -> set[str]:
+        """One transaction: move the won slots on, record skips, write the ``running`` rows."""
         if not claims:
             return set()
-        async with self.store.tx() as tx:
-            won = await tx.claim_slots(claims)
+        owner = self.store.owner
+        model_of = self.model_of
+
+        def claim(tx: Tx) -> set[str]:
+            won = tx.claim_slots(claims)
             for thread_id, trigger, outcome, slot in skipped:
                 if thread_id in won:
-                    await tx.record_run(thread_id, "heartbeat", trigger, outcome, slot=slot)
-        return won
+                    tx.record_run(thread_id, LOOP, trigger, outcome, slot=slot)
+            for item in starts:
+                if item.thread_id in won:
+                    item.run_id = tx.start_run(
+                        item.thread_id,
+                        LOOP,
+                        item.trigger,
+                        slot=item.slot,
+                        model=model_of(item.cfg),
+                        dry_run=item.cfg.dry_run,
+                        owner=owner,
+                    )
+            return won
+
+        return await self.store.write(claim)
 
     def _spawn(self, item: _Due) -> None:
         task = asyncio.create_task(self._run(item), name=f"heartbeat:{item.thread_id}")
@@ -285,15 +321,10 @@ class HeartbeatScheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, item: _Due) -> None:
+        assert item.run_id is not None
         self.started_runs += 1
         try:
-            await self.runner(item.thread_id, item.trigger, item.slot)
-        except RunInFlight as busy:
-            log.info(
-                "[HEARTBEAT] slot for thread %s skipped: run %d in flight",
-                item.thread_id,
-                busy.run_id,
-            )
+            await self.runner(item.thread, item.trigger, item.run_id)
         except Exception:
             log.exception("[HEARTBEAT] scheduled run for thread %s failed", item.thread_id)
 
@@ -307,8 +338,8 @@ class HeartbeatScheduler:
         if thread.next_run >= floor:
             return
         nxt = sched.next_run(schedule_of(cfg), thread.anchor, floor)
-        async with self.store.tx() as tx:
-            moved = await tx.set_next_run(thread_id, nxt, expect=thread.next_run)
+        expect = thread.next_run
+        moved = await self.store.write(lambda tx: tx.set_next_run(thread_id, nxt, expect=expect))
         if moved and thread_id in self.timers:
             self.timers.arm(thread_id, nxt)
 

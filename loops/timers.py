@@ -79,12 +79,15 @@ class TimerSet:
             out.append((key, when))
         return out
 
-    async def wait(self) -> None:
-        """Sleep until the earliest timer is due, or until an earlier one is armed."""
+    async def wait(self, slack: float = 0.0) -> None:
+        """Sleep until ``slack`` seconds past the earliest timer, or until an earlier one is
+        armed. The slack lets timers due close together be served by one wake-up."""
         self._changed.clear()
         nxt = self.next_due()
-        if nxt is not None and nxt <= self.clock.now():
-            return
+        if nxt is not None:
+            nxt += slack
+            if nxt <= self.clock.now():
+                return
         waiter = asyncio.ensure_future(self._changed.wait())
         sleeper = (
             asyncio.ensure_future(self.clock.sleep_until(nxt))

@@ -15,7 +15,7 @@ from app.service import Service
 from app.settings import Settings
 from heartbeat_md import parse
 from ledger import config as hbconfig
-from ledger.store import USER, Store
+from ledger.store import USER, Store, Tx
 from loops.clock import FakeClock
 from tests.fakes.provider import ScriptedLLM
 
@@ -37,8 +37,8 @@ def empty_workspace(tmp_path: Path) -> Path:
 @pytest.fixture
 async def store(empty_workspace: Path, clock: FakeClock) -> AsyncIterator[Store]:
     s = await Store.open(empty_workspace / ".heartbeat" / "heartbeat.db", now=clock.now)
-    async with s.tx() as tx:  # what Service.open does on first start
-        await tx.create_thread("default", "Default", None)
+    # what Service.open does on first start
+    await s.write(lambda tx: tx.create_thread("default", "Default", None))
     yield s
     await s.close()
 
@@ -86,15 +86,18 @@ async def test_seeds_a_new_database_once(
     ["a_message", "a_post", "another_thread", "a_run"],
 )
 async def test_never_seeds_a_used_database(store: Store, empty_workspace: Path, use: str) -> None:
-    async with store.tx() as tx:
+
+    def use_it(tx: Tx) -> None:
         if use == "a_message":
-            await tx.add_message("default", "user", "hello")
+            tx.add_message("default", "user", "hello")
         elif use == "a_post":
-            await tx.create_post(USER, "mine", "my own post")
+            tx.create_post(USER, "mine", "my own post")
         elif use == "another_thread":
-            await tx.create_thread("work", "Work", None)
+            tx.create_thread("work", "Work", None)
         else:
-            await tx.start_run("default", "heartbeat", "manual")
+            tx.start_run("default", "heartbeat", "manual")
+
+    await store.write(use_it)
     config_before = (await store.get_thread("default")).config_json
 
     assert await seed_demo(store, empty_workspace) is False

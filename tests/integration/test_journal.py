@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ledger.records import Run, run_to_dict
-from ledger.store import Store
+from ledger.store import Store, Tx
 from loops.clock import FakeClock
 from loops.events import Event, EventBus, Subscription
 from loops.journal import MAX_TOKENS, TEMPERATURE, JournalLoops, journal_kinds
@@ -114,10 +114,12 @@ class Env:
     loops: JournalLoops
 
     async def say(self, thread_id: str, *texts: str) -> None:
-        async with self.store.tx() as tx:
-            await tx.create_thread(thread_id, thread_id, None)
+        def say(tx: Tx) -> None:
+            tx.create_thread(thread_id, thread_id, None)
             for text in texts:
-                await tx.add_message(thread_id, "user", text)
+                tx.add_message(thread_id, "user", text)
+
+        await self.store.write(say)
 
     async def runs(self, thread_id: str, loop: str | None = None) -> list[Run]:
         return list(reversed(await self.store.history(thread_id, limit=100, loop=loop)))
@@ -433,9 +435,12 @@ async def test_the_limiter_bounds_llm_calls_across_loops(env: Env, size: int) ->
     env.llm.delay = 0.01
     for tid in ("a", "b", "c", "d"):
         await env.say(tid, "hi")
-    async with env.store.tx() as tx:
+
+    def seed(tx: Tx) -> None:
         for tid in ("a", "b", "c", "d"):
-            await tx.add_reflection(tid, 0.5, "seeded", [], 0, None)
+            tx.add_reflection(tid, 0.5, "seeded", [], 0, None)
+
+    await env.store.write(seed)
     done = await asyncio.gather(
         env.loops.reflection_tick(), env.loops.personality_tick(), env.loops.self_reply_tick()
     )

@@ -45,6 +45,7 @@ async def service(
     start: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Service]:
+    overrides.setdefault("timer_slack", 0.0)  # exact slot instants; one test covers the slack
     settings = Settings.for_workspace(workspace, **overrides)
     if db is not None:
         settings = Settings.for_workspace(workspace, db_path=db, **overrides)
@@ -288,3 +289,21 @@ async def test_closing_marks_in_flight_runs_interrupted(workspace: Path, clock: 
     async with service(workspace, clock, start=False) as again:
         rows = await runs(again)
         assert [(r.status, r.reason) for r in rows] == [("interrupted", "shutdown")]
+
+
+async def test_timer_slack_claims_close_slots_together_and_never_early(
+    workspace: Path, clock: FakeClock
+) -> None:
+    async with service(workspace, clock, timer_slack=0.5) as svc:
+        for i in range(3):
+            await svc.set_config(f"s{i}", {"every_seconds": 60})
+            await clock.advance(0.1)
+        first = clock.now() - 0.3 + 60
+        await clock.advance(first + 0.49 - clock.now())
+        assert await svc.store.count_runs() == 0  # due, but inside the slack
+        await clock.advance(0.02)
+        rows = [r for i in range(3) for r in await runs(svc, f"s{i}")]
+        assert [r.slot for r in rows] == pytest.approx([first, first + 0.1, first + 0.2])
+        assert len({r.started_at for r in rows}) == 1  # one wake-up, one claim
+        assert rows[0].started_at == pytest.approx(first + 0.5)
+        assert all(r.slot is not None and r.started_at >= r.slot for r in rows)
