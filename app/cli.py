@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=15,
     )
     server = Server(config)
+    from loops.supervisor import freeze_startup_heap
+
+    freeze_startup_heap()
     try:
         server.run()
     except KeyboardInterrupt:

@@ -146,10 +146,12 @@ async def _open_ours(db: str, expected: int = 0) -> tuple[Any, Any, NoopRunner]:
     from ledger.store import Store
     from loops.clock import SystemClock
     from loops.scheduler import HeartbeatScheduler
+    from loops.supervisor import freeze_startup_heap
 
     store = await Store.open(db, now=time.time)
     runner = NoopRunner(store, expected)
     scheduler = HeartbeatScheduler(store, SystemClock(), runner, is_running=runner.in_flight.get)
+    freeze_startup_heap()  # as ``heartbeat serve`` does before it starts serving
     return store, scheduler, runner
 
 

@@ -17,6 +17,7 @@ import random
 import secrets
 import socket
 import sqlite3
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -61,6 +62,7 @@ _POST_SELECT = (
     " FROM ledger_posts p"
 )
 
+WRITE_BATCH = 200  # writes per group-commit transaction at most
 READERS = 3  # reader connections: API reads do not queue behind the runs' context reads
 T = TypeVar("T")
 
@@ -275,18 +277,14 @@ class Tx:
         Returns the ids whose stored next run still held the expected slot (and now moved on).
         """
         won: set[str] = set()
-        for i in range(0, len(claims), 300):
-            chunk = claims[i : i + 300]
-            values = ", ".join("(?, ?, ?)" for _ in chunk)
-            params = [v for claim in chunk for v in claim]
-            sql = (
-                f"WITH batch (id, slot, nxt) AS (VALUES {values})"
-                " UPDATE threads SET heartbeat_next_run ="
-                " (SELECT nxt FROM batch WHERE batch.id = threads.id)"
-                " WHERE id IN (SELECT id FROM batch) AND heartbeat_next_run ="
-                " (SELECT slot FROM batch WHERE batch.id = threads.id) RETURNING id"
+        execute = self.conn.execute
+        for thread_id, slot, nxt in claims:
+            cur = execute(
+                "UPDATE threads SET heartbeat_next_run = ? WHERE id = ? AND heartbeat_next_run = ?",
+                (nxt, thread_id, slot),
             )
-            won.update(row[0] for row in self.conn.execute(sql, params).fetchall())
+            if cur.rowcount == 1:
+                won.add(thread_id)
         return won
 
     # messages and contradictions ---------------------------------------------------------
@@ -554,7 +552,8 @@ class Store:
             self._free.put_nowait(reader)
         self.path = path
         self._now = now
-        self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
+        self._pending: deque[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = deque()
+        self._first: deque[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = deque()
         self._pump: asyncio.Task[None] | None = None
         self.owner = process_owner()
         self.busy_retries = 0
@@ -616,26 +615,33 @@ class Store:
         return self._now()
 
     # -- writing ----------------------------------------------------------------------------
-    async def write(self, fn: Callable[[Tx], T]) -> T:
+    async def write(self, fn: Callable[[Tx], T], *, first: bool = False) -> T:
         """Run ``fn`` inside a write transaction in the writer's thread and return its result.
 
         ``fn`` must not block on anything but SQLite. It commits with the other writes of its
         batch; if it raises, its own changes are rolled back and the exception is raised here.
+        A write with ``first`` goes ahead of the queued ones (the scheduler's claims do, so a
+        herd's runs finishing do not delay the claims of the runs still waiting to start).
         """
         if self.closed:
             raise StoreClosed()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
+        (self._first if first else self._pending).append((fn, fut))
         if self._pump is None:
             self._pump = asyncio.create_task(self._pump_writes(), name="store-writer")
         return await fut
 
     async def _pump_writes(self) -> None:
         try:
-            while self._pending:
-                # a write whose caller was cancelled before its batch started is not made
-                batch = [(fn, fut) for fn, fut in self._pending if not fut.done()]
-                self._pending = []
+            while self._first or self._pending:
+                # A bounded batch (resolving it wakes its callers in one loop iteration). A
+                # write whose caller was cancelled before its batch started is not made.
+                batch: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
+                for queue in (self._first, self._pending):
+                    while queue and len(batch) < WRITE_BATCH:
+                        fn, fut = queue.popleft()
+                        if not fut.done():
+                            batch.append((fn, fut))
                 if not batch:
                     continue
                 try:

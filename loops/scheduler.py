@@ -27,8 +27,8 @@ log = logging.getLogger("heartbeat")
 
 LOOP = "heartbeat"
 
-CLAIM_BATCH = 500
-START_CHUNK = 250
+CLAIM_BATCH = 200
+START_CHUNK = 100
 CATCH_UP_SPREAD = 60.0
 LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-up
 
@@ -195,15 +195,14 @@ class HeartbeatScheduler:
         """Forever: wait for the earliest timer, claim what is due in batches, start runs."""
         while True:
             await self.timers.wait(self.slack)
-            # Claim everything due first, so a herd's later batches do not queue behind the
-            # database work of runs already started; then start the runs in chunks.
+            # Claim everything due first (the claims are the herd's latency: starting runs
+            # meanwhile would only slow them), then start the runs in chunks.
             starts: list[_Due] = []
             while True:
                 due = self.timers.pop_due(self.clock.now(), CLAIM_BATCH)
                 if not due:
                     break
                 starts.extend(await self._claim_due(due))
-                await asyncio.sleep(0)
             for i in range(0, len(starts), START_CHUNK):
                 for item in starts[i : i + START_CHUNK]:
                     self._spawn(item)
@@ -313,7 +312,7 @@ class HeartbeatScheduler:
                     )
             return won
 
-        return await self.store.write(claim)
+        return await self.store.write(claim, first=True)
 
     def _spawn(self, item: _Due) -> None:
         task = asyncio.create_task(self._run(item), name=f"heartbeat:{item.thread_id}")

@@ -9,6 +9,7 @@ self-reply) call their ``tick`` every ``seconds``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ log = logging.getLogger("heartbeat")
 JUMP_TOLERANCE = 5.0
 JUMP_CHECK_SECONDS = 60.0
 MAX_BACKOFF = 60.0
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, classes, settings) out of the collector's
+    reach. A full collection then scans only what runs create: with thousands of runs in
+    flight it pauses the event loop about half as long. Call once per process, at start-up:
+    frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass

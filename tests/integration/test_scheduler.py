@@ -307,3 +307,22 @@ async def test_timer_slack_claims_close_slots_together_and_never_early(
         assert len({r.started_at for r in rows}) == 1  # one wake-up, one claim
         assert rows[0].started_at == pytest.approx(first + 0.5)
         assert all(r.slot is not None and r.started_at >= r.slot for r in rows)
+
+
+async def test_claimed_slot_becomes_an_overlap_skip_if_a_manual_run_slipped_in(
+    workspace: Path, clock: FakeClock
+) -> None:
+    async with service(workspace, clock, start=False) as svc:
+        await svc.set_config("default", {"every_seconds": 600})
+        thread = await svc.store.get_thread("default")
+        slot = thread.next_run
+        owner = svc.store.owner
+        run_id = await svc.store.write(
+            lambda tx: tx.start_run("default", "heartbeat", "schedule", slot=slot, owner=owner)
+        )
+        assert run_id is not None
+        svc.executor.in_flight["default"] = 999  # a manual run started after the claim
+        assert await svc.executor.run_claimed(thread, "schedule", run_id) is None
+        run = await svc.store.get_run(run_id)
+        assert (run.status, run.reason, run.slot) == ("skipped", "overlap", slot)
+        assert svc.executor.in_flight == {"default": 999}  # the manual run is left alone
