@@ -1,22 +1,32 @@
 """Live events under load: delivery delay of ``run_finished`` and run throughput vs subscribers.
 
     python bench/sse.py [--quick] [--duration 10] [--workers 8] [--subscribers 0,100,1000]
+                        [--tokens 1] [--sub-procs 1]
 
-For each subscriber count, a fresh server process runs the real app under uvicorn on loopback
-(its own database, an instant in-process fake LLM, the scheduler off), then this process:
+For each subscriber count, a fresh server process runs the real app under ``app.sse.Server`` (the
+server ``heartbeat serve`` uses) on loopback, with its own database, an instant in-process fake
+LLM (one token per reply, so each run publishes ``run_started``, ``token``, ``decision`` and
+``run_finished``) and the scheduler off. Then:
 
-1. opens that many SSE subscribers on ``/api/heartbeat/events`` as raw asyncio sockets (cheap
-   enough for a thousand) and waits until every one has its ``: connected`` greeting;
-2. drives ``POST /api/threads/{id}/heartbeat/run-now`` from ``--workers`` concurrent loops, one
-   thread each, for ``--duration`` seconds;
-3. waits one second for stragglers, then reports runs/s, the delay from each run's
-   ``finished_at`` to each subscriber's receipt of its ``run_finished`` event (p50/p99/max over
-   every (subscriber, run) pair), the share of events delivered, the subscribers cut off as
-   too slow, and the server process's CPU share.
+1. ``--sub-procs`` subscriber processes (one by default) open that many event streams between
+   them (``GET /api/heartbeat/events``, with ``?tokens=0`` when ``--tokens 0``). They are not
+   HTTP or SSE clients: each is one ``epoll`` loop over plain non-blocking sockets that only
+   reads, stamps each read with ``time.time()`` and scans the completed part of the stream for
+   the ``id:`` line that opens every ``run_finished`` event (and for an ``error`` event). Every
+   stream has sent its ``: connected`` greeting before the phase starts.
+2. This process drives ``POST /api/threads/{id}/heartbeat/run-now`` from ``--workers``
+   concurrent loops, one thread each, over keep-alive connections written and parsed by hand
+   (no HTTP library), for ``--duration`` seconds, keeping each run's id and ``finished_at``.
+3. After one second for stragglers, the subscriber processes are given every run's
+   ``finished_at`` and report a histogram (0.1 ms bins) of receipt minus ``finished_at`` for each
+   (subscriber, run) pair, how many events arrived and how many streams were cut off as too slow.
 
-The server and this client are separate processes, so each has its own core on a two-core
-machine. ``finished_at`` has millisecond resolution: delays are overstated by up to 1 ms.
-Everything is bounded in time; figures are printed, never asserted.
+Reported: runs/s and its ratio to the phase without subscribers, delay p50/p99/max, the share of
+``run_finished`` events delivered, streams cut off, and CPU shares (of one core) of the server,
+the driver (this process) and the subscriber processes together. Everything shares one machine:
+on two cores the subscriber processes take CPU the server could otherwise use. ``finished_at``
+has millisecond resolution, so delays are overstated by up to 1 ms. Everything is bounded in
+time; figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -27,27 +37,28 @@ import json
 import os
 import platform
 import re
+import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from array import array
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-import msgspec  # noqa: E402
-import psutil  # noqa: E402
-
 HEARTBEAT_MD = "# Heartbeat\n\n## Checklist\n- [ ] Scan the Ledger for new posts\n"
 REPLY = json.dumps({"action": "none", "reasoning": "bench: nothing needs doing"})
-FINISHED = re.compile(rb"event: run_finished\ndata: ([^\n]*)\n\n")
+RUN_ID = re.compile(rb"\nid: (\d+)\n")  # only run_finished events carry an id
 TOO_SLOW = b"event: error\n"
+GREETING = b": connected\n"
+BIN = 10_000  # histogram bins per second (0.1 ms)
 
 
 # -- the server process ------------------------------------------------------------------------
@@ -94,7 +105,7 @@ def serve(workspace: Path, db: Path, port: int) -> None:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
     )
-    Server(config).run()  # the server `heartbeat serve` uses
+    Server(config).run()
 
 
 def free_port() -> int:
@@ -103,7 +114,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workspace: Path, db: Path) -> tuple[subprocess.Popen[Any], int]:
+def start_server(workspace: Path, db: Path) -> tuple[subprocess.Popen[bytes], int]:
+    import httpx
+
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", json.dumps([str(workspace), str(db), port])]
     proc = subprocess.Popen(cmd, cwd=REPO)
@@ -118,62 +131,186 @@ def start_server(workspace: Path, db: Path) -> tuple[subprocess.Popen[Any], int]
     raise SystemExit("the server did not start within 20 s")
 
 
-# -- subscribers --------------------------------------------------------------------------------
-class Finished(msgspec.Struct):
-    run_id: int
-    finished_at: str
-
-
-_decode_finished = msgspec.json.Decoder(Finished)
-_finish_times: dict[str, float] = {}
-
-
-def finished_ts(iso: str) -> float:
-    ts = _finish_times.get(iso)
-    if ts is None:
-        ts = _finish_times[iso] = datetime.fromisoformat(iso).timestamp()
-    return ts
-
-
-@dataclass
-class Subscriber:
-    port: int
-    delays: dict[int, float] = field(default_factory=dict)  # run id -> receipt delay
-    cut_off: bool = False
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    writer: asyncio.StreamWriter | None = None
-
-    async def run(self) -> None:
-        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.write(
-            b"GET /api/heartbeat/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream"
-            b"\r\n\r\n"
-        )
-        buf = b""
-        while True:
-            data = await reader.read(1 << 16)
-            if not data:
-                return
+# -- a subscriber process -----------------------------------------------------------------------
+def subscribe_main(port: int, count: int, query: str) -> None:
+    """Hold ``count`` streams; say READY once all are greeted; on STOP report delays."""
+    request = (
+        f"GET /api/heartbeat/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    socks: dict[int, socket.socket] = {}
+    tails: dict[int, bytes] = {}
+    index: dict[int, int] = {}  # fd -> subscriber number
+    greeted: set[int] = set()
+    cut_off: set[int] = set()
+    ended: set[int] = set()
+    run_ids, times, subs = array("q"), array("d"), array("l")
+    poller = select.epoll()
+    for n in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        s.setblocking(False)
+        fd = s.fileno()
+        socks[fd], tails[fd], index[fd] = s, b"", n
+        poller.register(fd, select.EPOLLIN)
+    stdin = sys.stdin.buffer
+    poller.register(stdin.fileno(), select.EPOLLIN)
+    ready_sent = False
+    command = b""
+    while True:
+        for fd, _ in poller.poll(0.1):
+            if fd == stdin.fileno():
+                command += os.read(fd, 1 << 20)
+                continue
+            try:
+                data = socks[fd].recv(1 << 18)
+            except BlockingIOError:
+                continue
             now = time.time()
-            buf += data
-            if not self.connected.is_set() and b": connected" in buf:
-                self.connected.set()
-            end = 0
-            for match in FINISHED.finditer(buf):
-                run = _decode_finished.decode(match.group(1))
-                if run.run_id not in self.delays:
-                    self.delays[run.run_id] = now - finished_ts(run.finished_at)
-                end = match.end()
-            if TOO_SLOW in buf:
-                self.cut_off = True
-            # what follows the last blank line is an incomplete frame; the rest is done with
-            done = max(end, buf.rfind(b"\n\n") + 2)
-            if done > 1:
-                buf = buf[done:]
+            if not data:
+                poller.unregister(fd)
+                ended.add(index[fd])
+                continue
+            buf = tails[fd] + data
+            cut = buf.rfind(b"\n\n") + 2
+            if cut < 2 or (cut == 2 and buf[:1] == b"\n"):  # no event completed yet
+                tails[fd] = buf
+                continue
+            done, tails[fd] = buf[: cut - 1], buf[cut - 1 :]  # the tail keeps its "\n"
+            n = index[fd]
+            for match in RUN_ID.finditer(done):
+                run_ids.append(int(match.group(1)))
+                times.append(now)
+                subs.append(n)
+            if n not in greeted and GREETING in done:
+                greeted.add(n)
+            if TOO_SLOW in done:
+                cut_off.add(n)
+        if not ready_sent and len(greeted) == count:
+            print("READY", flush=True)
+            ready_sent = True
+        if command.endswith(b"\n") and command.startswith(b"STOP "):
+            break
+    finished = {int(k): v for k, v in json.loads(command[5:]).items()}
+    hist: Counter[int] = Counter()
+    for run_id, at in zip(run_ids, times, strict=True):
+        ts = finished.get(run_id)
+        if ts is not None:
+            hist[round((at - ts) * BIN)] += 1
+    result = {"hist": hist, "cut_off": len(cut_off), "ended": len(ended - cut_off)}
+    print("RESULT " + json.dumps(result), flush=True)
+    for s in socks.values():
+        s.close()
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
+
+class Subscribers:
+    """The subscriber processes of one phase."""
+
+    def __init__(self, port: int, count: int, procs: int, tokens: bool) -> None:
+        query = "" if tokens else "?tokens=0"
+        shares = [count // procs + (i < count % procs) for i in range(procs)]
+        self.children: list[subprocess.Popen[bytes]] = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--subscribe", json.dumps([port, n, query])],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=REPO,
+            )
+            for n in shares
+            if n
+        ]
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            assert child.stdout is not None
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([child.stdout], [], [], 0.2)
+                if ready:
+                    line = child.stdout.readline()
+                    if line.strip() == b"READY":
+                        break
+                    raise SystemExit(f"a subscriber process said {line!r}")
+                if child.poll() is not None:
+                    raise SystemExit("a subscriber process exited early")
+            else:
+                raise SystemExit(f"subscribers were not connected within {timeout:g} s")
+
+    def results(self, finished: dict[int, float]) -> list[dict[str, Any]]:
+        stop = b"STOP " + json.dumps(finished).encode() + b"\n"
+        out = []
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(stop)
+            child.stdin.flush()
+        for child in self.children:
+            assert child.stdout is not None
+            line = _result_line(child.stdout)
+            out.append(json.loads(line))
+            child.wait(10)
+        return out
+
+    def kill(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _result_line(stream: IO[bytes]) -> bytes:
+    for line in stream:
+        if line.startswith(b"RESULT "):
+            return line[len(b"RESULT ") :]
+    raise SystemExit("a subscriber process gave no result")
+
+
+# -- the driver -----------------------------------------------------------------------------------
+async def run_now_loop(
+    port: int, tid: str, stop: float, finished: dict[int, float], errors: list[bytes]
+) -> None:
+    """run-now for one thread, over one keep-alive connection, until ``stop``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        f"POST /api/threads/{tid}/heartbeat/run-now HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    try:
+        while time.monotonic() < stop:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            body = await reader.readexactly(length)
+            if head.startswith(b"HTTP/1.1 200 "):
+                run = json.loads(body)
+                finished[run["run_id"]] = datetime.fromisoformat(run["finished_at"]).timestamp()
+            else:
+                errors.append(head.split(b"\r\n", 1)[0] + b" " + body[:200])
+    finally:
+        writer.close()
+
+
+async def drive(port: int, workers: int, duration: float) -> tuple[dict[int, float], float, int]:
+    """``workers`` loops of run-now, one thread each, for ``duration`` seconds."""
+    finished: dict[int, float] = {}
+    errors: list[bytes] = []
+    t0 = time.monotonic()
+    stop = t0 + duration
+    async with asyncio.TaskGroup() as tg:
+        for i in range(workers):
+            tg.create_task(run_now_loop(port, f"bench-{i}", stop, finished, errors))
+    seconds = time.monotonic() - t0
+    if errors:
+        print(f"  {len(errors)} run-now calls failed, first: {errors[0]!r}", file=sys.stderr)
+    return finished, seconds, len(errors)
+
+
+def setup_threads(port: int, workers: int) -> None:
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
+        for i in range(workers):
+            client.post("/api/threads", json={"thread_id": f"bench-{i}"}).raise_for_status()
+        client.post("/api/threads/bench-0/heartbeat/run-now").raise_for_status()  # warm up
 
 
 # -- one phase ------------------------------------------------------------------------------
@@ -182,112 +319,102 @@ class Phase:
     subscribers: int
     runs: int
     seconds: float
-    delays: list[float]
+    hist: Counter[int]
     delivered: float
     cut_off: int
+    ended: int
     server_cpu: float
-    client_cpu: float
+    driver_cpu: float
+    subscriber_cpu: float
     errors: int
 
     @property
     def rate(self) -> float:
         return self.runs / self.seconds
 
-
-async def drive(base: str, workers: int, duration: float) -> tuple[list[int], float, int]:
-    """``workers`` loops of run-now, one thread each, for ``duration`` seconds."""
-    ids: list[int] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=workers + 2)
-    async with httpx.AsyncClient(base_url=base, timeout=30.0, limits=limits) as client:
-        for i in range(workers):
-            r = await client.post("/api/threads", json={"thread_id": f"bench-{i}"})
-            r.raise_for_status()
-        await client.post("/api/threads/bench-0/heartbeat/run-now")  # warm up
-
-        async def loop(tid: str, stop: float) -> None:
-            nonlocal errors
-            while time.monotonic() < stop:
-                r = await client.post(f"/api/threads/{tid}/heartbeat/run-now")
-                if r.status_code == 200:
-                    ids.append(r.json()["run_id"])
-                else:
-                    errors += 1
-
-        t0 = time.monotonic()
-        stop = t0 + duration
-        async with asyncio.TaskGroup() as tg:
-            for i in range(workers):
-                tg.create_task(loop(f"bench-{i}", stop))
-        return ids, time.monotonic() - t0, errors
+    def delay(self, q: float) -> float:
+        """The q-th percentile delay in seconds (nearest rank over the histogram)."""
+        total = sum(self.hist.values())
+        if not total:
+            return float("nan")
+        rank = max(1, round(q / 100 * total))
+        seen = 0
+        for key in sorted(self.hist):
+            seen += self.hist[key]
+            if seen >= rank:
+                return key / BIN
+        return max(self.hist) / BIN
 
 
-async def phase(port: int, proc: psutil.Process, count: int, args: argparse.Namespace) -> Phase:
-    subs = [Subscriber(port) for _ in range(count)]
-    tasks = [asyncio.create_task(s.run()) for s in subs]
+def cpu_seconds(procs: list[Any]) -> float:
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase:
+    import psutil
+
+    setup_threads(port, args.workers)
+    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens))
     try:
-        async with asyncio.timeout(60):
-            for i in range(0, count, 100):  # connect in waves, not as one herd
-                await asyncio.gather(*(s.connected.wait() for s in subs[i : i + 100]))
-        cpu0, mine0 = proc.cpu_times(), psutil.Process().cpu_times()
+        subs.wait_ready(60)
+        children = [psutil.Process(c.pid) for c in subs.children]
+        me = psutil.Process()
+        before = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
         t0 = time.monotonic()
-        ids, seconds, errors = await drive(f"http://127.0.0.1:{port}", args.workers, args.duration)
-        await asyncio.sleep(1.0)  # stragglers
-        cpu1, mine1 = proc.cpu_times(), psutil.Process().cpu_times()
+        finished, seconds, errors = asyncio.run(drive(port, args.workers, args.duration))
+        time.sleep(1.0)  # stragglers
         wall = time.monotonic() - t0
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
-        client_cpu = (mine1.user + mine1.system - mine0.user - mine0.system) / wall
+        after = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
+        reports = subs.results(finished)
     finally:
-        for s in subs:
-            s.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.5)  # let the server see the disconnects before it is stopped
-    wanted = set(ids)
-    delays = [d for s in subs for run_id, d in s.delays.items() if run_id in wanted]
+        subs.kill()
+    time.sleep(0.5)  # let the server see the disconnects before it is stopped
+    hist: Counter[int] = Counter()
+    for report in reports:
+        hist.update({int(k): v for k, v in report["hist"].items()})
+    received = sum(hist.values())
     return Phase(
         subscribers=count,
-        runs=len(ids),
+        runs=len(finished),
         seconds=seconds,
-        delays=delays,
-        delivered=len(delays) / (len(wanted) * count) if count and wanted else 1.0,
-        cut_off=sum(s.cut_off for s in subs),
-        server_cpu=cpu,
-        client_cpu=client_cpu,
+        hist=hist,
+        delivered=received / (len(finished) * count) if count and finished else 1.0,
+        cut_off=sum(r["cut_off"] for r in reports),
+        ended=sum(r["ended"] for r in reports),
+        server_cpu=(after[0] - before[0]) / wall,
+        driver_cpu=(after[1] - before[1]) / wall,
+        subscriber_cpu=(after[2] - before[2]) / wall,
         errors=errors,
     )
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def table(results: list[Phase]) -> str:
     base = results[0].rate if results and results[0].subscribers == 0 else None
     head = (
         "| subscribers | runs | runs/s | vs 0 subs | delivered | p50 ms | p99 ms | max ms |"
-        " cut off | server CPU | client CPU |"
+        " cut off | server CPU | driver CPU | subscribers' CPU |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for p in results:
         ratio = f"{p.rate / base:.2f}" if base else "—"
         if p.subscribers:
-            d = f"{pct(p.delays, 50) * 1000:.1f} | {pct(p.delays, 99) * 1000:.1f} | "
-            d += f"{max(p.delays, default=float('nan')) * 1000:.1f}"
+            d = f"{p.delay(50) * 1000:.1f} | {p.delay(99) * 1000:.1f} | {p.delay(100) * 1000:.1f}"
         else:
             d = "— | — | —"
         lines.append(
             f"| {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio} | {p.delivered:.1%} | {d}"
-            f" | {p.cut_off} | {p.server_cpu:.0%} | {p.client_cpu:.0%} |"
+            f" | {p.cut_off} | {p.server_cpu:.0%} | {p.driver_cpu:.0%} | {p.subscriber_cpu:.0%} |"
         )
     return "\n".join(lines)
 
 
-async def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> None:
+    import psutil
+
     counts = [int(n) for n in args.subscribers.split(",")]
     results: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
@@ -297,22 +424,24 @@ async def main(args: argparse.Namespace) -> None:
             server, port = start_server(workspace, workspace / f"db-{count}.sqlite")
             try:
                 print(f"phase: {count} subscribers, {args.duration:g} s ...", file=sys.stderr)
-                result = await phase(port, psutil.Process(server.pid), count, args)
+                result = phase(port, psutil.Process(server.pid), count, args)
                 results.append(result)
-                if result.errors:
-                    print(f"  {result.errors} run-now calls failed", file=sys.stderr)
+                if result.ended:
+                    print(f"  {result.ended} streams ended early", file=sys.stderr)
             finally:
                 server.terminate()
                 server.wait(10)
     print()
     print(
-        f"SSE bench: {args.workers} run-now workers, {args.duration:g} s per phase, "
-        f"instant fake LLM; {platform.python_version()} on {os.cpu_count()} CPU(s)"
+        f"SSE bench: {args.workers} run-now workers, {args.duration:g} s per phase, instant fake"
+        f" LLM, subscribers {'with' if args.tokens else 'without'} token events in"
+        f" {args.sub_procs} process(es); Python {platform.python_version()} on"
+        f" {os.cpu_count()} CPU(s)"
     )
     print(table(results))
     print(
         "\ndelay = subscriber receipt of run_finished - the run's finished_at; "
-        "delivered = run_finished events received / (runs x subscribers)"
+        "delivered = run_finished events received / (runs x subscribers); CPU in % of one core"
     )
 
 
@@ -322,7 +451,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--workers", type=int, default=8, help="concurrent run-now loops")
     parser.add_argument("--subscribers", default="0,100,1000", help="comma-separated counts")
+    parser.add_argument(
+        "--tokens", type=int, choices=(0, 1), default=1, help="0: subscribe with ?tokens=0"
+    )
+    parser.add_argument("--sub-procs", type=int, default=1, help="subscriber processes")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--subscribe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.duration = min(args.duration, 2.0)
@@ -334,5 +468,8 @@ if __name__ == "__main__":
     if arguments.serve:
         ws, db, port = json.loads(arguments.serve)
         serve(Path(ws), Path(db), int(port))
+    elif arguments.subscribe:
+        port, count, query = json.loads(arguments.subscribe)
+        subscribe_main(int(port), int(count), str(query))
     else:
-        asyncio.run(main(arguments))
+        main(arguments)
