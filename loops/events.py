@@ -7,13 +7,18 @@ still full the subscription is *overflowed*: it is taken off the bus, its queue 
 reader gets ``Overflowed`` on the next ``get``. A slow reader therefore costs the publisher one
 length check and never slows the loops or the other readers.
 
-An event's JSON is encoded once, on first use, and shared by every subscriber.
+A subscription may leave out ``token`` events (``tokens=False``). The bus keeps its subscribers
+grouped by thread filter and by that choice, so an event is offered only to the groups that want
+it: no per-subscriber test. An event's JSON and its Server-Sent Events frame are encoded once, on
+first use, and shared by every subscriber. ``EventBus.listen`` registers a callback run once per
+published event that reached at least one subscriber (the SSE writer uses it to schedule a flush).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -29,7 +34,7 @@ _encode = msgspec.json.encode
 class Event:
     """One published event. ``thread_id`` None means "for every subscriber"."""
 
-    __slots__ = ("_json", "data", "id", "thread_id", "type")
+    __slots__ = ("_frame", "_json", "data", "id", "thread_id", "type")
 
     def __init__(
         self,
@@ -44,12 +49,24 @@ class Event:
         self.id = id
         self.thread_id = thread_id
         self._json: bytes | None = None
+        self._frame: bytes | None = None
 
     def json(self) -> bytes:
         """``data`` as compact JSON, encoded once however many subscribers send it."""
         if self._json is None:
             self._json = _encode(self.data)
         return self._json
+
+    def frame(self) -> bytes:
+        """The event as one Server-Sent Events message, encoded once for every subscriber.
+
+        The JSON is compact, so it never holds a raw newline."""
+        if self._frame is None:
+            head = f"event: {self.type}\ndata: "
+            if self.id is not None:
+                head = f"id: {self.id}\n{head}"
+            self._frame = head.encode() + self.json() + b"\n\n"
+        return self._frame
 
     def __repr__(self) -> str:
         return f"Event({self.type!r}, id={self.id!r}, thread_id={self.thread_id!r})"
@@ -64,18 +81,23 @@ class Closed(Exception):
 
 
 class Subscription:
-    """A bounded queue of events for one reader, optionally filtered to one thread."""
+    """A bounded queue of events for one reader, optionally filtered to one thread and with or
+    without ``token`` events."""
 
-    def __init__(self, bus: EventBus, thread_id: str | None, maxsize: int) -> None:
+    def __init__(
+        self, bus: EventBus, thread_id: str | None, maxsize: int, *, tokens: bool = True
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self._bus = bus
         self.thread_id = thread_id
+        self.tokens = tokens
         self.maxsize = maxsize
         self._items: deque[Event] = deque()
         self._tokens = 0  # how many of _items are token events
         self._ready = asyncio.Event()
-        self._gone = asyncio.Event()
+        self._gone = asyncio.Event()  # overflowed
+        self._done = asyncio.Event()  # overflowed or ended
         self.overflowed = False
         self.ended = False
         self.dropped = 0  # token events dropped to make room
@@ -85,6 +107,8 @@ class Subscription:
         return len(self._items)
 
     def wants(self, event: Event) -> bool:
+        if event.type == TOKEN and not self.tokens:
+            return False
         return event.thread_id is None or self.thread_id in (None, event.thread_id)
 
     def offer(self, event: Event) -> None:
@@ -118,11 +142,13 @@ class Subscription:
         self._bus.unsubscribe(self)
         self._ready.set()
         self._gone.set()
+        self._done.set()
 
     def end(self) -> None:
         """No more events will come: ``get`` returns what is queued, then raises ``Closed``."""
         self.ended = True
         self._ready.set()
+        self._done.set()
 
     async def get(self, wait: float | None = None) -> Event | None:
         """The next event, or None when ``wait`` seconds pass first.
@@ -148,12 +174,19 @@ class Subscription:
         self.delivered += 1
         return event
 
-    def take(self, limit: int) -> list[Event]:
-        """Up to ``limit`` events that are already queued, without waiting (none if overflowed)."""
+    def take(self, limit: int | None = None) -> list[Event]:
+        """Up to ``limit`` (default all) events already queued, without waiting (none if
+        overflowed)."""
         if self.overflowed:
             return []
-        batch: list[Event] = []
         items = self._items
+        if limit is None or limit >= len(items):
+            batch = list(items)
+            items.clear()
+            self._tokens = 0
+            self.delivered += len(batch)
+            return batch
+        batch = []
         while items and len(batch) < limit:
             event = items.popleft()
             if event.type == TOKEN:
@@ -165,6 +198,10 @@ class Subscription:
     async def wait_overflowed(self) -> None:
         """Return once this subscription has overflowed."""
         await self._gone.wait()
+
+    async def wait_done(self) -> None:
+        """Return once this subscription has overflowed or ended."""
+        await self._done.wait()
 
     def close(self) -> None:
         self._bus.unsubscribe(self)
@@ -179,17 +216,27 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        # (thread filter, wants tokens) -> subscriptions; filter None means every thread
+        self._groups: dict[tuple[str | None, bool], set[Subscription]] = {}
+        self._listeners: list[Callable[[], None]] = []
         self.published = 0
         self.overflows = 0
         self.closed = False
 
-    def subscribe(self, thread_id: str | None = None, *, maxsize: int = 256) -> Subscription:
-        sub = Subscription(self, thread_id, maxsize)
+    def subscribe(
+        self, thread_id: str | None = None, *, maxsize: int = 256, tokens: bool = True
+    ) -> Subscription:
+        sub = Subscription(self, thread_id, maxsize, tokens=tokens)
         if self.closed:
             sub.end()
         else:
             self._subs.add(sub)
+            self._groups.setdefault((thread_id, tokens), set()).add(sub)
         return sub
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each publish that reached a subscriber (it must not block)."""
+        self._listeners.append(callback)
 
     def close(self) -> None:
         """End every subscription (they drain what is queued first); later ones end at once."""
@@ -197,10 +244,17 @@ class EventBus:
         for sub in tuple(self._subs):
             sub.end()
         self._subs.clear()
+        self._groups.clear()
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.discard(sub)
+            key = (sub.thread_id, sub.tokens)
+            group = self._groups.get(key)
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del self._groups[key]
             if sub.overflowed:
                 self.overflows += 1
 
@@ -221,6 +275,21 @@ class EventBus:
         if not self._subs:
             return
         event = Event(type, data, id=id, thread_id=thread_id)
-        for sub in tuple(self._subs):  # a copy: an overflowing subscriber leaves the set
-            if sub.wants(event):
+        groups = self._groups
+        token = type == TOKEN
+        if thread_id is None:
+            targets = [g for (_, tokens), g in groups.items() if tokens or not token]
+        else:
+            keys: list[tuple[str | None, bool]] = [(None, True), (thread_id, True)]
+            if not token:
+                keys += [(None, False), (thread_id, False)]
+            targets = [g for g in map(groups.get, keys) if g]
+        reached = False
+        for group in targets:
+            if group:
+                reached = True
+            for sub in tuple(group):  # a copy: an overflowing subscriber leaves its group
                 sub.offer(event)
+        if reached:
+            for listener in self._listeners:
+                listener()

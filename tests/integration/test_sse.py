@@ -597,15 +597,121 @@ async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> Non
     assert time.perf_counter() - t0 < 2.0
 
 
-def test_linger_grows_with_the_crowd_and_is_capped() -> None:
+# -- tokens flag, HTTP/1.0 and the fan-out ---------------------------------------------------------
+async def test_tokens_0_leaves_out_token_events_only(live: Live, llm: FakeLLM) -> None:
+    llm.pause = 0
+    async with live.subscribe("?tokens=0") as quiet, live.subscribe() as chatty:
+        run = await live.run_now()
+        got_quiet = await quiet.until(finished(run["run_id"]))
+        got_chatty = await chatty.until(finished(run["run_id"]))
+    quiet_kinds = [r.kind for r in got_quiet if r.kind != "comment"]
+    assert quiet_kinds == ["run_started", "decision", "run_finished"]
+    assert "token" in [r.kind for r in got_chatty]
+    r = await live.client.get(f"{live.base}/api/heartbeat/events", params={"tokens": "maybe"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "tokens"
+
+
+async def test_an_http_1_0_client_gets_the_stream_through_asgi_send(live: Live) -> None:
+    port = int(live.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /api/heartbeat/events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        async with asyncio.timeout(5):
+            while b": connected" not in data:
+                data += await reader.read(4096)
+            run = await live.run_now()
+            marker = f"id: {run['run_id']}\nevent: run_finished\n".encode()
+            while marker not in data:
+                data += await reader.read(4096)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()  # close-delimited, no chunk framing
+    assert body.startswith(b"retry: ")
+
+
+class _Recorder(sse.Stream):
+    """A stream that keeps what is written to it."""
+
+    def __init__(self, sub: Any) -> None:
+        super().__init__(sub, None, set())  # type: ignore[arg-type]
+        self.writes: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        self.writes.append(chunk)
+
+    def backlog(self) -> int:
+        return 0
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_fanout_writes_at_once_when_quiet_and_gathers_while_busy() -> None:
     bus = EventBus()
-    stream = sse.EventStream(SimpleNamespace(bus=bus), None, None)  # type: ignore[arg-type]
-    subs = [bus.subscribe() for _ in range(10)]
-    assert stream._linger() == sse.LINGER_SECONDS
-    subs += [bus.subscribe() for _ in range(2 * sse.LINGER_PER - 10)]
-    assert stream._linger() == pytest.approx(2 * sse.LINGER_SECONDS)
-    subs += [bus.subscribe() for _ in range(100 * sse.LINGER_PER)]
-    assert stream._linger() == sse.LINGER_MAX
+    fan = sse.Fanout(bus)
+    stream = _Recorder(bus.subscribe())
+    fan.add(stream)
+    bus.publish("run_started", {"run_id": 1})
+    await _settle()  # no timer: the next loop iterations write it
+    assert stream.writes == [b'event: run_started\ndata: {"run_id":1}\n\n']
+    # busy: the last pass asks for a pause; what is published meanwhile goes out in one write
+    fan.next_at = fan.loop.time() + 0.2
+    for i in (2, 3):
+        bus.publish("decision", {"run_id": i})
+    bus.publish("run_finished", {"run_id": 3}, id=3)
+    await _settle()
+    assert len(stream.writes) == 1
+    await asyncio.sleep(0.3)
+    assert len(stream.writes) == 2
+    assert stream.writes[1] == (
+        b'event: decision\ndata: {"run_id":2}\n\n'
+        b'event: decision\ndata: {"run_id":3}\n\n'
+        b'id: 3\nevent: run_finished\ndata: {"run_id":3}\n\n'
+    )
+
+
+async def test_fanout_reaches_every_stream_across_slices_and_skips_replayed_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "SLICE", 3)
+    bus = EventBus()
+    fan = sse.Fanout(bus)
+    streams = [_Recorder(bus.subscribe()) for _ in range(10)]
+    streams[0].replayed = {7}
+    for stream in streams:
+        fan.add(stream)
+    bus.publish("run_finished", {"run_id": 7}, id=7)
+    bus.publish("run_finished", {"run_id": 8}, id=8)
+    await _settle()
+    await _settle()
+    assert [len(s.writes) for s in streams] == [1] * 10
+    assert streams[0].writes[0] == b'id: 8\nevent: run_finished\ndata: {"run_id":8}\n\n'
+    assert all(s.writes[0].startswith(b"id: 7\n") for s in streams[1:])
+    fan.remove(streams[1])
+    fan.next_at = 0.0  # no pause asked for after the last pass
+    bus.publish("loop_state", {"name": "heartbeat"})
+    await _settle()
+    await _settle()
+    assert len(streams[1].writes) == 1 and len(streams[2].writes) == 2
+
+
+async def test_a_stream_that_is_not_draining_gets_nothing_more() -> None:
+    bus = EventBus()
+    fan = sse.Fanout(bus)
+    stream = _Recorder(bus.subscribe())
+    stream.backlog = lambda: sse.WRITE_HIGH + 1  # type: ignore[method-assign]
+    fan.add(stream)
+    bus.publish("run_started", {"run_id": 1})
+    await _settle()
+    assert stream.writes == [] and len(stream.sub) == 1  # it waits in the bounded queue
+    stream.backlog = lambda: 0  # type: ignore[method-assign]
+    bus.publish("run_finished", {"run_id": 1}, id=1)
+    await _settle()
+    assert len(stream.writes) == 1 and stream.writes[0].count(b"event: ") == 2
 
 
 # -- the subscription itself ----------------------------------------------------------------------
@@ -700,6 +806,44 @@ async def test_get_wakes_on_publish_and_filter_and_shared_encoding() -> None:
     assert first is not None and second is not None and first.data == {"run_id": 1}
     shared = await everyone.get(0)
     assert shared is not None and shared.json() is shared.json() == b'{"name":"heartbeat"}'
+    assert shared.frame() is shared.frame() == b'event: loop_state\ndata: {"name":"heartbeat"}\n\n'
     only_a.close()
     everyone.close()
     assert bus.subscriber_count == 0
+
+
+async def test_bus_offers_each_event_only_to_the_groups_that_want_it() -> None:
+    bus = EventBus()
+    woken: list[int] = []
+    bus.listen(lambda: woken.append(bus.published))
+    everything = bus.subscribe(maxsize=64)
+    no_tokens = bus.subscribe(maxsize=64, tokens=False)
+    a_only = bus.subscribe("a", maxsize=64)
+    a_no_tokens = bus.subscribe("a", maxsize=64, tokens=False)
+    bus.publish("token", {"n": 1}, thread_id="a")
+    bus.publish("token", {"n": 2}, thread_id="b")
+    bus.publish("decision", {"n": 3}, thread_id="b")
+    bus.publish("decision", {"n": 4}, thread_id="a")
+    bus.publish("loop_state", {"n": 5})
+    bus.publish("token", {"n": 6})
+    got = {
+        name: [e.data["n"] for e in sub.take()]
+        for name, sub in [
+            ("everything", everything),
+            ("no_tokens", no_tokens),
+            ("a_only", a_only),
+            ("a_no_tokens", a_no_tokens),
+        ]
+    }
+    assert got == {
+        "everything": [1, 2, 3, 4, 5, 6],
+        "no_tokens": [3, 4, 5],
+        "a_only": [1, 4, 5, 6],
+        "a_no_tokens": [4, 5],
+    }
+    assert woken == [1, 2, 3, 4, 5, 6]
+    for sub in (everything, no_tokens, a_only, a_no_tokens):
+        sub.close()
+    assert bus.subscriber_count == 0
+    bus.publish("decision", {"n": 7}, thread_id="a")
+    assert woken == [1, 2, 3, 4, 5, 6]  # nobody was reached
