@@ -491,7 +491,10 @@ const handlers = {
     feedItem(data.run_id, data);
   },
   token(data) {
-    feedItem(data.run_id).tokens.append(document.createTextNode(data.text));
+    const tokens = feedItem(data.run_id).tokens;
+    // reset: the LLM is asked again, so the text streamed so far for this run is discarded
+    if (data.reset) tokens.replaceChildren();
+    if (data.text) tokens.append(document.createTextNode(data.text));
   },
   decision(data) {
     renderDecision(feedItem(data.run_id).decision, data.decision);
