@@ -180,3 +180,13 @@ def post_to_dict(post: Post) -> dict[str, Any]:
         "score": post.score,
         "comment_count": post.comment_count,
     }
+
+
+class RunContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a heartbeat run reads before it asks the model (one snapshot)."""
+
+    messages: list[Message]
+    contradictions: list[Contradiction]
+    profile: Profile | None
+    posts: list[Post]
+    recent: list[Run]

@@ -19,8 +19,9 @@ import socket
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import aiosqlite
 import msgspec
@@ -35,6 +36,7 @@ from ledger.records import (
     Profile,
     Reflection,
     Run,
+    RunContext,
     RunOutcome,
     SelfReply,
     Thread,
@@ -168,6 +170,19 @@ def _run(row: Sequence[Any]) -> Run:
     )
 
 
+def _reflection(r: Sequence[Any]) -> Reflection:
+    return Reflection(
+        id=r[0],
+        thread_id=r[1],
+        score=r[2],
+        summary=r[3],
+        notable=_loads_strs(r[4]),
+        last_message_id=r[5],
+        run_id=r[6],
+        created_at=r[7],
+    )
+
+
 def _post(row: Sequence[Any]) -> Post:
     return Post(
         id=row[0],
@@ -184,6 +199,98 @@ def _post(row: Sequence[Any]) -> Post:
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+@dataclass(frozen=True, slots=True)
+class _Query(Generic[T]):
+    """A read: its SQL, its parameters and how its rows become records."""
+
+    sql: str
+    params: tuple[Any, ...]
+    build: Callable[[list[Any]], T]
+
+
+def _read_all(conn: sqlite3.Connection, queries: Sequence[_Query[Any]]) -> list[list[Any]]:
+    """Run ``queries`` in one read transaction (in a reader's thread)."""
+    conn.execute("BEGIN")
+    try:
+        return [conn.execute(q.sql, q.params).fetchall() for q in queries]
+    finally:
+        conn.execute("COMMIT")
+
+
+def _messages_q(thread_id: str, limit: int, before: int | None) -> _Query[list[Message]]:
+    return _Query(
+        "SELECT id, thread_id, role, content, created_at FROM messages"
+        " WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        (thread_id, before if before is not None else 2**62, limit),
+        lambda rows: [
+            Message(id=r[0], thread_id=r[1], role=r[2], content=r[3], created_at=r[4])
+            for r in reversed(rows)
+        ],
+    )
+
+
+def _contradictions_q(
+    thread_id: str, status: str | None, limit: int
+) -> _Query[list[Contradiction]]:
+    return _Query(
+        "SELECT id, thread_id, statement_a, statement_b, status, created_at"
+        " FROM contradictions WHERE thread_id = ? AND (? IS NULL OR status = ?)"
+        " ORDER BY id DESC LIMIT ?",
+        (thread_id, status, status, limit),
+        lambda rows: [
+            Contradiction(
+                id=r[0],
+                thread_id=r[1],
+                statement_a=r[2],
+                statement_b=r[3],
+                status=r[4],
+                created_at=r[5],
+            )
+            for r in rows
+        ],
+    )
+
+
+def _posts_q(limit: int, before: int | None) -> _Query[list[Post]]:
+    return _Query(
+        f"{_POST_SELECT} WHERE p.rowid < ? ORDER BY p.rowid DESC LIMIT ?",
+        (before if before is not None else 2**62, limit),
+        lambda rows: [_post(r) for r in rows],
+    )
+
+
+def _recent_actions_q(thread_id: str, limit: int) -> _Query[list[Run]]:
+    return _Query(
+        f"SELECT {_RUN_COLS} FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
+        " AND status IN ('ok', 'dry_run') ORDER BY id DESC LIMIT ?",
+        (thread_id, limit),
+        lambda rows: [_run(r) for r in rows],
+    )
+
+
+def _profiles_q(thread_id: str, limit: int) -> _Query[list[Profile]]:
+    return _Query(
+        "SELECT id, thread_id, version, traits_json, tone, interests_json, last_message_id,"
+        " run_id, created_at FROM personality_profiles WHERE thread_id = ?"
+        " ORDER BY version DESC LIMIT ?",
+        (thread_id, limit),
+        lambda rows: [
+            Profile(
+                id=r[0],
+                thread_id=r[1],
+                version=r[2],
+                traits=_loads_strs(r[3]),
+                tone=r[4],
+                interests=_loads_strs(r[5]),
+                last_message_id=r[6],
+                run_id=r[7],
+                created_at=r[8],
+            )
+            for r in rows
+        ],
+    )
 
 
 class _Locked(Exception):
@@ -700,6 +807,19 @@ class Store:
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return next(iter(await self._all(sql, params)), None)
 
+    async def _fetch(self, query: _Query[T]) -> T:
+        return query.build(await self._all(query.sql, query.params))
+
+    async def _fetch_many(self, queries: Sequence[_Query[Any]]) -> list[Any]:
+        """Several queries in one read transaction (one snapshot), one thread round trip."""
+        reader = await self._free.get()
+        try:
+            in_thread = cast(Callable[..., Awaitable[Any]], reader._execute)
+            results: list[list[Any]] = await in_thread(_read_all, reader._conn, queries)
+        finally:
+            self._free.put_nowait(reader)
+        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
+
     async def interrupt_run(self, run_id: int, model: str | None) -> None:
         """Record a run cancelled by shutdown. Never raises: if the store is closing, ``close``
         (or the next start) marks the run interrupted instead."""
@@ -773,15 +893,7 @@ class Store:
         self, thread_id: str, *, limit: int = 50, before: int | None = None
     ) -> list[Message]:
         """The newest ``limit`` messages (older than ``before``), returned oldest first."""
-        rows = await self._all(
-            "SELECT id, thread_id, role, content, created_at FROM messages"
-            " WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (thread_id, before if before is not None else 2**62, limit),
-        )
-        return [
-            Message(id=r[0], thread_id=r[1], role=r[2], content=r[3], created_at=r[4])
-            for r in reversed(rows)
-        ]
+        return await self._fetch(_messages_q(thread_id, limit, before))
 
     async def last_message_id(self, thread_id: str) -> int:
         row = await self._one(
@@ -792,31 +904,11 @@ class Store:
     async def contradictions(
         self, thread_id: str, *, status: str | None = "open", limit: int = 100
     ) -> list[Contradiction]:
-        rows = await self._all(
-            "SELECT id, thread_id, statement_a, statement_b, status, created_at"
-            " FROM contradictions WHERE thread_id = ? AND (? IS NULL OR status = ?)"
-            " ORDER BY id DESC LIMIT ?",
-            (thread_id, status, status, limit),
-        )
-        return [
-            Contradiction(
-                id=r[0],
-                thread_id=r[1],
-                statement_a=r[2],
-                statement_b=r[3],
-                status=r[4],
-                created_at=r[5],
-            )
-            for r in rows
-        ]
+        return await self._fetch(_contradictions_q(thread_id, status, limit))
 
     # ledger -------------------------------------------------------------------------------
     async def posts(self, *, limit: int = 20, before: int | None = None) -> list[Post]:
-        rows = await self._all(
-            f"{_POST_SELECT} WHERE p.rowid < ? ORDER BY p.rowid DESC LIMIT ?",
-            (before if before is not None else 2**62, limit),
-        )
-        return [_post(r) for r in rows]
+        return await self._fetch(_posts_q(limit, before))
 
     async def get_post(self, post_id: str) -> Post:
         row = await self._one(f"{_POST_SELECT} WHERE p.id = ?", (post_id,))
@@ -892,12 +984,7 @@ class Store:
         return [_run(r) for r in rows]
 
     async def recent_actions(self, thread_id: str, *, limit: int = 5) -> list[Run]:
-        rows = await self._all(
-            f"SELECT {_RUN_COLS} FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
-            " AND status IN ('ok', 'dry_run') ORDER BY id DESC LIMIT ?",
-            (thread_id, limit),
-        )
-        return [_run(r) for r in rows]
+        return await self._fetch(_recent_actions_q(thread_id, limit))
 
     async def count_runs(self, *, status: str | None = None) -> int:
         row = await self._one(
@@ -912,19 +999,7 @@ class Store:
             " created_at FROM reflections WHERE thread_id = ? ORDER BY id DESC LIMIT ?",
             (thread_id, limit),
         )
-        return [
-            Reflection(
-                id=r[0],
-                thread_id=r[1],
-                score=r[2],
-                summary=r[3],
-                notable=_loads_strs(r[4]),
-                last_message_id=r[5],
-                run_id=r[6],
-                created_at=r[7],
-            )
-            for r in rows
-        ]
+        return [_reflection(r) for r in rows]
 
     async def last_reflected_message(self, thread_id: str) -> int:
         row = await self._one(
@@ -947,26 +1022,28 @@ class Store:
         return rows[0] if rows else None
 
     async def profiles(self, thread_id: str, *, limit: int = 20) -> list[Profile]:
-        rows = await self._all(
-            "SELECT id, thread_id, version, traits_json, tone, interests_json, last_message_id,"
-            " run_id, created_at FROM personality_profiles WHERE thread_id = ?"
-            " ORDER BY version DESC LIMIT ?",
-            (thread_id, limit),
+        return await self._fetch(_profiles_q(thread_id, limit))
+
+    async def run_context(
+        self, thread_id: str, *, messages: int, posts: int, recent: int = 5
+    ) -> RunContext:
+        """What a heartbeat run reads, from one snapshot in one thread round trip."""
+        msgs, contradictions, profiles, feed, actions = await self._fetch_many(
+            [
+                _messages_q(thread_id, messages, None),
+                _contradictions_q(thread_id, "open", 20),
+                _profiles_q(thread_id, 1),
+                _posts_q(posts, None),
+                _recent_actions_q(thread_id, recent),
+            ]
         )
-        return [
-            Profile(
-                id=r[0],
-                thread_id=r[1],
-                version=r[2],
-                traits=_loads_strs(r[3]),
-                tone=r[4],
-                interests=_loads_strs(r[5]),
-                last_message_id=r[6],
-                run_id=r[7],
-                created_at=r[8],
-            )
-            for r in rows
-        ]
+        return RunContext(
+            messages=msgs,
+            contradictions=contradictions,
+            profile=profiles[0] if profiles else None,
+            posts=feed,
+            recent=actions,
+        )
 
     async def threads_needing_profile(self, *, limit: int = 100) -> list[str]:
         rows = await self._all(
@@ -984,19 +1061,7 @@ class Store:
             " ON s.reflection_id = r.id WHERE s.id IS NULL ORDER BY r.id LIMIT ?",
             (limit,),
         )
-        return [
-            Reflection(
-                id=r[0],
-                thread_id=r[1],
-                score=r[2],
-                summary=r[3],
-                notable=_loads_strs(r[4]),
-                last_message_id=r[5],
-                run_id=r[6],
-                created_at=r[7],
-            )
-            for r in rows
-        ]
+        return [_reflection(r) for r in rows]
 
     async def self_replies(self, thread_id: str, *, limit: int = 20) -> list[SelfReply]:
         rows = await self._all(

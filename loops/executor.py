@@ -7,6 +7,7 @@ never an action without its record nor a record claiming an absent action.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import msgspec
 
+from heartbeat_md import Instructions
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.actions import (
@@ -42,7 +44,7 @@ from loops.clock import Clock
 from loops.events import EventBus
 from loops.llm import ChatRequest, LLMError, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
-from loops.workspace import read_instructions
+from loops.workspace import InstructionsFile
 
 log = logging.getLogger("heartbeat")
 
@@ -95,6 +97,16 @@ class _TokenRelay:
         if self.clock.monotonic() - self.last >= TOKEN_FLUSH_SECONDS:
             self.flush()
 
+    def reset(self) -> None:
+        """Tell viewers to discard the text streamed so far (the model is asked again)."""
+        self.buf.clear()
+        if self.bus.subscriber_count:
+            self.bus.publish(
+                "token",
+                {"run_id": self.run_id, "thread_id": self.thread_id, "text": "", "reset": True},
+                thread_id=self.thread_id,
+            )
+
     def flush(self) -> None:
         if self.buf and self.bus.subscriber_count:
             self.bus.publish(
@@ -126,6 +138,7 @@ class HeartbeatExecutor:
         self.limiter = limiter
         self.http = http
         self.in_flight: dict[str, int] = {}
+        self._instructions_file = InstructionsFile(options.heartbeat_md)
         self.llm_waiting = 0
 
     @property
@@ -253,8 +266,8 @@ class HeartbeatExecutor:
         deadline: float,
         started: float,
     ) -> tuple[RunOutcome, Decision | None]:
-        found = await read_instructions(self.opts.heartbeat_md)
-        instructions = parse_instructions(found[0] if found else "")
+        found = await self._instructions_file.read()
+        instructions = _parsed(found[0] if found else "")
         if found is not None and instructions.is_empty:
             log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", thread_id)
             return RunOutcome(
@@ -263,68 +276,22 @@ class HeartbeatExecutor:
                 model=model,
                 summary="skipped: HEARTBEAT.md has no instructions",
             ), None
-        log.info("[HEARTBEAT] Gathering context for thread %s", thread_id)
-        ctx = await self.gather_context(thread_id, title, cfg.timezone)
-        schema = decision_schema([p.id for p in ctx.ledger])
-        request = ChatRequest(
-            model=model,
-            messages=build_messages(instructions, ctx, schema),
-            schema=schema,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-        )
-        relay = _TokenRelay(self.bus, run_id, thread_id, self.clock)
-        prompt_tokens = completion_tokens = None
-        llm_ms = 0.0
-        decision: Decision | None = None
-        for attempt in (1, 2):
-            remaining = deadline - (self.clock.monotonic() - started)
-            self.llm_waiting += 1
-            try:
-                await self.limiter.acquire()
-            finally:
-                self.llm_waiting -= 1
-            t0 = time.perf_counter()
-            try:
-                result = await self.llm.chat(request, on_token=relay, deadline=remaining)
-            except LLMError as err:
-                log.warning("[HEARTBEAT] LLM call failed for thread %s: %s", thread_id, err.message)
-                llm_ms += (time.perf_counter() - t0) * 1000
-                return RunOutcome(
-                    status="failed",
-                    reason=err.reason,
-                    model=model,
-                    error=err.message,
-                    llm_ms=round(llm_ms, 1),
-                ), None
-            finally:
-                self.limiter.release()
-                relay.flush()
-            llm_ms += (time.perf_counter() - t0) * 1000
-            prompt_tokens = result.prompt_tokens
-            completion_tokens = result.completion_tokens
-            try:
-                decision = parse_reply(result.text)
-                break
-            except DecisionError as err:
-                if err.reason in _RETRY_PARSE and attempt == 1:
-                    log.warning(
-                        "[HEARTBEAT] unusable LLM reply (%s); asking once more", err.message
-                    )
-                    continue
-                status = "rejected" if err.reason in _REFUSALS else "failed"
-                reason = err.reason if status == "rejected" else "invalid_output"
-                log.warning("[HEARTBEAT] Validation failed: %s", err.message)
-                return RunOutcome(
-                    status=status,
-                    reason=reason,
-                    model=model,
-                    error=f"{err.message}; reply was: {result.text[:300]!r}",
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    llm_ms=round(llm_ms, 1),
-                ), None
-        assert decision is not None
+        # Wait for LLM capacity before reading the context: runs queued behind the limit do
+        # not crowd the readers (the API reads there too), and the context is fresh.
+        self.llm_waiting += 1
+        try:
+            await self.limiter.acquire()
+        finally:
+            self.llm_waiting -= 1
+        try:
+            log.info("[HEARTBEAT] Gathering context for thread %s", thread_id)
+            ctx = await self.gather_context(thread_id, title, cfg.timezone)
+            answer = await self._ask(instructions, ctx, cfg, model, run_id, deadline, started)
+        finally:
+            self.limiter.release()
+        if isinstance(answer, RunOutcome):
+            return answer, None
+        decision, prompt_tokens, completion_tokens, llm_ms = answer
         raw = decision_to_dict(decision)
         log.info("[HEARTBEAT] LLM decision: %s", summarize(decision))
         self.bus.publish(
@@ -376,13 +343,89 @@ class HeartbeatExecutor:
             status="ok", action=decided["action"], decision=decided, summary=summary, **common
         ), final
 
+    async def _ask(
+        self,
+        instructions: Instructions,
+        ctx: Context,
+        cfg: hbconfig.HeartbeatConfig,
+        model: str,
+        run_id: int,
+        deadline: float,
+        started: float,
+    ) -> RunOutcome | tuple[Decision, int | None, int | None, float]:
+        """The LLM call, asked once more after a reply that is not JSON at all.
+
+        Returns the decision with token counts and LLM time, or the failed run's outcome.
+        """
+        thread_id = ctx.thread_id
+        schema = decision_schema([p.id for p in ctx.ledger])
+        request = ChatRequest(
+            model=model,
+            messages=build_messages(instructions, ctx, schema),
+            schema=schema,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+        )
+        relay = _TokenRelay(self.bus, run_id, thread_id, self.clock)
+        llm_ms = 0.0
+        for attempt in (1, 2):
+            remaining = deadline - (self.clock.monotonic() - started)
+            t0 = time.perf_counter()
+            try:
+                result = await self.llm.chat(request, on_token=relay, deadline=remaining)
+            except LLMError as err:
+                log.warning("[HEARTBEAT] LLM call failed for thread %s: %s", thread_id, err.message)
+                llm_ms += (time.perf_counter() - t0) * 1000
+                return RunOutcome(
+                    status="failed",
+                    reason=err.reason,
+                    model=model,
+                    error=err.message,
+                    llm_ms=round(llm_ms, 1),
+                )
+            finally:
+                relay.flush()
+            llm_ms += (time.perf_counter() - t0) * 1000
+            try:
+                return (
+                    parse_reply(result.text),
+                    result.prompt_tokens,
+                    result.completion_tokens,
+                    llm_ms,
+                )
+            except DecisionError as err:
+                if err.reason in _RETRY_PARSE and attempt == 1:
+                    log.warning(
+                        "[HEARTBEAT] unusable LLM reply (%s); asking once more", err.message
+                    )
+                    relay.reset()
+                    continue
+                status = "rejected" if err.reason in _REFUSALS else "failed"
+                reason = err.reason if status == "rejected" else "invalid_output"
+                log.warning("[HEARTBEAT] Validation failed: %s", err.message)
+                return RunOutcome(
+                    status=status,
+                    reason=reason,
+                    model=model,
+                    error=f"{err.message}; reply was: {result.text[:300]!r}",
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    llm_ms=round(llm_ms, 1),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns
+
     async def gather_context(self, thread_id: str, title: str, tz: str) -> Context:
         now = self.clock.now()
-        messages = await self.store.messages(thread_id, limit=self.opts.window)
-        contradictions = await self.store.contradictions(thread_id, limit=20)
-        profile = await self.store.profile(thread_id)
-        posts = await self.store.posts(limit=self.opts.ledger_feed)
-        recent = await self.store.recent_actions(thread_id, limit=5)
+        found = await self.store.run_context(
+            thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
+        )
+        messages, contradictions, profile, posts, recent = (
+            found.messages,
+            found.contradictions,
+            found.profile,
+            found.posts,
+            found.recent,
+        )
         local = datetime.fromtimestamp(now, ZoneInfo(tz))
         return Context(
             thread_id=thread_id,
@@ -471,6 +514,12 @@ class HeartbeatExecutor:
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> Instructions:
+    """HEARTBEAT.md parsed (the text rarely changes between runs; the result is frozen)."""
+    return parse_instructions(text)
 
 
 def _failed(model: str, reason: str, error: str) -> RunOutcome:

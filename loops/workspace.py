@@ -28,6 +28,31 @@ async def read_instructions(path: Path) -> tuple[str, float] | None:
     return await asyncio.to_thread(_read, path)
 
 
+class InstructionsFile:
+    """HEARTBEAT.md for the runs: a ``stat`` per run, a read only when the file changed.
+
+    Replacing the file (as ``write_instructions`` and most editors do) gives it a new inode,
+    and any edit changes its modification time or size, so every change is seen.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int, int] | None = None
+        self._found: tuple[str, float] | None = None
+
+    async def read(self) -> tuple[str, float] | None:
+        try:
+            st = os.stat(self.path)  # local metadata: microseconds, fine on the event loop
+        except FileNotFoundError:
+            self._key = self._found = None
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._key:
+            self._found = await read_instructions(self.path)
+            self._key = key
+        return self._found
+
+
 def _write(path: Path, content: str) -> float:
     data = content.encode("utf-8")
     if len(data) > MAX_BYTES:

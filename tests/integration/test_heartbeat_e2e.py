@@ -3,6 +3,8 @@ Ollama speaking NDJSON over real HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -176,3 +178,44 @@ async def test_auto_picks_ollama_when_it_answers(
     assert status["llm"]["why"].startswith(f"auto: Ollama answered at {ollama.url}")
     ollama.enqueue(fk.ollama_ok(DECISIONS["none"]))
     assert (await run_now(api))["status"] == "ok"
+
+
+async def test_a_retry_tells_viewers_to_discard_the_streamed_text(
+    api: Running, ollama: fk.FakeLLMServer
+) -> None:
+    ollama.enqueue(fk.ollama_ok(["I think all ", "is well."]), fk.ollama_ok(DECISIONS["none"]))
+    with api.service.bus.subscribe("default") as sub:
+        run = await run_now(api)
+        tokens = [e.data for e in sub.take() if e.type == "token"]
+    assert run["status"] == "ok" and len(ollama.chat_requests) == 2
+    resets = [i for i, t in enumerate(tokens) if t.get("reset")]
+    assert len(resets) == 1, tokens
+    before, after = tokens[: resets[0]], tokens[resets[0] + 1 :]
+    assert "".join(t["text"] for t in before) == "I think all is well."
+    assert json.loads("".join(t["text"] for t in after)) == DECISIONS["none"]
+    assert tokens[resets[0]] == {
+        "run_id": run["run_id"],
+        "thread_id": "default",
+        "text": "",
+        "reset": True,
+    }
+
+
+async def test_a_run_waiting_for_capacity_reads_its_context_once_it_has_a_slot(
+    make_app: AppFactory, ollama: fk.FakeLLMServer
+) -> None:
+    provider = OllamaProvider(ollama.url, idle_timeout=5.0, backoff_base=0.01)
+    api = await make_app(llm=provider, start_loops=False, run_deadline=10.0, max_concurrency=1)
+    c = api.client
+    await c.post("/api/threads", json={"thread_id": "b"})
+    ollama.enqueue(fk.ollama_ok(DECISIONS["none"], delay=0.5), fk.ollama_ok(DECISIONS["none"]))
+    first = asyncio.create_task(c.post("/api/threads/default/heartbeat/run-now"))
+    while not ollama.chat_requests:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(c.post("/api/threads/b/heartbeat/run-now"))
+    while (await c.get("/api/heartbeat/status")).json()["queue_depth"] < 1:
+        await asyncio.sleep(0.01)
+    await c.post("/api/threads/b/messages", json={"content": "written while b waited"})
+    assert (await first).status_code == 200 and (await second).status_code == 200
+    prompt = ollama.chat_requests[1].body["messages"][1]["content"]
+    assert "written while b waited" in prompt
