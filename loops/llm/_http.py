@@ -6,14 +6,18 @@ import email.utils
 import errno
 import json
 import math
+import random
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
+import msgspec
 
-from .base import LLMError
+from .base import ChatRequest, ChatResult, LLMError, TokenSink
+from .retry import RetryPolicy, run_with_retries
 
 __all__ = [
+    "HTTPProvider",
     "error_text",
     "payload_error_text",
     "read_capped",
@@ -273,3 +277,61 @@ def transport_error(
     if isinstance(exc, httpx.TransportError):
         return LLMError("unreachable", f"LLM unreachable at {base_url} ({_detail(exc)})")
     return LLMError("bad_response", f"unexpected reply from the LLM at {base_url} ({_detail(exc)})")
+
+
+class HTTPProvider:
+    """What the HTTP providers share: one httpx client, the retry policy and ``chat``.
+
+    A subclass sets ``base_url`` and provides ``request_body`` and one streamed ``_attempt``.
+    """
+
+    base_url: str
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        idle_timeout: float,
+        backoff_base: float,
+        max_attempts: int,
+        rng: random.Random | None,
+    ) -> None:
+        if client is not None and transport is not None:
+            raise ValueError("pass either client or transport, not both")
+        self.policy = RetryPolicy(
+            idle_timeout=idle_timeout, backoff_base=backoff_base, max_attempts=max_attempts
+        )
+        self._rng = rng
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(
+            transport=transport, timeout=self.policy.httpx_timeout(), trust_env=False
+        )
+
+    def request_body(self, req: ChatRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _attempt(
+        self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
+    ) -> ChatResult:
+        raise NotImplementedError
+
+    async def chat(
+        self,
+        req: ChatRequest,
+        *,
+        on_token: TokenSink | None = None,
+        deadline: float | None = None,
+    ) -> ChatResult:
+        payload = msgspec.json.encode(self.request_body(req))
+
+        async def attempt() -> ChatResult:
+            return await self._attempt(req, payload, on_token)
+
+        return await run_with_retries(
+            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from ._http import read_capped, snippet, status_error, transport_error
+from ._http import HTTPProvider, read_capped, snippet, status_error, transport_error
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
-from .retry import RetryPolicy, close_lines, drain_lines, next_line, run_with_retries
+from .retry import close_lines, drain_lines, next_line
 
 __all__ = [
     "DEFAULT_OLLAMA_HOST",
@@ -156,7 +156,7 @@ def _version_tuple(version: str) -> tuple[int, ...] | None:
         return None
 
 
-class OllamaProvider:
+class OllamaProvider(HTTPProvider):
     """Streams ``POST /api/chat`` from one Ollama server."""
 
     name: str = "ollama"
@@ -173,18 +173,16 @@ class OllamaProvider:
         keep_alive: str | float | None = "10m",
         rng: random.Random | None = None,
     ) -> None:
-        if client is not None and transport is not None:
-            raise ValueError("pass either client or transport, not both")
         self.base_url = parse_ollama_host(base_url)
-        self.policy = RetryPolicy(
-            idle_timeout=idle_timeout, backoff_base=backoff_base, max_attempts=max_attempts
+        super().__init__(
+            client=client,
+            transport=transport,
+            idle_timeout=idle_timeout,
+            backoff_base=backoff_base,
+            max_attempts=max_attempts,
+            rng=rng,
         )
         self.keep_alive = keep_alive
-        self._rng = rng
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            transport=transport, timeout=self.policy.httpx_timeout(), trust_env=False
-        )
         log.info("LLM provider ollama at %s", self.base_url)
 
     def request_body(self, req: ChatRequest) -> dict[str, Any]:
@@ -201,22 +199,6 @@ class OllamaProvider:
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
         return body
-
-    async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
-    ) -> ChatResult:
-        payload = msgspec.json.encode(self.request_body(req))
-
-        async def attempt() -> ChatResult:
-            return await self._attempt(req, payload, on_token)
-
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
 
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
@@ -403,7 +385,3 @@ class OllamaProvider:
             policy_idle=_HEALTH_TIMEOUT.read or 5.0,
             policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
         ).message
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()

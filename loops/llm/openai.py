@@ -19,10 +19,17 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from ._http import payload_error_text, read_capped, snippet, status_error, transport_error
+from ._http import (
+    HTTPProvider,
+    payload_error_text,
+    read_capped,
+    snippet,
+    status_error,
+    transport_error,
+)
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .ollama import normalize_model_name
-from .retry import RetryPolicy, close_lines, drain_lines, next_line, run_with_retries
+from .retry import close_lines, drain_lines, next_line
 
 __all__ = ["OpenAIProvider", "SchemaStyle", "normalize_openai_base_url"]
 
@@ -110,7 +117,7 @@ class _StreamState:
     events: int = 0
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """Streams ``POST {base}/chat/completions`` from one OpenAI-compatible server."""
 
     name: str = "openai"
@@ -128,23 +135,21 @@ class OpenAIProvider:
         max_attempts: int = 3,
         rng: random.Random | None = None,
     ) -> None:
-        if client is not None and transport is not None:
-            raise ValueError("pass either client or transport, not both")
         if schema_style not in _SCHEMA_STYLES:
             raise ValueError(
                 f"schema_style must be one of {', '.join(_SCHEMA_STYLES)}, got {schema_style!r}"
             )
         self.base_url = normalize_openai_base_url(base_url)
         self.schema_style: SchemaStyle = schema_style
-        self.policy = RetryPolicy(
-            idle_timeout=idle_timeout, backoff_base=backoff_base, max_attempts=max_attempts
+        super().__init__(
+            client=client,
+            transport=transport,
+            idle_timeout=idle_timeout,
+            backoff_base=backoff_base,
+            max_attempts=max_attempts,
+            rng=rng,
         )
         self._api_key = api_key
-        self._rng = rng
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            transport=transport, timeout=self.policy.httpx_timeout(), trust_env=False
-        )
         log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_style)
 
     def _headers(self, accept: str) -> dict[str, str]:
@@ -177,22 +182,6 @@ class OpenAIProvider:
         if req.schema is not None:
             body["response_format"] = self.response_format(req.schema)
         return body
-
-    async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
-    ) -> ChatResult:
-        payload = msgspec.json.encode(self.request_body(req))
-
-        async def attempt() -> ChatResult:
-            return await self._attempt(req, payload, on_token)
-
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
 
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
@@ -392,7 +381,3 @@ class OpenAIProvider:
             shown = ", ".join(listed[:10]) or "none"
             detail = f"model '{model}' is not served by {self.base_url} (listed: {shown})"
         return report(True, present, detail)
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
