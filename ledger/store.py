@@ -758,6 +758,10 @@ class Store:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                except BaseException:  # cancelled: the batch may or may not have committed
+                    for _, fut in batch:
+                        fut.cancel()
+                    raise
                 for (_, fut), (ok, value) in zip(batch, results, strict=True):
                     if fut.done():
                         continue
@@ -767,6 +771,9 @@ class Store:
                         fut.set_exception(value)
         finally:
             self._pump = None
+            for queue in (self._first, self._pending):  # only when the pump was cancelled
+                while queue:
+                    queue.popleft()[1].cancel()
 
     async def _commit(
         self, fns: list[Callable[[Tx], Any]], *, attempts: int = 8
