@@ -14,10 +14,10 @@ Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor
   ``OVERFLOW_GRACE`` seconds later. Publishing never waits for any client.
 - One ``Fanout`` per bus writes every stream's queued events in a single pass, each stream's
   events as one write of frames encoded once per event. A publish on a quiet bus is flushed at
-  once; under load the next pass waits ``GATHER_FACTOR`` times as long as the last pass took
-  (at most ``GATHER_MAX``), so fan-out takes a bounded share of the event loop however many
-  clients there are, and events that arrive meanwhile share one write. A pass yields to the
-  loop every ``SLICE`` streams.
+  once; under load the next pass waits ``GATHER_MIN``, or ``GATHER_FACTOR`` times as long as the
+  last pass took if that is longer (at most ``GATHER_MAX``), so fan-out takes a bounded share
+  of the event loop however many clients there are, and events that arrive meanwhile share one
+  write. A pass yields to the loop every ``SLICE`` streams.
 - Under ``Server`` (uvicorn's, used by ``heartbeat serve``), an HTTP/1.1 stream's events are
   written straight to its socket's transport as chunks; elsewhere they go through ASGI ``send``.
   A client whose socket is not draining (more than ``WRITE_HIGH`` bytes waiting) gets nothing
@@ -54,7 +54,11 @@ RETRY_MS = 2000
 REPLAY_PAGE = 500
 REPLAY_MAX = 5000
 BATCH_MAX = 64  # replayed runs per write
-GATHER_FACTOR = 8.0  # passes take at most about 1 / (1 + GATHER_FACTOR) of the loop's CPU time
+# Under load passes are at least GATHER_MIN apart, and GATHER_FACTOR times as long as the last
+# one took (in CPU time), so that they take at most about 1 / (1 + GATHER_FACTOR) of the loop's
+# time; never more than GATHER_MAX apart.
+GATHER_MIN = 0.025  # seconds
+GATHER_FACTOR = 8.0
 GATHER_MAX = 0.25  # seconds
 SLICE = 64  # streams written per loop iteration
 WRITE_HIGH = 64 * 1024  # bytes waiting in a stream's transport before it gets no more
@@ -270,7 +274,8 @@ class Fanout:
         if todo:
             self.handle = self.loop.call_soon(self._pass)
             return
-        self.next_at = self.loop.time() + min(GATHER_MAX, GATHER_FACTOR * self.cost)
+        pause = min(GATHER_MAX, max(GATHER_MIN, GATHER_FACTOR * self.cost))
+        self.next_at = self.loop.time() + pause
         self.handle = None
         if self.again:
             self.wake()

@@ -1,7 +1,7 @@
 """Live events under load: delivery delay of ``run_finished`` and run throughput vs subscribers.
 
     python bench/sse.py [--quick] [--duration 10] [--workers 8] [--subscribers 0,100,1000]
-                        [--tokens 1] [--sub-procs 1]
+                        [--tokens 1] [--sub-procs 1] [--rounds 3]
 
 For each subscriber count, a fresh server process runs the real app under ``app.sse.Server`` (the
 server ``heartbeat serve`` uses) on loopback, with its own database, an instant in-process fake
@@ -21,12 +21,16 @@ LLM (one token per reply, so each run publishes ``run_started``, ``token``, ``de
    ``finished_at`` and report a histogram (0.1 ms bins) of receipt minus ``finished_at`` for each
    (subscriber, run) pair, how many events arrived and how many streams were cut off as too slow.
 
-Reported: runs/s and its ratio to the phase without subscribers, delay p50/p99/max, the share of
-``run_finished`` events delivered, streams cut off, and CPU shares (of one core) of the server,
-the driver (this process) and the subscriber processes together. Everything shares one machine:
-on two cores the subscriber processes take CPU the server could otherwise use. ``finished_at``
-has millisecond resolution, so delays are overstated by up to 1 ms. Everything is bounded in
-time; figures are printed, never asserted.
+Reported, one row a phase: runs/s and its ratio to the phase without subscribers of the same
+round, delay p50/p99/max, the share of ``run_finished`` events delivered, streams cut off, the
+CPU shares (of one core) of the server, the driver (this process) and the subscriber processes
+together, and the cores the whole machine kept busy meanwhile (including any other work on it);
+then, over the rounds, the median and range of each. ``--rounds`` repeats the whole sequence,
+each phase on a fresh server; a round's phases run back to back, so that drift in other load
+on the machine touches them alike. Everything shares one machine: on two cores the subscriber
+processes take CPU the server could otherwise use. ``finished_at`` has millisecond resolution,
+so delays are overstated by up to 1 ms. Everything is bounded in time; figures are printed,
+never asserted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import platform
 import re
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +57,8 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from common import machine_busy_seconds  # noqa: E402
 
 HEARTBEAT_MD = "# Heartbeat\n\n## Checklist\n- [ ] Scan the Ledger for new posts\n"
 REPLY = json.dumps({"action": "none", "reasoning": "bench: nothing needs doing"})
@@ -326,7 +333,9 @@ class Phase:
     server_cpu: float
     driver_cpu: float
     subscriber_cpu: float
+    machine: float  # cores busy, all processes together
     errors: int
+    round: int = 1
 
     @property
     def rate(self) -> float:
@@ -364,11 +373,13 @@ def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase
         children = [psutil.Process(c.pid) for c in subs.children]
         me = psutil.Process()
         before = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
+        busy0 = machine_busy_seconds()
         t0 = time.monotonic()
         finished, seconds, errors = asyncio.run(drive(port, args.workers, args.duration))
         time.sleep(1.0)  # stragglers
         wall = time.monotonic() - t0
         after = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
+        machine = (machine_busy_seconds() - busy0) / wall
         reports = subs.results(finished)
     finally:
         subs.kill()
@@ -388,26 +399,58 @@ def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase
         server_cpu=(after[0] - before[0]) / wall,
         driver_cpu=(after[1] - before[1]) / wall,
         subscriber_cpu=(after[2] - before[2]) / wall,
+        machine=machine,
         errors=errors,
     )
 
 
 def table(results: list[Phase]) -> str:
-    base = results[0].rate if results and results[0].subscribers == 0 else None
+    """One row a phase; "vs 0 subs" compares with the phase without subscribers of its round."""
+    base = {p.round: p.rate for p in results if p.subscribers == 0}
     head = (
-        "| subscribers | runs | runs/s | vs 0 subs | delivered | p50 ms | p99 ms | max ms |"
-        " cut off | server CPU | driver CPU | subscribers' CPU |"
+        "| round | subscribers | runs | runs/s | vs 0 subs | delivered | p50 ms | p99 ms | max ms |"
+        " cut off | server CPU | driver CPU | subscribers' CPU | machine |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 14]
     for p in results:
-        ratio = f"{p.rate / base:.2f}" if base else "—"
+        ratio = f"{p.rate / base[p.round]:.2f}" if base.get(p.round) else "—"
         if p.subscribers:
             d = f"{p.delay(50) * 1000:.1f} | {p.delay(99) * 1000:.1f} | {p.delay(100) * 1000:.1f}"
         else:
             d = "— | — | —"
         lines.append(
-            f"| {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio} | {p.delivered:.1%} | {d}"
-            f" | {p.cut_off} | {p.server_cpu:.0%} | {p.driver_cpu:.0%} | {p.subscriber_cpu:.0%} |"
+            f"| {p.round} | {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio} | {p.delivered:.1%}"
+            f" | {d} | {p.cut_off} | {p.server_cpu:.0%} | {p.driver_cpu:.0%}"
+            f" | {p.subscriber_cpu:.0%} | {p.machine:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(results: list[Phase]) -> str:
+    """Per subscriber count over the rounds: the median and, in brackets, the range."""
+    base = {p.round: p.rate for p in results if p.subscribers == 0}
+
+    def cell(values: list[float], fmt: str) -> str:
+        if not values:
+            return "—"
+        mid = statistics.median(values)
+        if len(values) == 1:
+            return format(mid, fmt)
+        return f"{mid:{fmt}} ({min(values):{fmt}} to {max(values):{fmt}})"
+
+    lines = [
+        "| subscribers | runs/s | vs 0 subs | p50 ms | p99 ms | delivered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for count in dict.fromkeys(p.subscribers for p in results):
+        ps = [p for p in results if p.subscribers == count]
+        ratios = [p.rate / base[p.round] for p in ps if base.get(p.round)]
+        live = [p for p in ps if p.subscribers]
+        lines.append(
+            f"| {count} | {cell([p.rate for p in ps], '.0f')} | {cell(ratios, '.2f')}"
+            f" | {cell([p.delay(50) * 1000 for p in live], '.0f')}"
+            f" | {cell([p.delay(99) * 1000 for p in live], '.0f')}"
+            f" | {cell([p.delivered * 100 for p in live], '.1f')} |"
         )
     return "\n".join(lines)
 
@@ -420,17 +463,23 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
         workspace = Path(tmp)
         (workspace / "HEARTBEAT.md").write_text(HEARTBEAT_MD, encoding="utf-8")
-        for count in counts:
-            server, port = start_server(workspace, workspace / f"db-{count}.sqlite")
-            try:
-                print(f"phase: {count} subscribers, {args.duration:g} s ...", file=sys.stderr)
-                result = phase(port, psutil.Process(server.pid), count, args)
-                results.append(result)
-                if result.ended:
-                    print(f"  {result.ended} streams ended early", file=sys.stderr)
-            finally:
-                server.terminate()
-                server.wait(10)
+        for round_no in range(1, args.rounds + 1):
+            for count in counts:
+                db = workspace / f"db-{round_no}-{count}.sqlite"
+                server, port = start_server(workspace, db)
+                try:
+                    print(
+                        f"round {round_no}, phase: {count} subscribers, {args.duration:g} s ...",
+                        file=sys.stderr,
+                    )
+                    result = phase(port, psutil.Process(server.pid), count, args)
+                    result.round = round_no
+                    results.append(result)
+                    if result.ended:
+                        print(f"  {result.ended} streams ended early", file=sys.stderr)
+                finally:
+                    server.terminate()
+                    server.wait(10)
     print()
     print(
         f"SSE bench: {args.workers} run-now workers, {args.duration:g} s per phase, instant fake"
@@ -439,15 +488,19 @@ def main(args: argparse.Namespace) -> None:
         f" {os.cpu_count()} CPU(s)"
     )
     print(table(results))
+    if args.rounds > 1:
+        print(f"\nover {args.rounds} rounds, median (range):")
+        print(summary(results))
     print(
         "\ndelay = subscriber receipt of run_finished - the run's finished_at; "
-        "delivered = run_finished events received / (runs x subscribers); CPU in % of one core"
+        "delivered = run_finished events received / (runs x subscribers); CPU in % of one core;"
+        " machine = cores busy in all processes (this bench's and any other work) meanwhile"
     )
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 s phases: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="2 s phases, one round: a smoke run")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--workers", type=int, default=8, help="concurrent run-now loops")
     parser.add_argument("--subscribers", default="0,100,1000", help="comma-separated counts")
@@ -455,11 +508,13 @@ def parse() -> argparse.Namespace:
         "--tokens", type=int, choices=(0, 1), default=1, help="0: subscribe with ?tokens=0"
     )
     parser.add_argument("--sub-procs", type=int, default=1, help="subscriber processes")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat every phase this often")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.duration = min(args.duration, 2.0)
+        args.rounds = 1
     return args
 
 
