@@ -241,30 +241,47 @@ class Fanout:
         self.todo: list[Stream] = []  # the rest of the current pass
         self.cost = 0.0  # seconds spent so far in the current pass
         self.again = False  # events arrived during the current pass
+        self.waiting = 0  # events published since the current or last pass began
+        self.paused = False  # the handle is a pause's timer
         bus.listen(self.wake)
 
     def add(self, stream: Stream) -> None:
         self.streams[stream] = None
-        self.wake()
+        self._schedule()  # for what it queued during its replay
 
     def remove(self, stream: Stream) -> None:
         self.streams.pop(stream, None)
 
     def wake(self) -> None:
         """Something was published: make sure a pass will run."""
+        self.waiting += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # A pause never lets a quarter of a queue's room fill up, so that gathering alone never
+        # cuts off a client that keeps up.
+        crowded = self.waiting >= max(1, QUEUE_SIZE // 4)
         if self.handle is not None:
-            self.again = True
-            return
-        if self.loop.time() >= self.next_at:
-            self.handle = self.loop.call_soon(self._pass)
-        else:
+            if self.todo:  # a pass is under way
+                self.again = True
+            elif self.paused and crowded:
+                self.handle.cancel()
+                self.paused = False
+                self.handle = self.loop.call_soon(self._pass)
+        elif self.loop.time() < self.next_at and not crowded:
+            self.paused = True
             self.handle = self.loop.call_at(self.next_at, self._pass)
+        else:
+            self.paused = False
+            self.handle = self.loop.call_soon(self._pass)
 
     def _pass(self) -> None:
+        self.paused = False
         if not self.todo:
             self.todo = list(self.streams)
             self.cost = 0.0
             self.again = False
+            self.waiting = 0
         t0 = time.thread_time()  # CPU time: waits for the GIL or a busy machine do not count
         todo = self.todo
         for stream in todo[-SLICE:]:
@@ -278,7 +295,7 @@ class Fanout:
         self.next_at = self.loop.time() + pause
         self.handle = None
         if self.again:
-            self.wake()
+            self._schedule()
 
 
 _fanouts: weakref.WeakKeyDictionary[EventBus, Fanout] = weakref.WeakKeyDictionary()

@@ -674,6 +674,25 @@ async def test_fanout_writes_at_once_when_quiet_and_gathers_while_busy() -> None
     )
 
 
+async def test_a_pause_ends_early_once_a_quarter_of_a_queue_is_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "QUEUE_SIZE", 12)
+    bus = EventBus()
+    fan = sse.Fanout(bus)
+    stream = _Recorder(bus.subscribe(maxsize=12))
+    fan.add(stream)
+    await _settle()
+    fan.next_at = fan.loop.time() + 60  # a long pause was asked for
+    bus.publish("decision", {"run_id": 1})
+    bus.publish("decision", {"run_id": 2})
+    await _settle()
+    assert stream.writes == []
+    bus.publish("run_finished", {"run_id": 2}, id=2)  # 3 of 12 waiting: no more pausing
+    await _settle()
+    assert len(stream.writes) == 1 and stream.writes[0].count(b"event: ") == 3
+
+
 async def test_fanout_reaches_every_stream_across_slices_and_skips_replayed_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -709,6 +728,7 @@ async def test_a_stream_that_is_not_draining_gets_nothing_more() -> None:
     await _settle()
     assert stream.writes == [] and len(stream.sub) == 1  # it waits in the bounded queue
     stream.backlog = lambda: 0  # type: ignore[method-assign]
+    fan.next_at = 0.0
     bus.publish("run_finished", {"run_id": 1}, id=1)
     await _settle()
     assert len(stream.writes) == 1 and stream.writes[0].count(b"event: ") == 2
