@@ -650,11 +650,16 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_fanout_writes_at_once_when_quiet_and_gathers_while_busy() -> None:
+def _one_stream(maxsize: int = 256) -> tuple[EventBus, sse.Fanout, _Recorder]:
     bus = EventBus()
     fan = sse.Fanout(bus)
-    stream = _Recorder(bus.subscribe())
+    stream = _Recorder(bus.subscribe(maxsize=maxsize))
     fan.add(stream)
+    return bus, fan, stream
+
+
+async def test_fanout_writes_at_once_when_quiet_and_gathers_while_busy() -> None:
+    bus, fan, stream = _one_stream()
     bus.publish("run_started", {"run_id": 1})
     await _settle()  # no timer: the next loop iterations write it
     assert stream.writes == [b'event: run_started\ndata: {"run_id":1}\n\n']
@@ -678,10 +683,7 @@ async def test_a_pause_ends_early_once_a_quarter_of_a_queue_is_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sse, "QUEUE_SIZE", 12)
-    bus = EventBus()
-    fan = sse.Fanout(bus)
-    stream = _Recorder(bus.subscribe(maxsize=12))
-    fan.add(stream)
+    bus, fan, stream = _one_stream(maxsize=12)
     await _settle()
     fan.next_at = fan.loop.time() + 60  # a long pause was asked for
     bus.publish("decision", {"run_id": 1})
@@ -719,11 +721,8 @@ async def test_fanout_reaches_every_stream_across_slices_and_skips_replayed_runs
 
 
 async def test_a_stream_that_is_not_draining_gets_nothing_more() -> None:
-    bus = EventBus()
-    fan = sse.Fanout(bus)
-    stream = _Recorder(bus.subscribe())
+    bus, fan, stream = _one_stream()
     stream.backlog = lambda: sse.WRITE_HIGH + 1  # type: ignore[method-assign]
-    fan.add(stream)
     bus.publish("run_started", {"run_id": 1})
     await _settle()
     assert stream.writes == [] and len(stream.sub) == 1  # it waits in the bounded queue
