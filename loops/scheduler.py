@@ -174,7 +174,10 @@ class HeartbeatScheduler:
         if owed is None:  # pragma: no cover - next_run <= now always owes a run
             return thread.next_run
         self._catch_up[thread.id] = owed.missed
-        return owed.run_at + sched.spread_offset(thread.id, self.spread)
+        # Spread the catch-ups of a restart over a minute, but within half an interval, so every
+        # thread still runs inside its first interval after the restart (timer slack included).
+        spread = min(self.spread, schedule.every / 2)
+        return owed.run_at + sched.spread_offset(thread.id, spread)
 
     async def rearm(self, thread_id: str) -> None:
         """Re-read one thread and (re)arm or disarm its timer (after a config change)."""

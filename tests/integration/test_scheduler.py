@@ -326,3 +326,25 @@ async def test_claimed_slot_becomes_an_overlap_skip_if_a_manual_run_slipped_in(
         run = await svc.store.get_run(run_id)
         assert (run.status, run.reason, run.slot) == ("skipped", "overlap", slot)
         assert svc.executor.in_flight == {"default": 999}  # the manual run is left alone
+
+
+async def test_catch_ups_after_a_restart_all_come_within_the_first_interval(
+    workspace: Path, clock: FakeClock
+) -> None:
+    ids = [f"m{i:02d}" for i in range(40)]
+    async with service(workspace, clock, timer_slack=0.1) as svc:
+        for tid in ids:
+            await svc.set_config(tid, {"every_seconds": 60})
+        await clock.advance(90)
+    clock.jump(600)
+    restarted = clock.now()
+    async with service(workspace, clock, timer_slack=0.1) as svc:
+        await clock.advance(60)
+        for tid in ids:
+            late = [r for r in await runs(svc, tid) if r.started_at >= restarted]
+            catch_ups = [r for r in late if r.trigger == "catch_up" and r.status == "ok"]
+            assert len(catch_ups) == 1, (tid, late)
+            assert catch_ups[0].started_at < restarted + 60
+        offsets = {r.started_at - restarted for tid in ids for r in await runs(svc, tid)}
+        assert max(offsets) <= 30 + 0.1 + 1e-6  # spread over half the interval, plus slack
+        assert len({round(o) for o in offsets if o > 0}) > 10  # and actually spread
