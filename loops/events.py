@@ -4,14 +4,16 @@
 do. Each ``Subscription`` holds a bounded queue. When a queue is full, the ``token`` events in it
 are dropped first (they are a preview; the decision and the finished run follow anyway); if it is
 still full the subscription is *overflowed*: it is taken off the bus, its queue is freed, and its
-reader gets ``Overflowed`` on the next ``get``. A slow reader therefore costs the publisher one
-length check and never slows the loops or the other readers.
+reader gets ``Overflowed`` on the next ``get``. A slow reader therefore never slows the loops or
+the other readers.
 
 A subscription may leave out ``token`` events (``tokens=False``). The bus keeps its subscribers
-grouped by thread filter and by that choice, so an event is offered only to the groups that want
-it: no per-subscriber test. An event's JSON and its Server-Sent Events frame are encoded once, on
+in groups, one per thread filter and choice of tokens, so an event is offered only to the groups
+that want it, with no per-subscriber test. While every queue of a group has room, an event is
+appended to each queue directly; only a group holding a (nearly) full queue checks each
+subscription one by one. An event's JSON and its Server-Sent Events frame are encoded once, on
 first use, and shared by every subscriber. ``EventBus.listen`` registers a callback run once per
-published event that reached at least one subscriber (the SSE writer uses it to schedule a flush).
+published event that reached at least one subscriber (the SSE writer uses it to schedule a pass).
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ class Subscription:
         self.thread_id = thread_id
         self.tokens = tokens
         self.maxsize = maxsize
-        self._items: deque[Event] = deque()
-        self._tokens = 0  # how many of _items are token events
+        self._items: deque[Event] = deque()  # never replaced: the bus appends to it directly
+        self._group: _Group | None = None
         self._ready = asyncio.Event()
         self._gone = asyncio.Event()  # overflowed
         self._done = asyncio.Event()  # overflowed or ended
@@ -112,33 +114,37 @@ class Subscription:
         return event.thread_id is None or self.thread_id in (None, event.thread_id)
 
     def offer(self, event: Event) -> None:
-        """Queue ``event`` without waiting; called by the bus for every matching event."""
+        """Queue ``event`` without waiting (the bus's slow path, taken when a queue is full)."""
         if self.overflowed:
             return
-        if len(self._items) >= self.maxsize:
+        items = self._items
+        if len(items) >= self.maxsize:
             if event.type == TOKEN:
                 self.dropped += 1
                 return
-            if self._tokens:
-                self._drop_tokens()
-            if len(self._items) >= self.maxsize:
+            self._drop_tokens()
+            if len(items) >= self.maxsize:
                 self._overflow()
                 return
-        self._items.append(event)
-        if event.type == TOKEN:
-            self._tokens += 1
+        items.append(event)
         self._ready.set()
 
     def _drop_tokens(self) -> None:
-        kept = deque(e for e in self._items if e.type != TOKEN)
-        self.dropped += len(self._items) - len(kept)
-        self._items = kept
-        self._tokens = 0
+        items = self._items
+        kept = [e for e in items if e.type != TOKEN]
+        if len(kept) < len(items):
+            self.dropped += len(items) - len(kept)
+            items.clear()
+            items.extend(kept)
+            self._made_room()
+
+    def _made_room(self) -> None:
+        if self._group is not None:
+            self._group.room = None  # to be measured again
 
     def _overflow(self) -> None:
         self.overflowed = True
         self._items.clear()
-        self._tokens = 0
         self._bus.unsubscribe(self)
         self._ready.set()
         self._gone.set()
@@ -161,16 +167,21 @@ class Subscription:
             if self.ended:
                 raise Closed()
             self._ready.clear()
+            group = self._group
+            if group is not None:
+                group.waiters += 1  # the bus's fast path wakes waiters only when there are any
             try:
                 async with asyncio.timeout(wait):
                     await self._ready.wait()
             except TimeoutError:
                 return None
+            finally:
+                if group is not None:
+                    group.waiters -= 1
         if self.overflowed:
             raise Overflowed()
         event = self._items.popleft()
-        if event.type == TOKEN:
-            self._tokens -= 1
+        self._made_room()
         self.delivered += 1
         return event
 
@@ -183,16 +194,11 @@ class Subscription:
         if limit is None or limit >= len(items):
             batch = list(items)
             items.clear()
-            self._tokens = 0
+        else:
+            batch = [items.popleft() for _ in range(limit)]
+        if batch:
             self.delivered += len(batch)
-            return batch
-        batch = []
-        while items and len(batch) < limit:
-            event = items.popleft()
-            if event.type == TOKEN:
-                self._tokens -= 1
-            batch.append(event)
-        self.delivered += len(batch)
+            self._made_room()
         return batch
 
     async def wait_overflowed(self) -> None:
@@ -213,11 +219,53 @@ class Subscription:
         self.close()
 
 
+class _Group:
+    """The subscriptions with one thread filter and one choice of tokens.
+
+    ``room`` is a lower bound on the free places in every queue of the group (None: to be
+    measured). While it is positive an event is appended to every queue directly, with no
+    per-subscriber checks; at zero each subscription's ``offer`` decides (drop, overflow)."""
+
+    __slots__ = ("queues", "room", "subs", "waiters")
+
+    def __init__(self) -> None:
+        self.subs: dict[Subscription, None] = {}
+        self.queues: list[deque[Event]] = []
+        self.room: int | None = None
+        self.waiters = 0  # subscriptions blocked in ``get``
+
+    def add(self, sub: Subscription) -> None:
+        self.subs[sub] = None
+        self.queues = [s._items for s in self.subs]
+        self.room = None
+
+    def discard(self, sub: Subscription) -> None:
+        if self.subs.pop(sub, 0) is None:
+            self.queues = [s._items for s in self.subs]
+            self.room = None
+
+    def offer(self, event: Event) -> None:
+        room = self.room
+        if room is None:
+            room = min(s.maxsize - len(s._items) for s in self.subs)
+        if room > 0:
+            for items in self.queues:
+                items.append(event)
+            self.room = room - 1
+            if self.waiters:
+                for sub in self.subs:
+                    sub._ready.set()
+        else:
+            for sub in tuple(self.subs):  # a copy: an overflowing subscriber leaves the group
+                sub.offer(event)
+            self.room = None
+
+
 class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
         # (thread filter, wants tokens) -> subscriptions; filter None means every thread
-        self._groups: dict[tuple[str | None, bool], set[Subscription]] = {}
+        self._groups: dict[tuple[str | None, bool], _Group] = {}
         self._listeners: list[Callable[[], None]] = []
         self.published = 0
         self.overflows = 0
@@ -231,7 +279,11 @@ class EventBus:
             sub.end()
         else:
             self._subs.add(sub)
-            self._groups.setdefault((thread_id, tokens), set()).add(sub)
+            group = self._groups.get((thread_id, tokens))
+            if group is None:
+                group = self._groups[(thread_id, tokens)] = _Group()
+            group.add(sub)
+            sub._group = group
         return sub
 
     def listen(self, callback: Callable[[], None]) -> None:
@@ -243,6 +295,7 @@ class EventBus:
         self.closed = True
         for sub in tuple(self._subs):
             sub.end()
+            sub._group = None
         self._subs.clear()
         self._groups.clear()
 
@@ -253,8 +306,9 @@ class EventBus:
             group = self._groups.get(key)
             if group is not None:
                 group.discard(sub)
-                if not group:
+                if not group.subs:
                     del self._groups[key]
+            sub._group = None
             if sub.overflowed:
                 self.overflows += 1
 
@@ -283,13 +337,10 @@ class EventBus:
             keys: list[tuple[str | None, bool]] = [(None, True), (thread_id, True)]
             if not token:
                 keys += [(None, False), (thread_id, False)]
-            targets = [g for g in map(groups.get, keys) if g]
-        reached = False
+            targets = [g for g in map(groups.get, keys) if g is not None]
+        if not targets:
+            return
         for group in targets:
-            if group:
-                reached = True
-            for sub in tuple(group):  # a copy: an overflowing subscriber leaves its group
-                sub.offer(event)
-        if reached:
-            for listener in self._listeners:
-                listener()
+            group.offer(event)
+        for listener in self._listeners:
+            listener()

@@ -866,3 +866,22 @@ async def test_bus_offers_each_event_only_to_the_groups_that_want_it() -> None:
     assert bus.subscriber_count == 0
     bus.publish("decision", {"n": 7}, thread_id="a")
     assert woken == [1, 2, 3, 4, 5, 6]  # nobody was reached
+
+
+async def test_a_full_queue_sends_its_group_down_the_checked_path_and_back() -> None:
+    bus = EventBus()
+    small = bus.subscribe(maxsize=2)
+    roomy = bus.subscribe(maxsize=100)
+    _fill(bus, ["token", "decision", "token", "run_finished"])
+    assert [e.type for e in small.take()] == ["decision", "run_finished"]
+    assert small.dropped == 2 and not small.overflowed
+    assert [e.type for e in roomy.take()] == ["token", "decision", "token", "run_finished"]
+    waiter = asyncio.create_task(small.get(wait=2))
+    await asyncio.sleep(0)
+    _fill(bus, ["decision", "token"])  # room again: appended directly, the waiter still wakes
+    assert (await asyncio.wait_for(waiter, 1)).type == "decision"  # type: ignore[union-attr]
+    assert [e.type for e in small.take()] == ["token"]
+    assert [e.type for e in roomy.take()] == ["decision", "token"]
+    _fill(bus, ["decision"] * 3)  # only the small one is cut off
+    assert small.overflowed and not roomy.overflowed and len(roomy) == 3
+    assert bus.subscriber_count == 1 and bus.overflows == 1
