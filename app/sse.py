@@ -60,7 +60,7 @@ BATCH_MAX = 64  # replayed runs per write
 GATHER_MIN = 0.025  # seconds
 GATHER_FACTOR = 8.0
 GATHER_MAX = 0.25  # seconds
-SLICE = 64  # streams written per loop iteration
+SLICE = 128  # streams written per loop iteration
 WRITE_HIGH = 64 * 1024  # bytes waiting in a stream's transport before it gets no more
 TRANSPORT = "heartbeat.transport"  # scope key under which Server exposes the socket transport
 
