@@ -14,10 +14,11 @@ Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor
   ``OVERFLOW_GRACE`` seconds later. Publishing never waits for any client.
 - One ``Fanout`` per bus writes every stream's queued events in a single pass, each stream's
   events as one write of frames encoded once per event. A publish on a quiet bus is flushed at
-  once; under load the next pass waits ``GATHER_MIN``, or ``GATHER_FACTOR`` times as long as the
-  last pass took if that is longer (at most ``GATHER_MAX``), so fan-out takes a bounded share
-  of the event loop however many clients there are, and events that arrive meanwhile share one
-  write. A pass yields to the loop every ``SLICE`` streams.
+  once; while events keep coming the next pass waits ``GATHER_MIN``, and when the event loop is
+  saturated ``GATHER_FACTOR`` times as long as the last pass took if that is longer (at most
+  ``GATHER_MAX``), so fan-out takes a bounded share of a busy loop however many clients there
+  are; events that arrive meanwhile share one write. A pass yields to the loop every ``SLICE``
+  streams.
 - Under ``Server`` (uvicorn's, used by ``heartbeat serve``), an HTTP/1.1 stream's events are
   written straight to its socket's transport as chunks; elsewhere they go through ASGI ``send``.
   A client whose socket is not draining (more than ``WRITE_HIGH`` bytes waiting) gets nothing
@@ -54,12 +55,16 @@ RETRY_MS = 2000
 REPLAY_PAGE = 500
 REPLAY_MAX = 5000
 BATCH_MAX = 64  # replayed runs per write
-# Under load passes are at least GATHER_MIN apart, and GATHER_FACTOR times as long as the last
-# one took (in CPU time), so that they take at most about 1 / (1 + GATHER_FACTOR) of the loop's
-# time; never more than GATHER_MAX apart.
-GATHER_MIN = 0.025  # seconds
-GATHER_FACTOR = 8.0
+# While events keep coming, passes are at least GATHER_MIN apart. When the process is also
+# saturated (using at least SATURATED of a core since the last pass: its threads share one
+# interpreter lock, so about one core is all the event loop can get), a pause lasts
+# GATHER_FACTOR times as long as the last pass took (in CPU time) if that is longer, so that
+# fan-out takes at most about 1 / (1 + GATHER_FACTOR) of a saturated loop, never more than
+# GATHER_MAX. A loop with time to spare spends it on prompt delivery instead.
+GATHER_MIN = 0.015  # seconds
+GATHER_FACTOR = 16.0
 GATHER_MAX = 0.25  # seconds
+SATURATED = 0.6
 SLICE = 128  # streams written per loop iteration
 WRITE_HIGH = 64 * 1024  # bytes waiting in a stream's transport before it gets no more
 TRANSPORT = "heartbeat.transport"  # scope key under which Server exposes the socket transport
@@ -243,6 +248,7 @@ class Fanout:
         self.again = False  # events arrived during the current pass
         self.waiting = 0  # events published since the current or last pass began
         self.paused = False  # the handle is a pause's timer
+        self.mark = (self.loop.time(), time.process_time())  # (wall, CPU) at the last pass's end
         bus.listen(self.wake)
 
     def add(self, stream: Stream) -> None:
@@ -291,8 +297,14 @@ class Fanout:
         if todo:
             self.handle = self.loop.call_soon(self._pass)
             return
-        pause = min(GATHER_MAX, max(GATHER_MIN, GATHER_FACTOR * self.cost))
-        self.next_at = self.loop.time() + pause
+        now, cpu = self.loop.time(), time.process_time()
+        wall0, cpu0 = self.mark
+        self.mark = (now, cpu)
+        busy = (cpu - cpu0) / (now - wall0) if now > wall0 else 0.0
+        pause = GATHER_MIN
+        if busy >= SATURATED:
+            pause = min(GATHER_MAX, max(GATHER_MIN, GATHER_FACTOR * self.cost))
+        self.next_at = now + pause
         self.handle = None
         if self.again:
             self._schedule()

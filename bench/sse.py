@@ -1,7 +1,8 @@
 """Live events under load: delivery delay of ``run_finished`` and run throughput vs subscribers.
 
     python bench/sse.py [--quick] [--duration 10] [--workers 8] [--subscribers 0,100,1000]
-                        [--tokens 1] [--sub-procs 1] [--rounds 3]
+                        [--tokens 1] [--sub-procs 1] [--rounds 3] [--rate 50]
+                        [--paced-duration 5]
 
 For each subscriber count, a fresh server process runs the real app under ``app.sse.Server`` (the
 server ``heartbeat serve`` uses) on loopback, with its own database, an instant in-process fake
@@ -16,14 +17,18 @@ LLM (one token per reply, so each run publishes ``run_started``, ``token``, ``de
    stream has sent its ``: connected`` greeting before the phase starts.
 2. This process drives ``POST /api/threads/{id}/heartbeat/run-now`` from ``--workers``
    concurrent loops, one thread each, over keep-alive connections written and parsed by hand
-   (no HTTP library), for ``--duration`` seconds, keeping each run's id and ``finished_at``.
+   (no HTTP library), keeping each run's id and ``finished_at``: first flat out for
+   ``--duration`` seconds (the throughput, and the delay of a saturated server), then paced at
+   ``--rate`` runs/s in all for ``--paced-duration`` seconds (the delivery delay at a load the
+   server has room for: under saturation every delay is mostly queueing).
 3. After one second for stragglers, the subscriber processes are given every run's
-   ``finished_at`` and report a histogram (0.1 ms bins) of receipt minus ``finished_at`` for each
-   (subscriber, run) pair, how many events arrived and how many streams were cut off as too slow.
+   ``finished_at`` and report histograms (0.1 ms bins, one per part) of receipt minus
+   ``finished_at`` for each (subscriber, run) pair, how many events arrived and how many streams
+   were cut off as too slow.
 
-Reported, one row a phase: runs/s and its ratio to the phase without subscribers of the same
-round, delay p50/p99/max, the share of ``run_finished`` events delivered, streams cut off, the
-CPU shares (of one core) of the server, the driver (this process) and the subscriber processes
+Reported, one row a phase: runs/s flat out and its ratio to the phase without subscribers of
+the same round, delay p50/p99/max at the paced rate and p99 flat out, the share of
+``run_finished`` events delivered, streams cut off, the CPU shares (of one core) of the server, the driver (this process) and the subscriber processes
 together, and the cores the whole machine kept busy meanwhile (including any other work on it);
 then, over the rounds, the median and range of each. ``--rounds`` repeats the whole sequence,
 each phase on a fresh server; a round's phases run back to back, so that drift in other load
@@ -198,13 +203,13 @@ def subscribe_main(port: int, count: int, query: str) -> None:
             ready_sent = True
         if command.endswith(b"\n") and command.startswith(b"STOP "):
             break
-    finished = {int(k): v for k, v in json.loads(command[5:]).items()}
-    hist: Counter[int] = Counter()
+    finished = {int(k): v for k, v in json.loads(command[5:]).items()}  # id -> [at, part]
+    hists: dict[str, Counter[int]] = {}
     for run_id, at in zip(run_ids, times, strict=True):
         ts = finished.get(run_id)
         if ts is not None:
-            hist[round((at - ts) * BIN)] += 1
-    result = {"hist": hist, "cut_off": len(cut_off), "ended": len(ended - cut_off)}
+            hists.setdefault(ts[1], Counter())[round((at - ts[0]) * BIN)] += 1
+    result = {"hists": hists, "cut_off": len(cut_off), "ended": len(ended - cut_off)}
     print("RESULT " + json.dumps(result), flush=True)
     for s in socks.values():
         s.close()
@@ -243,7 +248,7 @@ class Subscribers:
             else:
                 raise SystemExit(f"subscribers were not connected within {timeout:g} s")
 
-    def results(self, finished: dict[int, float]) -> list[dict[str, Any]]:
+    def results(self, finished: dict[int, tuple[float, str]]) -> list[dict[str, Any]]:
         stop = b"STOP " + json.dumps(finished).encode() + b"\n"
         out = []
         for child in self.children:
@@ -273,16 +278,29 @@ def _result_line(stream: IO[bytes]) -> bytes:
 
 # -- the driver -----------------------------------------------------------------------------------
 async def run_now_loop(
-    port: int, tid: str, stop: float, finished: dict[int, float], errors: list[bytes]
+    port: int,
+    tid: str,
+    stop: float,
+    finished: dict[int, float],
+    errors: list[bytes],
+    every: float = 0.0,
+    offset: float = 0.0,
 ) -> None:
-    """run-now for one thread, over one keep-alive connection, until ``stop``."""
+    """run-now for one thread, over one keep-alive connection, until ``stop``: back to back, or
+    with ``every`` one every that many seconds (a late one is not made up for)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = (
         f"POST /api/threads/{tid}/heartbeat/run-now HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
+    next_at = time.monotonic() + offset
     try:
         while time.monotonic() < stop:
+            if every:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + every, time.monotonic())
+                if time.monotonic() >= stop:
+                    break
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
@@ -296,15 +314,21 @@ async def run_now_loop(
         writer.close()
 
 
-async def drive(port: int, workers: int, duration: float) -> tuple[dict[int, float], float, int]:
-    """``workers`` loops of run-now, one thread each, for ``duration`` seconds."""
+async def drive(
+    port: int, workers: int, duration: float, rate: float = 0.0
+) -> tuple[dict[int, float], float, int]:
+    """``workers`` loops of run-now, one thread each, for ``duration`` seconds: as fast as the
+    server answers, or ``rate`` runs/s in all, evenly spaced."""
     finished: dict[int, float] = {}
     errors: list[bytes] = []
     t0 = time.monotonic()
     stop = t0 + duration
+    every = workers / rate if rate else 0.0
     async with asyncio.TaskGroup() as tg:
         for i in range(workers):
-            tg.create_task(run_now_loop(port, f"bench-{i}", stop, finished, errors))
+            tg.create_task(
+                run_now_loop(port, f"bench-{i}", stop, finished, errors, every, every * i / workers)
+            )
     seconds = time.monotonic() - t0
     if errors:
         print(f"  {len(errors)} run-now calls failed, first: {errors[0]!r}", file=sys.stderr)
@@ -326,7 +350,8 @@ class Phase:
     subscribers: int
     runs: int
     seconds: float
-    hist: Counter[int]
+    hist: Counter[int]  # delays at the paced rate
+    hist_full: Counter[int]  # delays while the server runs flat out
     delivered: float
     cut_off: int
     ended: int
@@ -341,18 +366,19 @@ class Phase:
     def rate(self) -> float:
         return self.runs / self.seconds
 
-    def delay(self, q: float) -> float:
+    def delay(self, q: float, *, full: bool = False) -> float:
         """The q-th percentile delay in seconds (nearest rank over the histogram)."""
-        total = sum(self.hist.values())
+        hist = self.hist_full if full else self.hist
+        total = sum(hist.values())
         if not total:
             return float("nan")
         rank = max(1, round(q / 100 * total))
         seen = 0
-        for key in sorted(self.hist):
-            seen += self.hist[key]
+        for key in sorted(hist):
+            seen += hist[key]
             if seen >= rank:
                 return key / BIN
-        return max(self.hist) / BIN
+        return max(hist) / BIN
 
 
 def cpu_seconds(procs: list[Any]) -> float:
@@ -376,24 +402,35 @@ def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase
         busy0 = machine_busy_seconds()
         t0 = time.monotonic()
         finished, seconds, errors = asyncio.run(drive(port, args.workers, args.duration))
-        time.sleep(1.0)  # stragglers
+        time.sleep(0.5)  # stragglers
         wall = time.monotonic() - t0
         after = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
         machine = (machine_busy_seconds() - busy0) / wall
-        reports = subs.results(finished)
+        paced, _, paced_errors = asyncio.run(
+            drive(port, args.workers, args.paced_duration, args.rate)
+        )
+        time.sleep(1.0)
+        errors += paced_errors
+        parts = {k: (v, "full") for k, v in finished.items()}
+        parts.update({k: (v, "paced") for k, v in paced.items()})
+        reports = subs.results(parts)
     finally:
         subs.kill()
     time.sleep(0.5)  # let the server see the disconnects before it is stopped
     hist: Counter[int] = Counter()
+    hist_full: Counter[int] = Counter()
     for report in reports:
-        hist.update({int(k): v for k, v in report["hist"].items()})
-    received = sum(hist.values())
+        hist.update({int(k): v for k, v in report["hists"].get("paced", {}).items()})
+        hist_full.update({int(k): v for k, v in report["hists"].get("full", {}).items()})
+    received = sum(hist.values()) + sum(hist_full.values())
+    runs = len(finished) + len(paced)
     return Phase(
         subscribers=count,
         runs=len(finished),
         seconds=seconds,
         hist=hist,
-        delivered=received / (len(finished) * count) if count and finished else 1.0,
+        hist_full=hist_full,
+        delivered=received / (runs * count) if count and runs else 1.0,
         cut_off=sum(r["cut_off"] for r in reports),
         ended=sum(r["ended"] for r in reports),
         server_cpu=(after[0] - before[0]) / wall,
@@ -409,15 +446,18 @@ def table(results: list[Phase]) -> str:
     base = {p.round: p.rate for p in results if p.subscribers == 0}
     head = (
         "| round | subscribers | runs | runs/s | vs 0 subs | delivered | p50 ms | p99 ms | max ms |"
-        " cut off | server CPU | driver CPU | subscribers' CPU | machine |"
+        " flat-out p99 ms | cut off | server CPU | driver CPU | subscribers' CPU | machine |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for p in results:
         ratio = f"{p.rate / base[p.round]:.2f}" if base.get(p.round) else "—"
         if p.subscribers:
-            d = f"{p.delay(50) * 1000:.1f} | {p.delay(99) * 1000:.1f} | {p.delay(100) * 1000:.1f}"
+            d = (
+                f"{p.delay(50) * 1000:.1f} | {p.delay(99) * 1000:.1f} | {p.delay(100) * 1000:.1f}"
+                f" | {p.delay(99, full=True) * 1000:.1f}"
+            )
         else:
-            d = "— | — | —"
+            d = "— | — | — | —"
         lines.append(
             f"| {p.round} | {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio} | {p.delivered:.1%}"
             f" | {d} | {p.cut_off} | {p.server_cpu:.0%} | {p.driver_cpu:.0%}"
@@ -439,8 +479,8 @@ def summary(results: list[Phase]) -> str:
         return f"{mid:{fmt}} ({min(values):{fmt}} to {max(values):{fmt}})"
 
     lines = [
-        "| subscribers | runs/s | vs 0 subs | p50 ms | p99 ms | delivered |",
-        "|---|---|---|---|---|---|",
+        "| subscribers | runs/s | vs 0 subs | p50 ms | p99 ms | flat-out p99 ms | delivered |",
+        "|---|---|---|---|---|---|---|",
     ]
     for count in dict.fromkeys(p.subscribers for p in results):
         ps = [p for p in results if p.subscribers == count]
@@ -450,6 +490,7 @@ def summary(results: list[Phase]) -> str:
             f"| {count} | {cell([p.rate for p in ps], '.0f')} | {cell(ratios, '.2f')}"
             f" | {cell([p.delay(50) * 1000 for p in live], '.0f')}"
             f" | {cell([p.delay(99) * 1000 for p in live], '.0f')}"
+            f" | {cell([p.delay(99, full=True) * 1000 for p in live], '.0f')}"
             f" | {cell([p.delivered * 100 for p in live], '.1f')} |"
         )
     return "\n".join(lines)
@@ -509,6 +550,12 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--sub-procs", type=int, default=1, help="subscriber processes")
     parser.add_argument("--rounds", type=int, default=3, help="repeat every phase this often")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="runs/s of the paced part, for the delays"
+    )
+    parser.add_argument(
+        "--paced-duration", type=float, default=5.0, help="seconds of the paced part of a phase"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", help=argparse.SUPPRESS)
     args = parser.parse_args()
