@@ -26,17 +26,16 @@ LLM (one token per reply, so each run publishes ``run_started``, ``token``, ``de
    ``finished_at`` for each (subscriber, run) pair, how many events arrived and how many streams
    were cut off as too slow.
 
-Reported, one row a phase: runs/s flat out and its ratio to the phase without subscribers of
-the same round, delay p50/p99/max at the paced rate and p99 flat out, the share of
-``run_finished`` events delivered, streams cut off, the CPU shares (of one core) of the server, the driver (this process) and the subscriber processes
-together, and the cores the whole machine kept busy meanwhile (including any other work on it);
-then, over the rounds, the median and range of each. ``--rounds`` repeats the whole sequence,
-each phase on a fresh server; a round's phases run back to back, so that drift in other load
-on the machine touches them alike. Everything shares one machine: on two cores the subscriber
-processes take CPU the server could otherwise use. ``finished_at`` has millisecond resolution,
-so delays are overstated by up to 1 ms. Everything is bounded in time; figures are printed,
-never asserted.
-"""
+Reported, one row a phase: runs/s flat out and its ratio to the phase without subscribers of the
+same round, delay p50/p99/max at the paced rate and p99 flat out, the share of ``run_finished``
+events delivered, streams cut off, the CPU shares (of one core) of the server, the driver (this
+process) and the subscriber processes together, and the cores the whole machine kept busy
+meanwhile (including any other work on it); then, over the rounds, the median and range of each.
+``--rounds`` repeats the whole sequence, each phase on a fresh server; a round's phases run back
+to back, so that drift in other load on the machine touches them alike. Everything shares one
+machine: on two cores the subscriber processes take CPU the server could otherwise use.
+``finished_at`` has millisecond resolution, so delays are overstated by up to 1 ms. Everything
+is bounded in time; figures are printed, never asserted. """
 
 from __future__ import annotations
 
