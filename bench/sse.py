@@ -35,7 +35,8 @@ meanwhile (including any other work on it); then, over the rounds, the median an
 to back, so that drift in other load on the machine touches them alike. Everything shares one
 machine: on two cores the subscriber processes take CPU the server could otherwise use.
 ``finished_at`` has millisecond resolution, so delays are overstated by up to 1 ms. Everything
-is bounded in time; figures are printed, never asserted. """
+is bounded in time; figures are printed, never asserted.
+"""
 
 from __future__ import annotations
 
