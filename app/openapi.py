@@ -98,7 +98,11 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         "get",
         "/api/heartbeat/events",
         "Server-Sent Events",
-        [{"name": "thread_id", "in": "query", "schema": {"type": "string"}}],
+        [
+            {"name": "thread_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "tokens", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}},
+            {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
+        ],
         None,
     ),
     ("get", "/api/threads", "Threads", _PAGE, None),
