@@ -118,9 +118,8 @@ async def post_config(request: Request) -> JSON:
 async def run_now(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
-    await svc.store.get_thread(tid)
     try:
-        run = await svc.run_now(tid)
+        run = await svc.run_now(tid)  # NotFound (404) for an unknown thread
     except RunInFlight as busy:
         raise ApiError(
             409,

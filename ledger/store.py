@@ -346,6 +346,12 @@ class Tx:
         return next(iter(rows), None)
 
     # threads ---------------------------------------------------------------------------
+    def get_thread(self, thread_id: str) -> Thread:
+        row = self._one(f"SELECT {_THREAD_COLS} FROM threads WHERE id = ?", (thread_id,))
+        if row is None:
+            raise NotFound("thread", thread_id)
+        return _thread(row)
+
     def create_thread(self, thread_id: str, title: str, config_json: str | None) -> bool:
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO threads (id, title, created_at, updated_at,"

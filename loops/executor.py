@@ -156,24 +156,19 @@ class HeartbeatExecutor:
         """
         if thread_id in self.in_flight:
             raise RunInFlight(thread_id, self.in_flight[thread_id])
-        thread = await self.store.get_thread(thread_id)
-        cfg, model = self._config(thread)
-        if thread_id in self.in_flight:  # re-check after the await above
-            raise RunInFlight(thread_id, self.in_flight[thread_id])
         self.in_flight[thread_id] = -1
-        try:
-            owner = self.store.owner
-            run_id = await self.store.write(
-                lambda tx: tx.start_run(
-                    thread_id,
-                    LOOP,
-                    trigger,
-                    slot=slot,
-                    model=model,
-                    dry_run=cfg.dry_run,
-                    owner=owner,
-                )
+        owner = self.store.owner
+
+        def start(tx: Tx) -> tuple[Thread, hbconfig.HeartbeatConfig, str, int | None]:
+            thread = tx.get_thread(thread_id)
+            cfg, model = self._config(thread)
+            run_id = tx.start_run(
+                thread_id, LOOP, trigger, slot=slot, model=model, dry_run=cfg.dry_run, owner=owner
             )
+            return thread, cfg, model, run_id
+
+        try:
+            thread, cfg, model, run_id = await self.store.write(start)
             if run_id is None:
                 return None
             return await self._execute(thread, cfg, model, run_id, trigger)

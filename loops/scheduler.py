@@ -332,18 +332,22 @@ class HeartbeatScheduler:
 
     async def after_manual_run(self, thread_id: str, ran_at: float) -> None:
         """Spacing rule: a run at ``ran_at`` suppresses slots before ran_at + every/2."""
-        thread = await self.store.get_thread(thread_id)
-        cfg, _ = hbconfig.decode_stored(thread.config_json)
-        if not cfg.enabled or thread.anchor is None or thread.next_run is None:
-            return
-        floor = ran_at + cfg.every_seconds / 2
-        if thread.next_run >= floor:
-            return
-        nxt = sched.next_run(schedule_of(cfg), thread.anchor, floor)
-        expect = thread.next_run
-        moved = await self.store.write(lambda tx: tx.set_next_run(thread_id, nxt, expect=expect))
-        if moved and thread_id in self.timers:
-            self.timers.arm(thread_id, nxt)
+
+        def space(tx: Tx) -> float | None:  # read and move in one transaction
+            thread = tx.get_thread(thread_id)
+            cfg, schedule = _decoded(thread.config_json)
+            if not cfg.enabled or thread.anchor is None or thread.next_run is None:
+                return None
+            floor = ran_at + cfg.every_seconds / 2
+            if thread.next_run >= floor:
+                return None
+            nxt = sched.next_run(schedule, thread.anchor, floor)
+            tx.set_next_run(thread_id, nxt)
+            return nxt
+
+        moved = await self.store.write(space)
+        if moved is not None and thread_id in self.timers:
+            self.timers.arm(thread_id, moved)
 
     @property
     def in_flight(self) -> int:
