@@ -62,7 +62,7 @@ BATCH_MAX = 64  # replayed runs per write
 # fan-out takes at most about 1 / (1 + GATHER_FACTOR) of a saturated loop, never more than
 # GATHER_MAX. A loop with time to spare spends it on prompt delivery instead.
 GATHER_MIN = 0.015  # seconds
-GATHER_FACTOR = 16.0
+GATHER_FACTOR = 32.0
 GATHER_MAX = 0.25  # seconds
 SATURATED = 0.6
 SLICE = 128  # streams written per loop iteration
@@ -249,6 +249,7 @@ class Fanout:
         self.waiting = 0  # events published since the current or last pass began
         self.paused = False  # the handle is a pause's timer
         self.mark = (self.loop.time(), time.process_time())  # (wall, CPU) at the last pass's end
+        self.busy = 0.0  # the process's recent CPU share of one core
         bus.listen(self.wake)
 
     def add(self, stream: Stream) -> None:
@@ -300,9 +301,10 @@ class Fanout:
         now, cpu = self.loop.time(), time.process_time()
         wall0, cpu0 = self.mark
         self.mark = (now, cpu)
-        busy = (cpu - cpu0) / (now - wall0) if now > wall0 else 0.0
+        if now > wall0:  # smoothed, so that one busy moment does not start long pauses
+            self.busy = 0.7 * self.busy + 0.3 * (cpu - cpu0) / (now - wall0)
         pause = GATHER_MIN
-        if busy >= SATURATED:
+        if self.busy >= SATURATED:
             pause = min(GATHER_MAX, max(GATHER_MIN, GATHER_FACTOR * self.cost))
         self.next_at = now + pause
         self.handle = None
