@@ -163,6 +163,18 @@ async def _stop_ours(store: Any, scheduler: Any, *tasks: asyncio.Task[Any]) -> N
     await store.close()
 
 
+async def _idle_window(tag: str, window: float) -> tuple[int, dict[str, float], int]:
+    """Settle for a second, then watch an idle window: (RSS, usage, event-loop iterations)."""
+    await asyncio.sleep(1.0)
+    gc.collect()
+    rss_after = rss_bytes()
+    iterations = LoopIterations(asyncio.get_running_loop())
+    before = Usage.now()
+    progress(f"{tag}: idle window of {window:.0f} s")
+    await asyncio.sleep(window)
+    return rss_after, Usage.now().since(before), iterations.count
+
+
 async def heartbeat_idle(spec: dict[str, Any]) -> dict[str, Any]:
     window, tag = spec["window"], spec["tag"]
     store, scheduler, _ = await _open_ours(spec["db"])
@@ -173,15 +185,7 @@ async def heartbeat_idle(spec: dict[str, Any]) -> dict[str, Any]:
     arm_s = time.perf_counter() - started
     progress(f"{tag}: armed {armed:,} threads from the database in {arm_s:.2f} s")
     dispatch = asyncio.create_task(scheduler.dispatch())
-    await asyncio.sleep(1.0)
-    gc.collect()
-    rss_after = rss_bytes()
-    iterations = LoopIterations(asyncio.get_running_loop())
-    before = Usage.now()
-    progress(f"{tag}: idle window of {window:.0f} s")
-    await asyncio.sleep(window)
-    usage = Usage.now().since(before)
-    loop_iterations = iterations.count
+    rss_after, usage, loop_iterations = await _idle_window(tag, window)
     await _stop_ours(store, scheduler, dispatch)
     return {
         "armed": armed,
@@ -369,15 +373,7 @@ async def aps_idle(spec: dict[str, Any]) -> dict[str, Any]:
     if added < n:
         progress(f"{tag}: add phase bounded at {spec['add_budget']:.0f} s: {added:,} of {n:,}")
     progress(f"{tag}: added and started {added:,} jobs in {arm_s:.2f} s")
-    await asyncio.sleep(1.0)
-    gc.collect()
-    rss_after = rss_bytes()
-    iterations = LoopIterations(asyncio.get_running_loop())
-    before = Usage.now()
-    progress(f"{tag}: idle window of {window:.0f} s")
-    await asyncio.sleep(window)
-    usage = Usage.now().since(before)
-    loop_iterations = iterations.count
+    rss_after, usage, loop_iterations = await _idle_window(tag, window)
     await _aps_stop(scheduler)
     return {
         "armed": added,
