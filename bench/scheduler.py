@@ -198,6 +198,34 @@ async def heartbeat_idle(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _load_window(
+    tag: str, mode: str, t0: float, window: float, done: asyncio.Event | None
+) -> tuple[StallProbe, asyncio.Task[None], float, dict[str, float]]:
+    """The measured window of steady or herd: a stall probe from a second before ``t0``; steady
+    ends at ``t0 + window``, herd when ``done`` is set (bounded by the window).
+
+    Returns the probe, its task (still running), the wall time the window ended and the usage.
+    """
+    probe = StallProbe()
+    await sleep_until(t0 - 1.0)
+    probe_task = asyncio.create_task(probe.run())
+    await sleep_until(t0 - 0.1)
+    before = Usage.now()
+    if mode == "steady":
+        await sleep_until(t0 + window - 0.1)
+    else:
+        assert done is not None
+        try:
+            async with asyncio.timeout(max(0.0, t0 + window - time.time())):
+                await done.wait()
+        except TimeoutError:
+            progress(f"{tag}: herd not drained within {window:.0f} s")
+    end_wall = time.time()
+    usage = Usage.now().since(before)
+    await asyncio.sleep(0.05)  # let the probe record a wake-up delayed by the last stall
+    return probe, probe_task, end_wall, usage
+
+
 async def heartbeat_load(spec: dict[str, Any]) -> dict[str, Any]:
     """steady: ``n`` threads at ``every`` spread over the interval; herd: all due at t0."""
     n, every, mode, window = spec["n"], spec["every"], spec["mode"], spec["window"]
@@ -212,22 +240,7 @@ async def heartbeat_load(spec: dict[str, Any]) -> dict[str, Any]:
     margin = t0 - time.time()
     progress(f"{tag}: armed {armed:,} in {arm_s:.2f} s; first slot in {margin:.1f} s")
     dispatch = asyncio.create_task(scheduler.dispatch())
-    probe = StallProbe()
-    await sleep_until(t0 - 1.0)
-    probe_task = asyncio.create_task(probe.run())
-    await sleep_until(t0 - 0.1)
-    before = Usage.now()
-    if mode == "steady":
-        await sleep_until(t0 + window - 0.1)
-    else:
-        try:
-            async with asyncio.timeout(max(0.0, t0 + window - time.time())):
-                await runner.all_done.wait()
-        except TimeoutError:
-            progress(f"{tag}: herd not drained within {window:.0f} s")
-    end_wall = time.time()
-    usage = Usage.now().since(before)
-    await asyncio.sleep(0.05)  # let the probe record a wake-up delayed by the last stall
+    probe, probe_task, end_wall, usage = await _load_window(tag, mode, t0, window, runner.all_done)
     in_window = [late for at, late in runner.persisted if t0 - 0.1 <= at <= end_wall]
     started_late = list(runner.started)
     await _stop_ours(store, scheduler, dispatch, probe_task)
@@ -398,23 +411,7 @@ async def aps_load(spec: dict[str, Any]) -> dict[str, Any]:
     added, arm_s = _aps_arm(contender, scheduler, dues, every, budget=math.inf)
     margin = t0 - time.time()
     progress(f"{tag}: added and started {added:,} jobs in {arm_s:.2f} s; first in {margin:.1f} s")
-    probe = StallProbe()
-    await sleep_until(t0 - 1.0)
-    probe_task = asyncio.create_task(probe.run())
-    await sleep_until(t0 - 0.1)
-    before = Usage.now()
-    if mode == "steady":
-        await sleep_until(t0 + window - 0.1)
-    else:
-        assert APS_DONE is not None
-        try:
-            async with asyncio.timeout(max(0.0, t0 + window - time.time())):
-                await APS_DONE.wait()
-        except TimeoutError:
-            progress(f"{tag}: herd not drained within {window:.0f} s")
-    end_wall = time.time()
-    usage = Usage.now().since(before)
-    await asyncio.sleep(0.05)  # let the probe record a wake-up delayed by the last stall
+    probe, probe_task, end_wall, usage = await _load_window(tag, mode, t0, window, APS_DONE)
     late = [start - slot for _, slot, start in APS_RUNS if t0 - 0.1 <= start <= end_wall]
     probe_task.cancel()
     await _aps_stop(scheduler)
