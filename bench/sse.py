@@ -2,7 +2,7 @@
 
     python bench/sse.py [--quick] [--duration 10] [--workers 8] [--subscribers 0,100,1000]
                         [--tokens 1] [--sub-procs 1] [--rounds 3] [--rate 50]
-                        [--paced-duration 5]
+                        [--paced-duration 5] [--pin]
 
 For each subscriber count, a fresh server process runs the real app under ``app.sse.Server`` (the
 server ``heartbeat serve`` uses) on loopback, with its own database, an instant in-process fake
@@ -34,6 +34,8 @@ meanwhile (including any other work on it); then, over the rounds, the median an
 ``--rounds`` repeats the whole sequence, each phase on a fresh server; a round's phases run back
 to back, so that drift in other load on the machine touches them alike. Everything shares one
 machine: on two cores the subscriber processes take CPU the server could otherwise use.
+With ``--pin`` the server process is bound to the first CPU and every client process (the
+driver and the subscribers) to the others, so the load generators never take the server's core.
 ``finished_at`` has millisecond resolution, so delays are overstated by up to 1 ms. Everything
 is bounded in time; figures are printed, never asserted.
 """
@@ -105,13 +107,23 @@ class InstantLLM:
         return None
 
 
-def serve(workspace: Path, db: Path, port: int) -> None:
+def pin(server: bool) -> None:
+    """Bind this process to the first CPU (the server) or to all the others (a client)."""
+    cpus = list(range(os.cpu_count() or 1))  # not this process's affinity: it may be pinned
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least two CPUs")
+    os.sched_setaffinity(0, set(cpus[:1]) if server else set(cpus[1:]))
+
+
+def serve(workspace: Path, db: Path, port: int, pinned: bool = False) -> None:
     import uvicorn
 
     from app.main import create_app
     from app.settings import Settings
     from app.sse import Server
 
+    if pinned:
+        pin(server=True)
     settings = Settings.for_workspace(workspace, db_path=db)
     app = create_app(settings, llm=InstantLLM(), start_loops=False)
     config = uvicorn.Config(
@@ -126,11 +138,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workspace: Path, db: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(workspace: Path, db: Path, pinned: bool) -> tuple[subprocess.Popen[bytes], int]:
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, __file__, "--serve", json.dumps([str(workspace), str(db), port])]
+    spec = json.dumps([str(workspace), str(db), port, pinned])
+    cmd = [sys.executable, __file__, "--serve", spec]
     proc = subprocess.Popen(cmd, cwd=REPO)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -144,8 +157,10 @@ def start_server(workspace: Path, db: Path) -> tuple[subprocess.Popen[bytes], in
 
 
 # -- a subscriber process -----------------------------------------------------------------------
-def subscribe_main(port: int, count: int, query: str) -> None:
+def subscribe_main(port: int, count: int, query: str, pinned: bool = False) -> None:
     """Hold ``count`` streams; say READY once all are greeted; on STOP report delays."""
+    if pinned:
+        pin(server=False)
     request = (
         f"GET /api/heartbeat/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Accept: text/event-stream\r\n\r\n"
@@ -218,12 +233,12 @@ def subscribe_main(port: int, count: int, query: str) -> None:
 class Subscribers:
     """The subscriber processes of one phase."""
 
-    def __init__(self, port: int, count: int, procs: int, tokens: bool) -> None:
+    def __init__(self, port: int, count: int, procs: int, tokens: bool, pinned: bool) -> None:
         query = "" if tokens else "?tokens=0"
         shares = [count // procs + (i < count % procs) for i in range(procs)]
         self.children: list[subprocess.Popen[bytes]] = [
             subprocess.Popen(
-                [sys.executable, __file__, "--subscribe", json.dumps([port, n, query])],
+                [sys.executable, __file__, "--subscribe", json.dumps([port, n, query, pinned])],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=REPO,
@@ -393,7 +408,7 @@ def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase
     import psutil
 
     setup_threads(port, args.workers)
-    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens))
+    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens), args.pin)
     try:
         subs.wait_ready(60)
         children = [psutil.Process(c.pid) for c in subs.children]
@@ -499,6 +514,8 @@ def summary(results: list[Phase]) -> str:
 def main(args: argparse.Namespace) -> None:
     import psutil
 
+    if args.pin:
+        pin(server=False)  # the driver, and the processes it starts until they pin themselves
     counts = [int(n) for n in args.subscribers.split(",")]
     results: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
@@ -507,7 +524,7 @@ def main(args: argparse.Namespace) -> None:
         for round_no in range(1, args.rounds + 1):
             for count in counts:
                 db = workspace / f"db-{round_no}-{count}.sqlite"
-                server, port = start_server(workspace, db)
+                server, port = start_server(workspace, db, args.pin)
                 try:
                     print(
                         f"round {round_no}, phase: {count} subscribers, {args.duration:g} s ...",
@@ -525,7 +542,8 @@ def main(args: argparse.Namespace) -> None:
     print(
         f"SSE bench: {args.workers} run-now workers, {args.duration:g} s per phase, instant fake"
         f" LLM, subscribers {'with' if args.tokens else 'without'} token events in"
-        f" {args.sub_procs} process(es); Python {platform.python_version()} on"
+        f" {args.sub_procs} process(es){'; server pinned to one CPU' if args.pin else ''};"
+        f" Python {platform.python_version()} on"
         f" {os.cpu_count()} CPU(s)"
     )
     print(table(results))
@@ -556,6 +574,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--paced-duration", type=float, default=5.0, help="seconds of the paced part of a phase"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="bind the server to the first CPU and the clients to the others",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -568,10 +591,10 @@ def parse() -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse()
     if arguments.serve:
-        ws, db, port = json.loads(arguments.serve)
-        serve(Path(ws), Path(db), int(port))
+        ws, db, port, pinned = json.loads(arguments.serve)
+        serve(Path(ws), Path(db), int(port), bool(pinned))
     elif arguments.subscribe:
-        port, count, query = json.loads(arguments.subscribe)
-        subscribe_main(int(port), int(count), str(query))
+        port, count, query, pinned = json.loads(arguments.subscribe)
+        subscribe_main(int(port), int(count), str(query), bool(pinned))
     else:
         main(arguments)
