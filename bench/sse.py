@@ -107,23 +107,23 @@ class InstantLLM:
         return None
 
 
-def pin(server: bool) -> None:
-    """Bind this process to the first CPU (the server) or to all the others (a client)."""
-    cpus = list(range(os.cpu_count() or 1))  # not this process's affinity: it may be pinned
+def split_cpus() -> tuple[list[int], list[int]]:
+    """For ``--pin``: the server's CPU (the first this process may use) and the clients' CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        raise SystemExit("--pin needs at least two CPUs")
-    os.sched_setaffinity(0, set(cpus[:1]) if server else set(cpus[1:]))
+        raise SystemExit(f"--pin needs at least two usable CPUs, this process may use {cpus}")
+    return cpus[:1], cpus[1:]
 
 
-def serve(workspace: Path, db: Path, port: int, pinned: bool = False) -> None:
+def serve(workspace: Path, db: Path, port: int, cpus: list[int]) -> None:
     import uvicorn
 
     from app.main import create_app
     from app.settings import Settings
     from app.sse import Server
 
-    if pinned:
-        pin(server=True)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     settings = Settings.for_workspace(workspace, db_path=db)
     app = create_app(settings, llm=InstantLLM(), start_loops=False)
     config = uvicorn.Config(
@@ -138,11 +138,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workspace: Path, db: Path, pinned: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(workspace: Path, db: Path, cpus: list[int]) -> tuple[subprocess.Popen[bytes], int]:
     import httpx
 
     port = free_port()
-    spec = json.dumps([str(workspace), str(db), port, pinned])
+    spec = json.dumps([str(workspace), str(db), port, cpus])
     cmd = [sys.executable, __file__, "--serve", spec]
     proc = subprocess.Popen(cmd, cwd=REPO)
     deadline = time.monotonic() + 20
@@ -157,10 +157,8 @@ def start_server(workspace: Path, db: Path, pinned: bool) -> tuple[subprocess.Po
 
 
 # -- a subscriber process -----------------------------------------------------------------------
-def subscribe_main(port: int, count: int, query: str, pinned: bool = False) -> None:
+def subscribe_main(port: int, count: int, query: str) -> None:
     """Hold ``count`` streams; say READY once all are greeted; on STOP report delays."""
-    if pinned:
-        pin(server=False)
     request = (
         f"GET /api/heartbeat/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Accept: text/event-stream\r\n\r\n"
@@ -233,12 +231,12 @@ def subscribe_main(port: int, count: int, query: str, pinned: bool = False) -> N
 class Subscribers:
     """The subscriber processes of one phase."""
 
-    def __init__(self, port: int, count: int, procs: int, tokens: bool, pinned: bool) -> None:
+    def __init__(self, port: int, count: int, procs: int, tokens: bool) -> None:
         query = "" if tokens else "?tokens=0"
         shares = [count // procs + (i < count % procs) for i in range(procs)]
         self.children: list[subprocess.Popen[bytes]] = [
             subprocess.Popen(
-                [sys.executable, __file__, "--subscribe", json.dumps([port, n, query, pinned])],
+                [sys.executable, __file__, "--subscribe", json.dumps([port, n, query])],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=REPO,
@@ -408,7 +406,7 @@ def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase
     import psutil
 
     setup_threads(port, args.workers)
-    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens), args.pin)
+    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens))
     try:
         subs.wait_ready(60)
         children = [psutil.Process(c.pid) for c in subs.children]
@@ -514,8 +512,10 @@ def summary(results: list[Phase]) -> str:
 def main(args: argparse.Namespace) -> None:
     import psutil
 
-    if args.pin:
-        pin(server=False)  # the driver, and the processes it starts until they pin themselves
+    server_cpus: list[int] = []
+    if args.pin:  # the driver and the subscriber processes it starts inherit the clients' CPUs
+        server_cpus, client_cpus = split_cpus()
+        os.sched_setaffinity(0, client_cpus)
     counts = [int(n) for n in args.subscribers.split(",")]
     results: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
@@ -524,7 +524,7 @@ def main(args: argparse.Namespace) -> None:
         for round_no in range(1, args.rounds + 1):
             for count in counts:
                 db = workspace / f"db-{round_no}-{count}.sqlite"
-                server, port = start_server(workspace, db, args.pin)
+                server, port = start_server(workspace, db, server_cpus)
                 try:
                     print(
                         f"round {round_no}, phase: {count} subscribers, {args.duration:g} s ...",
@@ -591,10 +591,10 @@ def parse() -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse()
     if arguments.serve:
-        ws, db, port, pinned = json.loads(arguments.serve)
-        serve(Path(ws), Path(db), int(port), bool(pinned))
+        ws, db, port, cpus = json.loads(arguments.serve)
+        serve(Path(ws), Path(db), int(port), [int(c) for c in cpus])
     elif arguments.subscribe:
-        port, count, query, pinned = json.loads(arguments.subscribe)
-        subscribe_main(int(port), int(count), str(query), bool(pinned))
+        port, count, query = json.loads(arguments.subscribe)
+        subscribe_main(int(port), int(count), str(query))
     else:
         main(arguments)
