@@ -13,7 +13,8 @@ Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor
   ends. If it does not even read that (its socket is full), the stream is dropped
   ``OVERFLOW_GRACE`` seconds later. Publishing never waits for any client.
 - One ``Fanout`` per bus writes every stream's queued events in a single pass, each stream's
-  events as one write of frames encoded once per event. A publish on a quiet bus is flushed at
+  events as one write of frames encoded once per event; streams at the same place in the bus's
+  log write one shared chunk, framed for HTTP once. A publish on a quiet bus is flushed at
   once; while events keep coming the next pass waits ``GATHER_MIN``, and when the event loop is
   saturated ``GATHER_FACTOR`` times as long as the last pass took if that is longer (at most
   ``GATHER_MAX``), so fan-out takes a bounded share of a busy loop however many clients there
@@ -143,9 +144,12 @@ class Stream:
         sub = self.sub
         if not len(sub) or (self.backlog() > WRITE_HIGH and not force):
             return
-        events = sub.take()
-        if self.replayed:
-            events = [e for e in events if e.id is None or e.id not in self.replayed]
+        if not self.replayed:
+            chunk = sub.take_frames()  # shared by the streams at the same place
+            if chunk:
+                self.write(chunk)
+            return
+        events = [e for e in sub.take() if e.id is None or e.id not in self.replayed]
         if len(events) == 1:
             self.write(events[0].frame())
         elif events:
@@ -175,9 +179,16 @@ class TransportStream(Stream):
         super().__init__(sub, send, replayed)
         self.transport = transport
 
+    # the last chunk framed and its framing: streams at the same place write the same chunk
+    _last: tuple[bytes, bytes] = (b"", b"")
+
     def write(self, chunk: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        if self.transport.is_closing():
+            return
+        last = TransportStream._last
+        if last[0] is not chunk:
+            last = TransportStream._last = (chunk, b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        self.transport.write(last[1])
 
     def backlog(self) -> int:
         return self.transport.get_write_buffer_size()

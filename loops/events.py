@@ -9,11 +9,14 @@ the other readers.
 
 A subscription may leave out ``token`` events (``tokens=False``). The bus keeps its subscribers
 in groups, one per thread filter and choice of tokens, so an event is offered only to the groups
-that want it, with no per-subscriber test. While every queue of a group has room, an event is
-appended to each queue directly; only a group holding a (nearly) full queue checks each
-subscription one by one. An event's JSON and its Server-Sent Events frame are encoded once, on
-first use, and shared by every subscriber. ``EventBus.listen`` registers a callback run once per
-published event that reached at least one subscriber (the SSE writer uses it to schedule a pass).
+that want it, with no per-subscriber test. A group keeps one log of its events, and a
+subscription that keeps up is only a cursor into that log: publishing appends an event once
+however many subscribe, and readers at the same place share one encoded chunk of frames
+(``Subscription.take_frames``). Only a subscription whose queue filled up gets a queue of its
+own, checked event by event, until a read empties it and it rejoins the log. An event's JSON
+and its Server-Sent Events frame are encoded once, on first use. ``EventBus.listen`` registers
+a callback run once per published event that reached at least one subscriber (the SSE writer
+uses it to schedule a pass).
 """
 
 from __future__ import annotations
@@ -84,7 +87,10 @@ class Closed(Exception):
 
 class Subscription:
     """A bounded queue of events for one reader, optionally filtered to one thread and with or
-    without ``token`` events."""
+    without ``token`` events.
+
+    While it keeps up, the queue is a cursor into its group's shared log (see ``_Group``); once
+    it is full it holds a queue of its own, until a read empties that queue."""
 
     def __init__(
         self, bus: EventBus, thread_id: str | None, maxsize: int, *, tokens: bool = True
@@ -95,8 +101,10 @@ class Subscription:
         self.thread_id = thread_id
         self.tokens = tokens
         self.maxsize = maxsize
-        self._items: deque[Event] = deque()  # never replaced: the bus appends to it directly
         self._group: _Group | None = None
+        self._shared = False  # True: the queue is the group's log from ``_cursor`` on
+        self._cursor = 0
+        self._items: deque[Event] = deque()  # the queue of its own, while not shared
         self._ready = asyncio.Event()
         self._gone = asyncio.Event()  # overflowed
         self._done = asyncio.Event()  # overflowed or ended
@@ -106,6 +114,10 @@ class Subscription:
         self.delivered = 0
 
     def __len__(self) -> int:
+        if self._shared:
+            group = self._group
+            assert group is not None
+            return group.base + len(group.log) - self._cursor
         return len(self._items)
 
     def wants(self, event: Event) -> bool:
@@ -114,7 +126,8 @@ class Subscription:
         return event.thread_id is None or self.thread_id in (None, event.thread_id)
 
     def offer(self, event: Event) -> None:
-        """Queue ``event`` without waiting (the bus's slow path, taken when a queue is full)."""
+        """Queue ``event`` in the queue of its own without waiting, dropping tokens or
+        overflowing when it is full (the bus's slow path)."""
         if self.overflowed:
             return
         items = self._items
@@ -136,11 +149,6 @@ class Subscription:
             self.dropped += len(items) - len(kept)
             items.clear()
             items.extend(kept)
-            self._made_room()
-
-    def _made_room(self) -> None:
-        if self._group is not None:
-            self._group.room = None  # to be measured again
 
     def _overflow(self) -> None:
         self.overflowed = True
@@ -149,6 +157,17 @@ class Subscription:
         self._ready.set()
         self._gone.set()
         self._done.set()
+
+    def _read(self, count: int) -> None:
+        """``count`` events were taken from the queue."""
+        self.delivered += count
+        group = self._group
+        if group is not None:
+            if self._shared:
+                self._cursor += count
+                group.room = None  # to be measured again
+            elif not self._items:
+                group.attach(self)  # caught up: back on the shared log
 
     def end(self) -> None:
         """No more events will come: ``get`` returns what is queued, then raises ``Closed``."""
@@ -161,7 +180,7 @@ class Subscription:
 
         Raises ``Overflowed`` once the subscriber was cut off, ``Closed`` once the bus closed.
         """
-        while not self._items:
+        while not len(self):
             if self.overflowed:
                 raise Overflowed()
             if self.ended:
@@ -180,9 +199,13 @@ class Subscription:
                     group.waiters -= 1
         if self.overflowed:
             raise Overflowed()
-        event = self._items.popleft()
-        self._made_room()
-        self.delivered += 1
+        if self._shared:
+            group = self._group
+            assert group is not None
+            event = group.log[self._cursor - group.base]
+        else:
+            event = self._items.popleft()
+        self._read(1)
         return event
 
     def take(self, limit: int | None = None) -> list[Event]:
@@ -190,16 +213,40 @@ class Subscription:
         overflowed)."""
         if self.overflowed:
             return []
-        items = self._items
-        if limit is None or limit >= len(items):
-            batch = list(items)
-            items.clear()
+        if self._shared:
+            group = self._group
+            assert group is not None
+            start = self._cursor - group.base
+            stop = len(group.log) if limit is None else min(len(group.log), start + limit)
+            batch = group.log[start:stop]
         else:
-            batch = [items.popleft() for _ in range(limit)]
+            items = self._items
+            if limit is None or limit >= len(items):
+                batch = list(items)
+                items.clear()
+            else:
+                batch = [items.popleft() for _ in range(limit)]
         if batch:
-            self.delivered += len(batch)
-            self._made_room()
+            self._read(len(batch))
         return batch
+
+    def take_frames(self) -> bytes:
+        """Everything queued, taken, as one chunk of Server-Sent Events frames (b"" if none).
+
+        Subscriptions of a group at the same place in its log share one chunk, built once."""
+        if self._shared:
+            group = self._group
+            assert group is not None
+            stop = group.base + len(group.log)
+            if stop == self._cursor:
+                return b""
+            chunk = group.frames(self._cursor, stop)
+            self._read(stop - self._cursor)
+            return chunk
+        events = self.take()
+        if len(events) == 1:
+            return events[0].frame()
+        return b"".join([e.frame() for e in events])
 
     async def wait_overflowed(self) -> None:
         """Return once this subscription has overflowed."""
@@ -222,43 +269,109 @@ class Subscription:
 class _Group:
     """The subscriptions with one thread filter and one choice of tokens.
 
-    ``room`` is a lower bound on the free places in every queue of the group (None: to be
-    measured). While it is positive an event is appended to every queue directly, with no
-    per-subscriber checks; at zero each subscription's ``offer`` decides (drop, overflow)."""
+    The group keeps one log of its events; a subscription that keeps up is only a cursor into
+    it, so publishing appends an event once however many subscribe, and subscriptions at the
+    same cursor share one encoded chunk. ``room`` is a lower bound on the free places left in
+    the shared subscriptions' queues (None: to be measured; measuring also trims the log to the
+    slowest cursor). When it runs out, every shared subscription whose queue is full is
+    *detached*: its queued events are copied into a queue of its own, which its ``offer``
+    fills from then on (dropping tokens, overflowing), until a read empties it and it is
+    attached again at the end of the log."""
 
-    __slots__ = ("queues", "room", "subs", "waiters")
+    __slots__ = ("_chunk", "base", "log", "private", "room", "shared", "waiters")
 
     def __init__(self) -> None:
-        self.subs: dict[Subscription, None] = {}
-        self.queues: list[deque[Event]] = []
+        self.log: list[Event] = []
+        self.base = 0  # the position of log[0] since the group began
+        self.shared: dict[Subscription, None] = {}  # insertion-ordered sets
+        self.private: dict[Subscription, None] = {}
         self.room: int | None = None
         self.waiters = 0  # subscriptions blocked in ``get``
+        self._chunk: tuple[int, int, bytes] = (0, 0, b"")  # the last chunk built: start, stop
+
+    def __bool__(self) -> bool:
+        return bool(self.shared or self.private)
 
     def add(self, sub: Subscription) -> None:
-        self.subs[sub] = None
-        self.queues = [s._items for s in self.subs]
+        sub._group = self
+        self.attach(sub)
+
+    def attach(self, sub: Subscription) -> None:
+        self.private.pop(sub, None)
+        if not self.shared:  # nobody reads the log: start it afresh
+            self.base += len(self.log)
+            self.log.clear()
+        sub._shared = True
+        sub._cursor = self.base + len(self.log)
+        self.shared[sub] = None
+        self.room = None
+
+    def detach(self, sub: Subscription) -> None:
+        del self.shared[sub]
+        sub._items.extend(self.log[sub._cursor - self.base :])
+        sub._shared = False
+        self.private[sub] = None
         self.room = None
 
     def discard(self, sub: Subscription) -> None:
-        if self.subs.pop(sub, 0) is None:
-            self.queues = [s._items for s in self.subs]
-            self.room = None
+        self.shared.pop(sub, None)
+        self.private.pop(sub, None)
+        sub._shared = False
+        sub._group = None
+        self.room = None
+
+    def close(self) -> None:
+        """Give every shared subscription its queued events to keep, and leave them."""
+        for sub in tuple(self.shared):
+            self.detach(sub)
+        for sub in tuple(self.private):
+            self.discard(sub)
+        self.log.clear()
+
+    def measure(self) -> int:
+        """The free places left in the fullest shared queue; trims the log to the slowest."""
+        end = self.base + len(self.log)
+        low, room = end, 1 << 62
+        for sub in self.shared:
+            cursor = sub._cursor
+            if cursor < low:
+                low = cursor
+            free = sub.maxsize - (end - cursor)
+            if free < room:
+                room = free
+        if low > self.base:
+            del self.log[: low - self.base]
+            self.base = low
+        return room
 
     def offer(self, event: Event) -> None:
-        room = self.room
-        if room is None:
-            room = min(s.maxsize - len(s._items) for s in self.subs)
-        if room > 0:
-            for items in self.queues:
-                items.append(event)
-            self.room = room - 1
-            if self.waiters:
-                for sub in self.subs:
-                    sub._ready.set()
-        else:
-            for sub in tuple(self.subs):  # a copy: an overflowing subscriber leaves the group
-                sub.offer(event)
-            self.room = None
+        if self.shared:
+            room = self.room
+            if room is None:
+                room = self.measure()
+            if room <= 0:
+                end = self.base + len(self.log)
+                for sub in [s for s in self.shared if end - s._cursor >= s.maxsize]:
+                    self.detach(sub)
+                room = self.measure()
+            if self.shared:
+                self.log.append(event)
+                self.room = room - 1
+        for sub in tuple(self.private):  # a copy: an overflowing subscriber leaves the group
+            sub.offer(event)
+        if self.waiters:
+            for sub in self.shared:
+                sub._ready.set()
+
+    def frames(self, start: int, stop: int) -> bytes:
+        """The frames of the log's events from ``start`` to ``stop``, as one chunk."""
+        last = self._chunk
+        if last[0] == start and last[1] == stop:
+            return last[2]
+        events = self.log[start - self.base : stop - self.base]
+        chunk = events[0].frame() if len(events) == 1 else b"".join([e.frame() for e in events])
+        self._chunk = (start, stop, chunk)
+        return chunk
 
 
 class EventBus:
@@ -283,7 +396,6 @@ class EventBus:
             if group is None:
                 group = self._groups[(thread_id, tokens)] = _Group()
             group.add(sub)
-            sub._group = group
         return sub
 
     def listen(self, callback: Callable[[], None]) -> None:
@@ -293,9 +405,10 @@ class EventBus:
     def close(self) -> None:
         """End every subscription (they drain what is queued first); later ones end at once."""
         self.closed = True
-        for sub in tuple(self._subs):
+        for group in self._groups.values():
+            group.close()
+        for sub in self._subs:
             sub.end()
-            sub._group = None
         self._subs.clear()
         self._groups.clear()
 
@@ -306,9 +419,8 @@ class EventBus:
             group = self._groups.get(key)
             if group is not None:
                 group.discard(sub)
-                if not group.subs:
+                if not group:
                     del self._groups[key]
-            sub._group = None
             if sub.overflowed:
                 self.overflows += 1
 

@@ -885,3 +885,73 @@ async def test_a_full_queue_sends_its_group_down_the_checked_path_and_back() -> 
     _fill(bus, ["decision"] * 3)  # only the small one is cut off
     assert small.overflowed and not roomy.overflowed and len(roomy) == 3
     assert bus.subscriber_count == 1 and bus.overflows == 1
+
+
+async def test_readers_at_one_place_share_one_chunk_of_frames() -> None:
+    bus = EventBus()
+    subs = [bus.subscribe(maxsize=8) for _ in range(3)]
+    _fill(bus, ["run_started", "decision"])
+    early = subs[0].take_frames()
+    _fill(bus, ["run_finished"])
+    chunks = [sub.take_frames() for sub in subs]
+    assert early == b'event: run_started\ndata: {"n":0}\n\nevent: decision\ndata: {"n":1}\n\n'
+    assert chunks[0] == b'event: run_finished\ndata: {"n":0}\n\n'
+    assert chunks[1] is chunks[2] and chunks[1] == early + chunks[0]  # built once for both
+    assert all(sub.take_frames() == b"" for sub in subs)
+    assert [sub.delivered for sub in subs] == [3, 3, 3]
+
+
+async def test_the_shared_log_keeps_only_what_the_slowest_reader_has_not_taken() -> None:
+    bus = EventBus()
+    fast, slow = bus.subscribe(maxsize=50), bus.subscribe(maxsize=50)
+    group = bus._groups[(None, True)]
+    for _ in range(40):
+        _fill(bus, ["decision"] * 25)
+        fast.take()
+        assert len(group.log) <= 50 + 1  # bounded by the queue size, however much is published
+    assert slow.overflowed and len(fast) == 0
+    assert [e.data["n"] for e in fast.take()] == []
+    _fill(bus, ["decision"] * 3)
+    assert len(group.log) == 3 and [e.data["n"] for e in fast.take()] == [0, 1, 2]
+    fast.close()
+    assert not bus._groups  # the last reader gone, the group and its log go too
+
+
+async def test_a_reader_that_fell_behind_rejoins_the_shared_log_once_it_catches_up() -> None:
+    bus = EventBus()
+    small, roomy = bus.subscribe(maxsize=2), bus.subscribe(maxsize=100)
+    _fill(bus, ["decision", "token", "run_finished"])  # the small queue fills: a queue of its own
+    assert [e.type for e in small.take()] == ["decision", "run_finished"]  # the token made room
+    roomy.take()
+    _fill(bus, ["decision", "run_finished"])
+    assert small.take_frames() is roomy.take_frames()  # both read the shared log again
+    _fill(bus, ["decision"] * 2)
+    assert [e.data["n"] for e in small.take()] == [0, 1] and not small.overflowed
+
+
+async def test_transport_streams_frame_each_chunk_as_http_chunked_body() -> None:
+    class Transport:
+        def __init__(self) -> None:
+            self.data: list[bytes] = []
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def write(self, data: bytes) -> None:
+            self.data.append(data)
+
+    bus = EventBus()
+    pairs = [(bus.subscribe(), Transport()) for _ in range(2)]
+    streams = [sse.TransportStream(sub, None, set(), t) for sub, t in pairs]  # type: ignore[arg-type]
+    bus.publish("run_started", {"run_id": 1})
+    for stream in streams:
+        stream.pump()
+    bus.publish("decision", {"run_id": 1})
+    streams[0].pump()
+    body = b'event: run_started\ndata: {"run_id":1}\n\n'
+    assert pairs[0][1].data[0] is pairs[1][1].data[0] == b"%x\r\n%b\r\n" % (len(body), body)
+    body = b'event: decision\ndata: {"run_id":1}\n\n'
+    assert pairs[0][1].data[1] == b"%x\r\n%b\r\n" % (len(body), body)
