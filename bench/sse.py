@@ -1,43 +1,48 @@
 """Live events under load: delivery delay of ``run_finished`` and run throughput vs subscribers.
 
-    python bench/sse.py [--quick] [--duration 10] [--workers 8] [--subscribers 0,100,1000]
-                        [--tokens 1] [--sub-procs 1] [--rounds 3] [--rate 50]
+    python bench/sse.py [--quick] [--duration 5] [--workers 8] [--subscribers 0,100,1000]
+                        [--tokens 1] [--sub-procs 1] [--rounds 5] [--rate 50]
                         [--paced-duration 5] [--pin]
 
-For each subscriber count, a fresh server process runs the real app under ``app.sse.Server`` (the
+For each subscriber count, a server process runs the real app under ``app.sse.Server`` (the
 server ``heartbeat serve`` uses) on loopback, with its own database, an instant in-process fake
 LLM (one token per reply, so each run publishes ``run_started``, ``token``, ``decision`` and
-``run_finished``) and the scheduler off. Then:
+``run_finished``) and the scheduler off. All the servers, and their subscribers, stay up for the
+whole bench:
 
-1. ``--sub-procs`` subscriber processes (one by default) open that many event streams between
-   them (``GET /api/heartbeat/events``, with ``?tokens=0`` when ``--tokens 0``). They are not
-   HTTP or SSE clients: each is one ``epoll`` loop over plain non-blocking sockets that only
+1. ``--sub-procs`` subscriber processes (one by default) per server open that many event streams
+   between them (``GET /api/heartbeat/events``, with ``?tokens=0`` when ``--tokens 0``). They are
+   not HTTP or SSE clients: each is one ``epoll`` loop over plain non-blocking sockets that only
    reads, stamps each read with ``time.time()`` and scans the completed part of the stream for
    the ``id:`` line that opens every ``run_finished`` event (and for an ``error`` event). Every
-   stream has sent its ``: connected`` greeting before the phase starts.
-2. This process drives ``POST /api/threads/{id}/heartbeat/run-now`` from ``--workers``
-   concurrent loops, one thread each, over keep-alive connections written and parsed by hand
-   (no HTTP library), keeping each run's id and ``finished_at``: first flat out for
-   ``--duration`` seconds (the throughput, and the delay of a saturated server), then paced at
-   ``--rate`` runs/s in all for ``--paced-duration`` seconds (the delivery delay at a load the
-   server has room for: under saturation every delay is mostly queueing).
-3. After one second for stragglers, the subscriber processes are given every run's
+   stream has sent its ``: connected`` greeting before the first phase.
+2. In each of ``--rounds`` rounds, this process drives every server in turn (in the opposite
+   order every other round) flat out for ``--duration`` seconds: ``POST
+   /api/threads/{id}/heartbeat/run-now`` from ``--workers`` concurrent loops, one thread each,
+   over keep-alive connections written and parsed by hand (no HTTP library), keeping each run's
+   id and ``finished_at``. Only the driven server has work; the others idle. Short phases that
+   alternate between the servers are what make their runs/s comparable on a shared machine,
+   whose speed drifts by a quarter over tens of seconds.
+3. Then each server is paced at ``--rate`` runs/s in all for ``--paced-duration`` seconds: the
+   delivery delay at a load the server has room for (under saturation every delay is mostly
+   queueing).
+4. After one second for stragglers, the subscriber processes are given every run's
    ``finished_at`` and report histograms (0.1 ms bins, one per part) of receipt minus
    ``finished_at`` for each (subscriber, run) pair, how many events arrived and how many streams
    were cut off as too slow.
 
-Reported, one row a phase: runs/s flat out and its ratio to the phase without subscribers of the
-same round, delay p50/p99/max at the paced rate and p99 flat out, the share of ``run_finished``
-events delivered, streams cut off, the CPU shares (of one core) of the server, the driver (this
-process) and the subscriber processes together, and the cores the whole machine kept busy
-meanwhile (including any other work on it); then, over the rounds, the median and range of each.
-``--rounds`` repeats the whole sequence, each phase on a fresh server; a round's phases run back
-to back, so that drift in other load on the machine touches them alike. Everything shares one
-machine: on two cores the subscriber processes take CPU the server could otherwise use.
-With ``--pin`` the server process is bound to the first CPU and every client process (the
-driver and the subscribers) to the others, so the load generators never take the server's core.
-``finished_at`` has millisecond resolution, so delays are overstated by up to 1 ms. Everything
-is bounded in time; figures are printed, never asserted.
+Reported, one row a phase: runs/s flat out and its ratio to the same round's phase without
+subscribers, the CPU shares (of one core) of the server, the driver (this process) and that
+server's subscriber processes, the server's CPU time per run and the kernel's part of it, and the
+cores the whole machine kept busy meanwhile (including any other work on it); then per
+subscriber count the median and range over the rounds, the ratio of all rounds' runs pooled,
+the delay p50/p99 at the paced rate and p99 flat out, the share of ``run_finished`` events
+delivered and the streams cut off. Everything shares one machine: on two cores the subscriber
+processes take CPU the server could otherwise use. With ``--pin`` the servers are bound to the
+first CPU and every client process (the driver and the subscribers) to the others, so the load
+generators never take the server's core. ``finished_at`` has millisecond resolution, so delays
+are overstated by up to 1 ms. Everything is bounded in time; figures are printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -357,131 +362,170 @@ def setup_threads(port: int, workers: int) -> None:
         client.post("/api/threads/bench-0/heartbeat/run-now").raise_for_status()  # warm up
 
 
-# -- one phase ------------------------------------------------------------------------------
+# -- the servers and the phases -------------------------------------------------------------------
 @dataclass
 class Phase:
+    """One flat-out stretch of run-now against one server."""
+
     subscribers: int
+    round: int
     runs: int
     seconds: float
-    hist: Counter[int]  # delays at the paced rate
-    hist_full: Counter[int]  # delays while the server runs flat out
-    delivered: float
-    cut_off: int
-    ended: int
-    server_cpu: float
+    server_cpu: float  # share of one core
+    server_ms: float  # the server's CPU time per run
+    kernel_ms: float  # the part of it spent in the kernel
     driver_cpu: float
     subscriber_cpu: float
     machine: float  # cores busy, all processes together
     errors: int
-    round: int = 1
 
     @property
     def rate(self) -> float:
         return self.runs / self.seconds
 
+
+@dataclass
+class Delivery:
+    """What one server's subscribers received, over all its phases."""
+
+    subscribers: int
+    hist: Counter[int]  # delays at the paced rate
+    hist_full: Counter[int]  # delays while the server runs flat out
+    delivered: float
+    cut_off: int
+    ended: int
+
     def delay(self, q: float, *, full: bool = False) -> float:
-        """The q-th percentile delay in seconds (nearest rank over the histogram)."""
+        """The q-th percentile delay in seconds (``nan`` without data)."""
         hist = self.hist_full if full else self.hist
         total = sum(hist.values())
         if not total:
             return float("nan")
-        rank = max(1, round(q / 100 * total))
+        rank = max(1, round(total * q / 100))
         seen = 0
-        for key in sorted(hist):
-            seen += hist[key]
+        for k in sorted(hist):
+            seen += hist[k]
             if seen >= rank:
-                return key / BIN
+                return k / BIN
         return max(hist) / BIN
 
 
-def cpu_seconds(procs: list[Any]) -> float:
-    total = 0.0
+def cpu_times(procs: list[Any]) -> tuple[float, float]:
+    """(user + system, system) CPU seconds of ``procs`` together."""
+    total = kernel = 0.0
     for p in procs:
         t = p.cpu_times()
         total += t.user + t.system
-    return total
+        kernel += t.system
+    return total, kernel
 
 
-def phase(port: int, server: Any, count: int, args: argparse.Namespace) -> Phase:
-    import psutil
+class Target:
+    """One server process with its subscribers, both kept for the whole bench, so that its
+    phases can alternate with the other servers' (see ``main``)."""
 
-    setup_threads(port, args.workers)
-    subs = Subscribers(port, count, max(1, args.sub_procs), bool(args.tokens))
-    try:
-        subs.wait_ready(60)
-        children = [psutil.Process(c.pid) for c in subs.children]
+    def __init__(self, workspace: Path, count: int, args: argparse.Namespace, cpus: list[int]):
+        import psutil
+
+        self.count = count
+        self.args = args
+        self.proc, self.port = start_server(workspace, workspace / f"db-{count}.sqlite", cpus)
+        self.server = psutil.Process(self.proc.pid)
+        self.finished: dict[int, tuple[float, str]] = {}  # run id -> (finished_at, part)
+        setup_threads(self.port, args.workers)
+        self.subs = Subscribers(self.port, count, max(1, args.sub_procs), bool(args.tokens))
+        self.children = [psutil.Process(c.pid) for c in self.subs.children]
+
+    def flat_out(self, round_no: int) -> Phase:
+        import psutil
+
         me = psutil.Process()
-        before = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
-        busy0 = machine_busy_seconds()
-        t0 = time.monotonic()
-        finished, seconds, errors = asyncio.run(drive(port, args.workers, args.duration))
-        time.sleep(0.5)  # stragglers
-        wall = time.monotonic() - t0
-        after = (cpu_seconds([server]), cpu_seconds([me]), cpu_seconds(children))
-        machine = (machine_busy_seconds() - busy0) / wall
-        paced, _, paced_errors = asyncio.run(
-            drive(port, args.workers, args.paced_duration, args.rate)
+        server0, kernel0 = cpu_times([self.server])
+        driver0, subs0 = cpu_times([me])[0], cpu_times(self.children)[0]
+        busy0, t0 = machine_busy_seconds(), time.monotonic()
+        finished, seconds, errors = asyncio.run(
+            drive(self.port, self.args.workers, self.args.duration)
         )
-        time.sleep(1.0)
-        errors += paced_errors
-        parts = {k: (v, "full") for k, v in finished.items()}
-        parts.update({k: (v, "paced") for k, v in paced.items()})
-        reports = subs.results(parts)
-    finally:
-        subs.kill()
-    time.sleep(0.5)  # let the server see the disconnects before it is stopped
-    hist: Counter[int] = Counter()
-    hist_full: Counter[int] = Counter()
-    for report in reports:
-        hist.update({int(k): v for k, v in report["hists"].get("paced", {}).items()})
-        hist_full.update({int(k): v for k, v in report["hists"].get("full", {}).items()})
-    received = sum(hist.values()) + sum(hist_full.values())
-    runs = len(finished) + len(paced)
-    return Phase(
-        subscribers=count,
-        runs=len(finished),
-        seconds=seconds,
-        hist=hist,
-        hist_full=hist_full,
-        delivered=received / (runs * count) if count and runs else 1.0,
-        cut_off=sum(r["cut_off"] for r in reports),
-        ended=sum(r["ended"] for r in reports),
-        server_cpu=(after[0] - before[0]) / wall,
-        driver_cpu=(after[1] - before[1]) / wall,
-        subscriber_cpu=(after[2] - before[2]) / wall,
-        machine=machine,
-        errors=errors,
-    )
+        wall = time.monotonic() - t0
+        machine = (machine_busy_seconds() - busy0) / wall
+        server1, kernel1 = cpu_times([self.server])
+        driver1, subs1 = cpu_times([me])[0], cpu_times(self.children)[0]
+        self.finished.update({k: (v, "full") for k, v in finished.items()})
+        runs = max(1, len(finished))
+        return Phase(
+            subscribers=self.count,
+            round=round_no,
+            runs=len(finished),
+            seconds=seconds,
+            server_cpu=(server1 - server0) / wall,
+            server_ms=(server1 - server0) * 1000 / runs,
+            kernel_ms=(kernel1 - kernel0) * 1000 / runs,
+            driver_cpu=(driver1 - driver0) / wall,
+            subscriber_cpu=(subs1 - subs0) / wall,
+            machine=machine,
+            errors=errors,
+        )
+
+    def paced(self) -> None:
+        finished, _, _ = asyncio.run(
+            drive(self.port, self.args.workers, self.args.paced_duration, self.args.rate)
+        )
+        self.finished.update({k: (v, "paced") for k, v in finished.items()})
+
+    def delivery(self) -> Delivery:
+        """Stop the subscribers and collect what they received."""
+        reports = self.subs.results(self.finished) if self.count else []
+        hist: Counter[int] = Counter()
+        hist_full: Counter[int] = Counter()
+        for report in reports:
+            hist.update({int(k): v for k, v in report["hists"].get("paced", {}).items()})
+            hist_full.update({int(k): v for k, v in report["hists"].get("full", {}).items()})
+        received = sum(hist.values()) + sum(hist_full.values())
+        expected = len(self.finished) * self.count
+        return Delivery(
+            subscribers=self.count,
+            hist=hist,
+            hist_full=hist_full,
+            delivered=received / expected if expected else 1.0,
+            cut_off=sum(r["cut_off"] for r in reports),
+            ended=sum(r["ended"] for r in reports),
+        )
+
+    def close(self) -> None:
+        self.subs.kill()
+        time.sleep(0.2)  # let the server see the disconnects before it is stopped
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# -- the report -----------------------------------------------------------------------------------
+def ratios(results: list[Phase], count: int) -> list[float]:
+    """Each round's runs/s at ``count`` subscribers over the same round's runs/s without any."""
+    base = {p.round: p.rate for p in results if p.subscribers == 0}
+    return [p.rate / base[p.round] for p in results if p.subscribers == count and p.round in base]
 
 
 def table(results: list[Phase]) -> str:
     """One row a phase; "vs 0 subs" compares with the phase without subscribers of its round."""
     base = {p.round: p.rate for p in results if p.subscribers == 0}
-    head = (
-        "| round | subscribers | runs | runs/s | vs 0 subs | delivered | p50 ms | p99 ms | max ms |"
-        " flat-out p99 ms | cut off | server CPU | driver CPU | subscribers' CPU | machine |"
-    )
-    lines = [head, "|" + "---|" * 15]
-    for p in results:
+    lines = [
+        "| round | subscribers | runs | runs/s | vs 0 subs | server CPU | server ms/run (kernel)"
+        " | driver CPU | subscribers' CPU | machine |",
+        "|" + "---|" * 10,
+    ]
+    for p in sorted(results, key=lambda p: (p.round, p.subscribers)):
         ratio = f"{p.rate / base[p.round]:.2f}" if base.get(p.round) else "—"
-        if p.subscribers:
-            d = (
-                f"{p.delay(50) * 1000:.1f} | {p.delay(99) * 1000:.1f} | {p.delay(100) * 1000:.1f}"
-                f" | {p.delay(99, full=True) * 1000:.1f}"
-            )
-        else:
-            d = "— | — | — | —"
         lines.append(
-            f"| {p.round} | {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio} | {p.delivered:.1%}"
-            f" | {d} | {p.cut_off} | {p.server_cpu:.0%} | {p.driver_cpu:.0%}"
+            f"| {p.round} | {p.subscribers} | {p.runs} | {p.rate:.1f} | {ratio}"
+            f" | {p.server_cpu:.0%} | {p.server_ms:.2f} ({p.kernel_ms:.2f}) | {p.driver_cpu:.0%}"
             f" | {p.subscriber_cpu:.0%} | {p.machine:.2f} |"
         )
     return "\n".join(lines)
 
 
-def summary(results: list[Phase]) -> str:
-    """Per subscriber count over the rounds: the median and, in brackets, the range."""
-    base = {p.round: p.rate for p in results if p.subscribers == 0}
+def summary(results: list[Phase], deliveries: list[Delivery]) -> str:
+    """Per subscriber count: medians over the rounds with ranges in brackets, the runs/s of all
+    rounds pooled, and the delivery of all its phases together."""
 
     def cell(values: list[float], fmt: str) -> str:
         if not values:
@@ -491,68 +535,86 @@ def summary(results: list[Phase]) -> str:
             return format(mid, fmt)
         return f"{mid:{fmt}} ({min(values):{fmt}} to {max(values):{fmt}})"
 
+    pooled = {
+        d.subscribers: sum(p.runs for p in results if p.subscribers == d.subscribers)
+        / sum(p.seconds for p in results if p.subscribers == d.subscribers)
+        for d in deliveries
+    }
     lines = [
-        "| subscribers | runs/s | vs 0 subs | p50 ms | p99 ms | flat-out p99 ms | delivered |",
-        "|---|---|---|---|---|---|---|",
+        "| subscribers | runs/s | vs 0 subs | pooled vs 0 subs | server ms/run | p50 ms | p99 ms"
+        " | flat-out p99 ms | delivered | cut off |",
+        "|" + "---|" * 10,
     ]
-    for count in dict.fromkeys(p.subscribers for p in results):
-        ps = [p for p in results if p.subscribers == count]
-        ratios = [p.rate / base[p.round] for p in ps if base.get(p.round)]
-        live = [p for p in ps if p.subscribers]
+    for d in deliveries:
+        ps = [p for p in results if p.subscribers == d.subscribers]
+        vs = f"{pooled[d.subscribers] / pooled[0]:.2f}" if pooled.get(0) else "—"
+        if d.subscribers:
+            delays = (
+                f"{d.delay(50) * 1000:.1f} | {d.delay(99) * 1000:.1f}"
+                f" | {d.delay(99, full=True) * 1000:.1f} | {d.delivered:.1%} | {d.cut_off}"
+            )
+        else:
+            delays = "— | — | — | — | —"
         lines.append(
-            f"| {count} | {cell([p.rate for p in ps], '.0f')} | {cell(ratios, '.2f')}"
-            f" | {cell([p.delay(50) * 1000 for p in live], '.0f')}"
-            f" | {cell([p.delay(99) * 1000 for p in live], '.0f')}"
-            f" | {cell([p.delay(99, full=True) * 1000 for p in live], '.0f')}"
-            f" | {cell([p.delivered * 100 for p in live], '.1f')} |"
+            f"| {d.subscribers} | {cell([p.rate for p in ps], '.0f')}"
+            f" | {cell(ratios(results, d.subscribers), '.2f')} | {vs}"
+            f" | {cell([p.server_ms for p in ps], '.2f')} | {delays} |"
         )
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> None:
-    import psutil
-
     server_cpus: list[int] = []
     if args.pin:  # the driver and the subscriber processes it starts inherit the clients' CPUs
         server_cpus, client_cpus = split_cpus()
         os.sched_setaffinity(0, client_cpus)
-    counts = [int(n) for n in args.subscribers.split(",")]
+    counts = list(dict.fromkeys(int(n) for n in args.subscribers.split(",")))
     results: list[Phase] = []
+    deliveries: list[Delivery] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
         workspace = Path(tmp)
         (workspace / "HEARTBEAT.md").write_text(HEARTBEAT_MD, encoding="utf-8")
-        for round_no in range(1, args.rounds + 1):
+        targets: list[Target] = []
+        try:
             for count in counts:
-                db = workspace / f"db-{round_no}-{count}.sqlite"
-                server, port = start_server(workspace, db, server_cpus)
-                try:
+                print(f"starting a server with {count} subscribers ...", file=sys.stderr)
+                targets.append(Target(workspace, count, args, server_cpus))
+            for target in targets:
+                target.subs.wait_ready(60)
+            for round_no in range(1, args.rounds + 1):
+                # ABC CBA ABC ...: a steady drift in the machine's speed touches every count alike
+                order = targets if round_no % 2 else targets[::-1]
+                for target in order:
                     print(
-                        f"round {round_no}, phase: {count} subscribers, {args.duration:g} s ...",
+                        f"round {round_no}: {target.count} subscribers, {args.duration:g} s ...",
                         file=sys.stderr,
                     )
-                    result = phase(port, psutil.Process(server.pid), count, args)
-                    result.round = round_no
-                    results.append(result)
-                    if result.ended:
-                        print(f"  {result.ended} streams ended early", file=sys.stderr)
-                finally:
-                    server.terminate()
-                    server.wait(10)
+                    results.append(target.flat_out(round_no))
+            for target in targets:
+                print(f"{target.count} subscribers: paced at {args.rate:g} runs/s", file=sys.stderr)
+                target.paced()
+            time.sleep(1.0)  # stragglers
+            deliveries = [target.delivery() for target in targets]
+        finally:
+            for target in targets:
+                target.close()
+    errors = sum(p.errors for p in results)
     print()
     print(
-        f"SSE bench: {args.workers} run-now workers, {args.duration:g} s per phase, instant fake"
-        f" LLM, subscribers {'with' if args.tokens else 'without'} token events in"
-        f" {args.sub_procs} process(es){'; server pinned to one CPU' if args.pin else ''};"
-        f" Python {platform.python_version()} on"
-        f" {os.cpu_count()} CPU(s)"
+        f"SSE bench: {args.workers} run-now workers, {args.rounds} round(s) of {args.duration:g} s"
+        f" per subscriber count, instant fake LLM, subscribers"
+        f" {'with' if args.tokens else 'without'} token events in {args.sub_procs} process(es)"
+        f"{'; servers pinned to one CPU' if args.pin else ''}; Python"
+        f" {platform.python_version()} on {os.cpu_count()} CPU(s)"
+        + (f"; {errors} run-now calls failed" if errors else "")
     )
     print(table(results))
-    if args.rounds > 1:
-        print(f"\nover {args.rounds} rounds, median (range):")
-        print(summary(results))
+    print(f"\nover {args.rounds} round(s): median (range), and all rounds pooled")
+    print(summary(results, deliveries))
     print(
-        "\ndelay = subscriber receipt of run_finished - the run's finished_at; "
-        "delivered = run_finished events received / (runs x subscribers); CPU in % of one core;"
+        "\nvs 0 subs = runs/s over the runs/s without subscribers in the same round; delay ="
+        " subscriber receipt of run_finished - the run's finished_at, p50/p99 at the paced rate;"
+        " delivered = run_finished events received / (runs x subscribers); CPU in % of one core;"
         " machine = cores busy in all processes (this bench's and any other work) meanwhile"
     )
 
@@ -560,14 +622,14 @@ def main(args: argparse.Namespace) -> None:
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s phases, one round: a smoke run")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--workers", type=int, default=8, help="concurrent run-now loops")
     parser.add_argument("--subscribers", default="0,100,1000", help="comma-separated counts")
     parser.add_argument(
         "--tokens", type=int, choices=(0, 1), default=1, help="0: subscribe with ?tokens=0"
     )
     parser.add_argument("--sub-procs", type=int, default=1, help="subscriber processes")
-    parser.add_argument("--rounds", type=int, default=3, help="repeat every phase this often")
+    parser.add_argument("--rounds", type=int, default=5, help="phases per subscriber count")
     parser.add_argument(
         "--rate", type=float, default=50.0, help="runs/s of the paced part, for the delays"
     )
