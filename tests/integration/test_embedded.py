@@ -40,10 +40,6 @@ pytestmark = [pytest.mark.embedded, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The service picks the embedded provider once app/service.py builds its provider with
-# app.llm_choice.choose_provider; until then the process test below cannot pass.
-WIRED = "choose_provider" in (ROOT / "app" / "service.py").read_text(encoding="utf-8")
-
 ACTIONS = {"post", "comment", "vote", "none"}
 
 
@@ -200,9 +196,6 @@ def serve(workspace: Path, **env: str) -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not WIRED, reason="app/service.py does not choose its provider with app.llm_choice yet"
-)
 def test_serve_with_the_embedded_provider_records_a_real_decision(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
