@@ -40,6 +40,21 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+// The service stores what it sanitized (the agent's Ledger posts and comments, accepted
+// decisions and their summaries) HTML-escaped. Shown as text, that is decoded first, so that
+// "Q&A" does not read "Q&amp;A"; the exact inverse of the escaping, in one pass.
+const ESCAPES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#x27;": "'" };
+
+function unescaped(text) {
+  return String(text).replace(/&(?:amp|lt|gt|quot|#x27);/g, (entity) => ESCAPES[entity]);
+}
+
+// Whether a run's decision and summary went through the sanitizer (a rejected run keeps the
+// model's reply as it came).
+function sanitized(run) {
+  return run.status === "ok" || run.status === "dry_run";
+}
+
 function setText(id, text) {
   $(id).textContent = text;
 }
@@ -420,7 +435,7 @@ async function runNow() {
   try {
     const run = await api(`/api/threads/${enc(tid)}/heartbeat/run-now`, { method: "POST" });
     finishRun(run); // in case the live stream missed it
-    const summary = run.summary ? ` — ${run.summary}` : "";
+    const summary = run.summary ? ` — ${runSummary(run)}` : "";
     if (tid === state.thread) setText("run-status", `Run #${run.run_id}: ${run.status}${summary}`);
   } catch (error) {
     if (error.status === 409) {
@@ -460,12 +475,13 @@ function feedItem(runId, info = {}) {
   return item;
 }
 
-function renderDecision(box, decision) {
+function renderDecision(box, decision, escaped = false) {
   const rows = [["action", decision.action]];
   for (const key of ["title", "post_id", "vote_direction", "content", "reasoning"]) {
     if (decision[key]) rows.push([key.replace("_", " "), decision[key]]);
   }
-  const pairs = rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]);
+  const shown = (v) => (escaped ? unescaped(v) : String(v));
+  const pairs = rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, shown(v))]);
   box.replaceChildren(el("dl", {}, ...pairs));
 }
 
@@ -478,8 +494,10 @@ function finishRun(run) {
   const item = feedItem(run.run_id, run);
   item.status.textContent = run.status;
   item.status.className = `badge status-${run.status}`;
-  if (run.decision && !item.decision.firstChild) renderDecision(item.decision, run.decision);
-  const text = run.summary || run.reason || "";
+  if (run.decision && !item.decision.firstChild) {
+    renderDecision(item.decision, run.decision, sanitized(run));
+  }
+  const text = runSummary(run);
   item.summary.textContent = run.error ? `${text} — ${run.error}` : text;
   addHistoryRow(run, true);
 }
@@ -559,6 +577,11 @@ async function retryLive(source) {
 
 // ---- history -----------------------------------------------------------------------------------
 
+function runSummary(run) {
+  if (run.summary) return sanitized(run) ? unescaped(run.summary) : run.summary;
+  return run.reason || "";
+}
+
 function addHistoryRow(run, atTop) {
   if (state.historyIds.has(run.run_id) || run.thread_id !== state.thread) return;
   state.historyIds.add(run.run_id);
@@ -570,7 +593,7 @@ function addHistoryRow(run, atTop) {
     el("td", {}, run.trigger),
     el("td", {}, el("span", { class: `badge status-${run.status}` }, run.status)),
     el("td", {}, run.action || "—"),
-    el("td", { class: "summary-cell" }, run.summary || run.reason || run.error || ""),
+    el("td", { class: "summary-cell" }, runSummary(run) || run.error || ""),
   );
   if (atTop) $("history").tBodies[0].prepend(row);
   else $("history").tBodies[0].append(row);
@@ -602,11 +625,14 @@ async function loadHistory(reset) {
 function postItem(post) {
   const comments = post.comment_count === 1 ? "1 comment" : `${post.comment_count} comments`;
   const age = relative(new Date(post.created_at));
-  const snippet = post.content.length > 280 ? `${post.content.slice(0, 279)}…` : post.content;
+  const agent = post.author === "agent"; // written by a run, so sanitized
+  const title = agent ? unescaped(post.title) : post.title;
+  const content = agent ? unescaped(post.content) : post.content;
+  const snippet = content.length > 280 ? `${content.slice(0, 279)}…` : content;
   const body = el(
     "div",
     { class: "post-body" },
-    el("h3", {}, post.title),
+    el("h3", {}, title),
     el("p", { class: "muted" }, `${comments} · by ${post.author} · ${age}`),
     el("p", { class: "snippet" }, snippet),
   );

@@ -204,3 +204,38 @@ async def test_dashboard_asks_for_the_api_token_then_works(browser: Any, workspa
             await expect(page.locator("#history-more")).to_be_hidden()
             assert await page.locator("#token-panel").is_hidden()
             assert site.dialogs == [] and site.errors == []
+
+
+async def test_the_agents_text_reads_as_written(browser: Any, workspace: Path) -> None:
+    """The sanitizer stores the agent's text HTML-escaped; the dashboard shows the characters
+    the model wrote, still as text, live and after a reload."""
+    title = "Q&A: \"<draft>\" & 'notes'"
+    content = "Bring <b>chapter 5</b> & the Q&amp;A sheet"
+    reply = {"action": "post", "title": title, "content": content, "reasoning": "a & b < c"}
+    llm = StreamingLLM(reply, chunks=3, pause=0.05)
+    async with serve_site(workspace, llm) as site:
+        async with open_page(browser, site) as page:
+            await expect(page.locator("#live-state")).to_have_text("live: connected")
+            await page.click("#run-now")
+            item = page.locator("#feed .feed-item").first
+            await expect(item.locator(".badge")).to_have_text("ok")
+            await expect(item.locator(".summary")).to_have_text(f'post: "{title}"')
+            await expect(page.locator("#run-status")).to_contain_text(f'post: "{title}"')
+
+            stored = (await site.api.get("/api/ledger/posts")).json()["items"][0]
+            assert stored["author"] == "agent"
+            assert stored["title"] == "Q&amp;A: &quot;&lt;draft&gt;&quot; &amp; &#x27;notes&#x27;"
+            assert stored["content"] == (
+                "Bring &lt;b&gt;chapter 5&lt;/b&gt; &amp; the Q&amp;amp;A sheet"
+            )
+
+            for _ in range(2):  # live, then from the API after a reload
+                post = page.locator("#posts .post").first
+                await expect(post.locator("h3")).to_have_text(title)
+                await expect(post.locator(".snippet")).to_have_text(content)
+                row = page.locator("#history tbody tr").first
+                await expect(row.locator(".summary-cell")).to_have_text(f'post: "{title}"')
+                await page.reload()
+                await expect(page.locator("#live-state")).to_have_text("live: connected")
+            assert await page.locator("#posts b, #feed b").count() == 0
+            assert site.dialogs == [] and site.errors == []
