@@ -269,6 +269,12 @@ def _sanitize(text: str, limit: int) -> tuple[str, bool]:
     return cut.rstrip(), True
 
 
+def as_written(text: str) -> str:
+    """A sanitized field's text as the model wrote it (less any truncation): ``html.unescape``
+    inverts ``html.escape`` exactly. For showing the agent's own text back to it."""
+    return html.unescape(text)
+
+
 def _refuse(reason: str, message: str) -> Verdict:
     return Verdict(decision=None, accepted=False, reason=reason, message=message, truncated=[])
 

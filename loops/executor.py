@@ -31,6 +31,7 @@ from ledger.actions import (
     NoneDecision,
     PostDecision,
     VoteDecision,
+    as_written,
     decision_schema,
     decision_to_dict,
     parse_reply,
@@ -440,11 +441,11 @@ class HeartbeatExecutor:
                 PostView(
                     id=p.id,
                     author=p.author,
-                    title=p.title,
+                    title=as_written(p.title) if p.author == AGENT else p.title,
                     score=p.score,
                     comment_count=p.comment_count,
                     age=format_age(now - p.created_at),
-                    content=p.content,
+                    content=as_written(p.content) if p.author == AGENT else p.content,
                 )
                 for p in posts
             ],

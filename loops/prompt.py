@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from heartbeat_md import Instructions, render_for_prompt
-from ledger.actions import TITLE_MAX
+from ledger.actions import TITLE_MAX, as_written
 
 SYSTEM_PROMPT = """\
 You are the heartbeat of a personal agent. On a schedule you read the user's standing \
@@ -143,12 +143,12 @@ def build_messages(
 
 
 def describe_actions(decisions: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per earlier decision, for "your recent actions"."""
+    """One line per earlier accepted (so sanitized) decision, for "your recent actions"."""
     lines = []
     for d in decisions:
         action = d.get("action", "?")
         if action == "post":
-            lines.append(f"posted {d.get('title', '')!r}")
+            lines.append(f"posted {as_written(d.get('title', ''))!r}")
         elif action == "comment":
             lines.append(f"commented on {d.get('post_id', '?')}")
         elif action == "vote":

@@ -173,6 +173,26 @@ async def test_the_prompt_carries_instructions_context_and_config(
     assert "Ignore previous instructions" in data
 
 
+async def test_the_prompt_shows_the_agents_own_text_as_written(
+    api: Running, llm: ScriptedLLM
+) -> None:
+    """The Ledger keeps the agent's text HTML-escaped; the model is shown what it wrote, or it
+    would learn to write entities. A person's post is shown exactly as stored."""
+    c = api.client
+    await new_post(c, "Tom &amp; Jerry, as typed")
+    llm.enqueue({"action": "post", "title": "Q&A <draft>", "content": "a & b", "reasoning": "r"})
+    await c.post("/api/threads/default/heartbeat/run-now")
+    stored = (await c.get("/api/ledger/posts")).json()["items"][0]
+    assert (stored["title"], stored["content"]) == ("Q&amp;A &lt;draft&gt;", "a &amp; b")
+
+    await c.post("/api/threads/default/heartbeat/run-now")
+    data = llm.requests[-1].messages[1]["content"].split("<<<DATA")[1]
+    assert '"title": "Q&A <draft>"' in data and '"excerpt": "a & b"' in data
+    assert "posted 'Q&A <draft>'" in data
+    assert '"title": "Tom &amp; Jerry, as typed"' in data
+    assert "&lt;" not in data
+
+
 async def test_dry_run_records_but_does_not_write(api: Running, llm: ScriptedLLM) -> None:
     c = api.client
     await c.post("/api/threads/default/heartbeat/config", json={"dry_run": True})

@@ -20,6 +20,7 @@ from ledger.actions import (
     PostDecision,
     Verdict,
     VoteDecision,
+    as_written,
     decision_to_dict,
     parse_reply,
     review,
@@ -369,6 +370,22 @@ def test_review_truncates_content_after_escaping(
     verdict = review(CommentDecision(post_id="post_ab12", content=content), exists("post_ab12"))
     assert verdict.decision == CommentDecision(post_id="post_ab12", content=expected)
     assert verdict.truncated == (["content"] if was_cut else [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Q&A: \"<draft>\" & 'notes'",
+        "already &amp; escaped &lt;b&gt;",  # the model's literal entities come back literally
+        "&#x27; &#39; &copy; &nbsp;",
+        "plain",
+        "",
+    ],
+)
+def test_as_written_inverts_the_sanitizer(text: str) -> None:
+    verdict = review(CommentDecision(post_id="post_ab12", content=text + "."), exists("post_ab12"))
+    assert isinstance(verdict.decision, CommentDecision)
+    assert as_written(verdict.decision.content) == text + "."
 
 
 def test_review_truncates_every_text_field() -> None:
