@@ -23,9 +23,9 @@ whole bench:
    id and ``finished_at``. Only the driven server has work; the others idle. Short phases that
    alternate between the servers are what make their runs/s comparable on a shared machine,
    whose speed drifts by a quarter over tens of seconds.
-3. Then each server is paced at ``--rate`` runs/s in all for ``--paced-duration`` seconds: the
-   delivery delay at a load the server has room for (under saturation every delay is mostly
-   queueing).
+3. Then each server with subscribers is paced at ``--rate`` runs/s in all for
+   ``--paced-duration`` seconds: the delivery delay at a load the server has room for (under
+   saturation every delay is mostly queueing).
 4. After one second for stragglers, the subscriber processes are given every run's
    ``finished_at`` and report histograms (0.1 ms bins, one per part) of receipt minus
    ``finished_at`` for each (subscriber, run) pair, how many events arrived and how many streams
@@ -396,7 +396,8 @@ class Delivery:
     ended: int
 
     def delay(self, q: float, *, full: bool = False) -> float:
-        """The q-th percentile delay in seconds (``nan`` without data)."""
+        """The q-th percentile delay in seconds (nearest rank over the histogram; ``nan``
+        without data)."""
         hist = self.hist_full if full else self.hist
         total = sum(hist.values())
         if not total:
@@ -432,8 +433,13 @@ class Target:
         self.proc, self.port = start_server(workspace, workspace / f"db-{count}.sqlite", cpus)
         self.server = psutil.Process(self.proc.pid)
         self.finished: dict[int, tuple[float, str]] = {}  # run id -> (finished_at, part)
-        setup_threads(self.port, args.workers)
-        self.subs = Subscribers(self.port, count, max(1, args.sub_procs), bool(args.tokens))
+        try:
+            setup_threads(self.port, args.workers)
+            self.subs = Subscribers(self.port, count, max(1, args.sub_procs), bool(args.tokens))
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
         self.children = [psutil.Process(c.pid) for c in self.subs.children]
 
     def flat_out(self, round_no: int) -> Phase:
@@ -466,11 +472,13 @@ class Target:
             errors=errors,
         )
 
-    def paced(self) -> None:
-        finished, _, _ = asyncio.run(
+    def paced(self) -> int:
+        """The paced part, for the delivery delays; returns the failed run-now calls."""
+        finished, _, errors = asyncio.run(
             drive(self.port, self.args.workers, self.args.paced_duration, self.args.rate)
         )
         self.finished.update({k: (v, "paced") for k, v in finished.items()})
+        return errors
 
     def delivery(self) -> Delivery:
         """Stop the subscribers and collect what they received."""
@@ -499,15 +507,20 @@ class Target:
 
 
 # -- the report -----------------------------------------------------------------------------------
+def baselines(results: list[Phase]) -> dict[int, float]:
+    """Round -> runs/s of that round's phase without subscribers."""
+    return {p.round: p.rate for p in results if p.subscribers == 0}
+
+
 def ratios(results: list[Phase], count: int) -> list[float]:
     """Each round's runs/s at ``count`` subscribers over the same round's runs/s without any."""
-    base = {p.round: p.rate for p in results if p.subscribers == 0}
+    base = baselines(results)
     return [p.rate / base[p.round] for p in results if p.subscribers == count and p.round in base]
 
 
 def table(results: list[Phase]) -> str:
     """One row a phase; "vs 0 subs" compares with the phase without subscribers of its round."""
-    base = {p.round: p.rate for p in results if p.subscribers == 0}
+    base = baselines(results)
     lines = [
         "| round | subscribers | runs | runs/s | vs 0 subs | server CPU | server ms/run (kernel)"
         " | driver CPU | subscribers' CPU | machine |",
@@ -568,13 +581,14 @@ def main(args: argparse.Namespace) -> None:
     if args.pin:  # the driver and the subscriber processes it starts inherit the clients' CPUs
         server_cpus, client_cpus = split_cpus()
         os.sched_setaffinity(0, client_cpus)
-    counts = list(dict.fromkeys(int(n) for n in args.subscribers.split(",")))
+    counts = list(dict.fromkeys(args.subscribers))
     results: list[Phase] = []
     deliveries: list[Delivery] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-sse-") as tmp:
         workspace = Path(tmp)
         (workspace / "HEARTBEAT.md").write_text(HEARTBEAT_MD, encoding="utf-8")
         targets: list[Target] = []
+        paced_errors = 0
         try:
             for count in counts:
                 print(f"starting a server with {count} subscribers ...", file=sys.stderr)
@@ -591,14 +605,18 @@ def main(args: argparse.Namespace) -> None:
                     )
                     results.append(target.flat_out(round_no))
             for target in targets:
-                print(f"{target.count} subscribers: paced at {args.rate:g} runs/s", file=sys.stderr)
-                target.paced()
+                if target.count:  # without subscribers there is no delay to measure
+                    print(
+                        f"{target.count} subscribers: paced at {args.rate:g} runs/s",
+                        file=sys.stderr,
+                    )
+                    paced_errors += target.paced()
             time.sleep(1.0)  # stragglers
             deliveries = [target.delivery() for target in targets]
         finally:
             for target in targets:
                 target.close()
-    errors = sum(p.errors for p in results)
+    errors = sum(p.errors for p in results) + paced_errors
     print()
     print(
         f"SSE bench: {args.workers} run-now workers, {args.rounds} round(s) of {args.duration:g} s"
@@ -619,12 +637,27 @@ def main(args: argparse.Namespace) -> None:
     )
 
 
+def subscriber_counts(text: str) -> list[int]:
+    """``--subscribers``: comma-separated whole numbers, 0 or more."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers such as 0,100,1000, got {text!r}"
+        ) from None
+    if any(n < 0 for n in counts):
+        raise argparse.ArgumentTypeError(f"subscriber counts cannot be negative, got {text!r}")
+    return counts
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s phases, one round: a smoke run")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--workers", type=int, default=8, help="concurrent run-now loops")
-    parser.add_argument("--subscribers", default="0,100,1000", help="comma-separated counts")
+    parser.add_argument(
+        "--subscribers", type=subscriber_counts, default="0,100,1000", help="comma-separated counts"
+    )
     parser.add_argument(
         "--tokens", type=int, choices=(0, 1), default=1, help="0: subscribe with ?tokens=0"
     )
