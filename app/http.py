@@ -1,6 +1,7 @@
 """Small helpers shared by the route modules: JSON in and out, parameters, the error body.
 
-Every error answers ``{"error": {"code", "message", "field"}}``; a caller's mistake is a 4xx.
+Every error answers ``{"error": {"code", "message", "field"}}``, built from the error itself
+(see ``ledger.errors``); a caller's mistake is a 4xx.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger.config import ConfigError
-from ledger.errors import Conflict, NotFound, StorageBusy, StoreClosed
+from ledger.errors import HeartbeatError, NotFound
 
 log = logging.getLogger("heartbeat.http")
 
@@ -24,7 +24,9 @@ POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _encoder = msgspec.json.Encoder()
 
 
-class ApiError(Exception):
+class ApiError(HeartbeatError):
+    """A request the edge refuses, with the status and code it answers."""
+
     def __init__(
         self,
         status: int,
@@ -35,13 +37,9 @@ class ApiError(Exception):
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, field=field, headers=headers, extra=extra)
+        self.http_status = status
         self.code = code
-        self.message = message
-        self.field = field
-        self.extra = extra or {}
-        self.headers = headers
 
 
 class JSON(Response):
@@ -55,11 +53,11 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
-def error_response(err: ApiError) -> JSON:
+def error_response(err: HeartbeatError) -> JSON:
     return JSON(
         error_body(err.code, err.message, err.field, **err.extra),
-        status_code=err.status,
-        headers=err.headers,
+        status_code=err.http_status,
+        headers=dict(err.headers) if err.headers else None,
     )
 
 
@@ -111,7 +109,7 @@ def check_thread_id(value: object, field: str = "thread_id") -> str:
 def post_id(request: Request) -> str:
     value = str(request.path_params["post_id"])
     if not POST_ID.match(value):
-        raise ApiError(404, "not_found", f"post {value[:140]!r} does not exist", field="post_id")
+        raise NotFound("post", value[:140])
     return value
 
 
@@ -181,33 +179,24 @@ def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
-    """One handler for every exception that reaches the edge."""
-    if isinstance(exc, ApiError):
-        return error_response(exc)
-    if isinstance(exc, NotFound):
-        return error_response(ApiError(404, "not_found", exc.message, field=exc.kind + "_id"))
-    if isinstance(exc, ConfigError):
-        return error_response(ApiError(422, "invalid_config", exc.message, field=exc.field))
-    if isinstance(exc, StorageBusy):
-        return error_response(
-            ApiError(503, "storage_busy", exc.message, headers={"Retry-After": "1"})
-        )
-    if isinstance(exc, StoreClosed):
-        return error_response(
-            ApiError(503, "shutting_down", exc.message, headers={"Retry-After": "5"})
-        )
-    if isinstance(exc, Conflict):
-        return error_response(ApiError(409, "conflict", exc.message))
+    """The one handler for every exception that reaches the edge: the error answers itself.
+
+    Starlette's own 404 and 405 get their JSON body here; an error of status 500, or one that is
+    not the service's, is logged and answered ``internal_error``.
+    """
     if isinstance(exc, HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = {
-            404: f"no such path: {request.url.path[:200]}",
-            405: f"{request.method} is not allowed on {request.url.path[:200]}",
-        }.get(exc.status_code, str(exc.detail))
-        return error_response(
-            ApiError(
-                exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
-            )
-        )
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(ApiError(500, "internal_error", "internal error; see the service log"))
+        exc = _routing_error(request, exc)
+    if isinstance(exc, HeartbeatError) and exc.http_status != 500:
+        return error_response(exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(HeartbeatError("internal error; see the service log"))
+
+
+def _routing_error(request: Request, exc: HTTPException) -> ApiError:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {
+        404: f"no such path: {request.url.path[:200]}",
+        405: f"{request.method} is not allowed on {request.url.path[:200]}",
+    }.get(exc.status_code, str(exc.detail))
+    headers = dict(exc.headers) if exc.headers else None
+    return ApiError(exc.status_code, code, message, headers=headers)

@@ -21,8 +21,7 @@ from app.service import Service
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.records import iso, run_to_dict
-from loops.executor import RunInFlight
-from loops.workspace import MAX_BYTES, InstructionsTooLarge, read_instructions, write_instructions
+from loops.workspace import MAX_BYTES, read_instructions, write_instructions
 
 
 def service(request: Request) -> Service:
@@ -118,16 +117,7 @@ async def post_config(request: Request) -> JSON:
 async def run_now(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
-    try:
-        run = await svc.run_now(tid)  # NotFound (404) for an unknown thread
-    except RunInFlight as busy:
-        raise ApiError(
-            409,
-            "run_in_flight",
-            busy.args[0],
-            field="thread_id",
-            extra={"run_id": busy.run_id},
-        ) from None
+    run = await svc.run_now(tid)  # NotFound (404) for an unknown thread, RunInFlight (409)
     return JSON(run_to_dict(run))
 
 
@@ -175,10 +165,7 @@ async def post_md(request: Request) -> JSON:
         raise ApiError(422, "invalid_type", "content must be a string", field="content")
     if "\x00" in content:
         raise ApiError(422, "invalid_value", "content must not contain NUL bytes", field="content")
-    try:
-        await write_instructions(svc.settings.heartbeat_md, content)
-    except InstructionsTooLarge as exc:
-        raise ApiError(413, "too_large", str(exc), field="content") from None
+    await write_instructions(svc.settings.heartbeat_md, content)  # InstructionsTooLarge (413)
     return JSON(await _md_view(svc))
 
 

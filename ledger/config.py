@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from ledger.errors import HeartbeatError
+
 __all__ = [
     "EVERY_MAX",
     "EVERY_MIN",
@@ -42,16 +44,13 @@ _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*"
 _DURATION_HINT: Final = 'a number of seconds or a duration like "90s", "30m", "1h", "2h30m", "1d"'
 
 
-class ConfigError(ValueError):
+class ConfigError(HeartbeatError, code="invalid_config", http_status=422):
     """The heartbeat config is invalid."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+    field: str
 
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
 
 
 class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

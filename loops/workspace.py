@@ -7,10 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from ledger.errors import HeartbeatError
+
 MAX_BYTES = 64 * 1024
 
 
-class InstructionsTooLarge(ValueError):
+class InstructionsTooLarge(HeartbeatError, code="too_large", http_status=413):
     """HEARTBEAT.md may hold at most 64 KiB."""
 
 
@@ -57,7 +59,7 @@ def _write(path: Path, content: str) -> float:
     data = content.encode("utf-8")
     if len(data) > MAX_BYTES:
         raise InstructionsTooLarge(
-            f"HEARTBEAT.md may hold at most {MAX_BYTES} bytes, got {len(data)}"
+            f"HEARTBEAT.md may hold at most {MAX_BYTES} bytes, got {len(data)}", field="content"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".HEARTBEAT.", suffix=".tmp", dir=path.parent)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.errors import Conflict, HeartbeatError, NotFound, StorageBusy, StoreClosed
 from loops.llm import LLMError
 from tests.conftest import AppFactory, Running
 from tests.fakes.provider import ScriptedLLM
@@ -446,6 +447,62 @@ async def test_unknown_path_and_method_are_json_errors(api: Running) -> None:
     assert r.status_code == 404 and err(r)["code"] == "not_found"
     r = await api.client.delete("/api/ledger/posts")
     assert r.status_code == 405 and err(r)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code", "retry_after"),
+    [
+        (StorageBusy(), 503, "storage_busy", "1"),
+        (StoreClosed(), 503, "shutting_down", "5"),
+        (Conflict("database schema version 9 is newer"), 409, "conflict", None),
+        (NotFound("run", "7"), 404, "not_found", None),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
+async def test_an_error_answers_its_own_code_status_and_headers(
+    api: Running,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: HeartbeatError,
+    status: int,
+    code: str,
+    retry_after: str | None,
+) -> None:
+    async def fail(*args: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(api.service.store, "get_thread", fail)
+    r = await api.client.get("/api/threads/default")
+    assert r.status_code == status
+    assert err(r) == {"code": code, "message": raised.message, "field": raised.field}
+    assert r.headers.get("retry-after") == retry_after
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [LLMError("unreachable", "LLM unreachable at http://10.1.2.3:11434"), RuntimeError("boom")],
+    ids=["internal-service-error", "foreign-error"],
+)
+async def test_an_internal_error_is_logged_and_answered_without_its_message(
+    api: Running,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception,
+) -> None:
+    async def fail(*args: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(api.service.store, "get_thread", fail)
+    transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+        r = await c.get("/api/threads/default")
+    assert r.status_code == 500
+    assert err(r) == {
+        "code": "internal_error",
+        "message": "internal error; see the service log",
+        "field": None,
+    }
+    assert "unhandled error on GET /api/threads/default" in caplog.text
+    assert str(raised) in caplog.text  # the traceback names it
 
 
 # -- security ------------------------------------------------------------------------------
