@@ -16,11 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ledger.errors import HeartbeatError, NotFound
+from ledger.limits import POST_ID_MAX, THREAD_ID_MAX, Page
 
 log = logging.getLogger("heartbeat.http")
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+THREAD_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}$")
+POST_ID = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}$")
 _encoder = msgspec.json.Encoder()
 
 
@@ -99,7 +100,7 @@ def check_thread_id(value: object, field: str = "thread_id") -> str:
         raise ApiError(
             422,
             "invalid_thread_id",
-            "thread ids are 1-128 characters of letters, digits and _ . : -,"
+            f"thread ids are 1-{THREAD_ID_MAX} characters of letters, digits and _ . : -,"
             f" starting with a letter or digit; got {value!r}"[:300],
             field=field,
         )
@@ -113,8 +114,9 @@ def post_id(request: Request) -> str:
     return value
 
 
-def limit_param(request: Request, default: int = 20, maximum: int = 200) -> int:
+def limit_param(request: Request, page: Page) -> int:
     raw = request.query_params.get("limit")
+    default, maximum = page
     if raw is None or raw == "":
         return default
     try:

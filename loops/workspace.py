@@ -8,12 +8,11 @@ import tempfile
 from pathlib import Path
 
 from ledger.errors import HeartbeatError
-
-MAX_BYTES = 64 * 1024
+from ledger.limits import INSTRUCTIONS_MAX_BYTES
 
 
 class InstructionsTooLarge(HeartbeatError, code="too_large", http_status=413):
-    """HEARTBEAT.md may hold at most 64 KiB."""
+    """HEARTBEAT.md is over its size limit."""
 
 
 def _read(path: Path) -> tuple[str, float] | None:
@@ -57,9 +56,10 @@ class InstructionsFile:
 
 def _write(path: Path, content: str) -> float:
     data = content.encode("utf-8")
-    if len(data) > MAX_BYTES:
+    if len(data) > INSTRUCTIONS_MAX_BYTES:
         raise InstructionsTooLarge(
-            f"HEARTBEAT.md may hold at most {MAX_BYTES} bytes, got {len(data)}", field="content"
+            f"HEARTBEAT.md may hold at most {INSTRUCTIONS_MAX_BYTES} bytes, got {len(data)}",
+            field="content",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".HEARTBEAT.", suffix=".tmp", dir=path.parent)

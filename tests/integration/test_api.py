@@ -442,6 +442,79 @@ async def test_openapi_lists_every_route(api: Running) -> None:
         assert path in doc["paths"]
 
 
+# a valid body for each route that takes one, to probe one field's documented length at a time
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/api/threads": {},
+    "/api/threads/{thread_id}/heartbeat/config": {},
+    "/api/heartbeat/heartbeat.md": {"content": "## Rules\n- be kind\n"},
+    "/api/threads/{thread_id}/messages": {"content": "hello"},
+    "/api/threads/{thread_id}/contradictions": {"statement_a": "A", "statement_b": "not A"},
+    "/api/ledger/posts": {"title": "t", "content": "c"},
+    "/api/ledger/posts/{post_id}/comments": {"content": "c"},
+}
+
+
+def request_bodies(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path, op["requestBody"]["content"]["application/json"]["schema"]["properties"])
+        for path, ops in doc["paths"].items()
+        for op in ops.values()
+        if "requestBody" in op
+    ]
+
+
+async def test_every_documented_length_is_the_enforced_one(api: Running) -> None:
+    c = api.client
+    doc = (await c.get("/openapi.json")).json()
+    pid = await new_post(c)
+    probed = 0
+    for path, properties in request_bodies(doc):
+        url = path.format(thread_id="default", post_id=pid)
+        for name, schema in properties.items():
+            if "maxLength" not in schema:
+                continue
+            size = schema["maxLength"]
+            at_limit = await c.post(url, json={**VALID_BODIES[path], name: "x" * size})
+            if at_limit.status_code >= 400:  # refused for another reason, never its length
+                assert "at most" not in err(at_limit)["message"], at_limit.text
+            over = await c.post(url, json={**VALID_BODIES[path], name: "x" * (size + 1)})
+            assert over.status_code in (413, 422), (path, name)
+            assert err(over)["field"] == name and f"{size}" in err(over)["message"], over.text
+            probed += 1
+    assert probed == 12  # every text field with a documented length
+
+
+async def test_every_documented_page_size_is_the_enforced_one(api: Running) -> None:
+    c = api.client
+    doc = (await c.get("/openapi.json")).json()
+    probed = 0
+    for path, ops in doc["paths"].items():
+        for param in ops.get("get", {}).get("parameters", []):
+            if param["name"] != "limit":
+                continue
+            maximum = param["schema"]["maximum"]
+            url = path.format(thread_id="default")
+            assert (await c.get(url, params={"limit": maximum})).status_code == 200, url
+            r = await c.get(url, params={"limit": maximum + 1})
+            assert r.status_code == 422 and err(r)["message"] == (
+                f"limit must be 1..{maximum}, got {maximum + 1}"
+            )
+            probed += 1
+    assert probed == 7  # every listing
+
+
+async def test_the_config_view_shows_the_documented_ranges(api: Running) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    config = doc["paths"]["/api/threads/{thread_id}/heartbeat/config"]["post"]
+    properties = config["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    limits = (await api.client.get("/api/threads/default/heartbeat/config")).json()["limits"]
+    assert limits == {
+        name: [schema["minimum"], schema["maximum"]]
+        for name, schema in properties.items()
+        if "minimum" in schema
+    }
+
+
 async def test_unknown_path_and_method_are_json_errors(api: Running) -> None:
     r = await api.client.get("/api/nothing-here")
     assert r.status_code == 404 and err(r)["code"] == "not_found"
