@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,6 +14,7 @@ from ledger.config import ConfigError, HeartbeatConfig, merge_config
 from ledger.limits import CONFIG_RANGES
 from loops.schedule import Schedule
 
+STATIC = Path(__file__).resolve().parents[2] / "static"
 CONFIG_PATH = "/api/threads/{thread_id}/heartbeat/config"
 # the active hours are given together; each probe changes one of them
 HOURS = {"active_hours_start": 9, "active_hours_end": 17}
@@ -84,3 +87,11 @@ def test_the_schedule_takes_the_documented_active_hours() -> None:
         Schedule(every=60, start_hour=start_hi + 1, end_hour=end_lo)
     with pytest.raises(ValueError, match=f"end_hour must be {end_lo}..{end_hi}"):
         Schedule(every=60, start_hour=start_lo, end_hour=end_hi + 1)
+
+
+def test_the_dashboard_holds_no_copy_of_a_limit() -> None:
+    """Its inputs' bounds and hints come from the OpenAPI document (see the browser tests)."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r"\b(?:maxlength|minlength|min|max)=", page, re.IGNORECASE) == []
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    assert "/openapi.json" in script
