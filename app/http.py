@@ -96,7 +96,7 @@ def thread_id(request: Request) -> str:
 
 
 def check_thread_id(value: object, field: str = "thread_id") -> str:
-    if not isinstance(value, str) or not THREAD_ID.match(value):
+    if not isinstance(value, str) or not THREAD_ID.fullmatch(value):
         raise ApiError(
             422,
             "invalid_thread_id",
@@ -109,7 +109,7 @@ def check_thread_id(value: object, field: str = "thread_id") -> str:
 
 def post_id(request: Request) -> str:
     value = str(request.path_params["post_id"])
-    if not POST_ID.match(value):
+    if not POST_ID.fullmatch(value):
         raise NotFound("post", value[:140])
     return value
 

@@ -375,6 +375,16 @@ async def test_threads_messages_contradictions(api: Running) -> None:
     assert bad.status_code == 422 and err(bad)["field"] == "statement_b"
 
 
+async def test_an_id_with_a_trailing_newline_is_refused(api: Running) -> None:
+    """The documented patterns end at the end of the id; a regex "$" would let a newline by."""
+    c = api.client
+    r = await c.post("/api/threads", json={"thread_id": "work\n"})
+    assert r.status_code == 422 and err(r)["code"] == "invalid_thread_id"
+    assert (await c.get("/api/threads/default%0A")).status_code == 422
+    r = await c.get("/api/ledger/posts/p%0A")
+    assert r.status_code == 404 and err(r)["field"] == "post_id"
+
+
 async def test_messages_pagination(api: Running) -> None:
     c = api.client
     for i in range(5):
