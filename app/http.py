@@ -50,13 +50,11 @@ class JSON(Response):
         return _encoder.encode(content)
 
 
-def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field, **extra}}
-
-
 def error_response(err: HeartbeatError) -> JSON:
+    """``{"error": {"code", "message", "field", **extra}}`` with the error's status and headers."""
+    body = {"code": err.code, "message": err.message, "field": err.field, **err.extra}
     return JSON(
-        error_body(err.code, err.message, err.field, **err.extra),
+        {"error": body},
         status_code=err.http_status,
         headers=dict(err.headers) if err.headers else None,
     )
