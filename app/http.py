@@ -1,6 +1,7 @@
 """Small helpers shared by the route modules: JSON in and out, parameters, the error body.
 
-Every error answers ``{"error": {"code", "message", "field"}}``; a caller's mistake is a 4xx.
+Every error answers ``{"error": {"code", "message", "field"}}``, built from the error itself
+(see ``ledger.errors``); a caller's mistake is a 4xx.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger.config import ConfigError
-from ledger.errors import Conflict, NotFound, StorageBusy, StoreClosed
+from ledger.errors import HeartbeatError, NotFound
+from ledger.limits import POST_ID_MAX, THREAD_ID_MAX, Page
 
 log = logging.getLogger("heartbeat.http")
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+THREAD_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}$")
+POST_ID = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}$")
 _encoder = msgspec.json.Encoder()
 
 
-class ApiError(Exception):
+class ApiError(HeartbeatError):
+    """A request the edge refuses, with the status and code it answers."""
+
     def __init__(
         self,
         status: int,
@@ -35,13 +38,9 @@ class ApiError(Exception):
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, field=field, headers=headers, extra=extra)
+        self.http_status = status
         self.code = code
-        self.message = message
-        self.field = field
-        self.extra = extra or {}
-        self.headers = headers
 
 
 class JSON(Response):
@@ -51,15 +50,13 @@ class JSON(Response):
         return _encoder.encode(content)
 
 
-def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field, **extra}}
-
-
-def error_response(err: ApiError) -> JSON:
+def error_response(err: HeartbeatError) -> JSON:
+    """``{"error": {"code", "message", "field", **extra}}`` with the error's status and headers."""
+    body = {"code": err.code, "message": err.message, "field": err.field, **err.extra}
     return JSON(
-        error_body(err.code, err.message, err.field, **err.extra),
-        status_code=err.status,
-        headers=err.headers,
+        {"error": body},
+        status_code=err.http_status,
+        headers=dict(err.headers) if err.headers else None,
     )
 
 
@@ -97,11 +94,11 @@ def thread_id(request: Request) -> str:
 
 
 def check_thread_id(value: object, field: str = "thread_id") -> str:
-    if not isinstance(value, str) or not THREAD_ID.match(value):
+    if not isinstance(value, str) or not THREAD_ID.fullmatch(value):
         raise ApiError(
             422,
             "invalid_thread_id",
-            "thread ids are 1-128 characters of letters, digits and _ . : -,"
+            f"thread ids are 1-{THREAD_ID_MAX} characters of letters, digits and _ . : -,"
             f" starting with a letter or digit; got {value!r}"[:300],
             field=field,
         )
@@ -110,13 +107,14 @@ def check_thread_id(value: object, field: str = "thread_id") -> str:
 
 def post_id(request: Request) -> str:
     value = str(request.path_params["post_id"])
-    if not POST_ID.match(value):
-        raise ApiError(404, "not_found", f"post {value[:140]!r} does not exist", field="post_id")
+    if not POST_ID.fullmatch(value):
+        raise NotFound("post", value[:140])
     return value
 
 
-def limit_param(request: Request, default: int = 20, maximum: int = 200) -> int:
+def limit_param(request: Request, page: Page) -> int:
     raw = request.query_params.get("limit")
+    default, maximum = page
     if raw is None or raw == "":
         return default
     try:
@@ -181,33 +179,24 @@ def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
-    """One handler for every exception that reaches the edge."""
-    if isinstance(exc, ApiError):
-        return error_response(exc)
-    if isinstance(exc, NotFound):
-        return error_response(ApiError(404, "not_found", exc.message, field=exc.kind + "_id"))
-    if isinstance(exc, ConfigError):
-        return error_response(ApiError(422, "invalid_config", exc.message, field=exc.field))
-    if isinstance(exc, StorageBusy):
-        return error_response(
-            ApiError(503, "storage_busy", exc.message, headers={"Retry-After": "1"})
-        )
-    if isinstance(exc, StoreClosed):
-        return error_response(
-            ApiError(503, "shutting_down", exc.message, headers={"Retry-After": "5"})
-        )
-    if isinstance(exc, Conflict):
-        return error_response(ApiError(409, "conflict", exc.message))
+    """The one handler for every exception that reaches the edge: the error answers itself.
+
+    Starlette's own 404 and 405 get their JSON body here; an error of status 500, or one that is
+    not the service's, is logged and answered ``internal_error``.
+    """
     if isinstance(exc, HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = {
-            404: f"no such path: {request.url.path[:200]}",
-            405: f"{request.method} is not allowed on {request.url.path[:200]}",
-        }.get(exc.status_code, str(exc.detail))
-        return error_response(
-            ApiError(
-                exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
-            )
-        )
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(ApiError(500, "internal_error", "internal error; see the service log"))
+        exc = _routing_error(request, exc)
+    if isinstance(exc, HeartbeatError) and exc.http_status != 500:
+        return error_response(exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(HeartbeatError("internal error; see the service log"))
+
+
+def _routing_error(request: Request, exc: HTTPException) -> ApiError:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {
+        404: f"no such path: {request.url.path[:200]}",
+        405: f"{request.method} is not allowed on {request.url.path[:200]}",
+    }.get(exc.status_code, str(exc.detail))
+    headers = dict(exc.headers) if exc.headers else None
+    return ApiError(exc.status_code, code, message, headers=headers)

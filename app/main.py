@@ -18,12 +18,11 @@ from starlette.staticfiles import StaticFiles
 
 from app import openapi, routes_data, routes_heartbeat, sse
 from app.demo import seed_demo
-from app.http import JSON, ApiError, handle_error
+from app.http import JSON, handle_error
 from app.security import SecurityMiddleware, allowed_host_names
 from app.service import Service
 from app.settings import Settings
-from ledger.config import ConfigError
-from ledger.errors import LedgerError
+from ledger.errors import HeartbeatError
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
@@ -102,8 +101,9 @@ def create_app(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
+        # One handler; Starlette picks it by the class raised: HeartbeatError and HTTPException
+        # are answered where they are raised, anything else by the server-error fallback.
         exception_handlers={
-            cls: handle_error
-            for cls in (Exception, HTTPException, ApiError, LedgerError, ConfigError)
+            cls: handle_error for cls in (Exception, HTTPException, HeartbeatError)
         },
     )

@@ -1,13 +1,30 @@
-"""``GET /openapi.json``: the API described as OpenAPI 3.1, built from one table."""
+"""``GET /openapi.json``: the API described as OpenAPI 3.1, built from one table.
+
+Every limit in it (ranges, lengths, page sizes) is ``ledger.limits``'; the dashboard reads its
+forms' bounds and hints from this document.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from app.http import JSON
+from app.http import JSON, POST_ID, THREAD_ID
+from ledger.config import HeartbeatConfig
+from ledger.limits import (
+    CONFIG_RANGES,
+    CONFIG_TEXT_MAX,
+    CONTENT_MAX,
+    INSTRUCTIONS_MAX_BYTES,
+    MESSAGE_MAX,
+    PAGES,
+    STATEMENT_MAX,
+    THREAD_ID_MAX,
+    TITLE_MAX,
+)
 
 _ERROR = {
     "type": "object",
@@ -28,31 +45,55 @@ _TID = {
     "name": "thread_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"},
+    "schema": {"type": "string", "pattern": THREAD_ID.pattern},
 }
-_PID = {"name": "post_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PAGE = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-]
+_PID = {
+    "name": "post_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": POST_ID.pattern},
+}
 
-_CONFIG_BODY = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "enabled": {"type": "boolean"},
-        "every_seconds": {"type": "integer", "minimum": 60, "maximum": 86400},
-        "every": {"type": ["integer", "string"], "description": "seconds or 90s / 30m / 1h"},
-        "target": {"type": "string"},
-        "model": {"type": ["string", "null"]},
-        "max_tokens": {"type": "integer", "minimum": 10, "maximum": 4000},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-        "dry_run": {"type": "boolean"},
-        "active_hours_start": {"type": ["integer", "null"], "minimum": 0, "maximum": 23},
-        "active_hours_end": {"type": ["integer", "null"], "minimum": 1, "maximum": 24},
-        "timezone": {"type": "string"},
-    },
-}
+
+_CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+
+
+def _limit(listing: str) -> dict[str, Any]:
+    default, maximum = PAGES[listing]
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+    return {"name": "limit", "in": "query", "schema": schema}
+
+
+def _page(listing: str) -> list[dict[str, Any]]:
+    return [_limit(listing), _CURSOR]
+
+
+def _text(max_length: int, **more: Any) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, **more}
+
+
+def _config_body() -> dict[str, Any]:
+    """A config patch: HeartbeatConfig's fields (types and defaults from the Struct) with their
+    limits, and the ``every`` alias."""
+    (_,), structs = msgspec.json.schema_components([HeartbeatConfig])
+    fields = structs[HeartbeatConfig.__name__]["properties"]
+    properties: dict[str, Any] = {}
+    for name, schema in fields.items():
+        if name in CONFIG_RANGES:
+            schema = {
+                **schema,
+                "minimum": CONFIG_RANGES[name].lo,
+                "maximum": CONFIG_RANGES[name].hi,
+            }
+        if name in CONFIG_TEXT_MAX:
+            schema = {**schema, "maxLength": CONFIG_TEXT_MAX[name]}
+        properties[name] = schema
+        if name == "every_seconds":
+            properties["every"] = {
+                "type": ["integer", "string"],
+                "description": "seconds or 90s / 30m / 1h, within every_seconds' range",
+            }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -76,14 +117,14 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         "/api/threads/{thread_id}/heartbeat/config",
         "Merge fields into a thread's config (creates the thread)",
         [_TID],
-        _CONFIG_BODY,
+        _config_body(),
     ),
     ("post", "/api/threads/{thread_id}/heartbeat/run-now", "Run a heartbeat now", [_TID], None),
     (
         "get",
         "/api/threads/{thread_id}/heartbeat/history",
         "Runs, newest first",
-        [_TID, *_PAGE],
+        [_TID, *_page("history")],
         None,
     ),
     ("get", "/api/heartbeat/heartbeat.md", "HEARTBEAT.md with its parsed sections", [], None),
@@ -92,7 +133,12 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         "/api/heartbeat/heartbeat.md",
         "Replace HEARTBEAT.md",
         [],
-        _obj(content={"type": "string", "maxLength": 65536}),
+        _obj(
+            content=_text(
+                INSTRUCTIONS_MAX_BYTES,
+                description=f"at most {INSTRUCTIONS_MAX_BYTES} bytes of UTF-8",
+            )
+        ),
     ),
     (
         "get",
@@ -105,22 +151,22 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         ],
         None,
     ),
-    ("get", "/api/threads", "Threads", _PAGE, None),
+    ("get", "/api/threads", "Threads", _page("threads"), None),
     (
         "post",
         "/api/threads",
         "Create a thread",
         [],
-        _obj(thread_id={"type": "string"}, title={"type": "string", "maxLength": 200}),
+        _obj(thread_id=_text(THREAD_ID_MAX, pattern=THREAD_ID.pattern), title=_text(TITLE_MAX)),
     ),
     ("get", "/api/threads/{thread_id}", "One thread", [_TID], None),
-    ("get", "/api/threads/{thread_id}/messages", "Messages", [_TID, *_PAGE], None),
+    ("get", "/api/threads/{thread_id}/messages", "Messages", [_TID, *_page("messages")], None),
     (
         "post",
         "/api/threads/{thread_id}/messages",
         "Add a message",
         [_TID],
-        _obj(role={"enum": ["user", "assistant", "system"]}, content={"type": "string"}),
+        _obj(role={"enum": ["user", "assistant", "system"]}, content=_text(MESSAGE_MAX)),
     ),
     ("get", "/api/threads/{thread_id}/contradictions", "Open contradictions", [_TID], None),
     (
@@ -128,21 +174,36 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         "/api/threads/{thread_id}/contradictions",
         "Add a contradiction",
         [_TID],
-        _obj(statement_a={"type": "string"}, statement_b={"type": "string"}),
+        _obj(statement_a=_text(STATEMENT_MAX), statement_b=_text(STATEMENT_MAX)),
     ),
-    ("get", "/api/threads/{thread_id}/reflections", "Reflection journal", [_TID], None),
-    ("get", "/api/threads/{thread_id}/personality", "Personality profile versions", [_TID], None),
-    ("get", "/api/threads/{thread_id}/self-replies", "Self-replies", [_TID], None),
-    ("get", "/api/ledger/posts", "Ledger posts, newest first", _PAGE, None),
+    (
+        "get",
+        "/api/threads/{thread_id}/reflections",
+        "Reflection journal",
+        [_TID, _limit("journal")],
+        None,
+    ),
+    (
+        "get",
+        "/api/threads/{thread_id}/personality",
+        "Personality profile versions",
+        [_TID, _limit("journal")],
+        None,
+    ),
+    (
+        "get",
+        "/api/threads/{thread_id}/self-replies",
+        "Self-replies",
+        [_TID, _limit("journal")],
+        None,
+    ),
+    ("get", "/api/ledger/posts", "Ledger posts, newest first", _page("posts"), None),
     (
         "post",
         "/api/ledger/posts",
         "Post as the user",
         [],
-        _obj(
-            title={"type": "string", "maxLength": 200},
-            content={"type": "string", "maxLength": 5000},
-        ),
+        _obj(title=_text(TITLE_MAX), content=_text(CONTENT_MAX)),
     ),
     ("get", "/api/ledger/posts/{post_id}", "A post with comments and votes", [_PID], None),
     (
@@ -150,7 +211,7 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         "/api/ledger/posts/{post_id}/comments",
         "Comment as the user",
         [_PID],
-        _obj(content={"type": "string", "maxLength": 5000}),
+        _obj(content=_text(CONTENT_MAX)),
     ),
     (
         "post",

@@ -22,13 +22,9 @@ from app.http import (
 )
 from app.routes_heartbeat import service
 from ledger import config as hbconfig
+from ledger.limits import CONTENT_MAX, MESSAGE_MAX, PAGES, STATEMENT_MAX, TITLE_MAX
 from ledger.records import Thread, iso, post_to_dict
 from ledger.store import USER
-
-MESSAGE_MAX = 20_000
-STATEMENT_MAX = 2_000
-TITLE_MAX = 200
-CONTENT_MAX = 5_000
 
 
 def thread_view(thread: Thread) -> dict[str, Any]:
@@ -53,7 +49,7 @@ def thread_view(thread: Thread) -> dict[str, Any]:
 
 async def list_threads(request: Request) -> JSON:
     svc = service(request)
-    limit = limit_param(request, default=100, maximum=1000)
+    limit = limit_param(request, PAGES["threads"])
     after = request.query_params.get("cursor") or None
     if after is not None:
         check_thread_id(after, "cursor")
@@ -86,7 +82,7 @@ async def list_messages(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
     await svc.store.get_thread(tid)
-    limit = limit_param(request, default=50, maximum=500)
+    limit = limit_param(request, PAGES["messages"])
     msgs = await svc.store.messages(tid, limit=limit + 1, before=cursor_param(request))
     older = len(msgs) > limit
     page = msgs[-limit:]
@@ -177,7 +173,7 @@ async def journal(request: Request) -> JSON:
     tid = thread_id(request)
     await svc.store.get_thread(tid)
     kind = request.path_params["kind"]
-    limit = limit_param(request)
+    limit = limit_param(request, PAGES["journal"])
     items: list[dict[str, Any]]
     if kind == "reflections":
         items = [
@@ -222,7 +218,7 @@ async def journal(request: Request) -> JSON:
 # -- the Ledger -----------------------------------------------------------------------------
 async def list_posts(request: Request) -> JSON:
     svc = service(request)
-    limit = limit_param(request)
+    limit = limit_param(request, PAGES["posts"])
     posts = await svc.store.posts(limit=limit + 1, before=cursor_param(request))
     page = posts[:limit]
     nxt = str(page[-1].cursor) if len(posts) > limit else None

@@ -20,9 +20,9 @@ from app.http import (
 from app.service import Service
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
+from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES
 from ledger.records import iso, run_to_dict
-from loops.executor import RunInFlight
-from loops.workspace import MAX_BYTES, InstructionsTooLarge, read_instructions, write_instructions
+from loops.workspace import read_instructions, write_instructions
 
 
 def service(request: Request) -> Service:
@@ -87,20 +87,11 @@ async def config_view(svc: Service, tid: str) -> dict[str, Any]:
         next_run_at=iso(thread.next_run) if cfg.enabled else None,
         last_run_at=iso(thread.last_run),
         anchor_at=iso(thread.anchor),
-        limits=CONFIG_LIMITS,
+        limits=dict(CONFIG_RANGES),
     )
     if warning:
         body["warning"] = warning
     return body
-
-
-CONFIG_LIMITS: dict[str, Any] = {
-    "every_seconds": [60, 86400],
-    "max_tokens": [10, 4000],
-    "temperature": [0, 1],
-    "active_hours_start": [0, 23],
-    "active_hours_end": [1, 24],
-}
 
 
 async def get_config(request: Request) -> JSON:
@@ -118,16 +109,7 @@ async def post_config(request: Request) -> JSON:
 async def run_now(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
-    try:
-        run = await svc.run_now(tid)  # NotFound (404) for an unknown thread
-    except RunInFlight as busy:
-        raise ApiError(
-            409,
-            "run_in_flight",
-            busy.args[0],
-            field="thread_id",
-            extra={"run_id": busy.run_id},
-        ) from None
+    run = await svc.run_now(tid)  # NotFound (404) for an unknown thread, RunInFlight (409)
     return JSON(run_to_dict(run))
 
 
@@ -135,7 +117,7 @@ async def history(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
     await svc.store.get_thread(tid)
-    limit = limit_param(request)
+    limit = limit_param(request, PAGES["history"])
     loop = request.query_params.get("loop") or None
     runs = await svc.store.history(tid, limit=limit + 1, before=cursor_param(request), loop=loop)
     page = runs[:limit]
@@ -152,7 +134,7 @@ async def _md_view(svc: Service) -> dict[str, Any]:
         "exists": found is not None,
         "last_modified": iso(mtime),
         "empty": parsed.is_empty,
-        "max_bytes": MAX_BYTES,
+        "max_bytes": INSTRUCTIONS_MAX_BYTES,
         "sections": {
             "checklist": [{"text": i.text, "checked": i.checked} for i in parsed.checklist],
             "rules": parsed.rules,
@@ -175,10 +157,7 @@ async def post_md(request: Request) -> JSON:
         raise ApiError(422, "invalid_type", "content must be a string", field="content")
     if "\x00" in content:
         raise ApiError(422, "invalid_value", "content must not contain NUL bytes", field="content")
-    try:
-        await write_instructions(svc.settings.heartbeat_md, content)
-    except InstructionsTooLarge as exc:
-        raise ApiError(413, "too_large", str(exc), field="content") from None
+    await write_instructions(svc.settings.heartbeat_md, content)  # InstructionsTooLarge (413)
     return JSON(await _md_view(svc))
 
 

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http import JSON, error_body
+from app.http import ApiError, error_response
+from ledger.errors import HeartbeatError
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,8 +42,8 @@ def allowed_host_names(bind_host: str, extra: Iterable[str]) -> frozenset[str] |
     return frozenset(names)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HeartbeatError, code="body_too_large", http_status=413):
+    """The request body is over the limit."""
 
 
 class SecurityMiddleware:
@@ -66,15 +67,11 @@ class SecurityMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._check(scope, headers)
         if refusal is not None:
-            status, code, message = refusal
-            extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            await JSON(error_body(code, message), status_code=status, headers=extra)(
-                scope, receive, send
-            )
+            await error_response(refusal)(scope, receive, send)
             return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await self._too_large(scope, receive, send)
+            await error_response(self._too_large())(scope, receive, send)
             return
         received = 0
 
@@ -84,7 +81,7 @@ class SecurityMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _TooLarge()
+                    raise self._too_large()
             return message
 
         started = False
@@ -97,21 +94,18 @@ class SecurityMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _TooLarge as exc:
             if not started:
-                await self._too_large(scope, receive, send)
+                await error_response(exc)(scope, receive, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await JSON(
-            error_body("body_too_large", f"the request body is over {self.max_body} bytes", "body"),
-            status_code=413,
-        )(scope, receive, send)
+    def _too_large(self) -> _TooLarge:
+        return _TooLarge(f"the request body is over {self.max_body} bytes", field="body")
 
-    def _check(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
+    def _check(self, scope: Scope, headers: dict[str, str]) -> ApiError | None:
         if self.hosts is not None:
             host = _host_only(headers.get("host", ""))
             if host not in self.hosts:
-                return 421, "bad_host", f"Host {host[:100]!r} is not served here"
+                return ApiError(421, "bad_host", f"Host {host[:100]!r} is not served here")
         method = scope["method"]
         if method not in SAFE_METHODS:
             origin = headers.get("origin")
@@ -121,13 +115,20 @@ class SecurityMiddleware:
                 if origin_host != request_host and (
                     self.hosts is None or origin_host not in self.hosts
                 ):
-                    return 403, "cross_origin", f"requests from {origin[:100]!r} are refused"
+                    return ApiError(
+                        403, "cross_origin", f"requests from {origin[:100]!r} are refused"
+                    )
             elif headers.get("sec-fetch-site") == "cross-site":
-                return 403, "cross_origin", "cross-site requests are refused"
+                return ApiError(403, "cross_origin", "cross-site requests are refused")
         path: str = scope["path"]
         if self.token and path.startswith("/api/"):
             if not self._authorized(scope, headers):
-                return 401, "unauthorized", "this API needs Authorization: Bearer <token>"
+                return ApiError(
+                    401,
+                    "unauthorized",
+                    "this API needs Authorization: Bearer <token>",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return None
 
     def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import msgspec
 
+from ledger.errors import HeartbeatError
 from loops.llm import parse_ollama_host
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROVIDERS = ("auto", "ollama", "openai", "embedded")
 
 
-class SettingsError(ValueError):
+class SettingsError(HeartbeatError, code="invalid_settings"):
     """A setting in the environment has a value the service cannot use."""
 
 

@@ -1,6 +1,7 @@
-"""Per-thread HeartbeatConfig: the Struct, its limits, merging a JSON patch, stored form.
+"""Per-thread HeartbeatConfig: the Struct, merging a JSON patch, stored form.
 
-Pure apart from ``zoneinfo`` lookups. Every refusal is a ``ConfigError`` naming the field.
+Pure apart from ``zoneinfo`` lookups. Every refusal is a ``ConfigError`` naming the field. The
+ranges and lengths checked are ``ledger.limits``'.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from ledger.errors import HeartbeatError
+from ledger.limits import CONFIG_RANGES, CONFIG_TEXT_MAX, EVERY_SECONDS, TEMPERATURE
+
 __all__ = [
-    "EVERY_MAX",
-    "EVERY_MIN",
     "ConfigError",
     "HeartbeatConfig",
     "decode_stored",
@@ -26,13 +28,6 @@ __all__ = [
     "validate_config",
 ]
 
-EVERY_MIN: Final = 60
-EVERY_MAX: Final = 86400
-MAX_TOKENS_MIN: Final = 10
-MAX_TOKENS_MAX: Final = 4000
-MODEL_MAX: Final = 200
-TARGET_MAX: Final = 200
-
 _DURATION: Final = re.compile(
     r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m)?\s*(?:(?P<s>\d+)\s*s)?",
     re.IGNORECASE | re.ASCII,
@@ -42,20 +37,17 @@ _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*"
 _DURATION_HINT: Final = 'a number of seconds or a duration like "90s", "30m", "1h", "2h30m", "1d"'
 
 
-class ConfigError(ValueError):
+class ConfigError(HeartbeatError, code="invalid_config", http_status=422):
     """The heartbeat config is invalid."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+    field: str
 
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
 
 
 class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One thread's heartbeat settings (SPEC §5)."""
+    """One thread's heartbeat settings."""
 
     enabled: bool = True
     every_seconds: int = 1800
@@ -99,55 +91,50 @@ def _int(name: str, value: object) -> int:
     raise ConfigError(name, f"{name} must be an integer, got {_show(value)}")
 
 
-def _int_in(name: str, value: object, lo: int, hi: int) -> int:
+def _int_in(name: str, value: object) -> int:
     number = _int(name, value)
+    lo, hi = CONFIG_RANGES[name]
     if not lo <= number <= hi:
         raise ConfigError(name, f"{name} must be {lo}..{hi}, got {number}")
     return number
 
 
-def _optional_int_in(name: str, value: object, lo: int, hi: int) -> int | None:
-    return None if value is None else _int_in(name, value, lo, hi)
+def _optional_int_in(name: str, value: object) -> int | None:
+    return None if value is None else _int_in(name, value)
 
 
-def _text(name: str, value: object, limit: int) -> str:
+def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigError(name, f"{name} must be a string, got {_show(value)}")
     text = value.strip()
     if not text:
         raise ConfigError(name, f"{name} must not be empty")
+    limit = CONFIG_TEXT_MAX[name]
     if len(text) > limit:
         raise ConfigError(name, f"{name} must be at most {limit} characters, got {len(text)}")
     return text
 
 
 def _every_seconds(value: object) -> int:
-    return _int_in("every_seconds", value, EVERY_MIN, EVERY_MAX)
-
-
-def _target(value: object) -> str:
-    return _text("target", value, TARGET_MAX)
+    return _int_in("every_seconds", value)
 
 
 def _model(value: object) -> str | None:
-    return None if value is None else _text("model", value, MODEL_MAX)
-
-
-def _max_tokens(value: object) -> int:
-    return _int_in("max_tokens", value, MAX_TOKENS_MIN, MAX_TOKENS_MAX)
+    return None if value is None else _text("model", value)
 
 
 def _temperature(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError("temperature", f"temperature must be a number, got {_show(value)}")
     number = float(value)
-    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
-        raise ConfigError("temperature", f"temperature must be 0..1, got {_show(value)}")
+    lo, hi = TEMPERATURE
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise ConfigError("temperature", f"temperature must be {lo}..{hi}, got {_show(value)}")
     return number
 
 
 def _timezone(value: object) -> str:
-    name = _text("timezone", value, 64)
+    name = _text("timezone", value)
     if _ZONE_NAME.fullmatch(name) is not None:
         try:
             ZoneInfo(name)
@@ -164,13 +151,13 @@ def _timezone(value: object) -> str:
 _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "enabled": lambda v: _bool("enabled", v),
     "every_seconds": _every_seconds,
-    "target": _target,
+    "target": lambda v: _text("target", v),
     "model": _model,
-    "max_tokens": _max_tokens,
+    "max_tokens": lambda v: _int_in("max_tokens", v),
     "temperature": _temperature,
     "dry_run": lambda v: _bool("dry_run", v),
-    "active_hours_start": lambda v: _optional_int_in("active_hours_start", v, 0, 23),
-    "active_hours_end": lambda v: _optional_int_in("active_hours_end", v, 1, 24),
+    "active_hours_start": lambda v: _optional_int_in("active_hours_start", v),
+    "active_hours_end": lambda v: _optional_int_in("active_hours_end", v),
     "timezone": _timezone,
 }
 
@@ -208,10 +195,9 @@ def parse_duration(value: object) -> int:
 
 def _check_every(value: object) -> int:
     seconds = parse_duration(value)
-    if not EVERY_MIN <= seconds <= EVERY_MAX:
-        raise ConfigError(
-            "every", f"every must be {EVERY_MIN}..{EVERY_MAX} seconds, got {_show(value)}"
-        )
+    lo, hi = EVERY_SECONDS
+    if not lo <= seconds <= hi:
+        raise ConfigError("every", f"every must be {lo}..{hi} seconds, got {_show(value)}")
     return seconds
 
 

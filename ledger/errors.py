@@ -1,39 +1,130 @@
-"""Errors raised by the storage layer.
+"""The one root of every error the service raises, and the storage layer's errors.
 
-LedgerError
-├── NotFound            a thread, post or run that does not exist
-├── Conflict            a state that forbids the write (e.g. a run already in flight)
-├── StorageBusy         the database stayed locked by another writer past every retry
-└── StoreClosed         a write after the store was closed (shutdown)
+An error carries what the HTTP edge answers: its ``code`` (the error body's code) and
+``http_status``, both named in the class statement, a ``message`` (by default the first
+paragraph of the class docstring), and optionally the ``field`` it is about, response
+``headers`` and ``extra`` fields of the body. The edge (``app.http.handle_error``) answers
+``{"error": {"code", "message", "field", **extra}}``. An error of status 500 is internal: it is
+logged with its traceback and the caller gets ``internal_error`` without its message, whatever
+its class. Internal errors have codes of their own all the same: logs and run records name them.
+
+The tree (class, module, status, code)::
+
+    HeartbeatError           ledger.errors          500 internal_error
+    ├── ApiError             app.http               4xx as raised: a request the edge refuses
+    ├── _TooLarge            app.security           413 body_too_large
+    ├── SettingsError        app.settings           500 invalid_settings: stops start-up
+    ├── ConfigError          ledger.config          422 invalid_config
+    ├── NotFound             ledger.errors          404 not_found
+    ├── Conflict             ledger.errors          409 conflict
+    │   └── RunInFlight      loops.executor         409 run_in_flight (+ run_id)
+    ├── LedgerError          ledger.errors          500 storage_error
+    │   ├── StorageBusy      ledger.errors          503 storage_busy (Retry-After: 1)
+    │   └── StoreClosed      ledger.errors          503 shutting_down (Retry-After: 5)
+    ├── InstructionsTooLarge loops.workspace        413 too_large
+    ├── LLMError             loops.llm.base         500 llm_error (what failed: ``.reason``)
+    ├── _Stopped             loops.llm.embedded     500 generation_stopped
+    ├── OutputError          loops.journal_prompts  500 invalid_output
+    ├── Overflowed           loops.events           500 subscriber_overflowed
+    └── Closed               loops.events           500 bus_closed
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
-class LedgerError(Exception):
-    """The storage layer failed."""
+__all__ = [
+    "Conflict",
+    "HeartbeatError",
+    "LedgerError",
+    "NotFound",
+    "StorageBusy",
+    "StoreClosed",
+]
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
-        self.message = message or (self.__doc__ or "").strip()
+
+class HeartbeatError(Exception):
+    """Something went wrong inside the service."""
+
+    code: str = "internal_error"
+    http_status: int = 500
+    headers: Mapping[str, str] | None = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if http_status is not None:
+            cls.http_status = http_status
+        if headers is not None:
+            cls.headers = headers
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.message = message or _default_message(type(self))
+        super().__init__(self.message)
+        self.field = field
+        if headers is not None:
+            self.headers = headers
+        self.extra: Mapping[str, Any] = extra or {}
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild the instance from its attributes, whatever its __init__ takes
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
-class NotFound(LedgerError):
+def _default_message(cls: type[HeartbeatError]) -> str:
+    """The first paragraph of the nearest docstring in the class's ancestry, on one line."""
+    for klass in cls.__mro__:
+        doc = klass.__dict__.get("__doc__")
+        if doc:
+            return " ".join(doc.strip().split("\n\n")[0].split())
+    return "internal error"
+
+
+def _rebuild(cls: type[HeartbeatError], args: tuple[Any, ...]) -> HeartbeatError:
+    err = cls.__new__(cls)
+    err.args = args
+    return err
+
+
+class NotFound(HeartbeatError, code="not_found", http_status=404):
     """The requested record does not exist."""
 
     def __init__(self, kind: str, ident: str) -> None:
-        super().__init__(f"{kind} {ident!r} does not exist")
+        super().__init__(f"{kind} {ident!r} does not exist", field=f"{kind}_id")
         self.kind = kind
         self.ident = ident
 
 
-class Conflict(LedgerError):
+class Conflict(HeartbeatError, code="conflict", http_status=409):
     """The write conflicts with the current state."""
 
 
-class StorageBusy(LedgerError):
+class LedgerError(HeartbeatError, code="storage_error"):
+    """The storage layer failed."""
+
+
+class StorageBusy(LedgerError, code="storage_busy", http_status=503, headers={"Retry-After": "1"}):
     """The database stayed locked by another writer; try again shortly."""
 
 
-class StoreClosed(LedgerError):
+class StoreClosed(LedgerError, code="shutting_down", http_status=503, headers={"Retry-After": "5"}):
     """The database is closed: the service is shutting down."""

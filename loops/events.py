@@ -28,6 +28,8 @@ from typing import Any
 
 import msgspec
 
+from ledger.errors import HeartbeatError
+
 EVENT_TYPES = frozenset(
     {"run_started", "token", "decision", "run_finished", "loop_state", "config_changed"}
 )
@@ -77,11 +79,11 @@ class Event:
         return f"Event({self.type!r}, id={self.id!r}, thread_id={self.thread_id!r})"
 
 
-class Overflowed(Exception):
+class Overflowed(HeartbeatError, code="subscriber_overflowed"):
     """The subscriber fell too far behind and was disconnected."""
 
 
-class Closed(Exception):
+class Closed(HeartbeatError, code="bus_closed"):
     """The bus was closed: the service is shutting down."""
 
 

@@ -38,7 +38,7 @@ from ledger.actions import (
     review,
     summarize,
 )
-from ledger.errors import NotFound
+from ledger.errors import Conflict, NotFound
 from ledger.records import Run, RunOutcome, Thread, run_to_dict
 from ledger.store import AGENT, Store, Tx
 from loops.clock import Clock
@@ -59,11 +59,15 @@ _REFUSALS = frozenset(
 )
 
 
-class RunInFlight(Exception):
+class RunInFlight(Conflict, code="run_in_flight"):
     """A run for this thread is already in flight."""
 
     def __init__(self, thread_id: str, run_id: int) -> None:
-        super().__init__(f"a heartbeat for thread {thread_id!r} is already running (run {run_id})")
+        super().__init__(
+            f"a heartbeat for thread {thread_id!r} is already running (run {run_id})",
+            field="thread_id",
+            extra={"run_id": run_id},
+        )
         self.thread_id = thread_id
         self.run_id = run_id
 
@@ -76,13 +80,6 @@ class ExecutorOptions:
     channels: dict[str, str] = field(default_factory=dict)
     run_deadline: float = 300.0
     ledger_feed: int = 15
-
-
-class _Refused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class _TokenRelay:

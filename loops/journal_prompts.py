@@ -1,6 +1,6 @@
 """Prompts, output schemas and output validation of the journal loops. Pure: text in, text out.
 
-Three loops (SPEC §9) each ask the model for one small JSON object:
+Three loops each ask the model for one small JSON object:
 
     reflection   {"score": 0..1, "summary": str, "notable": [str]}
     personality  {"traits": [str], "tone": str, "interests": [str]}
@@ -12,7 +12,7 @@ Replies are decoded with msgspec into loose Structs, then normalized: the score 
 0..1, strings are stripped of control characters, trimmed and capped, lists are de-duplicated
 and capped. A reply that is not a JSON object of the right shape raises ``OutputError``.
 
-OutputError (ValueError)   the reply holds no usable output; ``.reason`` is "invalid_output"
+OutputError   the reply holds no usable output; ``.reason`` (and ``.code``) is "invalid_output"
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from ledger.errors import HeartbeatError
 from ledger.records import Message, Profile, Reflection
 
 __all__ = [
@@ -124,14 +125,13 @@ class SelfReplyOut(msgspec.Struct, frozen=True, kw_only=True):
     reply: str
 
 
-class OutputError(ValueError):
+class OutputError(HeartbeatError, code="invalid_output"):
     """The reply holds no usable output."""
 
-    reason: Final = "invalid_output"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    @property
+    def reason(self) -> str:
+        """The failed run's reason: the code."""
+        return self.code
 
 
 _T = TypeVar("_T", ReflectionOut, ProfileOut, SelfReplyOut)

@@ -1,4 +1,4 @@
-"""Schedule math (SPEC §7): pure functions of the instants they are given.
+"""Schedule math: pure functions of the instants they are given.
 
 Nothing here reads the clock, sleeps or does I/O. Every instant is a float of POSIX seconds (UTC);
 the caller reads the clock once and passes ``now`` down.
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ledger.limits import ACTIVE_HOURS_END, ACTIVE_HOURS_START, EVERY_SECONDS
+
 __all__ = [
-    "MAX_EVERY",
-    "MIN_EVERY",
     "SEARCH_DAYS",
     "CatchUp",
     "Schedule",
@@ -46,8 +46,6 @@ __all__ = [
     "window_containing",
 ]
 
-MIN_EVERY = 60
-MAX_EVERY = 86_400
 SEARCH_DAYS = 8
 """Searches cover the local day before the instant searched from and this many days from its own."""
 
@@ -73,22 +71,15 @@ class Schedule:
     tz: str = "UTC"
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.every, int)
-            or isinstance(self.every, bool)
-            or not MIN_EVERY <= self.every <= MAX_EVERY
-        ):
-            raise ValueError(f"every must be {MIN_EVERY}..{MAX_EVERY} seconds, got {self.every!r}")
+        _check_whole("every", self.every, *EVERY_SECONDS, unit=" seconds")
         start, end = self.start_hour, self.end_hour
         if (start is None) != (end is None):
             raise ValueError(
                 f"start_hour and end_hour must be given together, got {start!r} and {end!r}"
             )
         if start is not None and end is not None:
-            if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 23:
-                raise ValueError(f"start_hour must be 0..23, got {start!r}")
-            if isinstance(end, bool) or not isinstance(end, int) or not 1 <= end <= 24:
-                raise ValueError(f"end_hour must be 1..24, got {end!r}")
+            _check_whole("start_hour", start, *ACTIVE_HOURS_START)
+            _check_whole("end_hour", end, *ACTIVE_HOURS_END)
             if start == end:
                 raise ValueError(f"start_hour and end_hour must differ, got {start} and {end}")
         _zone(self.tz)
@@ -97,6 +88,11 @@ class Schedule:
     def always_on(self) -> bool:
         """True when every instant is inside active hours (no hours, or 0..24)."""
         return self.start_hour is None or (self.start_hour == 0 and self.end_hour == 24)
+
+
+def _check_whole(name: str, value: object, lo: int, hi: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be {lo}..{hi}{unit}, got {value!r}")
 
 
 # --- the grid ---------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
-MAX_BYTES = 64 * 1024
+from ledger.errors import HeartbeatError
+from ledger.limits import INSTRUCTIONS_MAX_BYTES
 
 
-class InstructionsTooLarge(ValueError):
-    """HEARTBEAT.md may hold at most 64 KiB."""
+class InstructionsTooLarge(HeartbeatError, code="too_large", http_status=413):
+    """HEARTBEAT.md is over its size limit."""
 
 
 def _read(path: Path) -> tuple[str, float] | None:
@@ -55,9 +56,10 @@ class InstructionsFile:
 
 def _write(path: Path, content: str) -> float:
     data = content.encode("utf-8")
-    if len(data) > MAX_BYTES:
+    if len(data) > INSTRUCTIONS_MAX_BYTES:
         raise InstructionsTooLarge(
-            f"HEARTBEAT.md may hold at most {MAX_BYTES} bytes, got {len(data)}"
+            f"HEARTBEAT.md may hold at most {INSTRUCTIONS_MAX_BYTES} bytes, got {len(data)}",
+            field="content",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".HEARTBEAT.", suffix=".tmp", dir=path.parent)

@@ -286,6 +286,44 @@ async function createThread(ev) {
   }
 }
 
+// ---- limits ------------------------------------------------------------------------------------
+
+// The forms' bounds and hints are the service's: each form takes them from the request schema of
+// the route it posts to, in the OpenAPI document.
+const FORM_ROUTES = {
+  "new-thread-form": "/api/threads",
+  "config-form": "/api/threads/{thread_id}/heartbeat/config",
+  "md-form": "/api/heartbeat/heartbeat.md",
+};
+
+async function loadLimits() {
+  try {
+    const doc = await api("/openapi.json");
+    for (const [form, path] of Object.entries(FORM_ROUTES)) {
+      const body = doc.paths[path].post.requestBody.content["application/json"].schema;
+      applyLimits($(form), body.properties);
+    }
+  } catch (error) {
+    report("config-status", error);
+  }
+}
+
+function applyLimits(form, properties) {
+  for (const [name, schema] of Object.entries(properties)) {
+    const box = form.elements.namedItem(name);
+    if (!(box instanceof HTMLElement)) continue;
+    if (schema.maxLength !== undefined) box.maxLength = schema.maxLength;
+    if (schema.minimum === undefined || schema.maximum === undefined) continue;
+    const [lo, hi] = [schema.minimum, schema.maximum];
+    if (box.type === "number") Object.assign(box, { min: lo, max: hi });
+    const hint = $(`hint-${name}`);
+    if (!hint) continue;
+    const unit = name === "every_seconds" ? " seconds" : "";
+    const optional = name.startsWith("active_hours") ? "; empty for all day" : "";
+    hint.textContent = `${lo}–${hi}${unit}${optional}`;
+  }
+}
+
 // ---- config ------------------------------------------------------------------------------------
 
 // Each field of the form (input id "cfg-<name>") and how its value is read.
@@ -322,14 +360,6 @@ function renderConfig(cfg) {
     const box = $(`cfg-${name}`);
     if (kind === "bool") box.checked = Boolean(cfg[name]);
     else box.value = cfg[name] === null || cfg[name] === undefined ? "" : String(cfg[name]);
-  }
-  for (const [name, [lo, hi]] of Object.entries(cfg.limits || {})) {
-    const hint = $(`hint-${name}`);
-    if (!hint) continue;
-    const unit = name === "every_seconds" ? " seconds" : "";
-    const optional = name.startsWith("active_hours") ? "; empty for all day" : "";
-    hint.textContent = `${lo}–${hi}${unit}${optional}`;
-    if ($(`cfg-${name}`).type === "number") Object.assign($(`cfg-${name}`), { min: lo, max: hi });
   }
   state.configDirty = false;
   renderTimes(cfg);
@@ -687,7 +717,7 @@ async function boot() {
   setInterval(refreshTimes, 15000);
   try {
     await refreshStatus();
-    await Promise.all([loadThreads(), loadMd(), loadPosts(true)]);
+    await Promise.all([loadLimits(), loadThreads(), loadMd(), loadPosts(true)]);
   } catch (error) {
     report("run-status", error);
   }

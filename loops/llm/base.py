@@ -2,12 +2,13 @@
 
 Errors
 ------
-Every failure of a provider call is raised as one exception type::
+Every failure of a provider call is raised as one exception type (code ``llm_error``, under
+``ledger.errors.HeartbeatError``)::
 
     LLMError            .reason   a stable code (see ``ErrorReason``)
                         .message  a sentence naming the server address
                         .retryable whether the retry policy may try again
-                        .status   the HTTP status, when there was one
+                        .status   the LLM server's HTTP status, when there was one
                         .attempts how many attempts were made (set by the retry loop)
 
 Callers match on ``.reason``, never on the text.
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import msgspec
+
+from ledger.errors import HeartbeatError
 
 __all__ = [
     "ChatRequest",
@@ -83,7 +86,7 @@ class Health(msgspec.Struct):
     detail: str | None
 
 
-class LLMError(Exception):
+class LLMError(HeartbeatError, code="llm_error"):
     """The LLM call failed."""
 
     def __init__(
@@ -98,18 +101,10 @@ class LLMError(Exception):
     ) -> None:
         super().__init__(message)
         self.reason: ErrorReason = reason
-        self.message = message
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
         self.attempts = attempts
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # keeps copy.copy() and pickle working despite the keyword-only attributes
-        return (self.__class__, (self.reason, self.message), self.__dict__)
 
     def __repr__(self) -> str:
         return (

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger.errors import HeartbeatError
+
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import RetryPolicy, run_with_retries
 
@@ -229,7 +231,7 @@ def grammar_schema(schema: Any) -> Any:
 # --- the provider -----------------------------------------------------------------------------
 
 
-class _Stopped(Exception):
+class _Stopped(HeartbeatError, code="generation_stopped"):
     """The caller gave up (deadline or close): the worker stopped generating."""
 
 

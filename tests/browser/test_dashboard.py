@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
+from app import openapi
+from ledger.limits import CONFIG_TEXT_MAX, INSTRUCTIONS_MAX_BYTES, THREAD_ID_MAX, TITLE_MAX
 from tests.browser.conftest import ARTIFACTS, StreamingLLM, open_page, serve_site
 
 pytestmark = pytest.mark.browser
@@ -169,6 +172,33 @@ async def _new_thread(page: Any) -> None:
     await expect(page.locator("#thread-select")).to_have_value("weekly")
     await expect(page.locator("#history-empty")).to_be_visible()
     await expect(page.locator("#feed .feed-item")).to_have_count(0)
+
+
+async def test_the_forms_take_their_limits_from_the_server(
+    browser: Any, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs' bounds and hints are the OpenAPI document's: changed there, changed here."""
+    doc = copy.deepcopy(openapi.document())
+    body = doc["paths"]["/api/threads/{thread_id}/heartbeat/config"]["post"]["requestBody"]
+    body["content"]["application/json"]["schema"]["properties"]["max_tokens"]["maximum"] = 1234
+    monkeypatch.setattr(openapi, "document", lambda: doc)
+    async with serve_site(workspace, StreamingLLM(REPLY)) as site:
+        async with open_page(browser, site) as page:
+            await expect(page.locator("#hint-max_tokens")).to_have_text("10\u20131234")
+            await expect(page.locator("#cfg-max_tokens")).to_have_attribute("max", "1234")
+            await expect(page.locator("#cfg-max_tokens")).to_have_attribute("min", "10")
+            hours = page.locator("#hint-active_hours_end")
+            await expect(hours).to_have_text("1\u201324; empty for all day")
+            await expect(page.locator("#cfg-active_hours_start")).to_have_attribute("max", "23")
+            await expect(page.locator("#cfg-temperature")).to_have_attribute("max", "1")
+            for box, size in [
+                ("#new-thread-id", THREAD_ID_MAX),
+                ("#new-thread-title", TITLE_MAX),
+                ("#cfg-timezone", CONFIG_TEXT_MAX["timezone"]),
+                ("#md-text", INSTRUCTIONS_MAX_BYTES),
+            ]:
+                await expect(page.locator(box)).to_have_attribute("maxlength", str(size))
+            assert site.errors == []
 
 
 async def test_dashboard_asks_for_the_api_token_then_works(browser: Any, workspace: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.errors import Conflict, HeartbeatError, NotFound, StorageBusy, StoreClosed
 from loops.llm import LLMError
 from tests.conftest import AppFactory, Running
 from tests.fakes.provider import ScriptedLLM
@@ -374,6 +375,16 @@ async def test_threads_messages_contradictions(api: Running) -> None:
     assert bad.status_code == 422 and err(bad)["field"] == "statement_b"
 
 
+async def test_an_id_with_a_trailing_newline_is_refused(api: Running) -> None:
+    """The documented patterns end at the end of the id; a regex "$" would let a newline by."""
+    c = api.client
+    r = await c.post("/api/threads", json={"thread_id": "work\n"})
+    assert r.status_code == 422 and err(r)["code"] == "invalid_thread_id"
+    assert (await c.get("/api/threads/default%0A")).status_code == 422
+    r = await c.get("/api/ledger/posts/p%0A")
+    assert r.status_code == 404 and err(r)["field"] == "post_id"
+
+
 async def test_messages_pagination(api: Running) -> None:
     c = api.client
     for i in range(5):
@@ -441,11 +452,140 @@ async def test_openapi_lists_every_route(api: Running) -> None:
         assert path in doc["paths"]
 
 
+# a valid body for each route that takes one, to probe one field's documented length at a time
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/api/threads": {},
+    "/api/threads/{thread_id}/heartbeat/config": {},
+    "/api/heartbeat/heartbeat.md": {"content": "## Rules\n- be kind\n"},
+    "/api/threads/{thread_id}/messages": {"content": "hello"},
+    "/api/threads/{thread_id}/contradictions": {"statement_a": "A", "statement_b": "not A"},
+    "/api/ledger/posts": {"title": "t", "content": "c"},
+    "/api/ledger/posts/{post_id}/comments": {"content": "c"},
+}
+
+
+def request_bodies(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path, op["requestBody"]["content"]["application/json"]["schema"]["properties"])
+        for path, ops in doc["paths"].items()
+        for op in ops.values()
+        if "requestBody" in op
+    ]
+
+
+async def test_every_documented_length_is_the_enforced_one(api: Running) -> None:
+    c = api.client
+    doc = (await c.get("/openapi.json")).json()
+    pid = await new_post(c)
+    probed = 0
+    for path, properties in request_bodies(doc):
+        url = path.format(thread_id="default", post_id=pid)
+        for name, schema in properties.items():
+            if "maxLength" not in schema:
+                continue
+            size = schema["maxLength"]
+            at_limit = await c.post(url, json={**VALID_BODIES[path], name: "x" * size})
+            if at_limit.status_code >= 400:  # refused for another reason, never its length
+                assert "at most" not in err(at_limit)["message"], at_limit.text
+            over = await c.post(url, json={**VALID_BODIES[path], name: "x" * (size + 1)})
+            assert over.status_code in (413, 422), (path, name)
+            assert err(over)["field"] == name and f"{size}" in err(over)["message"], over.text
+            probed += 1
+    assert probed == 12  # every text field with a documented length
+
+
+async def test_every_documented_page_size_is_the_enforced_one(api: Running) -> None:
+    c = api.client
+    doc = (await c.get("/openapi.json")).json()
+    probed = 0
+    for path, ops in doc["paths"].items():
+        for param in ops.get("get", {}).get("parameters", []):
+            if param["name"] != "limit":
+                continue
+            maximum = param["schema"]["maximum"]
+            url = path.format(thread_id="default")
+            assert (await c.get(url, params={"limit": maximum})).status_code == 200, url
+            r = await c.get(url, params={"limit": maximum + 1})
+            assert r.status_code == 422 and err(r)["message"] == (
+                f"limit must be 1..{maximum}, got {maximum + 1}"
+            )
+            probed += 1
+    assert probed == 7  # every listing
+
+
+async def test_the_config_view_shows_the_documented_ranges(api: Running) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    config = doc["paths"]["/api/threads/{thread_id}/heartbeat/config"]["post"]
+    properties = config["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    limits = (await api.client.get("/api/threads/default/heartbeat/config")).json()["limits"]
+    assert limits == {
+        name: [schema["minimum"], schema["maximum"]]
+        for name, schema in properties.items()
+        if "minimum" in schema
+    }
+
+
 async def test_unknown_path_and_method_are_json_errors(api: Running) -> None:
     r = await api.client.get("/api/nothing-here")
     assert r.status_code == 404 and err(r)["code"] == "not_found"
     r = await api.client.delete("/api/ledger/posts")
     assert r.status_code == 405 and err(r)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code", "retry_after"),
+    [
+        (StorageBusy(), 503, "storage_busy", "1"),
+        (StoreClosed(), 503, "shutting_down", "5"),
+        (Conflict("database schema version 9 is newer"), 409, "conflict", None),
+        (NotFound("run", "7"), 404, "not_found", None),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
+async def test_an_error_answers_its_own_code_status_and_headers(
+    api: Running,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: HeartbeatError,
+    status: int,
+    code: str,
+    retry_after: str | None,
+) -> None:
+    async def fail(*args: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(api.service.store, "get_thread", fail)
+    r = await api.client.get("/api/threads/default")
+    assert r.status_code == status
+    assert err(r) == {"code": code, "message": raised.message, "field": raised.field}
+    assert r.headers.get("retry-after") == retry_after
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [LLMError("unreachable", "LLM unreachable at http://10.1.2.3:11434"), RuntimeError("boom")],
+    ids=["internal-service-error", "foreign-error"],
+)
+async def test_an_internal_error_is_logged_and_answered_without_its_message(
+    api: Running,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception,
+) -> None:
+    async def fail(*args: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(api.service.store, "get_thread", fail)
+    transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+        r = await c.get("/api/threads/default")
+    assert r.status_code == 500
+    assert err(r) == {
+        "code": "internal_error",
+        "message": "internal error; see the service log",
+        "field": None,
+    }
+    assert "unhandled error on GET /api/threads/default" in caplog.text
+    assert str(raised) in caplog.text  # the traceback names it
 
 
 # -- security ------------------------------------------------------------------------------

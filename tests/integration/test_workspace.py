@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loops.workspace import MAX_BYTES, InstructionsFile, InstructionsTooLarge, write_instructions
+from ledger.limits import INSTRUCTIONS_MAX_BYTES as MAX_BYTES
+from loops.workspace import InstructionsFile, InstructionsTooLarge, write_instructions
 
 
 async def test_the_cached_reader_sees_every_change(tmp_path: Path) -> None:
