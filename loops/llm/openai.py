@@ -21,6 +21,11 @@ With ``schema_form="auto"`` (the default) the provider tries them in that order,
 when the server rejects the request in words that name the form (``names_schema_form``), and
 remembers the first form that worked for the rest of its life. A provider talks to one base URL,
 so what it learns is per server. Any other value forces that one form.
+
+The schema goes out without its long ``maxLength`` bounds (``grammar_schema``): these servers
+compile it into a llama.cpp grammar, whose parser refuses a repetition of thousands (a post's
+content may be 5000 characters), and llama-cpp-python's server dies of it mid-request. The reply
+is validated, and over-long text truncated, after it arrives.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from ._http import (
     transport_error,
 )
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
+from .embedded import grammar_schema
 from .ollama import normalize_model_name
 from .retry import close_lines, drain_lines, next_line, run_with_retries
 
@@ -246,7 +252,7 @@ class OpenAIProvider(HTTPProvider):
             "max_tokens": req.max_tokens,
         }
         if req.schema is not None:
-            fmt = response_format(req.schema, form or self.form_in_use)
+            fmt = response_format(grammar_schema(req.schema), form or self.form_in_use)
             if fmt is not None:
                 body["response_format"] = fmt
         return body

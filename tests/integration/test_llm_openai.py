@@ -185,6 +185,29 @@ async def test_request_body_json_object_form_for_llama_cpp_python(
     assert body["response_format"] == {"type": "json_object", "schema": SCHEMA}
 
 
+@pytest.mark.parametrize("form", ["json_schema", "json_object"])
+async def test_long_length_bounds_are_left_out_of_the_schema_sent(
+    server: FakeLLMServer, make_provider: MakeProvider, form: str
+) -> None:
+    bounded = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 64},
+            "content": {"type": "string", "minLength": 1, "maxLength": 5000},
+        },
+        "required": ["title", "content"],
+    }
+    req = ChatRequest(model="m", messages=MESSAGES, schema=bounded, temperature=0, max_tokens=8)
+
+    await make_provider(server.api_url, schema_form=form).chat(req)
+
+    fmt = server.chat_requests[0].body["response_format"]
+    sent = fmt["json_schema"]["schema"] if form == "json_schema" else fmt["schema"]
+    assert sent["properties"]["title"] == {"type": "string", "minLength": 1, "maxLength": 64}
+    assert sent["properties"]["content"] == {"type": "string", "minLength": 1}
+    assert sent["required"] == ["title", "content"]
+
+
 async def test_free_text_sends_no_response_format(
     server: FakeLLMServer, make_provider: MakeProvider
 ) -> None:
