@@ -658,10 +658,14 @@ def openai_bad_response_format(*, legacy: bool = False) -> Reply:
     )
 
 
+_LLAMA_CPP_APP = '"/srv/venv/lib/python3.11/site-packages/llama_cpp/server/app.py"'
+
+
 def openai_json_schema_unsupported(given: str = "json_schema") -> Reply:
     """llama-cpp-python's server refusing a ``response_format`` type other than ``text`` or
     ``json_object``: the request model's validation error, which its route handler wraps, like
-    every exception, as HTTP 500 ``internal_server_error`` with ``str(error)`` as the message."""
+    every exception, as HTTP 500 ``internal_server_error`` with ``str(error)`` as the message
+    (FastAPI's text, ending with where the endpoint is; only that file's path is made up)."""
     error = {
         "type": "literal_error",
         "loc": ("body", "response_format", "type"),
@@ -673,7 +677,8 @@ def openai_json_schema_unsupported(given: str = "json_schema") -> Reply:
         500,
         {
             "error": {
-                "message": f"1 validation error:\n  {error}\n",
+                "message": f"1 validation error:\n  {error}\n\n  File {_LLAMA_CPP_APP}, "
+                "line 376, in create_chat_completion\n    POST /v1/chat/completions",
                 "type": "internal_server_error",
                 "param": None,
                 "code": None,
