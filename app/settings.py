@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from ledger.errors import HeartbeatError
-from loops.llm import parse_ollama_host
+from loops.llm import SchemaForm, parse_ollama_host, parse_schema_form
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROVIDERS = ("auto", "ollama", "openai", "embedded")
@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     llm_provider: str = "auto"
     llm_base_url: str | None = None
     llm_api_key: str | None = None
+    llm_schema_form: SchemaForm = "auto"
     llm_idle_timeout: float = 120.0
     run_deadline: float = 300.0
     # Scheduled runs due within this many seconds of each other share one wake-up and one
@@ -81,6 +82,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"HEARTBEAT_LLM_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}"
             )
+        try:
+            schema_form = parse_schema_form(env.get("HEARTBEAT_LLM_SCHEMA_FORM", ""))
+        except ValueError as exc:
+            raise SettingsError(f"HEARTBEAT_LLM_SCHEMA_FORM {exc}") from None
         model = env.get("HEARTBEAT_MODEL", "llama3.2:latest").strip()
         if not model:
             raise SettingsError("HEARTBEAT_MODEL must not be empty")
@@ -107,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             llm_provider=provider,
             llm_base_url=env.get("HEARTBEAT_LLM_BASE_URL") or None,
             llm_api_key=env.get("HEARTBEAT_LLM_API_KEY") or None,
+            llm_schema_form=schema_form,
             llm_idle_timeout=float(_int(env, "HEARTBEAT_LLM_IDLE_SECONDS", 120, 1, 3600)),
             run_deadline=float(_int(env, "HEARTBEAT_RUN_DEADLINE_SECONDS", 300, 5, 86400)),
         )

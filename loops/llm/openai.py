@@ -1,11 +1,31 @@
-"""OpenAI-compatible streaming chat completions (llm_protocols.md §5, §6.3).
+"""OpenAI-compatible streaming chat completions.
 
 ``POST {base}/chat/completions`` with ``stream: true`` answers Server-Sent Events: ``data: <json>``
 events separated by blank lines, ``:`` comment lines (pings), a usage chunk with ``choices: []``
 and a final ``data: [DONE]``. The call succeeded only if no error payload arrived, a
 ``finish_reason`` of ``stop`` was seen and ``[DONE]`` arrived.
 
-Works with Ollama's ``/v1``, llama.cpp's server, llama-cpp-python and vLLM.
+Works with Ollama's ``/v1``, llama.cpp's server, llama-cpp-python's server, vLLM and LM Studio.
+
+Structured output (``response_format``) comes in three forms, and servers differ in which they
+accept:
+
+* ``json_schema``: OpenAI's ``{"type": "json_schema", "json_schema": {"name", "strict",
+  "schema"}}`` (OpenAI, Ollama, llama.cpp, vLLM, LM Studio);
+* ``json_object``: ``{"type": "json_object", "schema": …}`` (llama-cpp-python, whose server
+  answers the first form with HTTP 500 "Input should be 'text' or 'json_object'"; llama.cpp);
+* ``none``: no ``response_format`` at all; the prompt carries the schema and the caller
+  validates the reply anyway.
+
+With ``schema_form="auto"`` (the default) the provider tries them in that order, moving on only
+when the server rejects the request in words that name the form (``names_schema_form``), and
+remembers the first form that worked for the rest of its life. A provider talks to one base URL,
+so what it learns is per server. Any other value forces that one form.
+
+The schema goes out without its long ``maxLength`` bounds (``grammar_schema``): these servers
+compile it into a llama.cpp grammar, whose parser refuses a repetition of thousands (a post's
+content may be 5000 characters), and llama-cpp-python's server dies of it mid-request. The reply
+is validated, and over-long text truncated, after it arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +41,7 @@ import msgspec
 
 from ._http import (
     HTTPProvider,
+    error_text,
     payload_error_text,
     read_capped,
     snippet,
@@ -28,15 +49,30 @@ from ._http import (
     transport_error,
 )
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
+from .embedded import grammar_schema
 from .ollama import normalize_model_name
-from .retry import close_lines, drain_lines, next_line
+from .retry import close_lines, drain_lines, next_line, run_with_retries
 
-__all__ = ["OpenAIProvider", "SchemaStyle", "normalize_openai_base_url"]
+__all__ = [
+    "SCHEMA_FORMS",
+    "OpenAIProvider",
+    "SchemaForm",
+    "names_schema_form",
+    "normalize_openai_base_url",
+    "parse_schema_form",
+]
 
 log = logging.getLogger(__name__)
 
-SchemaStyle = Literal["json_schema", "json_object"]
-_SCHEMA_STYLES: tuple[SchemaStyle, ...] = ("json_schema", "json_object")
+SchemaForm = Literal["auto", "json_schema", "json_object", "none"]
+SCHEMA_FORMS: tuple[SchemaForm, ...] = ("auto", "json_schema", "json_object", "none")
+#: The order ``auto`` tries the forms in: the most precise first, no constraint last.
+_AUTO_ORDER: tuple[SchemaForm, ...] = ("json_schema", "json_object", "none")
+#: Statuses with which servers reject a request body they cannot read: 400 (llama.cpp), 422
+#: (FastAPI validation), 500 (llama-cpp-python wraps its validation error; older llama.cpp).
+_FORM_REJECTION_STATUSES = (400, 422, 500)
+#: Words that only an objection to the ``response_format`` field contains.
+_FORM_WORDS = ("response_format", "json_schema", "json_object")
 _HEALTH_TIMEOUT = httpx.Timeout(5.0)
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -63,6 +99,42 @@ def normalize_openai_base_url(value: str) -> str:
             f"the OpenAI-compatible base URL must be http(s)://host[:port][/v1], got {value!r}"
         )
     return base
+
+
+def parse_schema_form(value: str) -> SchemaForm:
+    """``auto`` (also for an empty value), ``json_schema``, ``json_object`` or ``none``."""
+    wanted = value.strip().lower() or "auto"
+    for form in SCHEMA_FORMS:
+        if form == wanted:
+            return form
+    raise ValueError(f"must be one of {', '.join(SCHEMA_FORMS)}, got {value!r}")
+
+
+def names_schema_form(status: int, body: bytes) -> bool:
+    """Whether an error answer rejects the ``response_format`` form rather than anything else:
+    a 400, 422 or 500 whose body names the field or one of its types (e.g. llama-cpp-python's
+    500 ``Input should be 'text' or 'json_object'`` at ``('body', 'response_format', 'type')``).
+    An error that names none of them (a crash, an overflow, a missing model) is not one."""
+    if status not in _FORM_REJECTION_STATUSES:
+        return False
+    text = body.decode("utf-8", "replace").lower()
+    return any(word in text for word in _FORM_WORDS)
+
+
+def response_format(schema: dict[str, Any], form: SchemaForm) -> dict[str, Any] | None:
+    """The ``response_format`` for ``schema`` in ``form`` (None for ``none``)."""
+    if form == "none":
+        return None
+    if form == "json_object":
+        return {"type": "json_object", "schema": schema}
+    title = schema.get("title")
+    name = title if isinstance(title, str) and _SCHEMA_NAME.fullmatch(title) else "response"
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+
+
+class _FormRejected(LLMError):
+    """The server rejected the request's ``response_format`` form; the message quotes it.
+    Raised only while the form is negotiated, and caught there: the next form is tried."""
 
 
 class _Delta(msgspec.Struct):
@@ -127,7 +199,7 @@ class OpenAIProvider(HTTPProvider):
         base_url: str,
         *,
         api_key: str | None = None,
-        schema_style: SchemaStyle = "json_schema",
+        schema_form: SchemaForm = "auto",
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         idle_timeout: float = 60.0,
@@ -135,12 +207,15 @@ class OpenAIProvider(HTTPProvider):
         max_attempts: int = 3,
         rng: random.Random | None = None,
     ) -> None:
-        if schema_style not in _SCHEMA_STYLES:
+        if schema_form not in SCHEMA_FORMS:
             raise ValueError(
-                f"schema_style must be one of {', '.join(_SCHEMA_STYLES)}, got {schema_style!r}"
+                f"schema_form must be one of {', '.join(SCHEMA_FORMS)}, got {schema_form!r}"
             )
         self.base_url = normalize_openai_base_url(base_url)
-        self.schema_style: SchemaStyle = schema_style
+        self.schema_form: SchemaForm = schema_form
+        # auto: the index in _AUTO_ORDER of the first form this server has not rejected
+        self._auto_index = 0
+        self._announced: SchemaForm | None = None
         super().__init__(
             client=client,
             transport=transport,
@@ -150,7 +225,7 @@ class OpenAIProvider(HTTPProvider):
             rng=rng,
         )
         self._api_key = api_key
-        log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_style)
+        log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_form)
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -158,19 +233,16 @@ class OpenAIProvider(HTTPProvider):
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """The ``response_format`` for ``schema`` in this provider's style (§5.2)."""
-        if self.schema_style == "json_object":
-            return {"type": "json_object", "schema": schema}
-        title = schema.get("title")
-        name = title if isinstance(title, str) and _SCHEMA_NAME.fullmatch(title) else "response"
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": name, "strict": True, "schema": schema},
-        }
+    @property
+    def form_in_use(self) -> SchemaForm:
+        """The ``response_format`` form the next structured request is sent with."""
+        if self.schema_form != "auto":
+            return self.schema_form
+        return _AUTO_ORDER[self._auto_index]
 
-    def request_body(self, req: ChatRequest) -> dict[str, Any]:
-        """The JSON body of ``POST /chat/completions`` for ``req`` (llm_protocols §7.3)."""
+    def request_body(self, req: ChatRequest, form: SchemaForm | None = None) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``req``, with ``response_format`` in
+        ``form`` (default: ``form_in_use``)."""
         body: dict[str, Any] = {
             "model": req.model,
             "messages": req.messages,
@@ -180,12 +252,72 @@ class OpenAIProvider(HTTPProvider):
             "max_tokens": req.max_tokens,
         }
         if req.schema is not None:
-            body["response_format"] = self.response_format(req.schema)
+            fmt = response_format(grammar_schema(req.schema), form or self.form_in_use)
+            if fmt is not None:
+                body["response_format"] = fmt
         return body
 
-    async def _attempt(
-        self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
+    async def chat(
+        self,
+        req: ChatRequest,
+        *,
+        on_token: TokenSink | None = None,
+        deadline: float | None = None,
     ) -> ChatResult:
+        negotiate = self.schema_form == "auto" and req.schema is not None
+
+        async def attempt() -> ChatResult:
+            # A rejected form is not a failed attempt: the next form is sent at once. Each
+            # rejection moves form_in_use on, and "none" is never rejected, so this ends.
+            while True:
+                form = self.form_in_use
+                payload = msgspec.json.encode(self.request_body(req, form))
+                try:
+                    result = await self._attempt(
+                        req, payload, on_token, form=form if negotiate else None
+                    )
+                except _FormRejected as err:
+                    self._rejected(form, err)
+                    continue
+                if negotiate:
+                    self._accepted(form)
+                return result
+
+        return await run_with_retries(
+            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
+        )
+
+    def _rejected(self, form: SchemaForm, err: LLMError) -> None:
+        index = _AUTO_ORDER.index(form)
+        if self._auto_index <= index:  # a concurrent call may have moved on already
+            self._auto_index = index + 1
+            log.warning(
+                "LLM server at %s rejected response_format %s (%s); trying %s",
+                self.base_url,
+                form,
+                err.message,
+                _AUTO_ORDER[self._auto_index],
+            )
+
+    def _accepted(self, form: SchemaForm) -> None:
+        if self._announced != form:
+            self._announced = form
+            log.info(
+                "LLM server at %s answers with response_format %s; used from now on",
+                self.base_url,
+                form,
+            )
+
+    async def _attempt(
+        self,
+        req: ChatRequest,
+        payload: bytes,
+        on_token: TokenSink | None,
+        *,
+        form: SchemaForm | None = None,
+    ) -> ChatResult:
+        """One streamed call. ``form``: the automatic form being tried (a rejection of it is
+        raised as ``_FormRejected``); None when the form is not negotiated."""
         in_body = False
         headers = self._headers("text/event-stream")
         headers["Content-Type"] = "application/json"
@@ -199,14 +331,21 @@ class OpenAIProvider(HTTPProvider):
             ) as response:
                 in_body = True
                 if response.status_code != 200:
-                    raise status_error(
+                    body = await read_capped(response)
+                    err = status_error(
                         response.status_code,
-                        await read_capped(response),
+                        body,
                         response.headers,
                         base_url=self.base_url,
                         model=req.model,
                         provider="openai",
                     )
+                    if form not in (None, "none") and names_schema_form(err.status or 0, body):
+                        said = error_text(body) or ""
+                        raise _FormRejected(
+                            err.reason, f"HTTP {err.status}: {said}", status=err.status
+                        )
+                    raise err
                 state = await self._read_events(response, on_token)
         except httpx.HTTPError as exc:
             raise transport_error(

@@ -14,7 +14,7 @@ Every chat request (``POST /api/chat`` or ``POST …/chat/completions``) takes t
 reply, or ``default_reply`` when the queue is empty. ``GET /api/version``, ``/api/tags``,
 ``/api/ps`` and ``/v1/models`` answer by default; ``set_route`` overrides any path.
 
-The reply builders follow the transcripts of ``llm_protocols.md`` §7.
+The reply builders follow transcripts of the real servers' wire protocols.
 
 From another process (for tests that start ``heartbeat serve`` against it)::
 
@@ -59,6 +59,7 @@ __all__ = [
     "Send",
     "fragments_of",
     "json_reply",
+    "llama_cpp_python_server",
     "ollama_busy",
     "ollama_cold_load",
     "ollama_garbage",
@@ -78,6 +79,7 @@ __all__ = [
     "openai_detail_error",
     "openai_hang",
     "openai_interrupted",
+    "openai_json_schema_unsupported",
     "openai_length_cap",
     "openai_loading",
     "openai_midstream_error",
@@ -90,7 +92,7 @@ __all__ = [
 
 ProtocolName = Literal["ollama", "openai"]
 
-#: The content fragments of llm_protocols §7.1 / §7.3 and their concatenation.
+#: The content fragments of a decision reply and their concatenation.
 FRAGMENTS: tuple[str, ...] = (
     '{"action":"',
     "none",
@@ -100,7 +102,7 @@ FRAGMENTS: tuple[str, ...] = (
 )
 DECISION_TEXT = "".join(FRAGMENTS)
 
-#: The final-chunk metrics of §7.1 (nanoseconds).
+#: The metrics of an Ollama final chunk (nanoseconds).
 OLLAMA_METRICS: dict[str, int] = {
     "total_duration": 1432000000,
     "load_duration": 9800000,
@@ -304,7 +306,7 @@ def fragments_of(content: Sequence[str] | Mapping[str, Any] | str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Ollama replies (llm_protocols §7.1, §7.2)
+# Ollama replies
 
 
 def _created_at(i: int) -> str:
@@ -338,7 +340,7 @@ def ollama_ok(
     thinking: Sequence[str] = (),
     label: str = "ollama ok",
 ) -> Reply:
-    """A streamed chat success: content lines, then ``done: true`` with metrics (§7.1)."""
+    """A streamed chat success: content lines, then ``done: true`` with metrics."""
     steps: list[Step] = []
     if delay:
         steps.append(Pause(delay))
@@ -399,7 +401,7 @@ def ollama_thinking_unsupported(model: str = "llama3.2") -> Reply:
 def ollama_midstream_error(
     message: str = "an error was encountered while running the model", *, model: str = "llama3.2"
 ) -> Reply:
-    """200, the first two lines of §7.1, an ``{"error": …}`` line, then the body ends."""
+    """200, the first two lines of a success, an ``{"error": …}`` line, then the body ends."""
     return Reply(
         (
             _ndjson_head(),
@@ -413,7 +415,7 @@ def ollama_midstream_error(
 
 
 def ollama_truncated(*, clean: bool = True, model: str = "llama3.2") -> Reply:
-    """The first three lines of §7.1 and no ``done`` line.
+    """The first three lines of a success and no ``done`` line.
 
     ``clean=True`` ends the chunked body properly (EOF without done); ``clean=False`` closes the
     connection without the final chunk (an incomplete chunked read).
@@ -519,7 +521,7 @@ def ollama_garbage() -> Reply:
 
 
 # --------------------------------------------------------------------------------------------
-# OpenAI-compatible replies (llm_protocols §7.3, §7.4)
+# OpenAI-compatible replies
 
 
 def _sse(obj: Any) -> Send:
@@ -579,7 +581,7 @@ def openai_ok(
     pause: float = 0.0,
     label: str = "openai ok",
 ) -> Reply:
-    """A streamed success (§7.3): role delta, content deltas, ``: ping`` comments, a finish chunk
+    """A streamed success: role delta, content deltas, ``: ping`` comments, a finish chunk
     with ``delta: {}`` (or ``finish_reason`` on the last content chunk), the ``choices: []``
     usage chunk and ``data: [DONE]``."""
     fragments = fragments_of(content)
@@ -654,6 +656,53 @@ def openai_bad_response_format(*, legacy: bool = False) -> Reply:
     return openai_status(
         400, {"error": {"code": 400, "message": message, "type": "invalid_request_error"}}
     )
+
+
+_LLAMA_CPP_APP = '"/srv/venv/lib/python3.11/site-packages/llama_cpp/server/app.py"'
+
+
+def openai_json_schema_unsupported(given: str = "json_schema") -> Reply:
+    """llama-cpp-python's server refusing a ``response_format`` type other than ``text`` or
+    ``json_object``: the request model's validation error, which its route handler wraps, like
+    every exception, as HTTP 500 ``internal_server_error`` with ``str(error)`` as the message
+    (FastAPI's text, ending with where the endpoint is; only that file's path is made up)."""
+    error = {
+        "type": "literal_error",
+        "loc": ("body", "response_format", "type"),
+        "msg": "Input should be 'text' or 'json_object'",
+        "input": given,
+        "ctx": {"expected": "'text' or 'json_object'"},
+    }
+    return openai_status(
+        500,
+        {
+            "error": {
+                "message": f"1 validation error:\n  {error}\n\n  File {_LLAMA_CPP_APP}, "
+                "line 376, in create_chat_completion\n    POST /v1/chat/completions",
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
+
+
+def llama_cpp_python_server(
+    ok: ReplySource | None = None,
+) -> Callable[[ReceivedRequest], Reply]:
+    """A reply source that answers like llama-cpp-python's server: a ``response_format`` of any
+    type but ``text`` or ``json_object`` gets ``openai_json_schema_unsupported``; any other chat
+    request gets ``ok`` (default ``openai_ok()``). Use it as a server's ``default_reply``."""
+
+    def reply(request: ReceivedRequest) -> Reply:
+        body = request.body if isinstance(request.body, dict) else {}
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") not in ("text", "json_object"):
+            return openai_json_schema_unsupported(str(fmt.get("type")))
+        source = ok or openai_ok()
+        return source(request) if callable(source) else source
+
+    return reply
 
 
 def openai_context_overflow() -> Reply:

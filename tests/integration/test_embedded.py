@@ -7,13 +7,8 @@ run over HTTP, as a person would after ``make run`` on a machine without Ollama.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,46 +24,12 @@ pytest.importorskip(
     "(pip install 'heartbeat[local]')",
 )
 
-from heartbeat_md import parse
-from ledger.actions import DECISION_SCHEMA, parse_reply
-from loops.llm import ChatRequest, LLMError
+from ledger.actions import parse_reply
+from loops.llm import LLMError
 from loops.llm.embedded import DEFAULT_EMBEDDED_MODEL, EmbeddedProvider
-from loops.prompt import Context, PostView, build_messages
-from tests.conftest import DEFAULT_MD, free_port
+from tests.conftest import DEFAULT_MD, decision_request, run_now, serve
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(300)]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-ACTIONS = {"post", "comment", "vote", "none"}
-
-
-def decision_request(max_tokens: int = 300) -> ChatRequest:
-    ctx = Context(
-        thread_id="default",
-        thread_title="Default",
-        local_time="Monday 2026-03-02 10:00",
-        timezone="UTC",
-        messages=[{"role": "user", "content": "Keep an eye on the Ledger for me."}],
-        ledger=[
-            PostView(
-                id="post_0123456789ab",
-                author="user",
-                title="What is the best way to back up my notes?",
-                score=0,
-                comment_count=0,
-                age="5m ago",
-                content="I keep my notes on one laptop. How do I back them up every day?",
-            )
-        ],
-    )
-    return ChatRequest(
-        model="ignored-by-the-embedded-provider",
-        messages=build_messages(parse(DEFAULT_MD), ctx, DECISION_SCHEMA),
-        schema=DECISION_SCHEMA,
-        temperature=0.2,
-        max_tokens=max_tokens,
-    )
 
 
 async def test_health_loads_the_model_without_generating() -> None:
@@ -153,48 +114,6 @@ async def test_a_missing_model_file_is_model_missing(tmp_path: Path) -> None:
         await provider.aclose()
 
 
-@contextlib.contextmanager
-def serve(workspace: Path, **env: str) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = workspace / "service.log"
-    full_env = {
-        **os.environ,
-        "HEARTBEAT_WORKSPACE": str(workspace),
-        "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        "CRT_HEARTBEAT_LOOP_ENABLED": "false",
-        "LOG_LEVEL": "INFO",
-        **env,
-    }
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=full_env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"service exited: {log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/heartbeat/status", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"service did not start: {log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @pytest.mark.slow
 def test_serve_with_the_embedded_provider_records_a_real_decision(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
@@ -212,19 +131,7 @@ def test_serve_with_the_embedded_provider_records_a_real_decision(tmp_path: Path
             timeout=30,
         )
         assert made.status_code in (200, 201), made.text
-        config = httpx.post(
-            f"{url}/api/threads/default/heartbeat/config",
-            json={"max_tokens": 300, "temperature": 0.2},
-            timeout=30,
-        )
-        assert config.status_code == 200, config.text
-
-        answer = httpx.post(f"{url}/api/threads/default/heartbeat/run-now", timeout=240)
-        assert answer.status_code == 200, answer.text
-        run = answer.json()
-        assert run["status"] in ("ok", "dry_run"), run
-        assert run["action"] in ACTIONS, run
-        assert run["decision"] is not None and run["decision"]["action"] == run["action"]
+        run = run_now(url, max_tokens=300, temperature=0.2, timeout=240)
 
         history = httpx.get(f"{url}/api/threads/default/heartbeat/history", timeout=30).json()
         assert history["items"][0]["run_id"] == run["run_id"]

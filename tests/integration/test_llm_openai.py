@@ -1,9 +1,10 @@
-"""OpenAIProvider against a scripted OpenAI-compatible server on loopback
-(llm_protocols.md §5, §7.3, §7.4)."""
+"""OpenAIProvider against a scripted OpenAI-compatible server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 import socket
 import time
@@ -15,17 +16,23 @@ import pytest
 import respx
 
 from loops.llm import ChatRequest, LLMError, OpenAIProvider, normalize_openai_base_url
+from loops.llm.openai import names_schema_form
 from tests.fakes.llm_servers import (
     DECISION_TEXT,
     FRAGMENTS,
     EndBody,
     FakeLLMServer,
+    Head,
+    ReceivedRequest,
     Reply,
+    Send,
+    llama_cpp_python_server,
     openai_bad_response_format,
     openai_context_overflow,
     openai_detail_error,
     openai_hang,
     openai_interrupted,
+    openai_json_schema_unsupported,
     openai_length_cap,
     openai_loading,
     openai_midstream_error,
@@ -133,7 +140,7 @@ async def test_reasoning_deltas_are_ignored(
     assert tokens == list(FRAGMENTS)
 
 
-async def test_request_body_json_schema_style(
+async def test_request_body_json_schema_form(
     server: FakeLLMServer, make_provider: MakeProvider
 ) -> None:
     await make_provider(server.api_url).chat(REQUEST)
@@ -169,13 +176,36 @@ async def test_json_schema_name_comes_from_the_schema_title(
     assert server.chat_requests[0].body["response_format"]["json_schema"]["name"] == "decision"
 
 
-async def test_request_body_json_object_style_for_llama_cpp_python(
+async def test_request_body_json_object_form_for_llama_cpp_python(
     server: FakeLLMServer, make_provider: MakeProvider
 ) -> None:
-    await make_provider(server.api_url, schema_style="json_object").chat(REQUEST)
+    await make_provider(server.api_url, schema_form="json_object").chat(REQUEST)
 
     body = server.chat_requests[0].body
     assert body["response_format"] == {"type": "json_object", "schema": SCHEMA}
+
+
+@pytest.mark.parametrize("form", ["json_schema", "json_object"])
+async def test_long_length_bounds_are_left_out_of_the_schema_sent(
+    server: FakeLLMServer, make_provider: MakeProvider, form: str
+) -> None:
+    bounded = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 64},
+            "content": {"type": "string", "minLength": 1, "maxLength": 5000},
+        },
+        "required": ["title", "content"],
+    }
+    req = ChatRequest(model="m", messages=MESSAGES, schema=bounded, temperature=0, max_tokens=8)
+
+    await make_provider(server.api_url, schema_form=form).chat(req)
+
+    fmt = server.chat_requests[0].body["response_format"]
+    sent = fmt["json_schema"]["schema"] if form == "json_schema" else fmt["schema"]
+    assert sent["properties"]["title"] == {"type": "string", "minLength": 1, "maxLength": 64}
+    assert sent["properties"]["content"] == {"type": "string", "minLength": 1}
+    assert sent["required"] == ["title", "content"]
 
 
 async def test_free_text_sends_no_response_format(
@@ -222,9 +252,11 @@ def test_base_url_rejects(bad: str) -> None:
         normalize_openai_base_url(bad)
 
 
-def test_unknown_schema_style_is_refused() -> None:
-    with pytest.raises(ValueError, match="schema_style must be one of json_schema, json_object"):
-        OpenAIProvider("http://h:1", schema_style="grammar")  # type: ignore[arg-type]
+def test_unknown_schema_form_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="schema_form must be one of auto, json_schema, json_object, none"
+    ):
+        OpenAIProvider("http://h:1", schema_form="grammar")  # type: ignore[arg-type]
 
 
 async def test_server_root_without_v1_works(
@@ -235,7 +267,7 @@ async def test_server_root_without_v1_works(
     assert (await provider.chat(REQUEST)).text == DECISION_TEXT
 
 
-# -- errors before the body, in every shape of §5.3 ------------------------------------------
+# -- errors before the body, in every shape servers send ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -291,7 +323,8 @@ async def test_status_errors(
 ) -> None:
     server.enqueue(reply, reply, reply, openai_ok())
 
-    err = await chat_error(make_provider(server.api_url))
+    # the form is fixed: a rejected response_format is reported, not negotiated (see below)
+    err = await chat_error(make_provider(server.api_url, schema_form="json_schema"))
 
     assert err.reason == reason
     assert err.attempts == attempts
@@ -398,6 +431,238 @@ async def test_connection_refused_is_unreachable(make_provider: MakeProvider) ->
 
     assert err.reason == "unreachable"
     assert err.message == f"LLM unreachable at {url} (connection refused)"
+
+
+# -- the response_format form ---------------------------------------------------------------
+
+
+def forms_sent(server: FakeLLMServer) -> list[str]:
+    """The response_format form of each chat request the server received."""
+    forms = []
+    for request in server.chat_requests:
+        fmt = request.body.get("response_format")
+        if fmt is None:
+            forms.append("none")
+        elif fmt["type"] == "json_object" and "schema" not in fmt:
+            forms.append("json_object without schema")
+        else:
+            forms.append(fmt["type"])
+    return forms
+
+
+def logged(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "loops.llm.openai" and words in r.getMessage()
+    ]
+
+
+LLAMA_CPP_400 = openai_bad_response_format()  # 'must be one of "text" or "json_object"'
+FASTAPI_422 = openai_status(
+    422,
+    {
+        "detail": [
+            {
+                "type": "literal_error",
+                "loc": ["body", "response_format", "type"],
+                "msg": "Input should be 'text' or 'json_object'",
+            }
+        ]
+    },
+)
+
+
+async def test_auto_falls_back_to_json_object_on_llama_cpp_python_and_remembers(
+    make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="loops.llm.openai")
+    async with FakeLLMServer("openai", default_reply=llama_cpp_python_server()) as fake:
+        url = fake.api_url
+        provider = make_provider(url)
+        assert provider.form_in_use == "json_schema"
+
+        first = await provider.chat(REQUEST)
+        second = await provider.chat(REQUEST)
+
+    assert first.text == second.text == DECISION_TEXT
+    assert forms_sent(fake) == ["json_schema", "json_object", "json_object"]
+    fallback = fake.chat_requests[1].body
+    assert fallback["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    assert {k: v for k, v in fallback.items() if k != "response_format"} == {
+        k: v for k, v in fake.chat_requests[0].body.items() if k != "response_format"
+    }
+    assert (first.attempts, second.attempts) == (1, 1)  # a rejected form is no failed attempt
+    assert provider.form_in_use == "json_object"
+    [rejected] = logged(caplog, "rejected response_format json_schema")
+    assert "Input should be 'text' or 'json_object'" in rejected
+    assert "trying json_object" in rejected
+    [announced] = logged(caplog, "used from now on")
+    assert f"{url} answers with response_format json_object" in announced
+
+
+@pytest.mark.parametrize(
+    "rejection",
+    [openai_json_schema_unsupported(), LLAMA_CPP_400, openai_bad_response_format(legacy=True)],
+    ids=["llama-cpp-python-500", "llama.cpp-400", "llama.cpp-legacy-500"],
+)
+async def test_auto_moves_on_from_each_shape_of_rejection(
+    server: FakeLLMServer, make_provider: MakeProvider, rejection: Reply
+) -> None:
+    server.enqueue(rejection)
+
+    result = await make_provider(server.api_url).chat(REQUEST)
+
+    assert (result.text, result.attempts) == (DECISION_TEXT, 1)
+    assert forms_sent(server) == ["json_schema", "json_object"]
+
+
+async def test_auto_ends_with_no_response_format_when_every_form_is_rejected(
+    make_provider: MakeProvider,
+) -> None:
+    def strict(request: ReceivedRequest) -> Reply:
+        fmt = request.body.get("response_format")
+        if fmt is None:
+            return openai_ok()
+        return openai_json_schema_unsupported() if fmt["type"] == "json_schema" else FASTAPI_422
+
+    async with FakeLLMServer("openai", default_reply=strict) as fake:
+        provider = make_provider(fake.api_url)
+        first = await provider.chat(REQUEST)
+        await provider.chat(REQUEST)
+
+    assert first.text == DECISION_TEXT
+    assert forms_sent(fake) == ["json_schema", "json_object", "none", "none"]
+    assert provider.form_in_use == "none"
+
+
+async def test_an_unrelated_500_is_not_taken_for_a_form_problem(
+    server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    crash = openai_status(
+        500,
+        {"error": {"message": "llama_decode returned -3", "type": "internal_server_error"}},
+    )
+    server.enqueue(crash, crash)
+    provider = make_provider(server.api_url)
+
+    err = await chat_error(provider)
+    await provider.chat(REQUEST)
+
+    assert (err.reason, err.attempts) == ("server_error", 2)  # a plain 500: retried once
+    assert "llama_decode returned -3" in err.message
+    assert forms_sent(server) == ["json_schema"] * 3
+    assert provider.form_in_use == "json_schema"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        openai_loading(),
+        openai_context_overflow(),  # a 400 that names messages, not the form
+        openai_model_missing(),
+        openai_detail_error(401, "Invalid API key"),
+    ],
+    ids=["busy", "context-overflow", "model-missing", "auth"],
+)
+async def test_other_failures_never_change_the_form(
+    server: FakeLLMServer, make_provider: MakeProvider, reply: Reply
+) -> None:
+    server.enqueue(reply, reply, reply)
+    provider = make_provider(server.api_url)
+
+    with pytest.raises(LLMError):
+        await provider.chat(REQUEST)
+
+    assert set(forms_sent(server)) == {"json_schema"}
+    assert provider.form_in_use == "json_schema"
+
+
+async def test_a_retry_keeps_the_form_found_so_far(
+    server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    server.enqueue(openai_loading(), openai_json_schema_unsupported(), openai_loading())
+
+    result = await make_provider(server.api_url).chat(REQUEST)
+
+    assert (result.text, result.attempts) == (DECISION_TEXT, 3)
+    assert forms_sent(server) == ["json_schema", "json_schema", "json_object", "json_object"]
+
+
+async def test_concurrent_calls_settle_on_one_form_and_say_so_once(
+    make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="loops.llm.openai")
+    async with FakeLLMServer(
+        "openai", default_reply=llama_cpp_python_server(openai_ok(delay=0.05))
+    ) as fake:
+        provider = make_provider(fake.api_url)
+        results = await asyncio.gather(provider.chat(REQUEST), provider.chat(REQUEST))
+
+    assert [r.text for r in results] == [DECISION_TEXT, DECISION_TEXT]
+    assert sorted(forms_sent(fake)) == ["json_object", "json_object", "json_schema", "json_schema"]
+    assert len(logged(caplog, "rejected response_format")) == 1
+    assert len(logged(caplog, "used from now on")) == 1
+
+
+@pytest.mark.parametrize(
+    ("form", "sent"),
+    [("json_object", ["json_object"]), ("none", ["none"])],
+)
+async def test_a_forced_form_is_sent_as_it_is(
+    make_provider: MakeProvider, form: str, sent: list[str]
+) -> None:
+    async with FakeLLMServer("openai", default_reply=llama_cpp_python_server()) as fake:
+        provider = make_provider(fake.api_url, schema_form=form)
+        result = await provider.chat(REQUEST)
+        await provider.chat(REQUEST)
+
+    assert result.text == DECISION_TEXT
+    assert forms_sent(fake) == sent * 2
+
+
+async def test_a_forced_json_schema_is_never_given_up(make_provider: MakeProvider) -> None:
+    async with FakeLLMServer("openai", default_reply=llama_cpp_python_server()) as fake:
+        provider = make_provider(fake.api_url, schema_form="json_schema")
+        err = await chat_error(provider)
+
+    assert (err.reason, err.status, err.attempts) == ("server_error", 500, 2)
+    assert "Input should be 'text' or 'json_object'" in err.message
+    assert forms_sent(fake) == ["json_schema", "json_schema"]
+    assert provider.form_in_use == "json_schema"
+
+
+async def test_free_text_is_never_negotiated(make_provider: MakeProvider) -> None:
+    free = ChatRequest(model="m", messages=MESSAGES, schema=None, temperature=0.5, max_tokens=16)
+    async with FakeLLMServer("openai", default_reply=llama_cpp_python_server()) as fake:
+        provider = make_provider(fake.api_url)
+        await provider.chat(free)
+
+    assert forms_sent(fake) == ["none"]
+    assert provider.form_in_use == "json_schema"
+
+
+@pytest.mark.parametrize(
+    ("reply", "is_form"),
+    [
+        (openai_json_schema_unsupported(), True),
+        (LLAMA_CPP_400, True),
+        (openai_bad_response_format(legacy=True), True),
+        (FASTAPI_422, True),
+        (openai_status(400, {"error": {"message": "json_schema is not supported"}}), True),
+        (openai_status(500, {"error": {"message": "CUDA out of memory"}}), False),
+        (openai_context_overflow(), False),
+        (openai_model_missing(), False),
+        (openai_loading(), False),
+        # right words, wrong status: a busy or missing server says nothing about the form
+        (openai_status(503, {"error": {"message": "busy compiling json_schema"}}), False),
+        (openai_status(404, {"error": {"message": "no response_format route"}}), False),
+    ],
+)
+def test_which_answers_reject_the_form(reply: Reply, is_form: bool) -> None:
+    head, send = reply.steps
+    assert isinstance(head, Head) and isinstance(send, Send)
+    assert names_schema_form(head.status, send.data) is is_form
 
 
 # -- health ---------------------------------------------------------------------------------

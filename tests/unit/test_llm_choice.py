@@ -168,13 +168,15 @@ async def test_explicit_ollama_does_not_probe(tmp_path: Path, opened: list[LLMPr
     assert why == "ollama: Ollama at http://10.0.0.5:11434, model llama3.2:latest"
 
 
-async def test_explicit_openai(tmp_path: Path, opened: list[LLMProvider]) -> None:
+@pytest.mark.parametrize("form", ["auto", "json_object"])
+async def test_explicit_openai(tmp_path: Path, opened: list[LLMProvider], form: str) -> None:
     provider, why = await choose_provider(
         settings(
             tmp_path,
             llm_provider="openai",
             llm_base_url="http://127.0.0.1:8080",
             model="qwen2.5-0.5b-instruct",
+            llm_schema_form=form,
         ),
         transport=httpx.MockTransport(must_not_be_called),
     )
@@ -182,6 +184,7 @@ async def test_explicit_openai(tmp_path: Path, opened: list[LLMProvider]) -> Non
     assert isinstance(provider, OpenAIProvider)
     assert provider.base_url == "http://127.0.0.1:8080/v1"
     assert "http://127.0.0.1:8080/v1" in why and "qwen2.5-0.5b-instruct" in why
+    assert provider.schema_form == form and why.endswith(f", response_format {form}")
 
 
 async def test_explicit_openai_needs_a_base_url(tmp_path: Path) -> None:

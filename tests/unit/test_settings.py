@@ -38,6 +38,10 @@ def test_defaults(tmp_path: Path) -> None:
         ({"HEARTBEAT_CHANNELS": '{"ops": "http://hook"}'}, "channels", {"ops": "http://hook"}),
         ({"HEARTBEAT_ALLOWED_HOSTS": "Box.lan, x"}, "allowed_hosts", ("box.lan", "x")),
         ({"HEARTBEAT_LLM_PROVIDER": "OpenAI"}, "llm_provider", "openai"),
+        ({}, "llm_schema_form", "auto"),
+        ({"HEARTBEAT_LLM_SCHEMA_FORM": ""}, "llm_schema_form", "auto"),
+        ({"HEARTBEAT_LLM_SCHEMA_FORM": " JSON_Object "}, "llm_schema_form", "json_object"),
+        ({"HEARTBEAT_LLM_SCHEMA_FORM": "none"}, "llm_schema_form", "none"),
     ],
 )
 def test_values(env: dict[str, str], attr: str, expected: object) -> None:
@@ -59,6 +63,7 @@ def test_values(env: dict[str, str], attr: str, expected: object) -> None:
         ({"HEARTBEAT_CHANNELS": '{"ops": "ftp://x"}'}, "HEARTBEAT_CHANNELS"),
         ({"HEARTBEAT_LLM_PROVIDER": "gpt"}, "HEARTBEAT_LLM_PROVIDER"),
         ({"HEARTBEAT_MODEL": "  "}, "HEARTBEAT_MODEL"),
+        ({"HEARTBEAT_LLM_SCHEMA_FORM": "grammar"}, "HEARTBEAT_LLM_SCHEMA_FORM"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
@@ -66,6 +71,14 @@ def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
         Settings.from_env(env)
     message = str(info.value)
     assert message.startswith(field) and "\n" not in message
+
+
+def test_a_bad_schema_form_says_what_is_accepted() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HEARTBEAT_LLM_SCHEMA_FORM": "json"})
+    assert str(info.value) == (
+        "HEARTBEAT_LLM_SCHEMA_FORM must be one of auto, json_schema, json_object, none, got 'json'"
+    )
 
 
 def test_cli_refuses_bad_settings_and_public_bind(
