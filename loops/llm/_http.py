@@ -36,7 +36,7 @@ def snippet(text: str, limit: int = 200) -> str:
 
 
 def payload_error_text(obj: Any) -> str | None:
-    """The human part of an error payload in any of the shapes of llm_protocols §1.3 / §5.3.
+    """The human part of an error payload in any shape of docs/llm-protocols.md, Error bodies.
 
     Ollama ``{"error": "…"}``; OpenAI / llama.cpp / new vLLM ``{"error": {"message", "type",
     "code"}}``; FastAPI ``{"detail": "…"}`` or a validation list; old vLLM flat

@@ -1,4 +1,4 @@
-"""Ollama's native streaming chat API (llm_protocols.md §1 to §3, §6.3).
+"""Ollama's native streaming chat API (docs/llm-protocols.md, Ollama /api/chat).
 
 ``POST {base}/api/chat`` with ``stream: true`` answers NDJSON: one JSON object per line, content
 fragments in ``message.content`` and a final ``done: true`` line carrying ``done_reason`` and the
@@ -186,7 +186,7 @@ class OllamaProvider(HTTPProvider):
         log.info("LLM provider ollama at %s", self.base_url)
 
     def request_body(self, req: ChatRequest) -> dict[str, Any]:
-        """The JSON body of ``POST /api/chat`` for ``req`` (llm_protocols §7.1)."""
+        """The body of ``POST /api/chat`` for ``req`` (docs/llm-protocols.md, Ollama request)."""
         body: dict[str, Any] = {
             "model": req.model,
             "messages": req.messages,

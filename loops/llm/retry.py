@@ -1,4 +1,4 @@
-"""Timeouts and retries shared by every provider (llm_protocols.md §6.1, §6.2).
+"""Timeouts and retries shared by every provider (docs/llm-protocols.md, Timeouts, Retries).
 
 * httpx timeouts: connect 5 s, write 10 s, read = the idle limit (the read timeout also bounds
   the wait for response headers, i.e. a cold model load).

@@ -1,7 +1,7 @@
-"""OllamaProvider against a scripted Ollama on loopback (llm_protocols.md §7.1, §7.2).
+"""OllamaProvider against a scripted Ollama on loopback (docs/llm-protocols.md, Ollama /api/chat).
 
 Each failure script ends as an ``LLMError`` with its stable ``.reason``, a message naming the
-server address, and the number of attempts the retry policy (§6.2) allows.
+server address, and the number of attempts the retry policy allows (docs/llm-protocols.md, Retries).
 """
 
 from __future__ import annotations

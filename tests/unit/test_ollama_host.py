@@ -1,4 +1,4 @@
-"""OLLAMA_HOST resolution: every case of llm_protocols.md §3 (ollama-python's rules)."""
+"""OLLAMA_HOST resolution: every case of docs/llm-protocols.md, Server address (OLLAMA_HOST)."""
 
 import pytest
 

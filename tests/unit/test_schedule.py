@@ -1,4 +1,4 @@
-"""Tables for the pure schedule math (SPEC §7): grid, active hours across DST, next run, catch-up.
+"""Tables for the schedule math (docs/scheduling.md): grid, active hours across DST, catch-up.
 
 Instants are written as local wall times in the case's zone: ``at("2026-11-01 01:30", NY)`` is the
 first 01:30 of the fall-back night, ``at("2026-11-01 01:30 2nd", NY)`` the second one. ``at``
