@@ -2,7 +2,10 @@
 
 - ``Host`` must name this service (DNS rebinding), unless it is bound to all interfaces with a token
   and no host list.
-- A state-changing request whose ``Origin`` is another site is refused (CSRF).
+- A state-changing request that carries an ``Origin`` is refused (CSRF) unless that origin is the
+  service's own (scheme, host and port it was reached on) or one configured in
+  ``HEARTBEAT_ALLOWED_ORIGINS``; ``Origin: null`` is refused. A request without ``Origin`` (curl)
+  passes unless the browser marks it cross-site or same-site.
 - With ``HEARTBEAT_API_TOKEN`` set, every ``/api`` call needs ``Authorization: Bearer <token>``
   (the event stream may pass ``?token=`` because browsers' EventSource cannot set headers).
 - Request bodies are capped.
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +25,11 @@ from app.http import JSON, error_body
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_NETLOC = re.compile(r"(?:[a-z0-9._~-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", re.I | re.A)
+
+Origin = tuple[str, str, int]  # scheme, host (lower case, IPv6 without brackets), port
 
 
 def _host_only(value: str) -> str:
@@ -41,6 +50,38 @@ def allowed_host_names(bind_host: str, extra: Iterable[str]) -> frozenset[str] |
     return frozenset(names)
 
 
+def _origin_of(scheme: str, netloc: str) -> Origin | None:
+    if scheme not in DEFAULT_PORTS or _NETLOC.fullmatch(netloc) is None:
+        return None
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
+
+
+def parse_origin(value: str) -> Origin | None:
+    """``scheme://host[:port]`` (an ``Origin`` header) as (scheme, host, port), the default port
+    filled in; None for ``null`` or anything else."""
+    scheme, sep, netloc = value.strip().partition("://")
+    return _origin_of(scheme.lower(), netloc) if sep else None
+
+
+def own_origin(scope: Scope, host_header: str | None) -> Origin | None:
+    """The origin this request reached: its scheme and ``Host``, else the bound address."""
+    scheme = str(scope.get("scheme", "http"))
+    if host_header:
+        return _origin_of(scheme, host_header.strip())
+    server = scope.get("server")
+    if not server or server[1] is None:
+        return None
+    host, port = server
+    return _origin_of(scheme, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
 class _TooLarge(Exception):
     pass
 
@@ -53,10 +94,12 @@ class SecurityMiddleware:
         token: str | None,
         hosts: frozenset[str] | None,
         max_body: int,
+        origins: frozenset[Origin] = frozenset(),
     ) -> None:
         self.app = app
         self.token = token
         self.hosts = hosts
+        self.origins = origins
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,16 +157,15 @@ class SecurityMiddleware:
                 return 421, "bad_host", f"Host {host[:100]!r} is not served here"
         method = scope["method"]
         if method not in SAFE_METHODS:
-            origin = headers.get("origin")
-            if origin and origin != "null":
-                origin_host = _host_only(urlsplit(origin).netloc)
-                request_host = _host_only(headers.get("host", ""))
-                if origin_host != request_host and (
-                    self.hosts is None or origin_host not in self.hosts
+            origin = headers.get("origin", "").strip()
+            if origin:
+                given = parse_origin(origin)
+                if given is None or (
+                    given not in self.origins and given != own_origin(scope, headers.get("host"))
                 ):
                     return 403, "cross_origin", f"requests from {origin[:100]!r} are refused"
-            elif headers.get("sec-fetch-site") == "cross-site":
-                return 403, "cross_origin", "cross-site requests are refused"
+            elif headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+                return 403, "cross_origin", "requests from other sites are refused"
         path: str = scope["path"]
         if self.token and path.startswith("/api/"):
             if not self._authorized(scope, headers):

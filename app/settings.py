@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from app.security import parse_origin
 from loops.llm import parse_ollama_host
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -39,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     channels: dict[str, str] = msgspec.field(default_factory=dict)
     allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()  # besides the service's own; scheme://host[:port]
     llm_provider: str = "auto"
     llm_base_url: str | None = None
     llm_api_key: str | None = None
@@ -88,6 +90,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             for h in env.get("HEARTBEAT_ALLOWED_HOSTS", "").split(",")
             if h.strip()
         )
+        origins = tuple(
+            o.strip() for o in env.get("HEARTBEAT_ALLOWED_ORIGINS", "").split(",") if o.strip()
+        )
+        for origin in origins:
+            if parse_origin(origin) is None:
+                raise SettingsError(
+                    "HEARTBEAT_ALLOWED_ORIGINS must be comma-separated origins like"
+                    f" http://127.0.0.1:3000 (scheme, host, optional port; no path), got {origin!r}"
+                )
         return cls(
             workspace=workspace,
             db_path=db_path,
@@ -103,6 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_level=level,
             channels=_channels(env.get("HEARTBEAT_CHANNELS")),
             allowed_hosts=hosts,
+            allowed_origins=origins,
             llm_provider=provider,
             llm_base_url=env.get("HEARTBEAT_LLM_BASE_URL") or None,
             llm_api_key=env.get("HEARTBEAT_LLM_API_KEY") or None,

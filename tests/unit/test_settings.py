@@ -38,6 +38,11 @@ def test_defaults(tmp_path: Path) -> None:
         ({"HEARTBEAT_CHANNELS": '{"ops": "http://hook"}'}, "channels", {"ops": "http://hook"}),
         ({"HEARTBEAT_ALLOWED_HOSTS": "Box.lan, x"}, "allowed_hosts", ("box.lan", "x")),
         ({"HEARTBEAT_LLM_PROVIDER": "OpenAI"}, "llm_provider", "openai"),
+        (
+            {"HEARTBEAT_ALLOWED_ORIGINS": "http://127.0.0.1:3000, https://Box.lan"},
+            "allowed_origins",
+            ("http://127.0.0.1:3000", "https://Box.lan"),
+        ),
     ],
 )
 def test_values(env: dict[str, str], attr: str, expected: object) -> None:
@@ -59,6 +64,9 @@ def test_values(env: dict[str, str], attr: str, expected: object) -> None:
         ({"HEARTBEAT_CHANNELS": '{"ops": "ftp://x"}'}, "HEARTBEAT_CHANNELS"),
         ({"HEARTBEAT_LLM_PROVIDER": "gpt"}, "HEARTBEAT_LLM_PROVIDER"),
         ({"HEARTBEAT_MODEL": "  "}, "HEARTBEAT_MODEL"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "127.0.0.1:3000"}, "HEARTBEAT_ALLOWED_ORIGINS"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "http://box.lan/app"}, "HEARTBEAT_ALLOWED_ORIGINS"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "null"}, "HEARTBEAT_ALLOWED_ORIGINS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:

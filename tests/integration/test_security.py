@@ -1,0 +1,81 @@
+"""The guard in front of the API, probed as another local web app (or a hostile page) would."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.routing import Route
+
+from app.security import SAFE_METHODS
+from tests.conftest import AppFactory, Running
+from tests.fakes.provider import ScriptedLLM
+from tests.integration.test_api import err
+
+OWN = "http://127.0.0.1:8000"  # the test client's base URL: the origin the service is reached on
+BAD_ORIGINS = [
+    "http://localhost:9999",
+    "http://127.0.0.1:3000",
+    "http://127.0.0.1",
+    "https://127.0.0.1:8000",
+    "http://localhost:8000",
+    "http://evil.example",
+    "null",
+    "garbage",
+]
+
+
+@pytest.fixture
+async def api(make_app: AppFactory) -> Running:
+    return await make_app(llm=ScriptedLLM(), start_loops=False)
+
+
+async def state_changing_routes(api: Running) -> list[tuple[str, str]]:
+    """(method, path) of every route that is not read-only, path parameters filled in."""
+    r = await api.client.post("/api/ledger/posts", json={"title": "t", "content": "c"})
+    params = {"thread_id": "default", "post_id": r.json()["post_id"], "kind": "reflections"}
+    found = []
+    for route in api.app.routes:
+        if not isinstance(route, Route):
+            continue
+        for method in sorted((route.methods or set()) - SAFE_METHODS):
+            found.append((method, route.path.format(**params)))
+    return found
+
+
+async def test_every_state_changing_route_refuses_other_origins(api: Running) -> None:
+    routes = await state_changing_routes(api)
+    assert ("POST", "/api/threads/default/heartbeat/run-now") in routes and len(routes) >= 10
+    for method, path in routes:
+        for origin in BAD_ORIGINS:
+            r = await api.client.request(method, path, json={}, headers={"origin": origin})
+            assert r.status_code == 403, (method, path, origin, r.text)
+            assert err(r)["code"] == "cross_origin", (method, path, origin)
+        r = await api.client.request(method, path, json={}, headers={"sec-fetch-site": "same-site"})
+        assert r.status_code == 403 and err(r)["code"] == "cross_origin", (method, path)
+        for headers in ({"origin": OWN}, {}):
+            r = await api.client.request(method, path, json={}, headers=headers)
+            assert r.status_code != 403, (method, path, headers, r.text)
+
+
+async def test_configured_origins_may_write(make_app: AppFactory) -> None:
+    api = await make_app(
+        llm=ScriptedLLM(),
+        start_loops=False,
+        allowed_origins=("http://localhost:3000", "https://box.lan"),
+    )
+    post = {"title": "t", "content": "c"}
+    for origin in ("http://localhost:3000", "HTTPS://BOX.LAN:443", OWN):
+        r = await api.client.post("/api/ledger/posts", json=post, headers={"origin": origin})
+        assert r.status_code == 201, (origin, r.text)
+    for origin in ("http://localhost:3001", "http://box.lan", "null"):
+        r = await api.client.post("/api/ledger/posts", json=post, headers={"origin": origin})
+        assert r.status_code == 403, origin
+
+
+async def test_own_origin_follows_the_host_it_was_reached_on(api: Running) -> None:
+    post = {"title": "t", "content": "c"}
+    headers = {"host": "localhost:8000", "origin": "http://localhost:8000"}
+    r = await api.client.post("/api/ledger/posts", json=post, headers=headers)
+    assert r.status_code == 201, r.text
+    headers = {"host": "localhost:8000", "origin": "http://127.0.0.1:8000"}
+    r = await api.client.post("/api/ledger/posts", json=post, headers=headers)
+    assert r.status_code == 403
