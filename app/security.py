@@ -9,6 +9,8 @@
 - With ``HEARTBEAT_API_TOKEN`` set, every ``/api`` call needs ``Authorization: Bearer <token>``
   (the event stream may pass ``?token=`` because browsers' EventSource cannot set headers).
 - Request bodies are capped.
+- Every response says it may not be framed, sniffed, or leak a referrer, and carries the
+  dashboard's Content-Security-Policy (scripts, styles and connections from this origin only).
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _NETLOC = re.compile(r"(?:[a-z0-9._~-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", re.I | re.A)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+    " frame-ancestors 'none'"
+)
+RESPONSE_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (name.encode(), value.encode())
+    for name, value in (
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    )
+)
 
 Origin = tuple[str, str, int]  # scheme, host (lower case, IPv6 without brackets), port
 
@@ -82,6 +99,20 @@ def own_origin(scope: Scope, host_header: str | None) -> Origin | None:
     return _origin_of(scheme, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
+def _with_response_headers(send: Send) -> Send:
+    """``send`` adding ``RESPONSE_HEADERS`` to the response's start, unless a route set them."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers.extend(h for h in RESPONSE_HEADERS if h[0] not in present)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
 class _TooLarge(Exception):
     pass
 
@@ -106,6 +137,7 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _with_response_headers(send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._check(scope, headers)
         if refusal is not None:

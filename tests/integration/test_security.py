@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 from starlette.routing import Route
 
+from app.main import create_app
 from app.security import SAFE_METHODS
-from tests.conftest import AppFactory, Running
+from app.settings import Settings
+from tests.conftest import AppFactory, Running, live_server
 from tests.fakes.provider import ScriptedLLM
 from tests.integration.test_api import err
 
@@ -79,3 +84,60 @@ async def test_own_origin_follows_the_host_it_was_reached_on(api: Running) -> No
     headers = {"host": "localhost:8000", "origin": "http://127.0.0.1:8000"}
     r = await api.client.post("/api/ledger/posts", json=post, headers=headers)
     assert r.status_code == 403
+
+
+SECURITY_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def assert_security_headers(r: httpx.Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert r.headers.get(name) == value, (r.request.url, name, r.headers)
+    csp = r.headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, (r.request.url, csp)
+
+
+async def test_every_response_carries_the_security_headers(api: Running) -> None:
+    c = api.client
+    answers = [
+        await c.get("/"),
+        await c.get("/static/app.js"),
+        await c.get("/static/style.css"),
+        await c.get("/openapi.json"),
+        await c.get("/api/heartbeat/status"),
+        await c.get("/api/nothing-here"),
+        await c.get("/static/nothing-here.js"),
+        await c.post("/api/ledger/posts", json={"title": "t"}),
+        await c.post("/api/ledger/posts", json={}, headers={"origin": "null"}),
+        await c.get("/api/heartbeat/status", headers={"host": "evil.example"}),
+        await c.post("/api/ledger/posts", content=b"x" * (300 * 1024)),
+    ]
+    assert [r.status_code for r in answers] == [
+        200,
+        200,
+        200,
+        200,
+        200,
+        404,
+        404,
+        422,
+        403,
+        421,
+        413,
+    ]
+    for r in answers:
+        assert_security_headers(r)
+
+
+async def test_the_event_stream_carries_the_security_headers(workspace: Path) -> None:
+    app = create_app(Settings.for_workspace(workspace), llm=ScriptedLLM(), start_loops=False)
+    async with (
+        live_server(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream("GET", "/api/heartbeat/events") as r,
+    ):
+        assert r.status_code == 200
+        assert_security_headers(r)
