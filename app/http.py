@@ -21,6 +21,8 @@ log = logging.getLogger("heartbeat.http")
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
+_JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
 
 
@@ -73,6 +75,13 @@ async def read_json(request: Request) -> Any:
         raise ApiError(
             400, "invalid_json", "the request body is empty; send a JSON object", field="body"
         )
+    if json_too_deep(body, JSON_DEPTH_MAX):
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the body nests arrays and objects more than {JSON_DEPTH_MAX} levels deep",
+            field="body",
+        )
     try:
         return msgspec.json.decode(body)
     except UnicodeDecodeError:
@@ -81,6 +90,31 @@ async def read_json(request: Request) -> Any:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {exc}", field="body"
         ) from None
+
+
+def json_too_deep(text: bytes, limit: int) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep
+    (brackets inside strings do not count)."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_NESTING.finditer(text):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def whole_number(raw: str, max_digits: int = 18) -> int | None:
+    """``raw`` as an int if it is 1 to ``max_digits`` ASCII digits, else None ("²" is a digit
+    to ``str.isdigit`` but not to ``int``)."""
+    if 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -136,14 +170,15 @@ def cursor_param(request: Request) -> int | None:
     raw = request.query_params.get("cursor")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    cursor = whole_number(raw)
+    if cursor is None:
         raise ApiError(
             422,
             "invalid_parameter",
             f"cursor {raw[:40]!r} is not a cursor from this API; pass back next_cursor unchanged",
             field="cursor",
         )
-    return int(raw)
+    return cursor
 
 
 def text_field(

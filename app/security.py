@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http import JSON, error_body
+from app.http import JSON, error_body, whole_number
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -148,7 +148,8 @@ class SecurityMiddleware:
             )
             return
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        declared = None if length is None else whole_number(length.strip(), 30)
+        if declared is not None and declared > self.max_body:
             await self._too_large(scope, receive, send)
             return
         received = 0

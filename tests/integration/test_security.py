@@ -7,9 +7,11 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
+from app.http import JSON
 from app.main import create_app
-from app.security import SAFE_METHODS
+from app.security import SAFE_METHODS, SecurityMiddleware
 from app.settings import Settings
 from tests.conftest import AppFactory, Running, live_server
 from tests.fakes.provider import ScriptedLLM
@@ -141,3 +143,64 @@ async def test_the_event_stream_carries_the_security_headers(workspace: Path) ->
     ):
         assert r.status_code == 200
         assert_security_headers(r)
+
+
+# -- bad input is a 4xx, never a 500 --------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/ledger/posts",
+        "/api/threads/default/messages",
+        "/api/threads/default/heartbeat/history",
+    ],
+)
+@pytest.mark.parametrize("cursor", ["%C2%B2", "%D9%A3", "1%C2%B2"])
+async def test_non_ascii_digits_in_a_cursor(api: Running, path: str, cursor: str) -> None:
+    r = await api.client.get(f"{path}?cursor={cursor}")
+    assert r.status_code == 422, r.text
+    assert err(r)["code"] == "invalid_parameter" and err(r)["field"] == "cursor"
+
+
+async def test_deeply_nested_json_is_refused(api: Running) -> None:
+    arrays = b"[" * 5000 + b"]" * 5000
+    objects = b'{"a":' * 3000 + b"1" + b"}" * 3000
+    for path, body in [
+        ("/api/ledger/posts", arrays),
+        ("/api/threads/default/heartbeat/config", objects),
+        ("/api/threads/fresh/heartbeat/config", objects),
+        ("/api/threads", b'{"title": ' + b"[" * 65 + b"]" * 65 + b"}"),
+    ]:
+        r = await api.client.post(path, content=body)
+        assert r.status_code == 400, (path, r.text)
+        assert err(r)["code"] == "invalid_json" and err(r)["field"] == "body"
+        assert "64 levels" in err(r)["message"]
+    assert (await api.client.get("/api/threads/fresh")).status_code == 404
+    shallow = b'{"title": ' + b"[" * 63 + b"]" * 63 + b"}"  # 64 levels: read, then refused
+    r = await api.client.post("/api/threads", content=shallow)
+    assert r.status_code == 422 and err(r)["field"] == "title"
+
+
+async def test_a_non_ascii_content_length_is_not_a_crash() -> None:
+    # h11 refuses such a header before it reaches the app; the middleware must not rely on it
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+        await JSON({"ok": True})(scope, receive, send)
+
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/ledger/posts",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", "\u00b2".encode("latin-1"))],
+    }
+    await SecurityMiddleware(app, token=None, hosts=None, max_body=10)(scope, receive, send)
+    assert reached == ["/api/ledger/posts"] and sent[0]["status"] == 200
