@@ -19,8 +19,8 @@ from ledger.errors import Conflict, NotFound, StorageBusy, StoreClosed
 
 log = logging.getLogger("heartbeat.http")
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-POST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # fullmatch: "$" allows a final \n
+POST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
 _JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
@@ -131,7 +131,7 @@ def thread_id(request: Request) -> str:
 
 
 def check_thread_id(value: object, field: str = "thread_id") -> str:
-    if not isinstance(value, str) or not THREAD_ID.match(value):
+    if not isinstance(value, str) or not THREAD_ID.fullmatch(value):
         raise ApiError(
             422,
             "invalid_thread_id",
@@ -144,7 +144,7 @@ def check_thread_id(value: object, field: str = "thread_id") -> str:
 
 def post_id(request: Request) -> str:
     value = str(request.path_params["post_id"])
-    if not POST_ID.match(value):
+    if not POST_ID.fullmatch(value):
         raise ApiError(404, "not_found", f"post {value[:140]!r} does not exist", field="post_id")
     return value
 

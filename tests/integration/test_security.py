@@ -204,3 +204,26 @@ async def test_a_non_ascii_content_length_is_not_a_crash() -> None:
     }
     await SecurityMiddleware(app, token=None, hosts=None, max_body=10)(scope, receive, send)
     assert reached == ["/api/ledger/posts"] and sent[0]["status"] == 200
+
+
+# -- input that must be refused ---------------------------------------------------------------
+async def test_an_id_with_a_trailing_newline_is_refused(api: Running) -> None:
+    c = api.client
+    r = await c.post("/api/threads", json={"thread_id": "nl-2\n"})
+    assert r.status_code == 422 and err(r)["field"] == "thread_id", r.text
+    for method, path in [
+        ("POST", "/api/threads/nl-2%0A/heartbeat/config"),
+        ("POST", "/api/threads/nl-2%0A/heartbeat/run-now"),
+        ("GET", "/api/threads/nl-2%0A"),
+        ("GET", "/api/threads?cursor=nl-2%0A"),
+        ("GET", "/api/heartbeat/events?thread_id=nl-2%0A"),
+    ]:
+        r = await c.request(method, path, json={"every": 600} if method == "POST" else None)
+        assert r.status_code == 422, (path, r.text)
+        assert err(r)["code"] == "invalid_thread_id", path
+    assert [t["thread_id"] for t in (await c.get("/api/threads")).json()["items"]] == ["default"]
+    post_id = (await c.post("/api/ledger/posts", json={"title": "t", "content": "c"})).json()[
+        "post_id"
+    ]
+    r = await c.post(f"/api/ledger/posts/{post_id}%0A/votes", json={"direction": "up"})
+    assert r.status_code == 404 and err(r)["field"] == "post_id"
