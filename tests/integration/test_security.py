@@ -227,3 +227,15 @@ async def test_an_id_with_a_trailing_newline_is_refused(api: Running) -> None:
     ]
     r = await c.post(f"/api/ledger/posts/{post_id}%0A/votes", json={"direction": "up"})
     assert r.status_code == 404 and err(r)["field"] == "post_id"
+
+
+async def test_a_refused_config_creates_no_thread(api: Running) -> None:
+    c = api.client
+    r = await c.post("/api/threads/ghost/heartbeat/config", json={"every_seconds": 5})
+    assert r.status_code == 422 and err(r)["field"] == "every_seconds"
+    r = await c.post("/api/threads/ghost/heartbeat/config", json={"nope": 1})
+    assert r.status_code == 422 and err(r)["field"] == "nope"
+    assert (await c.get("/api/threads/ghost")).status_code == 404
+    r = await c.post("/api/threads/ghost/heartbeat/config", json={"every_seconds": 600})
+    assert r.status_code == 200 and r.json()["every_seconds"] == 600
+    assert (await c.get("/api/threads/ghost")).json()["title"] == "ghost"
