@@ -22,6 +22,7 @@ log = logging.getLogger("heartbeat.http")
 THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # fullmatch: "$" allows a final \n
 POST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
 _JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
 
@@ -181,6 +182,12 @@ def cursor_param(request: Request) -> int | None:
     return cursor
 
 
+def control_character(text: str) -> str | None:
+    """The first C0 control character in ``text`` other than tab, newline and carriage return."""
+    m = _CONTROL.search(text)
+    return None if m is None else m.group()
+
+
 def text_field(
     data: dict[str, Any], name: str, *, max_len: int, required: bool = True, default: str = ""
 ) -> str:
@@ -194,6 +201,14 @@ def text_field(
     value = value.strip()
     if required and not value:
         raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
+    bad = control_character(value)
+    if bad is not None:
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"{name} must not contain control characters, found U+{ord(bad):04X}",
+            field=name,
+        )
     if len(value) > max_len:
         raise ApiError(
             422,

@@ -239,3 +239,30 @@ async def test_a_refused_config_creates_no_thread(api: Running) -> None:
     r = await c.post("/api/threads/ghost/heartbeat/config", json={"every_seconds": 600})
     assert r.status_code == 200 and r.json()["every_seconds"] == 600
     assert (await c.get("/api/threads/ghost")).json()["title"] == "ghost"
+
+
+async def test_control_characters_are_refused_in_text(api: Running) -> None:
+    c = api.client
+    post_id = (await c.post("/api/ledger/posts", json={"title": "t", "content": "c"})).json()[
+        "post_id"
+    ]
+    cases = [
+        ("/api/threads", {"thread_id": "ctl", "title": "a\x00b"}, "title"),
+        ("/api/ledger/posts", {"title": "nul\x00", "content": "c"}, "title"),
+        ("/api/ledger/posts", {"title": "t", "content": "esc\x1b[2J"}, "content"),
+        (f"/api/ledger/posts/{post_id}/comments", {"content": "bell\x07"}, "content"),
+        ("/api/threads/default/messages", {"content": "a\x00"}, "content"),
+        (
+            "/api/threads/default/contradictions",
+            {"statement_a": "\x01", "statement_b": "b"},
+            "statement_a",
+        ),
+    ]
+    for path, body, field in cases:
+        r = await c.post(path, json=body)
+        assert r.status_code == 422, (path, r.text)
+        assert err(r)["field"] == field and "control character" in err(r)["message"], r.text
+    assert (await c.get("/api/threads/ctl")).status_code == 404
+    assert len((await c.get("/api/ledger/posts")).json()["items"]) == 1
+    r = await c.post("/api/ledger/posts", json={"title": "t", "content": "line\n\ttab\r\n"})
+    assert r.status_code == 201 and r.json()["content"] == "line\n\ttab"

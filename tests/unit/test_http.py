@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.http import json_too_deep, whole_number
+from app.http import control_character, json_too_deep, whole_number
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,23 @@ def test_json_too_deep(text: bytes, limit: int, expected: bool) -> None:
 )
 def test_whole_number(raw: str, expected: int | None) -> None:
     assert whole_number(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain text", None),
+        ("tab\tnewline\ncarriage\r", None),
+        ("caf\u00e9 \u2603 \U0001f600", None),
+        ("\x7f\x85", None),  # DEL and C1 controls are not C0
+        ("nul\x00", "\x00"),
+        ("\x01start", "\x01"),
+        ("bell\x07", "\x07"),
+        ("vertical\x0btab", "\x0b"),
+        ("form\x0cfeed", "\x0c"),
+        ("escape\x1b[31m", "\x1b"),
+        ("unit\x1fsep", "\x1f"),
+    ],
+)
+def test_control_character(text: str, expected: str | None) -> None:
+    assert control_character(text) == expected
