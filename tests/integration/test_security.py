@@ -266,3 +266,12 @@ async def test_control_characters_are_refused_in_text(api: Running) -> None:
     assert len((await c.get("/api/ledger/posts")).json()["items"]) == 1
     r = await c.post("/api/ledger/posts", json={"title": "t", "content": "line\n\ttab\r\n"})
     assert r.status_code == 201 and r.json()["content"] == "line\n\ttab"
+
+
+async def test_a_host_dependent_time_zone_is_refused(api: Running) -> None:
+    r = await api.client.post(
+        "/api/threads/default/heartbeat/config", json={"timezone": "localtime"}
+    )
+    assert r.status_code == 422 and err(r)["field"] == "timezone", r.text
+    r = await api.client.get("/api/threads/default/heartbeat/config")
+    assert r.json()["timezone"] == "UTC"
