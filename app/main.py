@@ -97,6 +97,7 @@ def create_app(
             hosts=allowed_host_names(bind_host, settings.allowed_hosts),
             max_body=settings.max_body_bytes,
             origins=frozenset(filter(None, map(parse_origin, settings.allowed_origins))),
+            body_timeout=settings.body_timeout,
         )
     ]
     return Starlette(

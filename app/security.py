@@ -8,13 +8,15 @@
   passes unless the browser marks it cross-site or same-site.
 - With ``HEARTBEAT_API_TOKEN`` set, every ``/api`` call needs ``Authorization: Bearer <token>``
   (the event stream may pass ``?token=`` because browsers' EventSource cannot set headers).
-- Request bodies are capped.
+- Request bodies are capped in size, and in time: a body not complete within ``body_timeout``
+  seconds of the request's start is answered 408 and its connection closed.
 - Every response says it may not be framed, sniffed, or leak a referrer, and carries the
   dashboard's Content-Security-Policy (scripts, styles and connections from this origin only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections.abc import Iterable
@@ -45,6 +47,8 @@ RESPONSE_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
         ("referrer-policy", "no-referrer"),
     )
 )
+
+_CLOSE = {"Connection": "close"}
 
 Origin = tuple[str, str, int]  # scheme, host (lower case, IPv6 without brackets), port
 
@@ -117,6 +121,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 class SecurityMiddleware:
     def __init__(
         self,
@@ -126,11 +134,13 @@ class SecurityMiddleware:
         hosts: frozenset[str] | None,
         max_body: int,
         origins: frozenset[Origin] = frozenset(),
+        body_timeout: float = 15.0,
     ) -> None:
         self.app = app
         self.token = token
         self.hosts = hosts
         self.origins = origins
+        self.body_timeout = body_timeout
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,10 +163,19 @@ class SecurityMiddleware:
             await self._too_large(scope, receive, send)
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the disconnect (event streams): no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _TooSlow() from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
@@ -176,11 +195,18 @@ class SecurityMiddleware:
         except _TooLarge:
             if not started:
                 await self._too_large(scope, receive, send)
+        except _TooSlow:
+            if not started:
+                message = f"the request body did not arrive within {self.body_timeout:g} seconds"
+                await JSON(
+                    error_body("body_timeout", message, "body"), status_code=408, headers=_CLOSE
+                )(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await JSON(
             error_body("body_too_large", f"the request body is over {self.max_body} bytes", "body"),
             status_code=413,
+            headers=_CLOSE,  # the rest of the body is not read: the connection cannot be reused
         )(scope, receive, send)
 
     def _check(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:

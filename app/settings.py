@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # claim transaction; a run starts at most this late. Not an environment setting.
     timer_slack: float = 0.1
     max_body_bytes: int = 256 * 1024
+    body_timeout: float = 15.0  # seconds for a request's body to arrive in full
 
     @property
     def heartbeat_md(self) -> Path:
@@ -120,6 +121,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             llm_api_key=env.get("HEARTBEAT_LLM_API_KEY") or None,
             llm_idle_timeout=float(_int(env, "HEARTBEAT_LLM_IDLE_SECONDS", 120, 1, 3600)),
             run_deadline=float(_int(env, "HEARTBEAT_RUN_DEADLINE_SECONDS", 300, 5, 86400)),
+            body_timeout=float(_int(env, "HEARTBEAT_BODY_TIMEOUT_SECONDS", 15, 1, 300)),
         )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 
 import httpx
@@ -275,3 +278,62 @@ async def test_a_host_dependent_time_zone_is_refused(api: Running) -> None:
     assert r.status_code == 422 and err(r)["field"] == "timezone", r.text
     r = await api.client.get("/api/threads/default/heartbeat/config")
     assert r.json()["timezone"] == "UTC"
+
+
+# -- slow clients -----------------------------------------------------------------------------
+async def test_a_body_that_does_not_arrive_in_time_is_a_408(make_app: AppFactory) -> None:
+    api = await make_app(llm=ScriptedLLM(), start_loops=False, body_timeout=0.3)
+    chunks = [b'{"title": "t", ']  # half a body, then nothing more
+
+    async def receive() -> Message:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+        await asyncio.Event().wait()  # the client never sends the rest
+        raise AssertionError("not reached")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "method": "POST",
+        "path": "/api/ledger/posts",
+        "raw_path": b"/api/ledger/posts",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+    }
+    started = time.monotonic()
+    await asyncio.wait_for(api.app(scope, receive, send), 5)
+    assert 0.3 <= time.monotonic() - started < 3
+    assert sent[0]["status"] == 408
+    headers = dict(sent[0]["headers"])
+    assert headers[b"connection"] == b"close" and b"content-security-policy" in headers
+    body = json.loads(sent[1]["body"])
+    assert body["error"]["code"] == "body_timeout" and body["error"]["field"] == "body"
+    assert (await api.client.get("/api/ledger/posts")).json()["items"] == []
+
+
+async def test_an_event_stream_outlives_the_body_deadline(workspace: Path) -> None:
+    settings = Settings.for_workspace(workspace, body_timeout=0.2)
+    app = create_app(settings, llm=ScriptedLLM(), start_loops=False)
+    async with (
+        live_server(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream("GET", "/api/heartbeat/events") as r,
+    ):
+        lines = r.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        await asyncio.sleep(0.6)
+        r2 = await client.post("/api/threads/default/heartbeat/run-now")
+        assert r2.status_code == 200
+        async with asyncio.timeout(5):
+            async for line in lines:
+                if line.startswith("event: run_finished"):
+                    break
