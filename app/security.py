@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 from collections.abc import Iterable
@@ -71,6 +72,7 @@ def allowed_host_names(bind_host: str, extra: Iterable[str]) -> frozenset[str] |
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=256)
 def _origin_of(scheme: str, netloc: str) -> Origin | None:
     if scheme not in DEFAULT_PORTS or _NETLOC.fullmatch(netloc) is None:
         return None
@@ -104,14 +106,11 @@ def own_origin(scope: Scope, host_header: str | None) -> Origin | None:
 
 
 def _with_response_headers(send: Send) -> Send:
-    """``send`` adding ``RESPONSE_HEADERS`` to the response's start, unless a route set them."""
+    """``send`` adding ``RESPONSE_HEADERS`` to the response's start (no route sets them)."""
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            present = {name.lower() for name, _ in headers}
-            headers.extend(h for h in RESPONSE_HEADERS if h[0] not in present)
-            message = {**message, "headers": headers}
+            message = {**message, "headers": [*message.get("headers", ()), *RESPONSE_HEADERS]}
         await send(message)
 
     return sending
@@ -218,10 +217,7 @@ class SecurityMiddleware:
         if method not in SAFE_METHODS:
             origin = headers.get("origin", "").strip()
             if origin:
-                given = parse_origin(origin)
-                if given is None or (
-                    given not in self.origins and given != own_origin(scope, headers.get("host"))
-                ):
+                if not self._origin_allowed(scope, origin, headers.get("host")):
                     return 403, "cross_origin", f"requests from {origin[:100]!r} are refused"
             elif headers.get("sec-fetch-site") in ("cross-site", "same-site"):
                 return 403, "cross_origin", "requests from other sites are refused"
@@ -230,6 +226,12 @@ class SecurityMiddleware:
             if not self._authorized(scope, headers):
                 return 401, "unauthorized", "this API needs Authorization: Bearer <token>"
         return None
+
+    def _origin_allowed(self, scope: Scope, origin: str, host: str | None) -> bool:
+        if host is not None and origin == f"{scope.get('scheme', 'http')}://{host}":
+            return True  # a browser on this very origin (the common case, no parsing)
+        given = parse_origin(origin)
+        return given is not None and (given in self.origins or given == own_origin(scope, host))
 
     def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
         assert self.token is not None
