@@ -132,8 +132,8 @@ class SecurityMiddleware:
         token: str | None,
         hosts: frozenset[str] | None,
         max_body: int,
+        body_timeout: float,
         origins: frozenset[Origin] = frozenset(),
-        body_timeout: float = 15.0,
     ) -> None:
         self.app = app
         self.token = token

@@ -71,6 +71,7 @@ async def main() -> None:
         token=None,
         hosts=frozenset({"127.0.0.1"}),
         max_body=1024,
+        body_timeout=15,
         origins=frozenset(filter(None, [parse_origin("http://localhost:3000")])),
     )
     print("| case | bare µs/request | guarded µs/request | extra µs |")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app.http import JSON
@@ -38,17 +39,25 @@ async def api(make_app: AppFactory) -> Running:
     return await make_app(llm=ScriptedLLM(), start_loops=False)
 
 
+def routes_of(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path template) of every route, mounted ones included."""
+    for route in routes:
+        if isinstance(route, Route):
+            for method in sorted(route.methods or ()):
+                yield method, prefix + route.path
+        elif isinstance(route, Mount):
+            yield from routes_of(route.routes, prefix + route.path)
+
+
 async def state_changing_routes(api: Running) -> list[tuple[str, str]]:
     """(method, path) of every route that is not read-only, path parameters filled in."""
     r = await api.client.post("/api/ledger/posts", json={"title": "t", "content": "c"})
     params = {"thread_id": "default", "post_id": r.json()["post_id"], "kind": "reflections"}
-    found = []
-    for route in api.app.routes:
-        if not isinstance(route, Route):
-            continue
-        for method in sorted((route.methods or set()) - SAFE_METHODS):
-            found.append((method, route.path.format(**params)))
-    return found
+    return [
+        (method, path.format(**params))
+        for method, path in routes_of(api.app.routes)
+        if method not in SAFE_METHODS
+    ]
 
 
 async def test_every_state_changing_route_refuses_other_origins(api: Running) -> None:
@@ -205,7 +214,9 @@ async def test_a_non_ascii_content_length_is_not_a_crash() -> None:
         "path": "/api/ledger/posts",
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", "\u00b2".encode("latin-1"))],
     }
-    await SecurityMiddleware(app, token=None, hosts=None, max_body=10)(scope, receive, send)
+    await SecurityMiddleware(app, token=None, hosts=None, max_body=10, body_timeout=5)(
+        scope, receive, send
+    )
     assert reached == ["/api/ledger/posts"] and sent[0]["status"] == 200
 
 
