@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/sse.py
+	$(BIN)/python bench/security.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

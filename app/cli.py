@@ -9,6 +9,10 @@ import sys
 
 from app.settings import Settings, SettingsError
 
+KEEP_ALIVE_SECONDS = 75
+MAX_CONNECTIONS = 1000
+MAX_HEAD_BYTES = 16 * 1024
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=15,
+        # an idle keep-alive connection outlives common clients' pools (which drop theirs first)
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,  # past it, requests are answered 503
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a request line and headers, at most
     )
     server = Server(config)
     from loops.supervisor import freeze_startup_heap

@@ -20,8 +20,11 @@ from ledger.limits import POST_ID_MAX, THREAD_ID_MAX, Page
 
 log = logging.getLogger("heartbeat.http")
 
-THREAD_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}$")
-POST_ID = re.compile(rf"^[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}$")
+THREAD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}")  # fullmatch
+POST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}")  # fullmatch
+JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
+_JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
 
 
@@ -70,6 +73,13 @@ async def read_json(request: Request) -> Any:
         raise ApiError(
             400, "invalid_json", "the request body is empty; send a JSON object", field="body"
         )
+    if json_too_deep(body, JSON_DEPTH_MAX):
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the body nests arrays and objects more than {JSON_DEPTH_MAX} levels deep",
+            field="body",
+        )
     try:
         return msgspec.json.decode(body)
     except UnicodeDecodeError:
@@ -78,6 +88,31 @@ async def read_json(request: Request) -> Any:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {exc}", field="body"
         ) from None
+
+
+def json_too_deep(text: bytes, limit: int) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep
+    (brackets inside strings do not count)."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_NESTING.finditer(text):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def whole_number(raw: str, max_digits: int = 18) -> int | None:
+    """``raw`` as an int if it is 1 to ``max_digits`` ASCII digits, else None ("²" is a digit
+    to ``str.isdigit`` but not to ``int``)."""
+    if 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -134,14 +169,21 @@ def cursor_param(request: Request) -> int | None:
     raw = request.query_params.get("cursor")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    cursor = whole_number(raw)
+    if cursor is None:
         raise ApiError(
             422,
             "invalid_parameter",
             f"cursor {raw[:40]!r} is not a cursor from this API; pass back next_cursor unchanged",
             field="cursor",
         )
-    return int(raw)
+    return cursor
+
+
+def control_character(text: str) -> str | None:
+    """The first C0 control character in ``text`` other than tab, newline and carriage return."""
+    m = _CONTROL.search(text)
+    return None if m is None else m.group()
 
 
 def text_field(
@@ -157,6 +199,14 @@ def text_field(
     value = value.strip()
     if required and not value:
         raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
+    bad = control_character(value)
+    if bad is not None:
+        raise ApiError(
+            422,
+            "invalid_value",
+            f"{name} must not contain control characters, found U+{ord(bad):04X}",
+            field=name,
+        )
     if len(value) > max_len:
         raise ApiError(
             422,

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from app import openapi, routes_data, routes_heartbeat, sse
 from app.demo import seed_demo
 from app.http import JSON, handle_error
-from app.security import SecurityMiddleware, allowed_host_names
+from app.security import SecurityMiddleware, allowed_host_names, parse_origin
 from app.service import Service
 from app.settings import Settings
 from ledger.errors import HeartbeatError
@@ -95,6 +95,8 @@ def create_app(
             token=settings.api_token,
             hosts=allowed_host_names(bind_host, settings.allowed_hosts),
             max_body=settings.max_body_bytes,
+            origins=frozenset(filter(None, map(parse_origin, settings.allowed_origins))),
+            body_timeout=settings.body_timeout,
         )
     ]
     return Starlette(

@@ -15,7 +15,8 @@ import httpx
 from app.llm_choice import choose_provider, default_model
 from app.settings import Settings
 from ledger import config as hbconfig
-from ledger.records import Run
+from ledger.errors import NotFound
+from ledger.records import Run, Thread
 from ledger.store import Store
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
@@ -159,13 +160,20 @@ class Service:
         return run
 
     async def set_config(self, thread_id: str, patch: dict[str, Any]) -> hbconfig.HeartbeatConfig:
-        """Merge ``patch`` into the stored config (creating the thread), re-plan, re-arm."""
-        await self.store.write(lambda tx: tx.create_thread(thread_id, thread_id, None))
-        thread = await self.store.get_thread(thread_id)
-        old = None if thread.config_json is None else hbconfig.decode_stored(thread.config_json)[0]
+        """Merge ``patch`` into the stored config, re-plan, re-arm. A valid patch creates the
+        thread if it does not exist; an invalid one (ConfigError) changes nothing."""
+        try:
+            thread: Thread | None = await self.store.get_thread(thread_id)
+        except NotFound:
+            thread = None
+        stored = None if thread is None else thread.config_json
+        old = None if stored is None else hbconfig.decode_stored(stored)[0]
         new = hbconfig.merge_config(
             old or hbconfig.HeartbeatConfig(), patch, channels=self.settings.channels
         )
+        if thread is None:
+            await self.store.write(lambda tx: tx.create_thread(thread_id, thread_id, None))
+            thread = await self.store.get_thread(thread_id)
         now = self.clock.now()
         anchor, next_run = plan_config_change(
             old or hbconfig.HeartbeatConfig(enabled=False) if old is None else old,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from app.security import parse_origin
 from ledger.errors import HeartbeatError
 from loops.llm import SchemaForm, parse_ollama_host, parse_schema_form
 
@@ -40,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     channels: dict[str, str] = msgspec.field(default_factory=dict)
     allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()  # besides the service's own; scheme://host[:port]
     llm_provider: str = "auto"
     llm_base_url: str | None = None
     llm_api_key: str | None = None
@@ -50,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # claim transaction; a run starts at most this late. Not an environment setting.
     timer_slack: float = 0.1
     max_body_bytes: int = 256 * 1024
+    body_timeout: float = 15.0  # seconds for a request's body to arrive in full
 
     @property
     def heartbeat_md(self) -> Path:
@@ -94,6 +97,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             for h in env.get("HEARTBEAT_ALLOWED_HOSTS", "").split(",")
             if h.strip()
         )
+        origins = tuple(
+            o.strip() for o in env.get("HEARTBEAT_ALLOWED_ORIGINS", "").split(",") if o.strip()
+        )
+        for origin in origins:
+            if parse_origin(origin) is None:
+                raise SettingsError(
+                    "HEARTBEAT_ALLOWED_ORIGINS must be comma-separated origins like"
+                    f" http://127.0.0.1:3000 (scheme, host, optional port; no path), got {origin!r}"
+                )
         return cls(
             workspace=workspace,
             db_path=db_path,
@@ -109,12 +121,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_level=level,
             channels=_channels(env.get("HEARTBEAT_CHANNELS")),
             allowed_hosts=hosts,
+            allowed_origins=origins,
             llm_provider=provider,
             llm_base_url=env.get("HEARTBEAT_LLM_BASE_URL") or None,
             llm_api_key=env.get("HEARTBEAT_LLM_API_KEY") or None,
             llm_schema_form=schema_form,
             llm_idle_timeout=float(_int(env, "HEARTBEAT_LLM_IDLE_SECONDS", 120, 1, 3600)),
             run_deadline=float(_int(env, "HEARTBEAT_RUN_DEADLINE_SECONDS", 300, 5, 86400)),
+            body_timeout=float(_int(env, "HEARTBEAT_BODY_TIMEOUT_SECONDS", 15, 1, 300)),
         )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "encode",
     "merge_config",
     "parse_duration",
+    "portable_zone_name",
     "to_dict",
     "validate_config",
 ]
@@ -34,6 +35,8 @@ _DURATION: Final = re.compile(
 )
 _UNIT_SECONDS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
+_HOST_ZONES: Final = frozenset({"localtime", "posixrules", "factory"})
+_HOST_ZONE_FOLDERS: Final = frozenset({"posix", "right"})
 _DURATION_HINT: Final = 'a number of seconds or a duration like "90s", "30m", "1h", "2h30m", "1d"'
 
 
@@ -133,15 +136,25 @@ def _temperature(value: object) -> float:
     return number
 
 
+def portable_zone_name(name: str) -> bool:
+    """Whether ``name`` is an IANA zone that means the same on every host: zoneinfo resolves it,
+    and it is not a host's alias ("localtime", "posixrules"), the placeholder "Factory", a
+    "posix/" or "right/" variant found only in some hosts' zone folders, or a path."""
+    if _ZONE_NAME.fullmatch(name) is None:
+        return False
+    if name.lower() in _HOST_ZONES or name.split("/", 1)[0].lower() in _HOST_ZONE_FOLDERS:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 def _timezone(value: object) -> str:
     name = _text("timezone", value)
-    if _ZONE_NAME.fullmatch(name) is not None:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-        else:
-            return name
+    if portable_zone_name(name):
+        return name
     raise ConfigError(
         "timezone",
         f'timezone must be an IANA time zone name like "Europe/Paris", got {_show(value)}',

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from app.cli import main
 from app.settings import Settings, SettingsError
@@ -42,6 +44,13 @@ def test_defaults(tmp_path: Path) -> None:
         ({"HEARTBEAT_LLM_SCHEMA_FORM": ""}, "llm_schema_form", "auto"),
         ({"HEARTBEAT_LLM_SCHEMA_FORM": " JSON_Object "}, "llm_schema_form", "json_object"),
         ({"HEARTBEAT_LLM_SCHEMA_FORM": "none"}, "llm_schema_form", "none"),
+        (
+            {"HEARTBEAT_ALLOWED_ORIGINS": "http://127.0.0.1:3000, https://Box.lan"},
+            "allowed_origins",
+            ("http://127.0.0.1:3000", "https://Box.lan"),
+        ),
+        ({}, "body_timeout", 15.0),
+        ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "60"}, "body_timeout", 60.0),
     ],
 )
 def test_values(env: dict[str, str], attr: str, expected: object) -> None:
@@ -64,6 +73,11 @@ def test_values(env: dict[str, str], attr: str, expected: object) -> None:
         ({"HEARTBEAT_LLM_PROVIDER": "gpt"}, "HEARTBEAT_LLM_PROVIDER"),
         ({"HEARTBEAT_MODEL": "  "}, "HEARTBEAT_MODEL"),
         ({"HEARTBEAT_LLM_SCHEMA_FORM": "grammar"}, "HEARTBEAT_LLM_SCHEMA_FORM"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "127.0.0.1:3000"}, "HEARTBEAT_ALLOWED_ORIGINS"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "http://box.lan/app"}, "HEARTBEAT_ALLOWED_ORIGINS"),
+        ({"HEARTBEAT_ALLOWED_ORIGINS": "null"}, "HEARTBEAT_ALLOWED_ORIGINS"),
+        ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "0"}, "HEARTBEAT_BODY_TIMEOUT_SECONDS"),
+        ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "1.5"}, "HEARTBEAT_BODY_TIMEOUT_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
@@ -92,3 +106,38 @@ def test_cli_refuses_bad_settings_and_public_bind(
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "HEARTBEAT_API_TOKEN" in capsys.readouterr().err
     assert main(["serve", "--port", "70000"]) == 2
+
+
+def test_cli_bounds_slow_and_idle_clients(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import app.sse
+    import loops.supervisor
+
+    configs: list[uvicorn.Config] = []
+
+    class NoServer:
+        started = True
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            configs.append(config)
+
+        def run(self) -> None:
+            return None
+
+    monkeypatch.setattr(app.sse, "Server", NoServer)
+    monkeypatch.setattr(loops.supervisor, "freeze_startup_heap", lambda: None)
+    monkeypatch.setenv("HEARTBEAT_WORKSPACE", str(tmp_path))
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    httpx_log = logging.getLogger("httpx")
+    level = httpx_log.level
+    try:
+        assert main(["serve", "--port", "8123"]) == 0
+    finally:
+        httpx_log.setLevel(level)  # serve quietens httpx for the process
+    (config,) = configs
+    assert config.timeout_keep_alive == 75  # longer than clients' pools keep idle connections
+    assert config.limit_concurrency == 1000
+    assert config.h11_max_incomplete_event_size == 16 * 1024
+    assert config.timeout_graceful_shutdown == 15
+    assert "8123" in capsys.readouterr().out
