@@ -24,6 +24,7 @@ from app.service import Service
 from app.settings import Settings
 from ledger.config import ConfigError
 from ledger.errors import LedgerError
+from ledger.records import Loop
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
@@ -49,7 +50,7 @@ async def healthz(request: Request) -> JSON:
                 "detail": health.detail,
                 "why": svc.llm_reason,
             },
-            "scheduler_running": svc.supervisor.is_running("heartbeat"),
+            "scheduler_running": svc.supervisor.is_running(Loop.HEARTBEAT),
         }
     )
 

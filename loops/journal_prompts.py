@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from ledger.records import Message, Profile, Reflection
+from ledger.records import Message, Profile, Reason, Reflection
 
 __all__ = [
     "INTERESTS_MAX_ITEMS",
@@ -127,7 +127,7 @@ class SelfReplyOut(msgspec.Struct, frozen=True, kw_only=True):
 class OutputError(ValueError):
     """The reply holds no usable output."""
 
-    reason: Final = "invalid_output"
+    reason: Final = Reason.INVALID_OUTPUT
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
