@@ -241,6 +241,13 @@ class Lifecycle:
             else:
                 log.exception("%s run %d for thread %s crashed", tag, plan.id, plan.thread_id)
                 finish = Finish(_crashed(exc))
+        return await self._finish(plan, work, chat, finish)
+
+    async def _finish(
+        self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, finish: Finish[E]
+    ) -> Run:
+        """The effect and the finished row in one transaction (if writing the effect fails, the
+        row alone, with the failure's outcome), then ``run_finished`` and the work's last step."""
         finish = Finish(chat.stamp(finish.outcome, plan.model), finish.effect)
         try:
             row = await self.store.write(partial(_finish_tx, plan, work, finish))
@@ -248,8 +255,8 @@ class Lifecycle:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
                 log.exception(
-                    "%s run %d for thread %s could not write its result",
-                    tag,
+                    "[%s] run %d for thread %s could not write its result",
+                    plan.loop.upper(),
                     plan.id,
                     plan.thread_id,
                 )
