@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from app.http import JSON
+from ledger.records import Loop
 
 _ERROR = {
     "type": "object",
@@ -35,6 +36,7 @@ _PAGE = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
+_LOOP = {"name": "loop", "in": "query", "schema": {"enum": [loop.value for loop in Loop]}}
 
 _CONFIG_BODY = {
     "type": "object",
@@ -82,8 +84,8 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
     (
         "get",
         "/api/threads/{thread_id}/heartbeat/history",
-        "Runs, newest first",
-        [_TID, *_PAGE],
+        "Runs, newest first (?loop= for one loop only)",
+        [_TID, *_PAGE, _LOOP],
         None,
     ),
     ("get", "/api/heartbeat/heartbeat.md", "HEARTBEAT.md with its parsed sections", [], None),

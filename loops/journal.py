@@ -216,12 +216,9 @@ class JournalLoops:
             )
 
         entry = _Entry(
-            messages=reflection_messages(thread.title, messages),
-            schema=REFLECTION_SCHEMA,
-            parse=parse_reflection,
-            store=write,
+            reflection_messages(thread.title, messages), REFLECTION_SCHEMA, parse_reflection, write
         )
-        return await self._run(self._plan(Loop.REFLECTION, thread), entry)
+        return await self._run(Loop.REFLECTION, thread, entry)
 
     async def _profile(self, thread_id: str) -> Run | None:
         thread = await self.store.get_thread(thread_id)
@@ -257,12 +254,9 @@ class JournalLoops:
             )
 
         entry = _Entry(
-            messages=profile_messages(thread.title, messages, previous),
-            schema=PROFILE_SCHEMA,
-            parse=parse_profile,
-            store=write,
+            profile_messages(thread.title, messages, previous), PROFILE_SCHEMA, parse_profile, write
         )
-        return await self._run(self._plan(Loop.PERSONALITY, thread), entry)
+        return await self._run(Loop.PERSONALITY, thread, entry)
 
     async def _self_reply(self, reflection: Reflection) -> Run:
         thread = await self.store.get_thread(reflection.thread_id)
@@ -283,16 +277,16 @@ class JournalLoops:
             )
 
         entry = _Entry(
-            messages=self_reply_messages(thread.title, reflection),
-            schema=SELF_REPLY_SCHEMA,
-            parse=parse_self_reply,
-            store=write,
+            self_reply_messages(thread.title, reflection),
+            SELF_REPLY_SCHEMA,
+            parse_self_reply,
+            write,
         )
-        return await self._run(self._plan(Loop.SELF_REPLY, thread), entry)
+        return await self._run(Loop.SELF_REPLY, thread, entry)
 
     # -- one run ------------------------------------------------------------------------------
-    def _plan(self, loop: Loop, thread: Thread) -> RunPlan[None]:
-        return RunPlan(
+    async def _run(self, loop: Loop, thread: Thread, entry: _Entry[_Out]) -> Run:
+        plan: RunPlan[None] = RunPlan(
             thread=thread,
             loop=loop,
             trigger=Trigger.SCHEDULE,
@@ -300,8 +294,6 @@ class JournalLoops:
             config=None,
             deadline=self.deadline,
         )
-
-    async def _run(self, plan: RunPlan[None], entry: _Entry[_Out]) -> Run:
         started = await self.lifecycle.start(lambda tx: plan)
         if started is None:  # pragma: no cover - runs without a slot never collide
             raise RuntimeError(f"could not start a {plan.loop} run for thread {plan.thread_id!r}")
