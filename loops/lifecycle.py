@@ -12,14 +12,14 @@ does everything else, in one order for every loop::
       → ONE transaction: the work writes its effect and the row is finished → ``run_finished``
 
 One deadline covers everything from ``run_started`` to the judgement, the wait for capacity
-included. The model's client is handed the time that remains, so it can give up by itself (and
-name the slow server) at the same instant; otherwise the run is cancelled there and recorded
-``failed`` with reason ``timeout``. An ``LLMError`` fails the run with the error's reason. A step
-raises ``EndRun`` to end the run with an outcome of its own (a skip, a refused or unusable
-reply). A crash anywhere, in the effect too, is recorded ``failed`` with ``internal_error`` and
-the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``, shielded from the
-cancellation. Every outcome is recorded with the run's model, and with the time and the token
-counts of its LLM calls when it made any.
+included. The model's client is handed the time that remains (so it does not start a retry it
+could not finish); when the deadline passes the run is cancelled and recorded ``failed`` with
+reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run with the
+error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
+refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
+``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
+shielded from the cancellation. Every outcome is recorded with the run's model, and with the
+time and the token counts of its LLM calls when it made any.
 """
 
 from __future__ import annotations
