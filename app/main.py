@@ -23,6 +23,7 @@ from app.security import SecurityMiddleware, allowed_host_names, parse_origin
 from app.service import Service
 from app.settings import Settings
 from ledger.errors import HeartbeatError
+from ledger.records import Loop
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
@@ -48,7 +49,7 @@ async def healthz(request: Request) -> JSON:
                 "detail": health.detail,
                 "why": svc.llm_reason,
             },
-            "scheduler_running": svc.supervisor.is_running("heartbeat"),
+            "scheduler_running": svc.supervisor.is_running(Loop.HEARTBEAT),
         }
     )
 

@@ -25,6 +25,7 @@ from ledger.limits import (
     THREAD_ID_MAX,
     TITLE_MAX,
 )
+from ledger.records import Loop
 
 _ERROR = {
     "type": "object",
@@ -53,6 +54,7 @@ _PID = {
     "required": True,
     "schema": {"type": "string", "pattern": POST_ID.pattern},
 }
+_LOOP = {"name": "loop", "in": "query", "schema": {"enum": [loop.value for loop in Loop]}}
 
 
 _CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
@@ -123,8 +125,8 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
     (
         "get",
         "/api/threads/{thread_id}/heartbeat/history",
-        "Runs, newest first",
-        [_TID, *_page("history")],
+        "Runs, newest first (?loop= for one loop only)",
+        [_TID, *_page("history"), _LOOP],
         None,
     ),
     ("get", "/api/heartbeat/heartbeat.md", "HEARTBEAT.md with its parsed sections", [], None),

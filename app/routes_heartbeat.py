@@ -21,7 +21,7 @@ from app.service import Service
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES
-from ledger.records import iso, run_to_dict
+from ledger.records import Loop, iso, run_to_dict
 from loops.workspace import read_instructions, write_instructions
 
 
@@ -32,13 +32,13 @@ def service(request: Request) -> Service:
 
 async def status(request: Request) -> JSON:
     svc = service(request)
-    hb = svc.supervisor.kinds["heartbeat"].state
-    nxt = svc.scheduler.timers.next_due() if svc.supervisor.is_running("heartbeat") else None
+    hb = svc.supervisor.kinds[Loop.HEARTBEAT].state
+    nxt = svc.scheduler.timers.next_due() if svc.supervisor.is_running(Loop.HEARTBEAT) else None
     loops = {name: kind.state.view() for name, kind in svc.supervisor.kinds.items()}
     return JSON(
         {
             "enabled": hb.enabled,
-            "running": svc.supervisor.is_running("heartbeat"),
+            "running": svc.supervisor.is_running(Loop.HEARTBEAT),
             "check_interval_seconds": hb.interval,
             "armed_threads": len(svc.scheduler.timers),
             "next_due_at": iso(nxt),
@@ -62,14 +62,14 @@ async def status(request: Request) -> JSON:
 
 async def start(request: Request) -> JSON:
     svc = service(request)
-    started = await svc.supervisor.start("heartbeat")
+    started = await svc.supervisor.start(Loop.HEARTBEAT)
     message = "heartbeat scheduler started" if started else "heartbeat scheduler already running"
     return JSON({"ok": True, "message": message, "running": True})
 
 
 async def stop(request: Request) -> JSON:
     svc = service(request)
-    stopped = await svc.supervisor.stop("heartbeat")
+    stopped = await svc.supervisor.stop(Loop.HEARTBEAT)
     message = (
         "heartbeat scheduler stopped; in-flight runs finish on their own"
         if stopped

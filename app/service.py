@@ -16,7 +16,7 @@ from app.llm_choice import choose_provider, default_model
 from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.errors import NotFound
-from ledger.records import Run, Thread
+from ledger.records import Loop, Run, Thread, Trigger
 from ledger.store import Store
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
@@ -69,14 +69,14 @@ class Service:
             clock,
             self.executor.run_claimed,
             is_running=self.executor.in_flight.get,
-            model_of=self.executor.model_for,
+            plan=self.executor.plan,
             slack=settings.timer_slack,
         )
         self.supervisor = Supervisor(clock, self.bus)
         self.supervisor.add(
             LoopKind(
                 state=LoopState(
-                    name="heartbeat",
+                    name=Loop.HEARTBEAT,
                     enabled=settings.heartbeat.enabled,
                     interval=settings.heartbeat.seconds,
                 ),
@@ -88,7 +88,6 @@ class Service:
             store,
             lambda: self.llm,
             self.bus,
-            clock,
             limiter=self.limiter,
             model=lambda: default_model(settings, self.llm),
             window=settings.loop_window,
@@ -97,9 +96,9 @@ class Service:
             self.journal,
             clock,
             {
-                "reflection": (settings.reflection.enabled, settings.reflection.seconds),
-                "personality": (settings.personality.enabled, settings.personality.seconds),
-                "self_reply": (settings.self_reply.enabled, settings.self_reply.seconds),
+                Loop.REFLECTION: (settings.reflection.enabled, settings.reflection.seconds),
+                Loop.PERSONALITY: (settings.personality.enabled, settings.personality.seconds),
+                Loop.SELF_REPLY: (settings.self_reply.enabled, settings.self_reply.seconds),
             },
         ):
             self.supervisor.add(kind)
@@ -154,7 +153,7 @@ class Service:
     # -- operations used by the API ------------------------------------------------------
     async def run_now(self, thread_id: str) -> Run:
         ran_at = self.clock.now()
-        run = await self.executor.run(thread_id, "manual")
+        run = await self.executor.run(thread_id, Trigger.MANUAL)
         assert run is not None  # manual runs have no slot to lose
         await self.scheduler.after_manual_run(thread_id, ran_at)
         return run
@@ -184,7 +183,7 @@ class Service:
         )
         encoded = hbconfig.encode(new)
         await self.store.write(lambda tx: tx.set_config(thread_id, encoded, anchor, next_run))
-        if self.supervisor.is_running("heartbeat"):
+        if self.supervisor.is_running(Loop.HEARTBEAT):
             await self.scheduler.rearm(thread_id)
         self.bus.publish(
             "config_changed",

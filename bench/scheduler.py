@@ -127,11 +127,25 @@ class NoopRunner:
         self.expected = expected
         self.all_done = asyncio.Event()
 
-    async def __call__(self, thread: Any, trigger: str, run_id: int) -> None:
+    def plan(self, thread: Any, trigger: str, slot: float) -> Any:
+        from ledger.records import Loop
+        from loops.lifecycle import RunPlan
+
+        return RunPlan(
+            thread=thread,
+            loop=Loop.HEARTBEAT,
+            trigger=trigger,
+            model="",
+            config=None,
+            deadline=60.0,
+            slot=slot,
+        )
+
+    async def __call__(self, plan: Any) -> None:
         begun = time.time()
-        slot = thread.next_run  # the slot the scheduler claimed
+        slot, run_id, thread_id = plan.slot, plan.id, plan.thread_id  # the slot claimed
         self.started.append(begun - slot)
-        self.in_flight[thread.id] = run_id
+        self.in_flight[thread_id] = run_id
         try:
             await self.store.write(lambda tx: tx.finish_run(run_id, self.ok))
             done = time.time()
@@ -139,7 +153,7 @@ class NoopRunner:
             if self.expected and len(self.persisted) >= self.expected:
                 self.all_done.set()
         finally:
-            self.in_flight.pop(thread.id, None)
+            self.in_flight.pop(thread_id, None)
 
 
 async def _open_ours(db: str, expected: int = 0) -> tuple[Any, Any, NoopRunner]:
@@ -150,7 +164,9 @@ async def _open_ours(db: str, expected: int = 0) -> tuple[Any, Any, NoopRunner]:
 
     store = await Store.open(db, now=time.time)
     runner = NoopRunner(store, expected)
-    scheduler = HeartbeatScheduler(store, SystemClock(), runner, is_running=runner.in_flight.get)
+    scheduler = HeartbeatScheduler(
+        store, SystemClock(), runner, is_running=runner.in_flight.get, plan=runner.plan
+    )
     freeze_startup_heap()  # as ``heartbeat serve`` does before it starts serving
     return store, scheduler, runner
 

@@ -1,11 +1,84 @@
-"""Plain records returned by the store. Times are float POSIX seconds (UTC)."""
+"""Plain records returned by the store, and the names a run is recorded under.
+
+Times are float POSIX seconds (UTC). The run's loop, trigger, status and reason are ``StrEnum``
+types: each member is the exact string stored in ``runs`` and shown by the API, the events and
+the dashboard, so a member compares equal to the string read back from the database.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import msgspec
+
+
+class Loop(StrEnum):
+    """What kind of work a run did."""
+
+    HEARTBEAT = "heartbeat"
+    REFLECTION = "reflection"
+    PERSONALITY = "personality"
+    SELF_REPLY = "self_reply"
+
+
+class Trigger(StrEnum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCH_UP = "catch_up"  # one run for the slots missed while the service was down
+    WAKE = "wake"  # allowed by the schema; nothing starts one yet
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"  # the model decided something the review refused
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Reason(StrEnum):
+    """Why a run ended other than ``ok``: every code a run, a decision or the LLM client gives."""
+
+    # the run itself
+    OVERLAP = "overlap"  # skipped: the thread's previous run was still going
+    MISSED = "missed"  # skipped: slots missed while down, coalesced into one catch-up
+    EMPTY_INSTRUCTIONS = "empty_instructions"  # skipped: HEARTBEAT.md holds no instructions
+    DUPLICATE = "duplicate"  # skipped: another run already stored the same journal result
+    SHUTDOWN = "shutdown"  # interrupted: the service stopped
+    PROCESS_DIED = "process_died"  # interrupted: found running after a crash
+    TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own
+    INTERNAL_ERROR = "internal_error"  # a bug: the run crashed
+    INVALID_OUTPUT = "invalid_output"  # failed: the reply holds no usable output
+    # the model's decision, refused by the review (status ``rejected``)
+    UNKNOWN_ACTION = "unknown_action"
+    MISSING_FIELD = "missing_field"
+    BAD_TYPE = "bad_type"
+    BAD_VALUE = "bad_value"
+    EMPTY_TITLE = "empty_title"
+    EMPTY_CONTENT = "empty_content"
+    EMPTY_POST_ID = "empty_post_id"
+    BAD_VOTE_DIRECTION = "bad_vote_direction"
+    UNKNOWN_POST = "unknown_post"
+    # a reply that is not JSON at all (asked once more, then recorded as ``invalid_output``)
+    NO_JSON = "no_json"
+    BAD_JSON = "bad_json"
+    # the LLM client (``loops.llm.ErrorReason``)
+    UNREACHABLE = "unreachable"
+    MODEL_MISSING = "model_missing"
+    BUSY = "busy"
+    BAD_REQUEST = "bad_request"
+    AUTH = "auth"
+    SERVER_ERROR = "server_error"
+    STREAM_ERROR = "stream_error"
+    TRUNCATED = "truncated"
+    LENGTH = "length"
+    BAD_RESPONSE = "bad_response"
 
 
 class Thread(msgspec.Struct, kw_only=True):
@@ -65,6 +138,9 @@ class Vote(msgspec.Struct, kw_only=True):
 
 
 class Run(msgspec.Struct, kw_only=True):
+    """A row of ``runs`` as stored: ``loop``, ``trigger``, ``status`` and ``reason`` hold the
+    strings of ``Loop``, ``Trigger``, ``RunStatus`` and ``Reason``."""
+
     id: int
     thread_id: str
     loop: str
@@ -121,8 +197,8 @@ class SelfReply(msgspec.Struct, kw_only=True):
 class RunOutcome(msgspec.Struct, kw_only=True):
     """Everything a finished run records in its history row."""
 
-    status: str
-    reason: str | None = None
+    status: RunStatus
+    reason: Reason | None = None
     model: str | None = None
     action: str | None = None
     decision: dict[str, Any] | None = None

@@ -34,10 +34,12 @@ from ledger.records import (
     Message,
     Post,
     Profile,
+    Reason,
     Reflection,
     Run,
     RunContext,
     RunOutcome,
+    RunStatus,
     SelfReply,
     Thread,
     Vote,
@@ -631,6 +633,23 @@ class Tx:
         )
         return version
 
+    def reflected_up_to(self, thread_id: str) -> int:
+        """The newest message id a reflection of the thread already covers (0 for none)."""
+        row = self._one(
+            "SELECT COALESCE(MAX(last_message_id), 0) FROM reflections WHERE thread_id = ?",
+            (thread_id,),
+        )
+        return int(row[0])
+
+    def profiled_up_to(self, thread_id: str) -> int:
+        """The newest message id a profile of the thread already covers (0 for none)."""
+        row = self._one(
+            "SELECT COALESCE(MAX(last_message_id), 0) FROM personality_profiles"
+            " WHERE thread_id = ?",
+            (thread_id,),
+        )
+        return int(row[0])
+
     def add_self_reply(
         self, reflection_id: int, thread_id: str, content: str, run_id: int | None
     ) -> bool:
@@ -839,7 +858,10 @@ class Store:
         if self.closed:
             return
         outcome = RunOutcome(
-            status="interrupted", reason="shutdown", model=model, error=INTERRUPTED_ERROR
+            status=RunStatus.INTERRUPTED,
+            reason=Reason.SHUTDOWN,
+            model=model,
+            error=INTERRUPTED_ERROR,
         )
         try:
             await self.write(lambda tx: tx.finish_run(run_id, outcome))

@@ -1,7 +1,10 @@
-"""One heartbeat run, end to end: context → prompt → LLM → parse → review → execute → record.
+"""The heartbeat's runs: what differs from the other loops' (``loops.lifecycle`` does the rest).
 
-The Ledger effect and the run's history row commit in one transaction, so after a crash there is
-never an action without its record nor a record claiming an absent action.
+A run reads HEARTBEAT.md (an empty one skips it), the thread's context and the Ledger, asks the
+model for one decision (once more after a reply that is not JSON at all), reviews it against
+the Ledger and carries it out. The Ledger effect and the run's history row commit in one
+transaction, so after a crash there is never an action without its record nor a record
+claiming an absent action. A thread runs one heartbeat at a time (``in_flight``).
 """
 
 from __future__ import annotations
@@ -9,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,24 +40,34 @@ from ledger.actions import (
     summarize,
 )
 from ledger.errors import Conflict, NotFound
-from ledger.records import Run, RunOutcome, Thread, run_to_dict
+from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.store import AGENT, Store, Tx
 from loops.clock import Clock
 from loops.events import EventBus
-from loops.llm import ChatRequest, LLMError, LLMProvider
+from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
+from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
+from loops.scheduler import skipped_overlap
 from loops.workspace import InstructionsFile
 
 log = logging.getLogger("heartbeat")
 
-LOOP = "heartbeat"
 TOKEN_FLUSH_SECONDS = 0.1
-# A reply that is not JSON at all is worth one more try (llm_protocols §6.2).
-_RETRY_PARSE = frozenset({"no_json", "bad_json"})
+# A reply that is not JSON at all is worth one more try.
+_RETRY_PARSE = frozenset({Reason.NO_JSON, Reason.BAD_JSON})
 # DecisionError reasons that mean "the model said something we refuse", not "garbage".
 _REFUSALS = frozenset(
-    {"unknown_action", "missing_field", "bad_type", "empty_title", "empty_content", "unknown_post"}
+    {
+        Reason.UNKNOWN_ACTION,
+        Reason.MISSING_FIELD,
+        Reason.BAD_TYPE,
+        Reason.EMPTY_TITLE,
+        Reason.EMPTY_CONTENT,
+        Reason.UNKNOWN_POST,
+    }
 )
+
+HeartbeatPlan = RunPlan[hbconfig.HeartbeatConfig]
 
 
 class RunInFlight(Conflict, code="run_in_flight"):
@@ -117,6 +128,8 @@ class _TokenRelay:
 
 
 class HeartbeatExecutor:
+    """Starts heartbeat runs (manual ones, and those the scheduler claimed), one per thread."""
+
     def __init__(
         self,
         store: Store,
@@ -130,21 +143,45 @@ class HeartbeatExecutor:
     ) -> None:
         self.store = store
         self._llm = llm
-        self.bus = bus
-        self.clock = clock
         self.opts = options
-        self.limiter = limiter
-        self.http = http
-        self.in_flight: dict[str, int] = {}
-        self._instructions_file = InstructionsFile(options.heartbeat_md)
-        self.llm_waiting = 0
+        self.in_flight: dict[str, int] = {}  # thread id -> run id (-1 while its row is written)
+        self.lifecycle = Lifecycle(store, lambda: self.llm, bus, limiter)
+        self.work = HeartbeatWork(store, bus, clock, options, http)
 
     @property
     def llm(self) -> LLMProvider:
         return self._llm() if callable(self._llm) else self._llm
 
+    @property
+    def llm_waiting(self) -> int:
+        """Heartbeat runs waiting for LLM capacity now."""
+        return self.lifecycle.llm_waiting
+
+    def plan(self, thread: Thread, trigger: Trigger, slot: float | None = None) -> HeartbeatPlan:
+        """What a heartbeat of ``thread`` needs, from its stored config."""
+        cfg, warning = _stored_config(thread.config_json)
+        if warning:
+            log.warning(
+                "[HEARTBEAT] stored config of thread %s replaced by defaults: %s",
+                thread.id,
+                warning,
+            )
+        return RunPlan(
+            thread=thread,
+            loop=Loop.HEARTBEAT,
+            trigger=trigger,
+            model=self.model_for(cfg),
+            config=cfg,
+            deadline=min(float(cfg.every_seconds), self.opts.run_deadline),
+            dry_run=cfg.dry_run,
+            slot=slot,
+        )
+
+    def model_for(self, cfg: hbconfig.HeartbeatConfig) -> str:
+        return cfg.model or self.opts.default_model
+
     async def run(
-        self, thread_id: str, trigger: str = "manual", *, slot: float | None = None
+        self, thread_id: str, trigger: Trigger = Trigger.MANUAL, *, slot: float | None = None
     ) -> Run | None:
         """Run one heartbeat for ``thread_id`` now.
 
@@ -155,237 +192,93 @@ class HeartbeatExecutor:
         if thread_id in self.in_flight:
             raise RunInFlight(thread_id, self.in_flight[thread_id])
         self.in_flight[thread_id] = -1
-        owner = self.store.owner
-
-        def start(tx: Tx) -> tuple[Thread, hbconfig.HeartbeatConfig, str, int | None]:
-            thread = tx.get_thread(thread_id)
-            cfg, model = self._config(thread)
-            run_id = tx.start_run(
-                thread_id, LOOP, trigger, slot=slot, model=model, dry_run=cfg.dry_run, owner=owner
-            )
-            return thread, cfg, model, run_id
-
         try:
-            thread, cfg, model, run_id = await self.store.write(start)
-            if run_id is None:
+            plan = await self.lifecycle.start(
+                lambda tx: self.plan(tx.get_thread(thread_id), trigger, slot)
+            )
+            if plan is None:
                 return None
-            return await self._execute(thread, cfg, model, run_id, trigger)
+            self.in_flight[thread_id] = plan.id
+            return await self.lifecycle.run(plan, self.work)
         finally:
             self.in_flight.pop(thread_id, None)
 
-    async def run_claimed(self, thread: Thread, trigger: str, run_id: int) -> Run | None:
+    async def run_claimed(self, plan: HeartbeatPlan) -> Run | None:
         """Carry out a run the scheduler claimed, whose ``running`` row it already wrote.
 
         If a manual run of the thread started in between, the claimed row is recorded as a
         skipped overlap instead.
         """
-        cfg, model = self._config(thread)
-        busy = self.in_flight.get(thread.id)
+        busy = self.in_flight.get(plan.thread_id)
         if busy is not None:
-            log.info("[HEARTBEAT] slot for thread %s skipped: run %d in flight", thread.id, busy)
-            skipped = RunOutcome(
-                status="skipped",
-                reason="overlap",
-                model=model,
-                summary="skipped: the previous run was still going",
+            log.info(
+                "[HEARTBEAT] slot for thread %s skipped: run %d in flight", plan.thread_id, busy
             )
-            await self.store.write(lambda tx: tx.finish_run(run_id, skipped))
+            skipped = skipped_overlap(plan.model)
+            await self.store.write(lambda tx: tx.finish_run(plan.id, skipped))
             return None
-        self.in_flight[thread.id] = run_id
+        self.in_flight[plan.thread_id] = plan.id
         try:
-            return await self._execute(thread, cfg, model, run_id, trigger)
+            return await self.lifecycle.run(plan, self.work)
         finally:
-            self.in_flight.pop(thread.id, None)
+            self.in_flight.pop(plan.thread_id, None)
 
-    def _config(self, thread: Thread) -> tuple[hbconfig.HeartbeatConfig, str]:
-        cfg, warning = hbconfig.decode_stored(thread.config_json)
-        if warning:
-            log.warning(
-                "[HEARTBEAT] stored config of thread %s replaced by defaults: %s",
-                thread.id,
-                warning,
-            )
-        return cfg, self.model_for(cfg)
 
-    def model_for(self, cfg: hbconfig.HeartbeatConfig) -> str:
-        return cfg.model or self.opts.default_model
+class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decision]):
+    """The heartbeat's steps of a run (see ``loops.lifecycle.Work``)."""
 
-    async def _execute(
-        self, thread: Thread, cfg: hbconfig.HeartbeatConfig, model: str, run_id: int, trigger: str
-    ) -> Run:
-        thread_id = thread.id
-        self.in_flight[thread_id] = run_id
-        log.info(
-            "[HEARTBEAT] Starting heartbeat for thread %s (run %d, %s)", thread_id, run_id, trigger
-        )
-        self.bus.publish(
-            "run_started",
-            {
-                "run_id": run_id,
-                "thread_id": thread_id,
-                "loop": LOOP,
-                "trigger": trigger,
-                "model": model,
-                "dry_run": cfg.dry_run,
-            },
-            thread_id=thread_id,
-        )
-        deadline = min(float(cfg.every_seconds), self.opts.run_deadline)
-        started = self.clock.monotonic()
-        try:
-            async with asyncio.timeout(deadline):
-                outcome, effect = await self._decide(
-                    thread_id, thread.title, cfg, model, run_id, deadline, started
-                )
-        except TimeoutError:
-            error = f"the run passed its deadline of {deadline:g} s and was cancelled"
-            outcome, effect = _failed(model, "timeout", error), None
-        except asyncio.CancelledError:
-            await asyncio.shield(self.store.interrupt_run(run_id, model))
-            raise
-        except Exception as exc:  # one bad run never stops the loop
-            log.exception("[HEARTBEAT] run %d for thread %s crashed", run_id, thread_id)
-            outcome, effect = _failed(model, "internal_error", f"{type(exc).__name__}: {exc}"), None
-        return await self._commit(thread_id, run_id, cfg, outcome, effect)
-
-    # -- deciding ------------------------------------------------------------------------
-    async def _decide(
+    def __init__(
         self,
-        thread_id: str,
-        title: str,
-        cfg: hbconfig.HeartbeatConfig,
-        model: str,
-        run_id: int,
-        deadline: float,
-        started: float,
-    ) -> tuple[RunOutcome, Decision | None]:
+        store: Store,
+        bus: EventBus,
+        clock: Clock,
+        options: ExecutorOptions,
+        http: httpx.AsyncClient | None,
+    ) -> None:
+        self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
+        self._instructions_file = InstructionsFile(options.heartbeat_md)
+
+    async def precheck(self, run: HeartbeatPlan) -> Instructions:
+        log.info(
+            "[HEARTBEAT] Starting heartbeat for thread %s (run %d, %s)",
+            run.thread_id,
+            run.id,
+            run.trigger,
+        )
         found = await self._instructions_file.read()
         instructions = _parsed(found[0] if found else "")
         if found is not None and instructions.is_empty:
-            log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", thread_id)
-            return RunOutcome(
-                status="skipped",
-                reason="empty_instructions",
-                model=model,
-                summary="skipped: HEARTBEAT.md has no instructions",
-            ), None
-        # Wait for LLM capacity before reading the context: runs queued behind the limit do
-        # not crowd the readers (the API reads there too), and the context is fresh.
-        self.llm_waiting += 1
-        try:
-            await self.limiter.acquire()
-        finally:
-            self.llm_waiting -= 1
-        try:
-            log.info("[HEARTBEAT] Gathering context for thread %s", thread_id)
-            ctx = await self.gather_context(thread_id, title, cfg.timezone)
-            answer = await self._ask(instructions, ctx, cfg, model, run_id, deadline, started)
-        finally:
-            self.limiter.release()
-        if isinstance(answer, RunOutcome):
-            return answer, None
-        decision, prompt_tokens, completion_tokens, llm_ms = answer
-        raw = decision_to_dict(decision)
-        log.info("[HEARTBEAT] LLM decision: %s", summarize(decision))
-        self.bus.publish(
-            "decision",
-            {"run_id": run_id, "thread_id": thread_id, "decision": raw},
-            thread_id=thread_id,
-        )
-        post_ids: set[str] = set()
-        if isinstance(decision, CommentDecision | VoteDecision):
-            pid = decision.post_id.strip()
-            if await self.store.post_exists(pid):
-                post_ids.add(pid)
-        verdict = review(decision, post_ids.__contains__)
-        common: dict[str, Any] = {
-            "model": model,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "llm_ms": round(llm_ms, 1),
-        }
-        if not verdict.accepted or verdict.decision is None:
-            log.warning("[HEARTBEAT] Validation failed: %s", verdict.message)
-            return RunOutcome(
-                status="rejected",
-                reason=verdict.reason,
-                action=raw.get("action"),
-                decision=raw,
-                error=verdict.message,
-                summary=f"rejected: {verdict.message}",
-                **common,
-            ), None
-        log.info("[HEARTBEAT] Validation passed")
-        final = verdict.decision
-        decided = decision_to_dict(final)
-        if verdict.truncated:
-            decided["truncated"] = list(verdict.truncated)
-        summary = summarize(final)
-        if cfg.dry_run:
-            if not isinstance(final, NoneDecision):
-                log.info("[HEARTBEAT] DRY RUN: would %s", summary)
-            return RunOutcome(
-                status="dry_run",
-                action=decided["action"],
-                decision=decided,
-                executed=[],
-                summary=f"DRY RUN: would {summary}",
-                **common,
-            ), None
-        return RunOutcome(
-            status="ok", action=decided["action"], decision=decided, summary=summary, **common
-        ), final
+            log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", run.thread_id)
+            raise EndRun(
+                RunOutcome(
+                    status=RunStatus.SKIPPED,
+                    reason=Reason.EMPTY_INSTRUCTIONS,
+                    summary="skipped: HEARTBEAT.md has no instructions",
+                )
+            )
+        return instructions
 
-    async def _ask(
-        self,
-        instructions: Instructions,
-        ctx: Context,
-        cfg: hbconfig.HeartbeatConfig,
-        model: str,
-        run_id: int,
-        deadline: float,
-        started: float,
-    ) -> RunOutcome | tuple[Decision, int | None, int | None, float]:
-        """The LLM call, asked once more after a reply that is not JSON at all.
-
-        Returns the decision with token counts and LLM time, or the failed run's outcome.
-        """
-        thread_id = ctx.thread_id
+    async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
+        """The LLM call, asked once more after a reply that is not JSON at all."""
+        log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
+        cfg = run.config
+        ctx = await self.gather_context(run.thread_id, run.thread.title, cfg.timezone)
         schema = decision_schema([p.id for p in ctx.ledger])
         request = ChatRequest(
-            model=model,
-            messages=build_messages(instructions, ctx, schema),
+            model=run.model,
+            messages=build_messages(prepared, ctx, schema),
             schema=schema,
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
         )
-        relay = _TokenRelay(self.bus, run_id, thread_id, self.clock)
-        llm_ms = 0.0
+        relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
         for attempt in (1, 2):
-            remaining = deadline - (self.clock.monotonic() - started)
-            t0 = time.perf_counter()
             try:
-                result = await self.llm.chat(request, on_token=relay, deadline=remaining)
-            except LLMError as err:
-                log.warning("[HEARTBEAT] LLM call failed for thread %s: %s", thread_id, err.message)
-                llm_ms += (time.perf_counter() - t0) * 1000
-                return RunOutcome(
-                    status="failed",
-                    reason=err.reason,
-                    model=model,
-                    error=err.message,
-                    llm_ms=round(llm_ms, 1),
-                )
+                result = await chat(request, on_token=relay)
             finally:
                 relay.flush()
-            llm_ms += (time.perf_counter() - t0) * 1000
             try:
-                return (
-                    parse_reply(result.text),
-                    result.prompt_tokens,
-                    result.completion_tokens,
-                    llm_ms,
-                )
+                return parse_reply(result.text)
             except DecisionError as err:
                 if err.reason in _RETRY_PARSE and attempt == 1:
                     log.warning(
@@ -393,40 +286,131 @@ class HeartbeatExecutor:
                     )
                     relay.reset()
                     continue
-                status = "rejected" if err.reason in _REFUSALS else "failed"
-                reason = err.reason if status == "rejected" else "invalid_output"
                 log.warning("[HEARTBEAT] Validation failed: %s", err.message)
-                return RunOutcome(
-                    status=status,
-                    reason=reason,
-                    model=model,
-                    error=f"{err.message}; reply was: {result.text[:300]!r}",
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    llm_ms=round(llm_ms, 1),
-                )
+                raise EndRun(_unusable(err, result)) from None
         raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns
+
+    async def judge(self, run: HeartbeatPlan, answer: Decision) -> Finish[Decision]:
+        """Review the decision against the Ledger; a dry run stops short of the effect."""
+        raw = decision_to_dict(answer)
+        log.info("[HEARTBEAT] LLM decision: %s", summarize(answer))
+        self.bus.publish(
+            "decision",
+            {"run_id": run.id, "thread_id": run.thread_id, "decision": raw},
+            thread_id=run.thread_id,
+        )
+        post_ids: set[str] = set()
+        if isinstance(answer, CommentDecision | VoteDecision):
+            pid = answer.post_id.strip()
+            if await self.store.post_exists(pid):
+                post_ids.add(pid)
+        verdict = review(answer, post_ids.__contains__)
+        if not verdict.accepted or verdict.decision is None:
+            log.warning("[HEARTBEAT] Validation failed: %s", verdict.message)
+            return Finish(
+                RunOutcome(
+                    status=RunStatus.REJECTED,
+                    reason=None if verdict.reason is None else Reason(verdict.reason),
+                    action=raw.get("action"),
+                    decision=raw,
+                    error=verdict.message,
+                    summary=f"rejected: {verdict.message}",
+                )
+            )
+        log.info("[HEARTBEAT] Validation passed")
+        final = verdict.decision
+        decided = decision_to_dict(final)
+        if verdict.truncated:
+            decided["truncated"] = list(verdict.truncated)
+        summary = summarize(final)
+        if run.dry_run:
+            if not isinstance(final, NoneDecision):
+                log.info("[HEARTBEAT] DRY RUN: would %s", summary)
+            return Finish(
+                RunOutcome(
+                    status=RunStatus.DRY_RUN,
+                    action=decided["action"],
+                    decision=decided,
+                    executed=[],
+                    summary=f"DRY RUN: would {summary}",
+                )
+            )
+        outcome = RunOutcome(
+            status=RunStatus.OK, action=decided["action"], decision=decided, summary=summary
+        )
+        return Finish(outcome, final)
+
+    def write(self, tx: Tx, run: HeartbeatPlan, finish: Finish[Decision]) -> RunOutcome:
+        """Carry out the decision's Ledger effect and note the run on the thread."""
+        outcome, effect, run_id = finish.outcome, finish.effect, run.id
+        executed: list[dict[str, Any]] = []
+        match effect:
+            case PostDecision(title=title, content=content):
+                log.info("[HEARTBEAT] Creating post: %s", title)
+                post = tx.create_post(AGENT, title, content, run_id)
+                executed.append({"type": "post", "post_id": post.id})
+            case CommentDecision(post_id=post_id, content=content):
+                log.info("[HEARTBEAT] Commenting on post %s", post_id)
+                comment = tx.add_comment(post_id, AGENT, content, run_id)
+                executed.append({"type": "comment", "post_id": post_id, "comment_id": comment.id})
+            case VoteDecision(post_id=post_id, vote_direction=direction):
+                log.info("[HEARTBEAT] Voting %s on post %s", direction, post_id)
+                tx.vote(post_id, AGENT, direction, run_id)
+                executed.append({"type": "vote", "post_id": post_id, "direction": direction})
+            case _:
+                pass
+        if effect is not None and not isinstance(effect, NoneDecision):
+            if run.config.target == "last":
+                note = outcome.summary or ""
+                if effect.reasoning:
+                    note = f"{note} — {effect.reasoning}"
+                tx.add_message(run.thread_id, "assistant", f"[heartbeat] {note}", run_id)
+                executed.append({"type": "message", "target": "last"})
+        if effect is not None:
+            outcome = msgspec.structs.replace(outcome, executed=executed)
+        tx.note_heartbeat(run.thread_id, outcome.summary, executed)
+        return outcome
+
+    def effect_refused(
+        self, run: HeartbeatPlan, finish: Finish[Decision], exc: Exception
+    ) -> RunOutcome | None:
+        if not isinstance(exc, NotFound):
+            return None
+        # the post vanished between the review and the effect
+        return RunOutcome(
+            status=RunStatus.REJECTED,
+            reason=Reason.UNKNOWN_POST,
+            action=finish.outcome.action,
+            decision=finish.outcome.decision,
+            error=exc.message,
+            summary=f"rejected: {exc.message}",
+        )
+
+    async def finished(self, run: HeartbeatPlan, row: Run, finish: Finish[Decision]) -> None:
+        log.info(
+            "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
+            run.thread_id,
+            row.summary or row.reason or row.status,
+            row.status,
+        )
+        target = run.config.target
+        if finish.effect is not None and target in self.opts.channels:
+            await self._notify(self.opts.channels[target], run_to_dict(row))
 
     async def gather_context(self, thread_id: str, title: str, tz: str) -> Context:
         now = self.clock.now()
         found = await self.store.run_context(
             thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
         )
-        messages, contradictions, profile, posts, recent = (
-            found.messages,
-            found.contradictions,
-            found.profile,
-            found.posts,
-            found.recent,
-        )
         local = datetime.fromtimestamp(now, ZoneInfo(tz))
+        profile = found.profile
         return Context(
             thread_id=thread_id,
             thread_title=title,
             local_time=local.strftime("%A %Y-%m-%d %H:%M"),
             timezone=tz,
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            contradictions=[{"a": c.statement_a, "b": c.statement_b} for c in contradictions],
+            messages=[{"role": m.role, "content": m.content} for m in found.messages],
+            contradictions=[{"a": c.statement_a, "b": c.statement_b} for c in found.contradictions],
             personality=None
             if profile is None
             else {
@@ -444,48 +428,10 @@ class HeartbeatExecutor:
                     age=format_age(now - p.created_at),
                     content=as_written(p.content) if p.author == AGENT else p.content,
                 )
-                for p in posts
+                for p in found.posts
             ],
-            recent_actions=describe_actions([r.decision for r in recent if r.decision]),
+            recent_actions=describe_actions([r.decision for r in found.recent if r.decision]),
         )
-
-    # -- recording -----------------------------------------------------------------------
-    async def _commit(
-        self,
-        thread_id: str,
-        run_id: int,
-        cfg: hbconfig.HeartbeatConfig,
-        outcome: RunOutcome,
-        effect: Decision | None,
-    ) -> Run:
-        try:
-            run = await self.store.write(
-                partial(_record, thread_id, run_id, cfg.target, outcome, effect)
-            )
-        except NotFound as gone:  # the post vanished between review and execution
-            outcome = RunOutcome(
-                status="rejected",
-                reason="unknown_post",
-                model=outcome.model,
-                action=outcome.action,
-                decision=outcome.decision,
-                error=gone.message,
-                summary=f"rejected: {gone.message}",
-            )
-            run = await self.store.write(
-                partial(_record, thread_id, run_id, cfg.target, outcome, None)
-            )
-        view = run_to_dict(run)
-        log.info(
-            "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
-            thread_id,
-            run.summary or run.reason or run.status,
-            run.status,
-        )
-        self.bus.publish("run_finished", view, id=run.id, thread_id=thread_id)
-        if effect is not None and cfg.target in self.opts.channels:
-            await self._notify(self.opts.channels[cfg.target], view)
-        return run
 
     async def _notify(self, url: str, view: dict[str, Any]) -> None:
         if self.http is None:
@@ -515,42 +461,15 @@ def _parsed(text: str) -> Instructions:
     return parse_instructions(text)
 
 
-def _failed(model: str, reason: str, error: str) -> RunOutcome:
-    return RunOutcome(status="failed", reason=reason, model=model, error=error)
+@functools.lru_cache(maxsize=4096)
+def _stored_config(config_json: str | None) -> tuple[hbconfig.HeartbeatConfig, str | None]:
+    """A stored config decoded (many threads share one text; nothing changes a decoded one)."""
+    return hbconfig.decode_stored(config_json)
 
 
-def _record(
-    thread_id: str,
-    run_id: int,
-    target: str,
-    outcome: RunOutcome,
-    effect: Decision | None,
-    tx: Tx,
-) -> Run:
-    """Carry out the decision's Ledger effect and finish the run's row, in one transaction."""
-    executed: list[dict[str, Any]] = []
-    match effect:
-        case PostDecision(title=title, content=content):
-            log.info("[HEARTBEAT] Creating post: %s", title)
-            post = tx.create_post(AGENT, title, content, run_id)
-            executed.append({"type": "post", "post_id": post.id})
-        case CommentDecision(post_id=post_id, content=content):
-            log.info("[HEARTBEAT] Commenting on post %s", post_id)
-            comment = tx.add_comment(post_id, AGENT, content, run_id)
-            executed.append({"type": "comment", "post_id": post_id, "comment_id": comment.id})
-        case VoteDecision(post_id=post_id, vote_direction=direction):
-            log.info("[HEARTBEAT] Voting %s on post %s", direction, post_id)
-            tx.vote(post_id, AGENT, direction, run_id)
-            executed.append({"type": "vote", "post_id": post_id, "direction": direction})
-        case _:
-            pass
-    if effect is not None and not isinstance(effect, NoneDecision) and target == "last":
-        note = outcome.summary or ""
-        if effect.reasoning:
-            note = f"{note} — {effect.reasoning}"
-        tx.add_message(thread_id, "assistant", f"[heartbeat] {note}", run_id)
-        executed.append({"type": "message", "target": "last"})
-    if effect is not None:
-        outcome = msgspec.structs.replace(outcome, executed=executed)
-    tx.note_heartbeat(thread_id, outcome.summary, executed)
-    return tx.finish_run(run_id, outcome)
+def _unusable(err: DecisionError, result: ChatResult) -> RunOutcome:
+    """The outcome of a reply that holds no decision: refused, or garbage."""
+    error = f"{err.message}; reply was: {result.text[:300]!r}"
+    if err.reason in _REFUSALS:
+        return RunOutcome(status=RunStatus.REJECTED, reason=Reason(err.reason), error=error)
+    return RunOutcome(status=RunStatus.FAILED, reason=Reason.INVALID_OUTPUT, error=error)

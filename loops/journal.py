@@ -1,16 +1,14 @@
-"""The journal loops of SPEC §9: reflection, personality and self-reply.
+"""The journal loops: reflection, personality and self-reply.
 
 Each tick finds the work that is owed (threads with messages newer than their last reflection or
 profile; reflections without a reply), takes at most ``batch`` items and handles them one by one,
 yielding to the event loop between them. One item is one run in ``runs`` (loop ``reflection`` /
-``personality`` / ``self_reply``, trigger ``schedule``)::
-
-    wait for LLM capacity (the limiter shared with the heartbeat)
-      → start the run (``running``), publish ``run_started``
-      → one LLM call with a JSON schema, temperature 0.3, bounded max_tokens, under a deadline
-    release capacity
-      → decode and validate (``loops.journal_prompts``)
-      → store the result and finish the run in ONE transaction, publish ``run_finished``
+``personality`` / ``self_reply``, trigger ``schedule``), carried by ``loops.lifecycle`` as the
+heartbeat's are: start row and ``run_started``, LLM capacity (the limiter shared with the
+heartbeat), one LLM call with a JSON schema, temperature 0.3 and bounded max_tokens, then the
+reply decoded and validated (``loops.journal_prompts``) and the result stored with the run's
+row in ONE transaction, ``run_finished``. The run's deadline counts from its start, the wait for
+capacity included.
 
 A failed call is a ``failed`` run (reason = ``LLMError.reason``, ``timeout``, or
 ``invalid_output`` for a reply that does not decode or validate) and the tick goes on with the
@@ -23,14 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
-from ledger.records import Reflection, Run, RunOutcome, run_to_dict
+from ledger.records import (
+    Loop,
+    Reason,
+    Reflection,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Thread,
+    Trigger,
+)
 from ledger.store import Store, Tx
 from loops.clock import Clock
 from loops.events import EventBus
@@ -49,36 +55,24 @@ from loops.journal_prompts import (
     reflection_messages,
     self_reply_messages,
 )
-from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider
+from loops.lifecycle import Chat, Finish, Lifecycle, RunPlan, Work
+from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.supervisor import LoopKind, LoopState, interval_body
 
-__all__ = [
-    "BATCH",
-    "LOOPS",
-    "PERSONALITY",
-    "REFLECTION",
-    "SELF_REPLY",
-    "JournalLoops",
-    "journal_kinds",
-]
+__all__ = ["BATCH", "JOURNAL_LOOPS", "JournalLoops", "journal_kinds"]
 
 log = logging.getLogger("heartbeat")
 
-REFLECTION: Final = "reflection"
-PERSONALITY: Final = "personality"
-SELF_REPLY: Final = "self_reply"
-LOOPS: Final = (REFLECTION, PERSONALITY, SELF_REPLY)
-TRIGGER: Final = "schedule"
+JOURNAL_LOOPS: Final = (Loop.REFLECTION, Loop.PERSONALITY, Loop.SELF_REPLY)
 BATCH: Final = 50
 TEMPERATURE: Final = 0.3
-MAX_TOKENS: Final[Mapping[str, int]] = {REFLECTION: 700, PERSONALITY: 500, SELF_REPLY: 600}
-# Failures of the provider as a whole: the rest of the tick would only fail the same way.
-_OUTAGE: Final = frozenset({"unreachable", "model_missing", "auth"})
-_TAG: Final[Mapping[str, str]] = {
-    REFLECTION: "[REFLECTION]",
-    PERSONALITY: "[PERSONALITY]",
-    SELF_REPLY: "[SELF_REPLY]",
+MAX_TOKENS: Final[Mapping[Loop, int]] = {
+    Loop.REFLECTION: 700,
+    Loop.PERSONALITY: 500,
+    Loop.SELF_REPLY: 600,
 }
+# Failures of the provider as a whole: the rest of the tick would only fail the same way.
+_OUTAGE: Final = frozenset({Reason.UNREACHABLE, Reason.MODEL_MISSING, Reason.AUTH})
 _SUMMARY_MAX: Final = 200
 
 _Out = TypeVar("_Out", ReflectionOut, ProfileOut, SelfReplyOut)
@@ -94,7 +88,6 @@ class JournalLoops:
         store: Store,
         llm: Callable[[], LLMProvider],
         bus: EventBus,
-        clock: Clock,
         *,
         limiter: asyncio.Semaphore,
         model: Callable[[], str],
@@ -108,24 +101,21 @@ class JournalLoops:
                 f" got window={window}, batch={batch}, deadline={deadline}"
             )
         self.store = store
-        self._llm = llm
-        self.bus = bus
-        self.clock = clock
-        self.limiter = limiter
         self.model = model
         self.window = window
         self.deadline = deadline
         self.batch = batch
-        self._locks = {name: asyncio.Lock() for name in LOOPS}
+        self.lifecycle = Lifecycle(store, llm, bus, limiter)
+        self._locks = {name: asyncio.Lock() for name in JOURNAL_LOOPS}
         self._cursor: dict[str, Any] = {}
 
     @property
-    def ticks(self) -> dict[str, Callable[[], Awaitable[int]]]:
+    def ticks(self) -> dict[Loop, Callable[[], Awaitable[int]]]:
         """Each loop's tick by loop name."""
         return {
-            REFLECTION: self.reflection_tick,
-            PERSONALITY: self.personality_tick,
-            SELF_REPLY: self.self_reply_tick,
+            Loop.REFLECTION: self.reflection_tick,
+            Loop.PERSONALITY: self.personality_tick,
+            Loop.SELF_REPLY: self.self_reply_tick,
         }
 
     # -- ticks ------------------------------------------------------------------------------
@@ -134,21 +124,21 @@ class JournalLoops:
 
         Returns how many threads got a run (whatever its status).
         """
-        async with self._locks[REFLECTION]:
+        async with self._locks[Loop.REFLECTION]:
             owed = await self.store.threads_needing_reflection(limit=self._scan)
-            return await self._sweep(REFLECTION, owed, lambda t: t, self._reflect)
+            return await self._sweep(Loop.REFLECTION, owed, lambda t: t, self._reflect)
 
     async def personality_tick(self) -> int:
         """Write a new profile version for each thread with messages newer than its last one."""
-        async with self._locks[PERSONALITY]:
+        async with self._locks[Loop.PERSONALITY]:
             owed = await self.store.threads_needing_profile(limit=self._scan)
-            return await self._sweep(PERSONALITY, owed, lambda t: t, self._profile)
+            return await self._sweep(Loop.PERSONALITY, owed, lambda t: t, self._profile)
 
     async def self_reply_tick(self) -> int:
         """Answer each reflection that has no reply yet."""
-        async with self._locks[SELF_REPLY]:
+        async with self._locks[Loop.SELF_REPLY]:
             owed = await self.store.unanswered_reflections(limit=self._scan)
-            return await self._sweep(SELF_REPLY, owed, lambda r: r.id, self._self_reply)
+            return await self._sweep(Loop.SELF_REPLY, owed, lambda r: r.id, self._self_reply)
 
     @property
     def _scan(self) -> int:
@@ -157,7 +147,7 @@ class JournalLoops:
 
     async def _sweep(
         self,
-        loop: str,
+        loop: Loop,
         owed: Sequence[_Key],
         key: Callable[[_Key], Any],
         work: Callable[[_Key], Awaitable[Run | None]],
@@ -173,14 +163,14 @@ class JournalLoops:
             try:
                 run = await work(item)
             except Exception:  # one bad item never stops the tick
-                log.exception("%s could not handle %r", _TAG[loop], key(item))
+                log.exception("%s could not handle %r", _tag(loop), key(item))
                 run = None
             if run is not None:
                 handled += 1
-                if run.status == "failed" and run.reason in _OUTAGE:
+                if run.status == RunStatus.FAILED and run.reason in _OUTAGE:
                     log.warning(
                         "%s LLM unavailable (%s); ending this tick, the next one tries again",
-                        _TAG[loop],
+                        _tag(loop),
                         run.reason,
                     )
                     break
@@ -203,7 +193,7 @@ class JournalLoops:
 
         def write(tx: Tx, run_id: int, out: ReflectionOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if _max_last_message(tx, "reflections", thread_id) >= last_id:
+            if tx.reflected_up_to(thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "this window was already reflected on")
             reflection_id = tx.add_reflection(
                 thread_id, out.score, out.summary, out.notable, last_id, run_id
@@ -212,23 +202,23 @@ class JournalLoops:
             log.info("[REFLECTION] thread %s %s", thread_id, _clip(summary))
             return msgspec.structs.replace(
                 base,
-                status="ok",
-                action=REFLECTION,
+                status=RunStatus.OK,
+                action=Loop.REFLECTION,
                 decision=decision,
                 executed=[
-                    {"type": REFLECTION, "reflection_id": reflection_id, "last_message_id": last_id}
+                    {
+                        "type": Loop.REFLECTION,
+                        "reflection_id": reflection_id,
+                        "last_message_id": last_id,
+                    }
                 ],
                 summary=_clip(summary),
             )
 
-        return await self._unit(
-            REFLECTION,
-            thread_id,
-            reflection_messages(thread.title, messages),
-            REFLECTION_SCHEMA,
-            parse_reflection,
-            write,
+        entry = _Entry(
+            reflection_messages(thread.title, messages), REFLECTION_SCHEMA, parse_reflection, write
         )
+        return await self._run(Loop.REFLECTION, thread, entry)
 
     async def _profile(self, thread_id: str) -> Run | None:
         thread = await self.store.get_thread(thread_id)
@@ -245,7 +235,7 @@ class JournalLoops:
 
         def write(tx: Tx, run_id: int, out: ProfileOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if _max_last_message(tx, "personality_profiles", thread_id) >= last_id:
+            if tx.profiled_up_to(thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "a newer profile was already written")
             version = tx.add_profile(
                 thread_id, out.traits, out.tone, out.interests, last_id, run_id
@@ -254,21 +244,19 @@ class JournalLoops:
             log.info("[PERSONALITY] thread %s %s", thread_id, _clip(summary))
             return msgspec.structs.replace(
                 base,
-                status="ok",
-                action=PERSONALITY,
+                status=RunStatus.OK,
+                action=Loop.PERSONALITY,
                 decision=decision,
-                executed=[{"type": PERSONALITY, "version": version, "last_message_id": last_id}],
+                executed=[
+                    {"type": Loop.PERSONALITY, "version": version, "last_message_id": last_id}
+                ],
                 summary=_clip(summary),
             )
 
-        return await self._unit(
-            PERSONALITY,
-            thread_id,
-            profile_messages(thread.title, messages, previous),
-            PROFILE_SCHEMA,
-            parse_profile,
-            write,
+        entry = _Entry(
+            profile_messages(thread.title, messages, previous), PROFILE_SCHEMA, parse_profile, write
         )
+        return await self._run(Loop.PERSONALITY, thread, entry)
 
     async def _self_reply(self, reflection: Reflection) -> Run:
         thread = await self.store.get_thread(reflection.thread_id)
@@ -281,136 +269,72 @@ class JournalLoops:
             log.info("[SELF_REPLY] reflection %d answered: %s", reflection.id, _clip(out.reply))
             return msgspec.structs.replace(
                 base,
-                status="ok",
-                action=SELF_REPLY,
+                status=RunStatus.OK,
+                action=Loop.SELF_REPLY,
                 decision=decision,
-                executed=[{"type": SELF_REPLY, "reflection_id": reflection.id}],
+                executed=[{"type": Loop.SELF_REPLY, "reflection_id": reflection.id}],
                 summary=_clip(out.reply),
             )
 
-        return await self._unit(
-            SELF_REPLY,
-            thread.id,
+        entry = _Entry(
             self_reply_messages(thread.title, reflection),
             SELF_REPLY_SCHEMA,
             parse_self_reply,
             write,
         )
+        return await self._run(Loop.SELF_REPLY, thread, entry)
 
     # -- one run ------------------------------------------------------------------------------
-    async def _unit(
-        self,
-        loop: str,
-        thread_id: str,
-        messages: list[dict[str, str]],
-        schema: dict[str, Any],
-        parse: Callable[[str], _Out],
-        write: _Write[_Out],
-    ) -> Run:
-        """One recorded run: capacity → start → LLM → validate → store and finish → events."""
-        request = ChatRequest(
+    async def _run(self, loop: Loop, thread: Thread, entry: _Entry[_Out]) -> Run:
+        plan: RunPlan[None] = RunPlan(
+            thread=thread,
+            loop=loop,
+            trigger=Trigger.SCHEDULE,
             model=self.model(),
-            messages=messages,
-            schema=schema,
+            config=None,
+            deadline=self.deadline,
+        )
+        started = await self.lifecycle.start(lambda tx: plan)
+        if started is None:  # pragma: no cover - runs without a slot never collide
+            raise RuntimeError(f"could not start a {plan.loop} run for thread {plan.thread_id!r}")
+        return await self.lifecycle.run(started, entry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Work[None, None, ChatResult, _Out], Generic[_Out]):
+    """One journal item's steps: one call, the reply decoded, the output stored."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    parse: Callable[[str], _Out]
+    store: _Write[_Out]
+
+    async def precheck(self, run: RunPlan[None]) -> None:
+        return None
+
+    async def ask(self, run: RunPlan[None], prepared: None, chat: Chat) -> ChatResult:
+        request = ChatRequest(
+            model=run.model,
+            messages=self.messages,
+            schema=self.schema,
             temperature=TEMPERATURE,
-            max_tokens=MAX_TOKENS[loop],
+            max_tokens=MAX_TOKENS[run.loop],
         )
-        run_id: int | None = None
+        return await chat(request)
+
+    async def judge(self, run: RunPlan[None], answer: ChatResult) -> Finish[_Out]:
         try:
-            async with self.limiter:
-                run_id = await self._start(loop, thread_id, request.model)
-                answer = await self._ask(loop, thread_id, request)
-            if isinstance(answer, RunOutcome):
-                outcome = answer
-                await self.store.write(lambda tx: tx.finish_run(run_id, outcome))
-            else:
-                result, base = answer
-                out: _Out | None = None
-                try:
-                    out = parse(result.text)
-                except OutputError as err:
-                    log.warning("%s unusable reply for thread %s: %s", _TAG[loop], thread_id, err)
-                    base = msgspec.structs.replace(
-                        base, status="failed", reason=err.reason, error=err.message
-                    )
-                await self.store.write(partial(_finish, run_id, base, out, write))
-        except asyncio.CancelledError:
-            if run_id is not None:
-                await asyncio.shield(self.store.interrupt_run(run_id, request.model))
-            raise
-        except Exception as exc:
-            if run_id is None:
-                raise
-            log.exception("%s run %d for thread %s crashed", _TAG[loop], run_id, thread_id)
-            crashed = RunOutcome(
-                status="failed",
-                reason="internal_error",
-                model=request.model,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            await self.store.write(lambda tx: tx.finish_run(run_id, crashed))
-        run = await self.store.get_run(run_id)
-        self.bus.publish("run_finished", run_to_dict(run), id=run.id, thread_id=thread_id)
-        return run
+            out = self.parse(answer.text)
+        except OutputError as err:
+            log.warning("%s unusable reply for thread %s: %s", _tag(run.loop), run.thread_id, err)
+            failed = RunOutcome(status=RunStatus.FAILED, reason=err.reason, error=err.message)
+            return Finish(failed)
+        return Finish(RunOutcome(status=RunStatus.OK), out)
 
-    async def _start(self, loop: str, thread_id: str, model: str) -> int:
-        owner = self.store.owner
-        run_id = await self.store.write(
-            lambda tx: tx.start_run(thread_id, loop, TRIGGER, model=model, owner=owner)
-        )
-        if run_id is None:  # pragma: no cover - runs without a slot never collide
-            raise RuntimeError(f"could not start a {loop} run for thread {thread_id!r}")
-        self.bus.publish(
-            "run_started",
-            {
-                "run_id": run_id,
-                "thread_id": thread_id,
-                "loop": loop,
-                "trigger": TRIGGER,
-                "model": model,
-                "dry_run": False,
-            },
-            thread_id=thread_id,
-        )
-        return run_id
-
-    async def _ask(
-        self, loop: str, thread_id: str, request: ChatRequest
-    ) -> tuple[ChatResult, RunOutcome] | RunOutcome:
-        """The reply with the run's fields so far, or the failed outcome."""
-        t0 = time.perf_counter()
-
-        def elapsed() -> float:
-            return round((time.perf_counter() - t0) * 1000, 1)
-
-        try:
-            async with asyncio.timeout(self.deadline):
-                result = await self._llm().chat(request, deadline=self.deadline)
-        except TimeoutError:
-            log.warning("%s LLM call for thread %s timed out", _TAG[loop], thread_id)
-            return RunOutcome(
-                status="failed",
-                reason="timeout",
-                model=request.model,
-                error=f"the LLM call passed its deadline of {self.deadline:g} s and was cancelled",
-                llm_ms=elapsed(),
-            )
-        except LLMError as err:
-            log.warning("%s LLM call failed for thread %s: %s", _TAG[loop], thread_id, err)
-            return RunOutcome(
-                status="failed",
-                reason=err.reason,
-                model=request.model,
-                error=err.message,
-                llm_ms=elapsed(),
-            )
-        return result, RunOutcome(
-            status="ok",
-            model=request.model,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            llm_ms=elapsed(),
-        )
+    def write(self, tx: Tx, run: RunPlan[None], finish: Finish[_Out]) -> RunOutcome:
+        if finish.effect is None:
+            return finish.outcome
+        return self.store(tx, run.id, finish.effect, finish.outcome)
 
 
 def journal_kinds(
@@ -421,7 +345,7 @@ def journal_kinds(
     ``settings`` maps each name to ``(enabled, seconds)``, e.g.
     ``{"reflection": (s.reflection.enabled, s.reflection.seconds), ...}``.
     """
-    missing = [name for name in LOOPS if name not in settings]
+    missing = [name for name in JOURNAL_LOOPS if name not in settings]
     if missing:
         raise ValueError(f"journal_kinds needs (enabled, seconds) for {', '.join(missing)}")
     kinds = []
@@ -441,24 +365,17 @@ def journal_kinds(
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _finish(run_id: int, base: RunOutcome, out: _Out | None, write: _Write[_Out], tx: Tx) -> None:
-    """Store a journal run's result and finish its row, in one transaction."""
-    tx.finish_run(run_id, base if out is None else write(tx, run_id, out, base))
-
-
-def _max_last_message(tx: Tx, table: str, thread_id: str) -> int:
-    """The newest message id already covered by ``table`` (reflections or profiles)."""
-    assert table in ("reflections", "personality_profiles")
-    row = tx.conn.execute(
-        f"SELECT COALESCE(MAX(last_message_id), 0) FROM {table} WHERE thread_id = ?",
-        (thread_id,),
-    ).fetchone()
-    return int(row[0]) if row else 0
+def _tag(loop: Loop) -> str:
+    return f"[{loop.upper()}]"
 
 
 def _skipped_duplicate(base: RunOutcome, decision: dict[str, Any], why: str) -> RunOutcome:
     return msgspec.structs.replace(
-        base, status="skipped", reason="duplicate", decision=decision, summary=f"skipped: {why}"
+        base,
+        status=RunStatus.SKIPPED,
+        reason=Reason.DUPLICATE,
+        decision=decision,
+        summary=f"skipped: {why}",
     )
 
 

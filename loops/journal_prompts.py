@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ledger.errors import HeartbeatError
-from ledger.records import Message, Profile, Reflection
+from ledger.records import Message, Profile, Reason, Reflection
 
 __all__ = [
     "INTERESTS_MAX_ITEMS",
@@ -129,9 +129,9 @@ class OutputError(HeartbeatError, code="invalid_output"):
     """The reply holds no usable output."""
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         """The failed run's reason: the code."""
-        return self.code
+        return Reason(self.code)
 
 
 _T = TypeVar("_T", ReflectionOut, ProfileOut, SelfReplyOut)

@@ -18,14 +18,13 @@ from functools import partial
 from typing import Any
 
 from ledger import config as hbconfig
-from ledger.records import Run, RunOutcome, Thread
+from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.store import Store, Tx
 from loops import schedule as sched
 from loops.clock import Clock
+from loops.lifecycle import RunPlan, start_row
 
 log = logging.getLogger("heartbeat")
-
-LOOP = "heartbeat"
 
 CLAIM_BATCH = 200
 START_CHUNK = 100
@@ -37,8 +36,21 @@ LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-u
 # the kernel's timer slack do). Heartbeats are minutes apart; 0.1 s late costs nothing.
 TIMER_SLACK = 0.1
 
-# Carries out a claimed run: (thread as read at the claim, trigger, id of its ``running`` row).
-Runner = Callable[[Thread, str, int], Awaitable[Run | None]]
+HeartbeatPlan = RunPlan[hbconfig.HeartbeatConfig]
+# What a run of the thread (as read at the claim) needs, for a trigger and a slot.
+Planner = Callable[[Thread, Trigger, float], HeartbeatPlan]
+# Carries out a claimed run, given its plan with the id of the ``running`` row the claim wrote.
+Runner = Callable[[HeartbeatPlan], Awaitable[Run | None]]
+
+
+def skipped_overlap(model: str | None = None) -> RunOutcome:
+    """A slot that came while the thread's previous run was still going."""
+    return RunOutcome(
+        status=RunStatus.SKIPPED,
+        reason=Reason.OVERLAP,
+        model=model,
+        summary="skipped: the previous run was still going",
+    )
 
 
 def _store_plans(fixes: list[tuple[str, float | None, float | None]], tx: Tx) -> None:
@@ -89,17 +101,10 @@ def plan_config_change(
     return anchor, sched.next_run(schedule_of(new), anchor, floor)
 
 
-@dataclass
-class _Due:
-    thread: Thread
-    slot: float
-    trigger: str
-    cfg: hbconfig.HeartbeatConfig
-    run_id: int | None = None
-
-    @property
-    def thread_id(self) -> str:
-        return self.thread.id
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    won: set[str]  # the threads whose slots this process claimed
+    started: list[HeartbeatPlan]  # their runs, with the ids of the ``running`` rows written
 
 
 class HeartbeatScheduler:
@@ -110,7 +115,7 @@ class HeartbeatScheduler:
         runner: Runner,
         *,
         is_running: Callable[[str], int | None],
-        model_of: Callable[[hbconfig.HeartbeatConfig], str | None] = lambda cfg: cfg.model,
+        plan: Planner,
         spread: float = CATCH_UP_SPREAD,
         slack: float = TIMER_SLACK,
     ) -> None:
@@ -120,7 +125,7 @@ class HeartbeatScheduler:
         self.clock = clock
         self.runner = runner
         self.is_running = is_running
-        self.model_of = model_of
+        self.plan = plan
         self.spread = spread
         self.slack = slack
         self.timers = TimerSet(clock)
@@ -200,24 +205,24 @@ class HeartbeatScheduler:
             await self.timers.wait(self.slack)
             # Claim everything due first (the claims are the herd's latency: starting runs
             # meanwhile would only slow them), then start the runs in chunks.
-            starts: list[_Due] = []
+            starts: list[HeartbeatPlan] = []
             while True:
                 due = self.timers.pop_due(self.clock.now(), CLAIM_BATCH)
                 if not due:
                     break
                 starts.extend(await self._claim_due(due))
             for i in range(0, len(starts), START_CHUNK):
-                for item in starts[i : i + START_CHUNK]:
-                    self._spawn(item)
+                for plan in starts[i : i + START_CHUNK]:
+                    self._spawn(plan)
                 await asyncio.sleep(0)
 
-    async def _claim_due(self, due: list[tuple[str, float]]) -> list[_Due]:
-        """Claim the due slots in one transaction; returns the runs to start."""
+    async def _claim_due(self, due: list[tuple[str, float]]) -> list[HeartbeatPlan]:
+        """Claim the due slots in one transaction; returns the started runs' plans."""
         now = self.clock.now()
         threads = {t.id: t for t in await self._load([tid for tid, _ in due])}
         claims: list[tuple[str, float, float]] = []
-        starts: list[_Due] = []
-        skipped: list[tuple[str, str, RunOutcome, float | None]] = []
+        starts: list[HeartbeatPlan] = []
+        skipped: list[tuple[str, Trigger, RunOutcome, float | None]] = []
         for thread_id, _when in due:
             thread = threads.get(thread_id)
             if thread is None or thread.next_run is None:
@@ -241,43 +246,32 @@ class HeartbeatScheduler:
             nxt = sched.next_run(s, thread.anchor, sched.spacing_floor(now, s.every, now))
             claims.append((thread_id, slot, nxt))
             if self.is_running(thread_id) is not None:
-                skipped.append(
-                    (
-                        thread_id,
-                        "schedule",
-                        RunOutcome(
-                            status="skipped",
-                            reason="overlap",
-                            summary="skipped: the previous run was still going",
-                        ),
-                        slot,
-                    )
-                )
+                skipped.append((thread_id, Trigger.SCHEDULE, skipped_overlap(), slot))
                 continue
-            trigger = "schedule"
+            trigger = Trigger.SCHEDULE
             if missed > 0:
-                trigger = "catch_up"
+                trigger = Trigger.CATCH_UP
                 skipped.append(
                     (
                         thread_id,
-                        "catch_up",
+                        Trigger.CATCH_UP,
                         RunOutcome(
-                            status="skipped",
-                            reason="missed",
+                            status=RunStatus.SKIPPED,
+                            reason=Reason.MISSED,
                             summary=f"{missed} missed slot(s) coalesced into one catch-up run",
                         ),
                         None,
                     )
                 )
-            starts.append(_Due(thread, slot, trigger, cfg))
-        won = await self._claim(claims, skipped, starts)
+            starts.append(self.plan(thread, trigger, slot))
+        claimed = await self._claim(claims, skipped, starts)
         for thread_id, _slot, nxt in claims:
-            if thread_id in won:
+            if thread_id in claimed.won:
                 self.timers.arm(thread_id, nxt)
             else:
                 self.lost_claims += 1
                 await self.rearm(thread_id)
-        return [item for item in starts if item.run_id is not None]
+        return claimed.started
 
     async def _load(self, ids: list[str]) -> list[Thread]:
         out: list[Thread] = []
@@ -288,47 +282,38 @@ class HeartbeatScheduler:
     async def _claim(
         self,
         claims: list[tuple[str, float, float]],
-        skipped: list[tuple[str, str, RunOutcome, float | None]],
-        starts: list[_Due],
-    ) -> set[str]:
+        skipped: list[tuple[str, Trigger, RunOutcome, float | None]],
+        starts: list[HeartbeatPlan],
+    ) -> _Claimed:
         """One transaction: move the won slots on, record skips, write the ``running`` rows."""
         if not claims:
-            return set()
+            return _Claimed(set(), [])
         owner = self.store.owner
-        model_of = self.model_of
 
-        def claim(tx: Tx) -> set[str]:
+        def claim(tx: Tx) -> _Claimed:
             won = tx.claim_slots(claims)
             for thread_id, trigger, outcome, slot in skipped:
                 if thread_id in won:
-                    tx.record_run(thread_id, LOOP, trigger, outcome, slot=slot)
-            for item in starts:
-                if item.thread_id in won:
-                    item.run_id = tx.start_run(
-                        item.thread_id,
-                        LOOP,
-                        item.trigger,
-                        slot=item.slot,
-                        model=model_of(item.cfg),
-                        dry_run=item.cfg.dry_run,
-                        owner=owner,
-                    )
-            return won
+                    tx.record_run(thread_id, Loop.HEARTBEAT, trigger, outcome, slot=slot)
+            started = []
+            for plan in starts:
+                if plan.thread_id in won and (run := start_row(tx, plan, owner)) is not None:
+                    started.append(run)
+            return _Claimed(won, started)
 
         return await self.store.write(claim, first=True)
 
-    def _spawn(self, item: _Due) -> None:
-        task = asyncio.create_task(self._run(item), name=f"heartbeat:{item.thread_id}")
+    def _spawn(self, plan: HeartbeatPlan) -> None:
+        task = asyncio.create_task(self._run(plan), name=f"heartbeat:{plan.thread_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, item: _Due) -> None:
-        assert item.run_id is not None
+    async def _run(self, plan: HeartbeatPlan) -> None:
         self.started_runs += 1
         try:
-            await self.runner(item.thread, item.trigger, item.run_id)
+            await self.runner(plan)
         except Exception:
-            log.exception("[HEARTBEAT] scheduled run for thread %s failed", item.thread_id)
+            log.exception("[HEARTBEAT] scheduled run for thread %s failed", plan.thread_id)
 
     async def after_manual_run(self, thread_id: str, ran_at: float) -> None:
         """Spacing rule: a run at ``ran_at`` suppresses slots before ran_at + every/2."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.records import iso
+from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
 
@@ -110,7 +110,9 @@ class Supervisor:
         kind.state.next_tick_at = None
         if kind.on_stop is not None:
             await kind.on_stop()
-        log.info("[%s] %s", _tag(name), "Scheduler stopped" if name == "heartbeat" else "stopped")
+        log.info(
+            "[%s] %s", _tag(name), "Scheduler stopped" if name == Loop.HEARTBEAT else "stopped"
+        )
         self._publish(kind)
         return True
 

@@ -8,6 +8,23 @@ const TOKEN_KEY = "heartbeat.token";
 const THREAD_KEY = "heartbeat.thread";
 const FEED_MAX = 20;
 
+// A run's status and loop as the API names them (RunStatus and Loop in ledger/records.py).
+const STATUS = Object.freeze({
+  RUNNING: "running",
+  OK: "ok",
+  DRY_RUN: "dry_run",
+  SKIPPED: "skipped",
+  REJECTED: "rejected",
+  FAILED: "failed",
+  INTERRUPTED: "interrupted",
+});
+const LOOP = Object.freeze({
+  HEARTBEAT: "heartbeat",
+  REFLECTION: "reflection",
+  PERSONALITY: "personality",
+  SELF_REPLY: "self_reply",
+});
+
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   thread: null,
@@ -52,7 +69,7 @@ function unescaped(text) {
 // Whether a run's decision and summary went through the sanitizer (a rejected run keeps the
 // model's reply as it came).
 function sanitized(run) {
-  return run.status === "ok" || run.status === "dry_run";
+  return run.status === STATUS.OK || run.status === STATUS.DRY_RUN;
 }
 
 function setText(id, text) {
@@ -486,7 +503,7 @@ function feedItem(runId, info = {}) {
   if (item) return item;
   const meta = [info.trigger, info.model].filter(Boolean).join(" · ");
   item = {
-    status: el("span", { class: "badge running" }, "running"),
+    status: el("span", { class: "badge running" }, STATUS.RUNNING),
     tokens: el("pre", { class: "tokens", "aria-label": `reply of run ${runId} as it streams` }),
     decision: el("div", { class: "decision" }),
     summary: el("p", { class: "summary" }),
@@ -549,11 +566,13 @@ const handlers = {
   },
   run_finished(run) {
     finishRun(run);
-    if (run.loop === "heartbeat") loadConfig();
-    if (run.status === "ok" && ["post", "comment", "vote"].includes(run.action)) loadPosts(true);
+    if (run.loop === LOOP.HEARTBEAT) loadConfig();
+    if (run.status === STATUS.OK && ["post", "comment", "vote"].includes(run.action)) {
+      loadPosts(true);
+    }
   },
   loop_state(data) {
-    if (data.name === "heartbeat") setScheduler(Boolean(data.running));
+    if (data.name === LOOP.HEARTBEAT) setScheduler(Boolean(data.running));
   },
   config_changed(data) {
     if (data.thread_id === state.thread) loadConfig();
@@ -619,7 +638,7 @@ function addHistoryRow(run, atTop) {
     "tr",
     { "data-run": run.run_id },
     el("td", {}, `#${run.run_id}`),
-    el("td", { title: run.finished_at || "" }, when(run.finished_at, "running")),
+    el("td", { title: run.finished_at || "" }, when(run.finished_at, STATUS.RUNNING)),
     el("td", {}, run.trigger),
     el("td", {}, el("span", { class: `badge status-${run.status}` }, run.status)),
     el("td", {}, run.action || "—"),

@@ -130,7 +130,6 @@ def make_loops(env: Env, **kwargs: Any) -> JournalLoops:
         env.store,
         lambda: env.llm,
         env.bus,
-        env.clock,
         limiter=env.limiter,
         model=lambda: MODEL,
         window=kwargs.pop("window", 5),
@@ -145,9 +144,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     bus = EventBus()
     llm = FakeLLM()
     limiter = asyncio.Semaphore(2)
-    loops = JournalLoops(
-        store, lambda: llm, bus, clock, limiter=limiter, model=lambda: MODEL, window=5
-    )
+    loops = JournalLoops(store, lambda: llm, bus, limiter=limiter, model=lambda: MODEL, window=5)
     try:
         yield Env(clock, store, bus, llm, limiter, loops)
     finally:

@@ -19,8 +19,9 @@ import pytest
 
 from app.service import Service
 from app.settings import Settings
-from ledger.records import Run
+from ledger.records import Run, Trigger
 from loops.clock import FakeClock
+from loops.lifecycle import start_row
 from tests.fakes.provider import ScriptedLLM
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
@@ -317,12 +318,13 @@ async def test_claimed_slot_becomes_an_overlap_skip_if_a_manual_run_slipped_in(
         thread = await svc.store.get_thread("default")
         slot = thread.next_run
         owner = svc.store.owner
-        run_id = await svc.store.write(
-            lambda tx: tx.start_run("default", "heartbeat", "schedule", slot=slot, owner=owner)
-        )
-        assert run_id is not None
+        assert slot is not None
+        plan = svc.executor.plan(thread, Trigger.SCHEDULE, slot)
+        claimed = await svc.store.write(lambda tx: start_row(tx, plan, owner))
+        assert claimed is not None
+        run_id = claimed.id
         svc.executor.in_flight["default"] = 999  # a manual run started after the claim
-        assert await svc.executor.run_claimed(thread, "schedule", run_id) is None
+        assert await svc.executor.run_claimed(claimed) is None
         run = await svc.store.get_run(run_id)
         assert (run.status, run.reason, run.slot) == ("skipped", "overlap", slot)
         assert svc.executor.in_flight == {"default": 999}  # the manual run is left alone

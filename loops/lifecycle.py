@@ -1,0 +1,293 @@
+"""One run's life, the same for the heartbeat and for the journal loops.
+
+A loop says what its runs do as a ``Work`` and what one run needs as a ``RunPlan``; ``Lifecycle``
+does everything else, in one order for every loop::
+
+    the start row (``running``), or the one the scheduler's claim wrote → publish ``run_started``
+      → precheck: may end the run before it takes LLM capacity (e.g. an empty HEARTBEAT.md)
+      → take LLM capacity (the limiter every loop shares; ``llm_waiting`` counts the queue)
+      → ask: read the context, call the model through ``Chat`` (perhaps twice), decode
+    release capacity
+      → judge: validate the answer → a ``Finish``: the outcome and the effect to write
+      → ONE transaction: the work writes its effect and the row is finished → ``run_finished``
+
+One deadline covers everything from ``run_started`` to the judgement, the wait for capacity
+included. The model's client is handed the time that remains (so it does not start a retry it
+could not finish); when the deadline passes the run is cancelled and recorded ``failed`` with
+reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run with the
+error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
+refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
+``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
+shielded from the cancellation. Every outcome is recorded with the run's model, and with the
+time and the token counts of its LLM calls when it made any.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Generic, TypeVar
+
+import msgspec
+
+from ledger.errors import HeartbeatError
+from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.store import Store, Tx
+from loops.events import EventBus
+from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
+
+__all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
+
+log = logging.getLogger("heartbeat")
+
+C = TypeVar("C")  # the loop's own settings of a run (the heartbeat: the thread's config)
+P = TypeVar("P")  # what the precheck hands on to the ask step
+A = TypeVar("A")  # what the ask step hands on to the judge
+E = TypeVar("E")  # the effect the finishing transaction writes
+
+
+class RunPlan(msgspec.Struct, Generic[C], frozen=True, kw_only=True):
+    """Everything one run needs, built once before it starts; ``run_id`` once its row exists."""
+
+    thread: Thread
+    loop: Loop
+    trigger: Trigger
+    model: str
+    config: C
+    deadline: float  # seconds, from ``run_started`` to the judgement
+    dry_run: bool = False
+    slot: float | None = None
+    run_id: int | None = None
+
+    @property
+    def thread_id(self) -> str:
+        return self.thread.id
+
+    @property
+    def id(self) -> int:
+        """The run's id; only a started plan has one."""
+        if self.run_id is None:
+            raise RuntimeError(f"the {self.loop} run of thread {self.thread.id!r} has no row yet")
+        return self.run_id
+
+
+class Finish(msgspec.Struct, Generic[E], frozen=True):
+    """How a run finishes: the outcome recorded, and the effect written with it (if any)."""
+
+    outcome: RunOutcome
+    effect: E | None = None
+
+
+class EndRun(HeartbeatError, code="run_ended"):
+    """Raised by a step to end its run now with ``outcome``. A result rather than an error:
+    the outcome is recorded as given (it never reaches the HTTP edge)."""
+
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__(outcome.reason or outcome.status)
+        self.outcome = outcome
+
+
+class Chat:
+    """The model as one run calls it: each call gets the time left before the run's deadline
+    (``expiry``, in event-loop time); the time spent in calls and the last reply are kept for
+    the run's row."""
+
+    __slots__ = ("_expiry", "_llm", "_loop", "ms", "reply")
+
+    def __init__(self, llm: Callable[[], LLMProvider], expiry: float) -> None:
+        self._llm, self._expiry = llm, expiry
+        self._loop = asyncio.get_running_loop()
+        self.ms: float | None = None  # None until the model is called
+        self.reply: ChatResult | None = None  # the last call's reply, None if it failed
+
+    async def __call__(self, request: ChatRequest, on_token: TokenSink | None = None) -> ChatResult:
+        self.reply = None
+        # The client's own deadline falls at the run's, never before: when both pass, the
+        # run's is the one recorded.
+        remaining = self._expiry - self._loop.time()
+        started = time.perf_counter()
+        try:
+            self.reply = await self._llm().chat(request, on_token=on_token, deadline=remaining)
+        finally:
+            self.ms = (self.ms or 0.0) + (time.perf_counter() - started) * 1000
+        return self.reply
+
+    def stamp(self, outcome: RunOutcome, model: str) -> RunOutcome:
+        """``outcome`` with the run's model and, when the model was called, time and tokens."""
+        reply = self.reply
+        return msgspec.structs.replace(
+            outcome,
+            model=model,
+            llm_ms=None if self.ms is None else round(self.ms, 1),
+            prompt_tokens=None if reply is None else reply.prompt_tokens,
+            completion_tokens=None if reply is None else reply.completion_tokens,
+        )
+
+
+class Work(abc.ABC, Generic[C, P, A, E]):
+    """What one loop's runs do: the steps ``Lifecycle.run`` calls, in order."""
+
+    @abc.abstractmethod
+    async def precheck(self, run: RunPlan[C]) -> P:
+        """Before capacity is taken; raise ``EndRun`` to end the run without the model."""
+
+    @abc.abstractmethod
+    async def ask(self, run: RunPlan[C], prepared: P, chat: Chat) -> A:
+        """With LLM capacity held: read the context and ask the model through ``chat``."""
+
+    @abc.abstractmethod
+    async def judge(self, run: RunPlan[C], answer: A) -> Finish[E]:
+        """After capacity is released: validate the answer."""
+
+    @abc.abstractmethod
+    def write(self, tx: Tx, run: RunPlan[C], finish: Finish[E]) -> RunOutcome:
+        """In the finishing transaction, for every outcome: write the effect (when there is
+        one) and return the outcome the row records."""
+
+    def effect_refused(
+        self, run: RunPlan[C], finish: Finish[E], exc: Exception
+    ) -> RunOutcome | None:
+        """The outcome to record when ``write`` raised ``exc`` for a reason of the product (it
+        is then called again without the effect); None for a crash (``internal_error``)."""
+        return None
+
+    async def finished(self, run: RunPlan[C], row: Run, finish: Finish[E]) -> None:
+        """After ``run_finished`` was published (e.g. to notify a channel)."""
+
+
+def start_row(tx: Tx, plan: RunPlan[C], owner: str | None) -> RunPlan[C] | None:
+    """Write the plan's ``running`` row. Returns the plan with its run id, or None when the
+    (thread, loop, slot) already has a row (another process claimed the slot)."""
+    run_id = tx.start_run(
+        plan.thread.id,
+        plan.loop,
+        plan.trigger,
+        slot=plan.slot,
+        model=plan.model,
+        dry_run=plan.dry_run,
+        owner=owner,
+    )
+    return None if run_id is None else msgspec.structs.replace(plan, run_id=run_id)
+
+
+def _failed(reason: Reason, error: str) -> Finish[E]:
+    return Finish(RunOutcome(status=RunStatus.FAILED, reason=reason, error=error))
+
+
+def _crashed(exc: BaseException) -> RunOutcome:
+    return RunOutcome(
+        status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
+    return tx.finish_run(plan.id, work.write(tx, plan, finish))
+
+
+class Lifecycle:
+    """Starts, carries and finishes the runs of one loop family (the heartbeat, the journal)."""
+
+    def __init__(
+        self,
+        store: Store,
+        llm: Callable[[], LLMProvider],
+        bus: EventBus,
+        limiter: asyncio.Semaphore,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.bus = bus
+        self.limiter = limiter
+        self.llm_waiting = 0  # runs waiting for LLM capacity now
+
+    async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
+        """Build the plan and write its start row in one transaction (see ``start_row``)."""
+        owner = self.store.owner
+        return await self.store.write(lambda tx: start_row(tx, build(tx), owner))
+
+    async def run(self, plan: RunPlan[C], work: Work[C, P, A, E]) -> Run:
+        """Carry a started run to its end; returns the finished row."""
+        tag = f"[{plan.loop.upper()}]"
+        self.bus.publish(
+            "run_started",
+            {
+                "run_id": plan.id,
+                "thread_id": plan.thread_id,
+                "loop": plan.loop,
+                "trigger": plan.trigger,
+                "model": plan.model,
+                "dry_run": plan.dry_run,
+            },
+            thread_id=plan.thread_id,
+        )
+        expiry = asyncio.get_running_loop().time() + plan.deadline
+        chat = Chat(self.llm, expiry)
+        deadline = asyncio.timeout_at(expiry)
+        finish: Finish[E]
+        try:
+            async with deadline:
+                finish = await self._settle(plan, work, chat, tag)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.store.interrupt_run(plan.id, plan.model))
+            raise
+        except Exception as exc:  # one bad run never stops the loop
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                log.warning("%s run %d for thread %s timed out", tag, plan.id, plan.thread_id)
+                error = f"the run passed its deadline of {plan.deadline:g} s and was cancelled"
+                finish = _failed(Reason.TIMEOUT, error)
+            else:
+                log.exception("%s run %d for thread %s crashed", tag, plan.id, plan.thread_id)
+                finish = Finish(_crashed(exc))
+        return await self._finish(plan, work, chat, finish)
+
+    async def _finish(
+        self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, finish: Finish[E]
+    ) -> Run:
+        """The effect and the finished row in one transaction (if writing the effect fails, the
+        row alone, with the failure's outcome), then ``run_finished`` and the work's last step."""
+        finish = Finish(chat.stamp(finish.outcome, plan.model), finish.effect)
+        try:
+            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+        except Exception as exc:
+            refused = work.effect_refused(plan, finish, exc)
+            if refused is None:
+                log.exception(
+                    "[%s] run %d for thread %s could not write its result",
+                    plan.loop.upper(),
+                    plan.id,
+                    plan.thread_id,
+                )
+                refused = _crashed(exc)
+            finish = Finish(chat.stamp(refused, plan.model))
+            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+        self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
+        await work.finished(plan, row, finish)
+        return row
+
+    async def _settle(
+        self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, tag: str
+    ) -> Finish[E]:
+        """precheck → capacity → ask → release → judge, or how the run ended on the way."""
+        try:
+            prepared = await work.precheck(plan)
+            # Capacity before the context: runs queued behind the limit do not crowd the
+            # readers (the API reads there too), and the context is fresh when the model reads it.
+            self.llm_waiting += 1
+            try:
+                await self.limiter.acquire()
+            finally:
+                self.llm_waiting -= 1
+            try:
+                answer = await work.ask(plan, prepared, chat)
+            finally:
+                self.limiter.release()
+            return await work.judge(plan, answer)
+        except EndRun as end:
+            return Finish(end.outcome)
+        except LLMError as err:
+            log.warning("%s LLM call failed for thread %s: %s", tag, plan.thread_id, err.message)
+            return _failed(Reason(err.reason), err.message)
