@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import sys
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.workspace,
         settings.db_path,
     )
-    from app.sse import Server  # uvicorn's server, closing event streams at shutdown
+    from app import sse  # its serve ends the event streams when shutdown begins
 
     config = uvicorn.Config(
         app,
@@ -76,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=15,
     )
-    server = Server(config)
+    server = uvicorn.Server(config)
     from loops.supervisor import freeze_startup_heap
 
     freeze_startup_heap()
     try:
-        server.run()
+        asyncio.run(sse.serve(server))
     except KeyboardInterrupt:
         pass
     return 0 if server.started else 3  # 3: uvicorn's start-up failure code (port in use...)

@@ -125,7 +125,7 @@ def serve(workspace: Path, db: Path, port: int, cpus: list[int]) -> None:
 
     from app.main import create_app
     from app.settings import Settings
-    from app.sse import Server
+    from app.sse import serve as serve_app
 
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -134,7 +134,7 @@ def serve(workspace: Path, db: Path, port: int, cpus: list[int]) -> None:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
     )
-    Server(config).run()
+    asyncio.run(serve_app(uvicorn.Server(config)))
 
 
 def free_port() -> int:
