@@ -8,12 +8,13 @@ Events: ``run_started``, ``token`` (streamed LLM text, coalesced by the executor
   (the header browsers send, or ``?last_event_id=``) first receives, oldest first, the runs that
   finished while it was away, then the live stream, with no run sent twice.
 - A comment ping goes out at least every ``PING_SECONDS``.
-- The stream is Starlette's ``StreamingResponse``, so every middleware applies and the server's
-  flow control holds a write until the client's socket drains. Each stream reads its own
-  bounded subscription (``loops.events``): it writes what is queued as soon as something is,
-  then lets ``GATHER`` seconds pass before its next write (less if a quarter of its queue fills
-  meanwhile), so what is published meanwhile goes out as one write: a client costs a bounded
-  number of writes a second however many events there are.
+- The stream is Starlette's ``StreamingResponse``, so every middleware applies and uvicorn's
+  flow control holds a write until the client's socket drains. Each stream reads a bounded
+  subscription of its own (``loops.events``). A quiet stream writes an event as soon as it is
+  published; after a write, what comes next gathers until the next multiple of ``GATHER``
+  seconds on the event loop's clock (sooner once a quarter of the queue is waiting), so a
+  client gets at most one write per ``GATHER`` however many events there are, and all the
+  streams write in the same turn of the loop.
 - A client that cannot keep up loses queued tokens first; if it still cannot keep up it
   receives an ``error`` event and the stream ends. If it does not even read that (its socket is
   full), the stream is dropped ``OVERFLOW_GRACE`` seconds after the overflow. Publishing never
@@ -44,7 +45,7 @@ log = logging.getLogger("heartbeat.sse")
 
 PING_SECONDS = 15.0
 QUEUE_SIZE = 512
-GATHER = 0.02  # seconds from one write of a stream to its next
+GATHER = 0.05  # seconds: a stream writes at most once per multiple of this on the loop clock
 OVERFLOW_GRACE = 10.0  # how long an overflowed client gets to take its `error` event
 RETRY_MS = 2000
 REPLAY_PAGE = 500
@@ -166,7 +167,7 @@ class EventStream(StreamingResponse):
         while True:
             try:
                 if wrote:  # let what comes next gather, unless it fills a quarter of the queue
-                    await sub.wait(GATHER, count=max(1, sub.maxsize // 4))
+                    await sub.wait(GATHER - loop.time() % GATHER, count=max(1, sub.maxsize // 4))
                 await sub.wait(max(0.0, ping_at - loop.time()))
             except Overflowed:
                 log.warning(

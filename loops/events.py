@@ -75,6 +75,11 @@ class Closed(Exception):
     """The bus was closed: the service is shutting down."""
 
 
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
 class Subscription:
     """A bounded queue of events for one reader, optionally filtered to one thread and with or
     without ``token`` events."""
@@ -89,22 +94,16 @@ class Subscription:
         self.tokens = tokens
         self.maxsize = maxsize
         self._items: deque[Event] = deque()
-        self._ready = asyncio.Event()  # set when ``_wanted`` events are queued
+        self._waiter: asyncio.Future[bool] | None = None  # a reader's, until ``_wanted`` are queued
         self._wanted = 1
         self._gone = asyncio.Event()  # overflowed
         self._done = asyncio.Event()  # overflowed or ended
         self.overflowed = False
         self.ended = False
         self.dropped = 0  # token events dropped to make room
-        self.delivered = 0
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def wants(self, event: Event) -> bool:
-        if event.type == TOKEN and not self.tokens:
-            return False
-        return event.thread_id is None or self.thread_id in (None, event.thread_id)
 
     def offer(self, event: Event) -> None:
         """Queue ``event`` without waiting, dropping tokens or overflowing when full."""
@@ -121,22 +120,26 @@ class Subscription:
             items.clear()
             items.extend(kept)
         items.append(event)
-        if len(items) >= self._wanted:
-            self._ready.set()
+        if self._waiter is not None and len(items) >= self._wanted:
+            _resolve(self._waiter, True)
 
     def _overflow(self) -> None:
         self.overflowed = True
         self._items.clear()
         self._bus.unsubscribe(self)
-        self._ready.set()
+        self._wake()
         self._gone.set()
         self._done.set()
 
     def end(self) -> None:
         """No more events will come: reads return what is queued, then raise ``Closed``."""
         self.ended = True
-        self._ready.set()
+        self._wake()
         self._done.set()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter, True)
 
     async def wait(self, seconds: float | None = None, *, count: int = 1) -> bool:
         """Wait until ``count`` events are queued (True) or ``seconds`` pass first (False).
@@ -150,22 +153,23 @@ class Subscription:
                 if self._items:
                     return True
                 raise Closed()
-            self._ready.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
             self._wanted = count
+            timer = None if seconds is None else loop.call_later(seconds, _resolve, waiter, False)
             try:
-                async with asyncio.timeout(seconds):
-                    await self._ready.wait()
-            except TimeoutError:
-                return False
+                if not await waiter:
+                    return False
             finally:
-                self._wanted = 1
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         return True
 
     async def get(self, wait: float | None = None) -> Event | None:
         """The next event, or None when ``wait`` seconds pass first (raises as ``wait``)."""
         if not await self.wait(wait):
             return None
-        self.delivered += 1
         return self._items.popleft()
 
     def take(self, limit: int | None = None) -> list[Event]:
@@ -176,7 +180,6 @@ class Subscription:
             items.clear()
         else:
             batch = [items.popleft() for _ in range(limit)]
-        self.delivered += len(batch)
         return batch
 
     async def wait_overflowed(self) -> None:
@@ -222,8 +225,10 @@ class EventBus:
         self._subs.clear()
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.pop(sub, False) is None and sub.overflowed:
-            self.overflows += 1
+        if sub in self._subs:
+            del self._subs[sub]
+            if sub.overflowed:
+                self.overflows += 1
 
     @property
     def subscriber_count(self) -> int:
@@ -242,6 +247,18 @@ class EventBus:
         if not self._subs:
             return
         event = Event(type, data, id=id, thread_id=thread_id)
+        token = type == TOKEN
+        # the filters and the common case of ``Subscription.offer`` inline: this loop runs for
+        # every subscriber of every event
         for sub in list(self._subs):  # a copy: an overflowing subscriber leaves the bus
-            if sub.wants(event):
+            if token and not sub.tokens:
+                continue
+            if thread_id is not None and sub.thread_id is not None and sub.thread_id != thread_id:
+                continue
+            items = sub._items
+            if len(items) >= sub.maxsize:
                 sub.offer(event)
+                continue
+            items.append(event)
+            if sub._waiter is not None and len(items) >= sub._wanted:
+                _resolve(sub._waiter, True)

@@ -638,37 +638,41 @@ async def test_an_http_1_0_client_gets_a_close_delimited_stream(live: Live) -> N
     assert body.startswith(b"retry: ")
 
 
-async def test_a_stream_writes_at_once_then_gathers_what_comes_within_gather(
+async def test_a_stream_writes_at_once_then_gathers_until_the_next_multiple_of_gather(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sse, "GATHER", 0.2)
+    monkeypatch.setattr(sse, "GATHER", 0.3)
+    loop = asyncio.get_running_loop()
     bodies: list[tuple[float, bytes]] = []
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
-            bodies.append((time.perf_counter(), message["body"]))
+            bodies.append((loop.time(), message["body"]))
+
+    async def until(count: int) -> None:
+        while len(bodies) < count:
+            await asyncio.sleep(0.005)
 
     bus, task = _asgi_stream(send)
     try:
-        async with asyncio.timeout(2):
-            while not bodies:  # the greeting
+        async with asyncio.timeout(3):
+            await until(1)  # the greeting
+            while loop.time() % 0.3 > 0.05:  # just after a multiple of GATHER
                 await asyncio.sleep(0.005)
-            t0 = time.perf_counter()
+            t0 = loop.time()
             bus.publish("run_started", {"run_id": 1})
-            while len(bodies) < 2:
-                await asyncio.sleep(0.005)
+            await until(2)
             assert bodies[1][0] - t0 < 0.1  # a quiet stream writes at once
             for i in (2, 3):
                 bus.publish("decision", {"run_id": i})
                 await asyncio.sleep(0.02)
             bus.publish("run_finished", {"run_id": 3}, id=3)
-            while len(bodies) < 3:
-                await asyncio.sleep(0.005)
+            await until(3)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert bodies[1][1] == b'event: run_started\ndata: {"run_id":1}\n\n'
-    assert bodies[2][0] - bodies[1][0] > 0.15  # the next write waited out GATHER
+    assert bodies[2][0] - t0 > 0.2  # the next write waited for the next multiple of GATHER
     assert bodies[2][1] == (  # and took everything published meanwhile
         b'event: decision\ndata: {"run_id":2}\n\n'
         b'event: decision\ndata: {"run_id":3}\n\n'
