@@ -576,6 +576,43 @@ async def test_event_stream_with_api_token(workspace: Path) -> None:
         assert got[-1].data == run
 
 
+async def test_middleware_sees_every_byte_the_stream_writes(workspace: Path) -> None:
+    """The stream goes out through ASGI ``send``, so middleware wrapping it sees it all."""
+    app = create_app(Settings.for_workspace(workspace), llm=FakeLLM(), start_loops=False)
+    seen: list[bytes] = []
+
+    class Tap:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def tapped(message: dict[str, Any]) -> None:
+                if scope.get("path") == "/api/heartbeat/events":
+                    if message["type"] == "http.response.start":
+                        message["headers"] = [*message["headers"], (b"x-tapped", b"1")]
+                    else:
+                        seen.append(message.get("body", b""))
+                await send(message)
+
+            await self.app(scope, receive, tapped)
+
+    app.add_middleware(Tap)
+    async with (
+        live_server(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=10.0) as client,
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as streams,
+        streams.stream("GET", f"{base}/api/heartbeat/events") as resp,
+    ):
+        assert resp.headers["x-tapped"] == "1"
+        events = EventClient(resp)
+        assert (await events.next()).data == "connected"
+        r = await client.post("/api/threads/default/heartbeat/run-now")
+        run_id = r.json()["run_id"]
+        await events.until(finished(run_id))
+        events.task.cancel()
+    assert f"id: {run_id}\nevent: run_finished\n".encode() in b"".join(seen)
+
+
 # -- shutdown ------------------------------------------------------------------------------------
 async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> None:
     """``heartbeat serve``'s server closes event streams instead of waiting them out."""
