@@ -643,7 +643,7 @@ def subscriber_counts(text: str) -> list[int]:
         counts = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated whole numbers such as 0,100,1000, got {text!r}"
+            f"expected comma-separated whole numbers such as 0,10,100, got {text!r}"
         ) from None
     if any(n < 0 for n in counts):
         raise argparse.ArgumentTypeError(f"subscriber counts cannot be negative, got {text!r}")
