@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import sys
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.workspace,
         settings.db_path,
     )
-    from app.sse import Server  # uvicorn's server, closing event streams at shutdown
+    from app import sse  # its serve ends the event streams when shutdown begins
 
     config = uvicorn.Config(
         app,
@@ -84,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         limit_concurrency=MAX_CONNECTIONS,  # past it, requests are answered 503
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a request line and headers, at most
     )
-    server = Server(config)
+    server = uvicorn.Server(config)
     from loops.supervisor import freeze_startup_heap
 
     freeze_startup_heap()
     try:
-        server.run()
+        asyncio.run(sse.serve(server))
     except KeyboardInterrupt:
         pass
     return 0 if server.started else 3  # 3: uvicorn's start-up failure code (port in use...)

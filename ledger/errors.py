@@ -24,7 +24,7 @@ The tree (class, module, status, code)::
     ├── InstructionsTooLarge loops.workspace        413 too_large
     ├── LLMError             loops.llm.base         500 llm_error (what failed: ``.reason``)
     ├── _Stopped             loops.llm.embedded     500 generation_stopped
-    ├── EndRun               loops.lifecycle        500 run_ended: a step ends its run (never answered)
+    ├── EndRun               loops.lifecycle        500 run_ended (a step ends its run)
     ├── OutputError          loops.journal_prompts  500 invalid_output
     ├── Overflowed           loops.events           500 subscriber_overflowed
     └── Closed               loops.events           500 bus_closed

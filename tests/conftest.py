@@ -19,10 +19,10 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
+from app import sse
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
-from app.sse import Server
 from heartbeat_md import parse
 from ledger.actions import DECISION_SCHEMA
 from loops.llm import ChatRequest
@@ -113,8 +113,8 @@ async def live_server(app: Starlette, port: int | None = None) -> AsyncIterator[
     """Serve ``app`` with uvicorn on loopback (lifespan included); yields the base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = Server(config)  # uvicorn's, ending open event streams when shutdown begins
-    task = asyncio.create_task(server.serve())
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(sse.serve(server))  # as `heartbeat serve` runs it
     for _ in range(500):
         if server.started:
             break

@@ -1,4 +1,4 @@
-"""``GET /api/heartbeat/events`` against a live uvicorn server, plus the subscription logic.
+"""``GET /api/heartbeat/events`` against a live uvicorn server, plus the stream's own timing.
 
 httpx's ASGITransport buffers whole bodies, so every stream here goes over a real socket.
 """
@@ -26,7 +26,7 @@ from app import sse
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
-from loops.events import Closed, EventBus, Overflowed
+from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, Health, TokenSink
 from tests.conftest import free_port, live_server
 
@@ -487,28 +487,35 @@ async def _read_until_end(loop: asyncio.AbstractEventLoop, sock: socket.socket) 
     return bytes(data[-4096:])
 
 
+def _asgi_stream(send: Callable[[dict[str, Any]], Any]) -> tuple[EventBus, asyncio.Task[None]]:
+    """An event stream on a bare bus, called straight through ASGI with ``send``, its client
+    never leaving; returns the bus and the response's task."""
+    bus = EventBus()
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        raise AssertionError
+
+    stream = sse.EventStream(SimpleNamespace(bus=bus, store=None), None, None)  # type: ignore[arg-type]
+    return bus, asyncio.create_task(stream({"type": "http", "method": "GET"}, receive, send))
+
+
 async def test_a_stream_that_cannot_even_take_its_error_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The socket is full for good: the stream ends ``OVERFLOW_GRACE`` after the overflow."""
     monkeypatch.setattr(sse, "QUEUE_SIZE", 4)
     monkeypatch.setattr(sse, "OVERFLOW_GRACE", 0.2)
-    bus = EventBus()
-    svc = SimpleNamespace(bus=bus, store=None)
     sent: list[dict[str, Any]] = []
-    never = asyncio.Event()
+    full = asyncio.Event()
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
         if len(sent) >= 3:  # headers and the greeting went out, then the socket filled up
-            await never.wait()
+            await full.wait()
 
-    async def receive() -> dict[str, Any]:
-        await never.wait()
-        raise AssertionError
-
-    stream = sse.EventStream(svc, None, None)  # type: ignore[arg-type]
-    task = asyncio.create_task(stream({"type": "http", "method": "GET"}, receive, send))
+    bus, task = _asgi_stream(send)
     async with asyncio.timeout(2):
         while bus.subscriber_count == 0:
             await asyncio.sleep(0.005)
@@ -569,6 +576,43 @@ async def test_event_stream_with_api_token(workspace: Path) -> None:
         assert got[-1].data == run
 
 
+async def test_middleware_sees_every_byte_the_stream_writes(workspace: Path) -> None:
+    """The stream goes out through ASGI ``send``, so middleware wrapping it sees it all."""
+    app = create_app(Settings.for_workspace(workspace), llm=FakeLLM(), start_loops=False)
+    seen: list[bytes] = []
+
+    class Tap:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def tapped(message: dict[str, Any]) -> None:
+                if scope.get("path") == "/api/heartbeat/events":
+                    if message["type"] == "http.response.start":
+                        message["headers"] = [*message["headers"], (b"x-tapped", b"1")]
+                    else:
+                        seen.append(message.get("body", b""))
+                await send(message)
+
+            await self.app(scope, receive, tapped)
+
+    app.add_middleware(Tap)
+    async with (
+        live_server(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=10.0) as client,
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as streams,
+        streams.stream("GET", f"{base}/api/heartbeat/events") as resp,
+    ):
+        assert resp.headers["x-tapped"] == "1"
+        events = EventClient(resp)
+        assert (await events.next()).data == "connected"
+        r = await client.post("/api/threads/default/heartbeat/run-now")
+        run_id = r.json()["run_id"]
+        await events.until(finished(run_id))
+        events.task.cancel()
+    assert f"id: {run_id}\nevent: run_finished\n".encode() in b"".join(seen)
+
+
 # -- shutdown ------------------------------------------------------------------------------------
 async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> None:
     """``heartbeat serve``'s server closes event streams instead of waiting them out."""
@@ -577,8 +621,8 @@ async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> Non
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=20
     )
-    server = sse.Server(config)
-    task = asyncio.create_task(server.serve())
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(sse.serve(server))
     async with asyncio.timeout(5):
         while not server.started:
             await asyncio.sleep(0.01)
@@ -597,7 +641,7 @@ async def test_server_shutdown_ends_open_streams_at_once(workspace: Path) -> Non
     assert time.perf_counter() - t0 < 2.0
 
 
-# -- tokens flag, HTTP/1.0 and the fan-out ---------------------------------------------------------
+# -- tokens flag, HTTP/1.0 and gathering -----------------------------------------------------
 async def test_tokens_0_leaves_out_token_events_only(live: Live, llm: FakeLLM) -> None:
     llm.pause = 0
     async with live.subscribe("?tokens=0") as quiet, live.subscribe() as chatty:
@@ -611,7 +655,7 @@ async def test_tokens_0_leaves_out_token_events_only(live: Live, llm: FakeLLM) -
     assert r.status_code == 422 and r.json()["error"]["field"] == "tokens"
 
 
-async def test_an_http_1_0_client_gets_the_stream_through_asgi_send(live: Live) -> None:
+async def test_an_http_1_0_client_gets_a_close_delimited_stream(live: Live) -> None:
     port = int(live.base.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -631,327 +675,77 @@ async def test_an_http_1_0_client_gets_the_stream_through_asgi_send(live: Live) 
     assert body.startswith(b"retry: ")
 
 
-class _Recorder(sse.Stream):
-    """A stream that keeps what is written to it."""
+async def test_a_stream_writes_at_once_then_gathers_until_the_next_multiple_of_gather(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "GATHER", 0.3)
+    loop = asyncio.get_running_loop()
+    bodies: list[tuple[float, bytes]] = []
 
-    def __init__(self, sub: Any) -> None:
-        super().__init__(sub, None, set())  # type: ignore[arg-type]
-        self.writes: list[bytes] = []
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append((loop.time(), message["body"]))
 
-    def write(self, chunk: bytes) -> None:
-        self.writes.append(chunk)
+    async def until(count: int) -> None:
+        while len(bodies) < count:
+            await asyncio.sleep(0.005)
 
-    def backlog(self) -> int:
-        return 0
-
-
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-def _one_stream(maxsize: int = 256) -> tuple[EventBus, sse.Fanout, _Recorder]:
-    bus = EventBus()
-    fan = sse.Fanout(bus)
-    stream = _Recorder(bus.subscribe(maxsize=maxsize))
-    fan.add(stream)
-    return bus, fan, stream
-
-
-async def test_fanout_writes_at_once_when_quiet_and_gathers_while_busy() -> None:
-    bus, fan, stream = _one_stream()
-    bus.publish("run_started", {"run_id": 1})
-    await _settle()  # no timer: the next loop iterations write it
-    assert stream.writes == [b'event: run_started\ndata: {"run_id":1}\n\n']
-    # busy: the last pass asks for a pause; what is published meanwhile goes out in one write
-    fan.next_at = fan.loop.time() + 0.2
-    for i in (2, 3):
-        bus.publish("decision", {"run_id": i})
-    bus.publish("run_finished", {"run_id": 3}, id=3)
-    await _settle()
-    assert len(stream.writes) == 1
-    await asyncio.sleep(0.3)
-    assert len(stream.writes) == 2
-    assert stream.writes[1] == (
+    bus, task = _asgi_stream(send)
+    try:
+        async with asyncio.timeout(3):
+            await until(1)  # the greeting
+            while loop.time() % 0.3 > 0.05:  # just after a multiple of GATHER
+                await asyncio.sleep(0.005)
+            t0 = loop.time()
+            bus.publish("run_started", {"run_id": 1})
+            await until(2)
+            assert bodies[1][0] - t0 < 0.1  # a quiet stream writes at once
+            for i in (2, 3):
+                bus.publish("decision", {"run_id": i})
+                await asyncio.sleep(0.02)
+            bus.publish("run_finished", {"run_id": 3}, id=3)
+            await until(3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert bodies[1][1] == b'event: run_started\ndata: {"run_id":1}\n\n'
+    assert bodies[2][0] - t0 > 0.2  # the next write waited for the next multiple of GATHER
+    assert bodies[2][1] == (  # and took everything published meanwhile
         b'event: decision\ndata: {"run_id":2}\n\n'
         b'event: decision\ndata: {"run_id":3}\n\n'
         b'id: 3\nevent: run_finished\ndata: {"run_id":3}\n\n'
     )
+    assert bus.subscriber_count == 0  # the cancelled stream left the bus
 
 
-async def test_a_pause_ends_early_once_a_quarter_of_a_queue_is_waiting(
+async def test_gathering_ends_early_once_a_quarter_of_the_queue_is_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Gathering alone never cuts off a client that keeps up."""
+    monkeypatch.setattr(sse, "GATHER", 60.0)
     monkeypatch.setattr(sse, "QUEUE_SIZE", 12)
-    bus, fan, stream = _one_stream(maxsize=12)
-    await _settle()
-    fan.next_at = fan.loop.time() + 60  # a long pause was asked for
-    bus.publish("decision", {"run_id": 1})
-    bus.publish("decision", {"run_id": 2})
-    await _settle()
-    assert stream.writes == []
-    bus.publish("run_finished", {"run_id": 2}, id=2)  # 3 of 12 waiting: no more pausing
-    await _settle()
-    assert len(stream.writes) == 1 and stream.writes[0].count(b"event: ") == 3
+    bodies: list[bytes] = []
 
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
 
-async def test_fanout_reaches_every_stream_across_slices_and_skips_replayed_runs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(sse, "SLICE", 3)
-    bus = EventBus()
-    fan = sse.Fanout(bus)
-    streams = [_Recorder(bus.subscribe()) for _ in range(10)]
-    streams[0].replayed = {7}
-    for stream in streams:
-        fan.add(stream)
-    bus.publish("run_finished", {"run_id": 7}, id=7)
-    bus.publish("run_finished", {"run_id": 8}, id=8)
-    await _settle()
-    await _settle()
-    assert [len(s.writes) for s in streams] == [1] * 10
-    assert streams[0].writes[0] == b'id: 8\nevent: run_finished\ndata: {"run_id":8}\n\n'
-    assert all(s.writes[0].startswith(b"id: 7\n") for s in streams[1:])
-    fan.remove(streams[1])
-    fan.next_at = 0.0  # no pause asked for after the last pass
-    bus.publish("loop_state", {"name": "heartbeat"})
-    await _settle()
-    await _settle()
-    assert len(streams[1].writes) == 1 and len(streams[2].writes) == 2
-
-
-async def test_a_stream_that_is_not_draining_gets_nothing_more() -> None:
-    bus, fan, stream = _one_stream()
-    stream.backlog = lambda: sse.WRITE_HIGH + 1  # type: ignore[method-assign]
-    bus.publish("run_started", {"run_id": 1})
-    await _settle()
-    assert stream.writes == [] and len(stream.sub) == 1  # it waits in the bounded queue
-    stream.backlog = lambda: 0  # type: ignore[method-assign]
-    fan.next_at = 0.0
-    bus.publish("run_finished", {"run_id": 1}, id=1)
-    await _settle()
-    assert len(stream.writes) == 1 and stream.writes[0].count(b"event: ") == 2
-
-
-# -- the subscription itself ----------------------------------------------------------------------
-def _fill(bus: EventBus, kinds: list[str]) -> None:
-    for i, kind in enumerate(kinds):
-        bus.publish(kind, {"n": i}, thread_id="t")
-
-
-async def test_subscription_drops_tokens_first_then_overflows() -> None:
-    bus = EventBus()
-    sub = bus.subscribe(maxsize=4)
-    _fill(bus, ["run_started", "token", "token", "decision"])
-    _fill(bus, ["token"])  # full: a new token is dropped
-    assert len(sub) == 4 and sub.dropped == 1
-    _fill(bus, ["run_finished"])  # full: queued tokens make room
-    assert len(sub) == 3 and sub.dropped == 3
-    assert [(await sub.get(0)).type for _ in range(3)] == [  # type: ignore[union-attr]
-        "run_started",
-        "decision",
-        "run_finished",
-    ]
-    assert await sub.get(0.01) is None
-    _fill(bus, ["decision"] * 4)
-    assert not sub.overflowed
-    _fill(bus, ["run_finished"])  # full of events that matter: the subscriber is cut off
-    assert sub.overflowed and len(sub) == 0
-    assert bus.subscriber_count == 0 and bus.overflows == 1
-    with pytest.raises(Overflowed):
-        await sub.get(0)
-    await asyncio.wait_for(sub.wait_overflowed(), 0.1)
-
-
-async def test_closing_the_bus_drains_then_ends_every_subscription() -> None:
-    bus = EventBus()
-    sub = bus.subscribe()
-    _fill(bus, ["run_started", "run_finished"])
-    waiting = bus.subscribe()
-    getter = asyncio.create_task(waiting.get(wait=5))
-    await asyncio.sleep(0)
-    bus.close()
-    assert bus.subscriber_count == 0
-    assert [(await sub.get(0)).type for _ in range(2)] == ["run_started", "run_finished"]  # type: ignore[union-attr]
-    with pytest.raises(Closed):
-        await sub.get(1)
-    with pytest.raises(Closed):
-        await asyncio.wait_for(getter, 1)
-    late = bus.subscribe()
-    with pytest.raises(Closed):
-        await late.get(1)
-    bus.publish("run_started", {"run_id": 9})  # publishing after close is harmless
-
-
-async def test_take_returns_what_is_queued_without_waiting() -> None:
-    bus = EventBus()
-    sub = bus.subscribe(maxsize=8)
-    assert sub.take(10) == []
-    _fill(bus, ["run_started", "token", "decision", "run_finished"])
-    assert [e.type for e in sub.take(3)] == ["run_started", "token", "decision"]
-    assert [e.type for e in sub.take(3)] == ["run_finished"]
-    _fill(bus, ["token"] * 8 + ["decision"])  # the queued tokens made room for the decision
-    assert [e.type for e in sub.take(10)] == ["decision"] and sub.dropped == 8
-    _fill(bus, ["decision"] * 9)
-    assert sub.overflowed and sub.take(10) == []
-
-
-async def test_publish_never_waits_for_stalled_subscribers() -> None:
-    bus = EventBus()
-    fast = bus.subscribe(maxsize=10_000)
-    stalled = [bus.subscribe(maxsize=64) for _ in range(1000)]
-    t0 = time.perf_counter()
-    for i in range(2000):
-        bus.publish("token" if i % 2 else "decision", {"i": i})
-    elapsed = time.perf_counter() - t0
-    assert all(s.overflowed for s in stalled) and not fast.overflowed
-    assert len(fast) == 2000 and bus.subscriber_count == 1
-    assert elapsed < 2.0, f"publishing to stalled subscribers took {elapsed:.2f} s"
-
-
-async def test_get_wakes_on_publish_and_filter_and_shared_encoding() -> None:
-    bus = EventBus()
-    only_a = bus.subscribe("a")
-    everyone = bus.subscribe()
-    waiter = asyncio.create_task(only_a.get(wait=2))
-    await asyncio.sleep(0)
-    bus.publish("run_started", {"run_id": 1}, thread_id="b")
-    bus.publish("run_started", {"run_id": 2}, thread_id="a")
-    event = await asyncio.wait_for(waiter, 1)
-    assert event is not None and event.data == {"run_id": 2}
-    bus.publish("loop_state", {"name": "heartbeat"})  # service-wide: reaches filtered subs
-    assert (await only_a.get(0)).type == "loop_state"  # type: ignore[union-attr]
-    first, second = await everyone.get(0), await everyone.get(0)
-    assert first is not None and second is not None and first.data == {"run_id": 1}
-    shared = await everyone.get(0)
-    assert shared is not None and shared.json() is shared.json() == b'{"name":"heartbeat"}'
-    assert shared.frame() is shared.frame() == b'event: loop_state\ndata: {"name":"heartbeat"}\n\n'
-    only_a.close()
-    everyone.close()
-    assert bus.subscriber_count == 0
-
-
-async def test_bus_offers_each_event_only_to_the_groups_that_want_it() -> None:
-    bus = EventBus()
-    woken: list[int] = []
-    bus.listen(lambda: woken.append(bus.published))
-    everything = bus.subscribe(maxsize=64)
-    no_tokens = bus.subscribe(maxsize=64, tokens=False)
-    a_only = bus.subscribe("a", maxsize=64)
-    a_no_tokens = bus.subscribe("a", maxsize=64, tokens=False)
-    bus.publish("token", {"n": 1}, thread_id="a")
-    bus.publish("token", {"n": 2}, thread_id="b")
-    bus.publish("decision", {"n": 3}, thread_id="b")
-    bus.publish("decision", {"n": 4}, thread_id="a")
-    bus.publish("loop_state", {"n": 5})
-    bus.publish("token", {"n": 6})
-    got = {
-        name: [e.data["n"] for e in sub.take()]
-        for name, sub in [
-            ("everything", everything),
-            ("no_tokens", no_tokens),
-            ("a_only", a_only),
-            ("a_no_tokens", a_no_tokens),
-        ]
-    }
-    assert got == {
-        "everything": [1, 2, 3, 4, 5, 6],
-        "no_tokens": [3, 4, 5],
-        "a_only": [1, 4, 5, 6],
-        "a_no_tokens": [4, 5],
-    }
-    assert woken == [1, 2, 3, 4, 5, 6]
-    for sub in (everything, no_tokens, a_only, a_no_tokens):
-        sub.close()
-    assert bus.subscriber_count == 0
-    bus.publish("decision", {"n": 7}, thread_id="a")
-    assert woken == [1, 2, 3, 4, 5, 6]  # nobody was reached
-
-
-async def test_a_full_queue_sends_its_group_down_the_checked_path_and_back() -> None:
-    bus = EventBus()
-    small = bus.subscribe(maxsize=2)
-    roomy = bus.subscribe(maxsize=100)
-    _fill(bus, ["token", "decision", "token", "run_finished"])
-    assert [e.type for e in small.take()] == ["decision", "run_finished"]
-    assert small.dropped == 2 and not small.overflowed
-    assert [e.type for e in roomy.take()] == ["token", "decision", "token", "run_finished"]
-    waiter = asyncio.create_task(small.get(wait=2))
-    await asyncio.sleep(0)
-    _fill(bus, ["decision", "token"])  # room again: appended directly, the waiter still wakes
-    assert (await asyncio.wait_for(waiter, 1)).type == "decision"  # type: ignore[union-attr]
-    assert [e.type for e in small.take()] == ["token"]
-    assert [e.type for e in roomy.take()] == ["decision", "token"]
-    _fill(bus, ["decision"] * 3)  # only the small one is cut off
-    assert small.overflowed and not roomy.overflowed and len(roomy) == 3
-    assert bus.subscriber_count == 1 and bus.overflows == 1
-
-
-async def test_readers_at_one_place_share_one_chunk_of_frames() -> None:
-    bus = EventBus()
-    subs = [bus.subscribe(maxsize=8) for _ in range(3)]
-    _fill(bus, ["run_started", "decision"])
-    early = subs[0].take_frames()
-    _fill(bus, ["run_finished"])
-    chunks = [sub.take_frames() for sub in subs]
-    assert early == b'event: run_started\ndata: {"n":0}\n\nevent: decision\ndata: {"n":1}\n\n'
-    assert chunks[0] == b'event: run_finished\ndata: {"n":0}\n\n'
-    assert chunks[1] is chunks[2] and chunks[1] == early + chunks[0]  # built once for both
-    assert all(sub.take_frames() == b"" for sub in subs)
-    assert [sub.delivered for sub in subs] == [3, 3, 3]
-
-
-async def test_the_shared_log_keeps_only_what_the_slowest_reader_has_not_taken() -> None:
-    bus = EventBus()
-    fast, slow = bus.subscribe(maxsize=50), bus.subscribe(maxsize=50)
-    group = bus._groups[(None, True)]
-    for _ in range(40):
-        _fill(bus, ["decision"] * 25)
-        fast.take()
-        assert len(group.log) <= 50 + 1  # bounded by the queue size, however much is published
-    assert slow.overflowed and len(fast) == 0
-    assert [e.data["n"] for e in fast.take()] == []
-    _fill(bus, ["decision"] * 3)
-    assert len(group.log) == 3 and [e.data["n"] for e in fast.take()] == [0, 1, 2]
-    fast.close()
-    assert not bus._groups  # the last reader gone, the group and its log go too
-
-
-async def test_a_reader_that_fell_behind_rejoins_the_shared_log_once_it_catches_up() -> None:
-    bus = EventBus()
-    small, roomy = bus.subscribe(maxsize=2), bus.subscribe(maxsize=100)
-    _fill(bus, ["decision", "token", "run_finished"])  # the small queue fills: a queue of its own
-    assert [e.type for e in small.take()] == ["decision", "run_finished"]  # the token made room
-    roomy.take()
-    _fill(bus, ["decision", "run_finished"])
-    assert small.take_frames() is roomy.take_frames()  # both read the shared log again
-    _fill(bus, ["decision"] * 2)
-    assert [e.data["n"] for e in small.take()] == [0, 1] and not small.overflowed
-
-
-async def test_transport_streams_frame_each_chunk_as_http_chunked_body() -> None:
-    class Transport:
-        def __init__(self) -> None:
-            self.data: list[bytes] = []
-
-        def is_closing(self) -> bool:
-            return False
-
-        def get_write_buffer_size(self) -> int:
-            return 0
-
-        def write(self, data: bytes) -> None:
-            self.data.append(data)
-
-    bus = EventBus()
-    pairs = [(bus.subscribe(), Transport()) for _ in range(2)]
-    streams = [sse.TransportStream(sub, None, set(), t) for sub, t in pairs]  # type: ignore[arg-type]
-    bus.publish("run_started", {"run_id": 1})
-    for stream in streams:
-        stream.pump()
-    bus.publish("decision", {"run_id": 1})
-    streams[0].pump()
-    body = b'event: run_started\ndata: {"run_id":1}\n\n'
-    assert pairs[0][1].data[0] is pairs[1][1].data[0] == b"%x\r\n%b\r\n" % (len(body), body)
-    body = b'event: decision\ndata: {"run_id":1}\n\n'
-    assert pairs[0][1].data[1] == b"%x\r\n%b\r\n" % (len(body), body)
+    bus, task = _asgi_stream(send)
+    try:
+        async with asyncio.timeout(2):
+            while bus.subscriber_count == 0 or not bodies:
+                await asyncio.sleep(0.005)
+            bus.publish("run_started", {"run_id": 1})
+            while len(bodies) < 2:  # written at once, then a long gathering begins
+                await asyncio.sleep(0.005)
+            bus.publish("decision", {"run_id": 1})
+            bus.publish("token", {"run_id": 1, "text": "x"})
+            await asyncio.sleep(0.05)
+            assert len(bodies) == 2  # 2 of 12 waiting: still gathering
+            bus.publish("run_finished", {"run_id": 1}, id=1)  # 3 of 12: written now
+            while len(bodies) < 3:
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert bodies[2].count(b"event: ") == 3
