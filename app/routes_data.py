@@ -23,7 +23,7 @@ from app.http import (
 from app.routes_heartbeat import service
 from ledger import config as hbconfig
 from ledger.records import Thread, iso, post_to_dict
-from ledger.store import USER
+from ledger.storage.interface import USER
 
 MESSAGE_MAX = 20_000
 STATEMENT_MAX = 2_000

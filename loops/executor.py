@@ -24,7 +24,7 @@ import msgspec
 from heartbeat_md import Instructions
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
-from ledger.actions import (
+from ledger.decisions import (
     CommentDecision,
     Decision,
     DecisionError,
@@ -34,13 +34,13 @@ from ledger.actions import (
     as_written,
     decision_schema,
     decision_to_dict,
-    parse_reply,
     review,
     summarize,
 )
 from ledger.errors import NotFound
 from ledger.records import Run, RunOutcome, Thread, run_to_dict
-from ledger.store import AGENT, Store, Tx
+from ledger.reply import parse_reply
+from ledger.storage.interface import AGENT, Storage, Tx
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.llm import ChatRequest, LLMError, LLMProvider
@@ -122,7 +122,7 @@ class _TokenRelay:
 class HeartbeatExecutor:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         llm: Callable[[], LLMProvider] | LLMProvider,
         bus: EventBus,
         clock: Clock,

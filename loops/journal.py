@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ledger.records import Reflection, Run, RunOutcome, run_to_dict
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.journal_prompts import (
@@ -91,7 +91,7 @@ _Write = Callable[[Tx, int, _Out, RunOutcome], RunOutcome]
 class JournalLoops:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         llm: Callable[[], LLMProvider],
         bus: EventBus,
         clock: Clock,
@@ -203,7 +203,7 @@ class JournalLoops:
 
         def write(tx: Tx, run_id: int, out: ReflectionOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if _max_last_message(tx, "reflections", thread_id) >= last_id:
+            if tx.reflected_up_to(thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "this window was already reflected on")
             reflection_id = tx.add_reflection(
                 thread_id, out.score, out.summary, out.notable, last_id, run_id
@@ -245,7 +245,7 @@ class JournalLoops:
 
         def write(tx: Tx, run_id: int, out: ProfileOut, base: RunOutcome) -> RunOutcome:
             decision = msgspec.structs.asdict(out)
-            if _max_last_message(tx, "personality_profiles", thread_id) >= last_id:
+            if tx.profiled_up_to(thread_id) >= last_id:
                 return _skipped_duplicate(base, decision, "a newer profile was already written")
             version = tx.add_profile(
                 thread_id, out.traits, out.tone, out.interests, last_id, run_id
@@ -444,16 +444,6 @@ def journal_kinds(
 def _finish(run_id: int, base: RunOutcome, out: _Out | None, write: _Write[_Out], tx: Tx) -> None:
     """Store a journal run's result and finish its row, in one transaction."""
     tx.finish_run(run_id, base if out is None else write(tx, run_id, out, base))
-
-
-def _max_last_message(tx: Tx, table: str, thread_id: str) -> int:
-    """The newest message id already covered by ``table`` (reflections or profiles)."""
-    assert table in ("reflections", "personality_profiles")
-    row = tx.conn.execute(
-        f"SELECT COALESCE(MAX(last_message_id), 0) FROM {table} WHERE thread_id = ?",
-        (thread_id,),
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _skipped_duplicate(base: RunOutcome, decision: dict[str, Any], why: str) -> RunOutcome:

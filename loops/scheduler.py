@@ -14,12 +14,11 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from ledger import config as hbconfig
 from ledger.records import Run, RunOutcome, Thread
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 
@@ -39,13 +38,6 @@ TIMER_SLACK = 0.1
 
 # Carries out a claimed run: (thread as read at the claim, trigger, id of its ``running`` row).
 Runner = Callable[[Thread, str, int], Awaitable[Run | None]]
-
-
-def _store_plans(fixes: list[tuple[str, float | None, float | None]], tx: Tx) -> None:
-    tx.conn.executemany(
-        "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ? WHERE id = ?",
-        [(anchor, nxt, thread_id) for thread_id, anchor, nxt in fixes],
-    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -105,7 +97,7 @@ class _Due:
 class HeartbeatScheduler:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         clock: Clock,
         runner: Runner,
         *,
@@ -142,7 +134,8 @@ class HeartbeatScheduler:
                     self.timers.arm(thread.id, due)
                     armed += 1
             if fixes:
-                await self.store.write(partial(_store_plans, fixes))
+                # awaited here, before ``fixes`` is bound to the next batch's list
+                await self.store.write(lambda tx: tx.store_plans(fixes))  # noqa: B023
             await asyncio.sleep(0)
         return armed
 

@@ -30,7 +30,8 @@ pytest.importorskip(
 )
 
 from heartbeat_md import parse
-from ledger.actions import DECISION_SCHEMA, parse_reply
+from ledger.decisions import DECISION_SCHEMA
+from ledger.reply import parse_reply
 from loops.llm import ChatRequest, LLMError
 from loops.llm.embedded import DEFAULT_EMBEDDED_MODEL, EmbeddedProvider
 from loops.prompt import Context, PostView, build_messages

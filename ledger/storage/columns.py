@@ -1,0 +1,39 @@
+"""JSON text columns: encoding, and decoding that reads a damaged value as an absent one."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+_encode = msgspec.json.encode
+_as_list = msgspec.json.Decoder(list[dict[str, Any]])
+_as_dict = msgspec.json.Decoder(dict[str, Any])
+_as_strs = msgspec.json.Decoder(list[str])
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else _encode(value).decode()
+
+
+def _decode(decoder: msgspec.json.Decoder[T], raw: str | None) -> T | None:
+    if not raw:
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def loads_list(raw: str | None) -> list[dict[str, Any]] | None:
+    return _decode(_as_list, raw)
+
+
+def loads_dict(raw: str | None) -> dict[str, Any] | None:
+    return _decode(_as_dict, raw)
+
+
+def loads_strs(raw: str | None) -> list[str]:
+    return _decode(_as_strs, raw or "[]") or []
