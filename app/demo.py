@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ledger import config as hbconfig
-from ledger.store import USER, Store, Tx
+from ledger.storage.interface import USER, Storage, Tx
 from loops.workspace import write_instructions
 
 __all__ = ["DEMO_HEARTBEAT_MD", "DEMO_MESSAGES", "DEMO_POSTS", "is_new_database", "seed_demo"]
@@ -76,7 +76,7 @@ DEMO_MESSAGES: tuple[tuple[str, str], ...] = (
 )
 
 
-async def is_new_database(store: Store) -> bool:
+async def is_new_database(store: Storage) -> bool:
     """No posts, no messages, no runs, and no thread but ``default``."""
     if await store.thread_ids() not in ([], [THREAD]):
         return False
@@ -87,7 +87,7 @@ async def is_new_database(store: Store) -> bool:
     return await store.count_runs() == 0
 
 
-async def seed_demo(store: Store, workspace: Path, *, first_run_in: float = 15.0) -> bool:
+async def seed_demo(store: Storage, workspace: Path, *, first_run_in: float = 15.0) -> bool:
     """Seed the demo into a new database and workspace; returns True if it seeded.
 
     Call it after ``Service.open`` (which creates ``default``) and before the loops start, so
@@ -98,7 +98,7 @@ async def seed_demo(store: Store, workspace: Path, *, first_run_in: float = 15.0
         log.info("[HEARTBEAT] demo not seeded: %s already exists", heartbeat_md)
         return False
     if not await is_new_database(store):
-        log.info("[HEARTBEAT] demo not seeded: the database %s is in use", store.path)
+        log.info("[HEARTBEAT] demo not seeded: the database %s is in use", store.location)
         return False
 
     cfg = hbconfig.HeartbeatConfig(

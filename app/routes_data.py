@@ -24,7 +24,7 @@ from app.routes_heartbeat import service
 from ledger import config as hbconfig
 from ledger.limits import CONTENT_MAX, MESSAGE_MAX, PAGES, STATEMENT_MAX, TITLE_MAX
 from ledger.records import Thread, iso, post_to_dict
-from ledger.store import USER
+from ledger.storage.interface import USER
 
 
 def thread_view(thread: Thread) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.errors import NotFound
 from ledger.records import Loop, Run, Thread, Trigger
-from ledger.store import Store
+from ledger.storage.interface import Storage
+from ledger.storage.sqlite import SqliteStore
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
@@ -35,7 +36,7 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Storage,
         llm: LLMProvider,
         clock: Clock,
         http: httpx.AsyncClient,
@@ -113,7 +114,7 @@ class Service:
         llm_transport: httpx.AsyncBaseTransport | None = None,
     ) -> Service:
         clock = clock or SystemClock()
-        store = await Store.open(settings.db_path, now=clock.now)
+        store: Storage = await SqliteStore.open(settings.db_path, now=clock.now)
         try:
             interrupted = await store.mark_interrupted()
             if interrupted:

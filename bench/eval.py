@@ -12,7 +12,7 @@ Ledger posts (with their ages, votes and comments), the thread's messages, open 
 and earlier heartbeat actions through the store, sets the thread's config (dry run, so the run is
 recorded but the Ledger is left alone) and calls ``Service.run_now`` — the same call as
 ``POST /api/threads/default/heartbeat/run-now``. So the prompt comes from ``loops/prompt.py``, the
-schema from ``ledger/actions.py``, and the reply goes through ``parse_reply`` and ``review``.
+schema from ``ledger/decisions.py``, and the reply goes through ``parse_reply`` and ``review``.
 
 A scenario file (``bench/eval/*.json``) holds one JSON object:
 
@@ -69,7 +69,7 @@ if str(REPO) not in sys.path:
 from app.service import Service  # noqa: E402
 from app.settings import LoopSettings, Settings  # noqa: E402
 from ledger.records import RunOutcome  # noqa: E402
-from ledger.store import AGENT, Tx  # noqa: E402
+from ledger.storage.interface import AGENT, Tx  # noqa: E402
 from loops.clock import FakeClock  # noqa: E402
 from loops.llm import (  # noqa: E402
     ChatRequest,

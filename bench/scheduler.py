@@ -5,12 +5,13 @@
 
 Contenders, each in its own child process (clean CPU, context-switch and memory figures):
 
-- ``heartbeat``: the real ``HeartbeatScheduler`` + ``TimerSet`` + ``Store`` on a SQLite file and
-  the real ``SystemClock``. Threads are inserted with direct SQL (an encoded ``HeartbeatConfig``,
-  anchor and next run set), armed with ``arm_all()`` and fired by ``dispatch()``. The executor
-  is replaced by a no-op runner that persists like production: the scheduler writes the run's
-  ``running`` row in its claim transaction (as it does for the executor), and the runner
-  finishes it with ``RunOutcome(status="ok")`` through ``Store.write`` (group commit).
+- ``heartbeat``: the real ``HeartbeatScheduler`` + ``TimerSet`` + ``SqliteStore`` on a SQLite file
+  and the real ``SystemClock``. Threads are inserted in one transaction beforehand (an encoded
+  ``HeartbeatConfig``, anchor and next run set), armed with ``arm_all()`` and fired by
+  ``dispatch()``. The executor is replaced by a no-op runner that persists like production:
+  the scheduler writes the run's ``running`` row in its claim transaction (as it does for the
+  executor), and the runner finishes it with ``RunOutcome(status="ok")`` through
+  ``SqliteStore.write`` (group commit).
 - ``aps-memory`` / ``aps-sqlite``: APScheduler 3.x ``AsyncIOScheduler``, one ``IntervalTrigger``
   job per thread running an ``async`` no-op (it only records its start time), with the
   ``MemoryJobStore`` or a ``SQLAlchemyJobStore`` on a SQLite file. Job defaults:
@@ -87,25 +88,22 @@ async def _insert_threads(store: Any, dues: list[float], every: int) -> None:
     from ledger import config as hbconfig
 
     cfg = hbconfig.encode(hbconfig.HeartbeatConfig(every_seconds=every))
-    now = time.time()
-    rows = [
-        (f"t{i:06d}", f"bench {i}", now, now, cfg, due - every, due) for i, due in enumerate(dues)
-    ]
-    await store.write(
-        lambda tx: tx.conn.executemany(
-            "INSERT INTO threads (id, title, created_at, updated_at, heartbeat_config_json,"
-            " heartbeat_anchor, heartbeat_next_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    )
+    plans = [(f"t{i:06d}", due - every, due) for i, due in enumerate(dues)]
+
+    def insert(tx: Any) -> None:
+        for i, (thread_id, _, _) in enumerate(plans):
+            tx.create_thread(thread_id, f"bench {i}", cfg)
+        tx.store_plans(plans)
+
+    await store.write(insert)
 
 
 async def create_heartbeat_db(path: str, dues: list[float], every: int) -> float:
     """Create the database with one thread per due time (in the parent). Returns seconds."""
-    from ledger.store import Store
+    from ledger.storage.sqlite import SqliteStore
 
     started = time.perf_counter()
-    store = await Store.open(path, now=time.time)
+    store = await SqliteStore.open(path, now=time.time)
     try:
         await _insert_threads(store, dues, every)
     finally:
@@ -157,12 +155,12 @@ class NoopRunner:
 
 
 async def _open_ours(db: str, expected: int = 0) -> tuple[Any, Any, NoopRunner]:
-    from ledger.store import Store
+    from ledger.storage.sqlite import SqliteStore
     from loops.clock import SystemClock
     from loops.scheduler import HeartbeatScheduler
     from loops.supervisor import freeze_startup_heap
 
-    store = await Store.open(db, now=time.time)
+    store = await SqliteStore.open(db, now=time.time)
     runner = NoopRunner(store, expected)
     scheduler = HeartbeatScheduler(
         store, SystemClock(), runner, is_running=runner.in_flight.get, plan=runner.plan

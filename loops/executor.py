@@ -25,7 +25,7 @@ import msgspec
 from heartbeat_md import Instructions
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
-from ledger.actions import (
+from ledger.decisions import (
     CommentDecision,
     Decision,
     DecisionError,
@@ -35,13 +35,13 @@ from ledger.actions import (
     as_written,
     decision_schema,
     decision_to_dict,
-    parse_reply,
     review,
     summarize,
 )
 from ledger.errors import Conflict, NotFound
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
-from ledger.store import AGENT, Store, Tx
+from ledger.reply import parse_reply
+from ledger.storage.interface import AGENT, Storage, Tx
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
@@ -132,7 +132,7 @@ class HeartbeatExecutor:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         llm: Callable[[], LLMProvider] | LLMProvider,
         bus: EventBus,
         clock: Clock,
@@ -229,7 +229,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         bus: EventBus,
         clock: Clock,
         options: ExecutorOptions,

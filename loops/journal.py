@@ -37,7 +37,7 @@ from ledger.records import (
     Thread,
     Trigger,
 )
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.journal_prompts import (
@@ -85,7 +85,7 @@ _Write = Callable[[Tx, int, _Out, RunOutcome], RunOutcome]
 class JournalLoops:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         llm: Callable[[], LLMProvider],
         bus: EventBus,
         *,

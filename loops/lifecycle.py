@@ -36,7 +36,7 @@ import msgspec
 
 from ledger.errors import HeartbeatError
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
 
@@ -193,7 +193,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         llm: Callable[[], LLMProvider],
         bus: EventBus,
         limiter: asyncio.Semaphore,

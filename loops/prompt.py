@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from heartbeat_md import Instructions, render_for_prompt
-from ledger.actions import TITLE_MAX, as_written
+from ledger.decisions import TITLE_MAX, as_written
 
 SYSTEM_PROMPT = """\
 You are the heartbeat of a personal agent. On a schedule you read the user's standing \

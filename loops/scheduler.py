@@ -14,12 +14,11 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from ledger import config as hbconfig
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
@@ -50,13 +49,6 @@ def skipped_overlap(model: str | None = None) -> RunOutcome:
         reason=Reason.OVERLAP,
         model=model,
         summary="skipped: the previous run was still going",
-    )
-
-
-def _store_plans(fixes: list[tuple[str, float | None, float | None]], tx: Tx) -> None:
-    tx.conn.executemany(
-        "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ? WHERE id = ?",
-        [(anchor, nxt, thread_id) for thread_id, anchor, nxt in fixes],
     )
 
 
@@ -110,7 +102,7 @@ class _Claimed:
 class HeartbeatScheduler:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         clock: Clock,
         runner: Runner,
         *,
@@ -147,7 +139,8 @@ class HeartbeatScheduler:
                     self.timers.arm(thread.id, due)
                     armed += 1
             if fixes:
-                await self.store.write(partial(_store_plans, fixes))
+                # awaited here, before ``fixes`` is bound to the next batch's list
+                await self.store.write(lambda tx: tx.store_plans(fixes))  # noqa: B023
             await asyncio.sleep(0)
         return armed
 

@@ -24,7 +24,7 @@ from app.main import create_app
 from app.service import Service
 from app.settings import Settings
 from heartbeat_md import parse
-from ledger.actions import DECISION_SCHEMA
+from ledger.decisions import DECISION_SCHEMA
 from loops.llm import ChatRequest
 from loops.prompt import Context, PostView, build_messages
 

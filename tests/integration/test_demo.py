@@ -15,7 +15,8 @@ from app.service import Service
 from app.settings import Settings
 from heartbeat_md import parse
 from ledger import config as hbconfig
-from ledger.store import USER, Store, Tx
+from ledger.storage.interface import USER, Storage, Tx
+from ledger.storage.sqlite import SqliteStore
 from loops.clock import FakeClock
 from tests.fakes.provider import ScriptedLLM
 
@@ -35,8 +36,8 @@ def empty_workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(empty_workspace: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = await Store.open(empty_workspace / ".heartbeat" / "heartbeat.db", now=clock.now)
+async def store(empty_workspace: Path, clock: FakeClock) -> AsyncIterator[Storage]:
+    s = await SqliteStore.open(empty_workspace / ".heartbeat" / "heartbeat.db", now=clock.now)
     # what Service.open does on first start
     await s.write(lambda tx: tx.create_thread("default", "Default", None))
     yield s
@@ -44,7 +45,7 @@ async def store(empty_workspace: Path, clock: FakeClock) -> AsyncIterator[Store]
 
 
 async def test_seeds_a_new_database_once(
-    store: Store, empty_workspace: Path, clock: FakeClock
+    store: Storage, empty_workspace: Path, clock: FakeClock
 ) -> None:
     assert await seed_demo(store, empty_workspace) is True
 
@@ -85,7 +86,7 @@ async def test_seeds_a_new_database_once(
     "use",
     ["a_message", "a_post", "another_thread", "a_run"],
 )
-async def test_never_seeds_a_used_database(store: Store, empty_workspace: Path, use: str) -> None:
+async def test_never_seeds_a_used_database(store: Storage, empty_workspace: Path, use: str) -> None:
 
     def use_it(tx: Tx) -> None:
         if use == "a_message":
@@ -108,7 +109,7 @@ async def test_never_seeds_a_used_database(store: Store, empty_workspace: Path, 
 
 
 async def test_never_overwrites_an_existing_heartbeat_md(
-    store: Store, empty_workspace: Path
+    store: Storage, empty_workspace: Path
 ) -> None:
     mine = "## Rules\nOnly ever reply HEARTBEAT_OK.\n"
     (empty_workspace / "HEARTBEAT.md").write_text(mine, encoding="utf-8")

@@ -24,7 +24,7 @@ pytest.importorskip(
     "(pip install 'heartbeat[local]')",
 )
 
-from ledger.actions import parse_reply
+from ledger.reply import parse_reply
 from loops.llm import LLMError
 from loops.llm.embedded import DEFAULT_EMBEDDED_MODEL, EmbeddedProvider
 from tests.conftest import DEFAULT_MD, decision_request, run_now, serve

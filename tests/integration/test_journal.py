@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from ledger.records import Run, run_to_dict
-from ledger.store import Store, Tx
+from ledger.storage.interface import Storage, Tx
+from ledger.storage.sqlite import SqliteStore
 from loops.clock import FakeClock
 from loops.events import Event, EventBus, Subscription
 from loops.journal import MAX_TOKENS, TEMPERATURE, JournalLoops, journal_kinds
@@ -107,7 +108,7 @@ class FakeLLM:
 @dataclass
 class Env:
     clock: FakeClock
-    store: Store
+    store: Storage
     bus: EventBus
     llm: FakeLLM
     limiter: asyncio.Semaphore
@@ -140,7 +141,7 @@ def make_loops(env: Env, **kwargs: Any) -> JournalLoops:
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     clock = FakeClock()
-    store = await Store.open(tmp_path / "db.sqlite", now=clock.now)
+    store = await SqliteStore.open(tmp_path / "db.sqlite", now=clock.now)
     bus = EventBus()
     llm = FakeLLM()
     limiter = asyncio.Semaphore(2)

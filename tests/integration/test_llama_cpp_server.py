@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger.actions import DECISION_SCHEMA, parse_reply
+from ledger.decisions import DECISION_SCHEMA
+from ledger.reply import parse_reply
 from loops.llm import OpenAIProvider
 from loops.llm.embedded import DEFAULT_EMBEDDED_MODEL, MODELS, model_cache_dir
 from loops.llm.openai import names_schema_form, response_format

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -269,7 +270,10 @@ async def test_two_services_on_one_file_never_run_a_slot_twice(
             clock.idle = lambda: all(_idle(s)() for s in both)
             await clock.advance(600)
             total = await a.store.count_runs()
-            rows = await a.store._all("SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL")
+            with closing(sqlite3.connect(db)) as conn:
+                rows = conn.execute(
+                    "SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL"
+                ).fetchall()
             assert len(rows) == len(set(rows)) == total == 30 * 10
             assert a.scheduler.started_runs > 0 and b.scheduler.started_runs > 0
 

@@ -12,21 +12,22 @@ import pytest
 
 from ledger.errors import NotFound, StoreClosed
 from ledger.records import RunOutcome
-from ledger.store import USER, Store, Tx
+from ledger.storage.interface import USER, Storage, Tx
+from ledger.storage.sqlite import SqliteStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "ledger.db", now=lambda: 1_700_000_000.0)
+async def store(tmp_path: Path) -> AsyncIterator[Storage]:
+    s = await SqliteStore.open(tmp_path / "ledger.db", now=lambda: 1_700_000_000.0)
     yield s
     await s.close()
 
 
-async def titles(store: Store) -> list[str]:
+async def titles(store: Storage) -> list[str]:
     return sorted(p.title for p in await store.posts(limit=100))
 
 
-async def test_concurrent_writes_share_one_transaction(store: Store) -> None:
+async def test_concurrent_writes_share_one_transaction(store: Storage) -> None:
     before = store.transactions
     posts = await asyncio.gather(
         *(store.write(lambda tx, i=i: tx.create_post(USER, f"p{i}", "x")) for i in range(50))
@@ -36,7 +37,7 @@ async def test_concurrent_writes_share_one_transaction(store: Store) -> None:
     assert len(await titles(store)) == 50
 
 
-async def test_a_failing_write_rolls_back_only_itself(store: Store) -> None:
+async def test_a_failing_write_rolls_back_only_itself(store: Storage) -> None:
     def half_then_fail(tx: Tx) -> None:
         tx.create_post(USER, "half", "written, then the write fails")
         tx.add_comment("post_missing", USER, "no such post")
@@ -52,7 +53,7 @@ async def test_a_failing_write_rolls_back_only_itself(store: Store) -> None:
     assert await titles(store) == ["after", "before"]
 
 
-async def test_a_lone_failing_write_leaves_nothing(store: Store) -> None:
+async def test_a_lone_failing_write_leaves_nothing(store: Storage) -> None:
     def fail(tx: Tx) -> None:
         tx.create_post(USER, "orphan", "x")
         raise ValueError("boom")
@@ -64,7 +65,7 @@ async def test_a_lone_failing_write_leaves_nothing(store: Store) -> None:
     assert post.title == "next"  # the connection is usable after the rollback
 
 
-async def test_a_write_cancelled_before_its_batch_is_not_made(store: Store) -> None:
+async def test_a_write_cancelled_before_its_batch_is_not_made(store: Storage) -> None:
     gate = threading.Event()
 
     def slow(tx: Tx) -> None:
@@ -84,7 +85,7 @@ async def test_a_write_cancelled_before_its_batch_is_not_made(store: Store) -> N
     assert await titles(store) == ["later", "slow"]
 
 
-async def test_finish_run_returns_the_finished_row(store: Store) -> None:
+async def test_finish_run_returns_the_finished_row(store: Storage) -> None:
     def start(tx: Tx) -> int | None:
         tx.create_thread("t", "T", None)
         return tx.start_run("t", "heartbeat", "manual", model="m", owner=store.owner)
@@ -108,7 +109,7 @@ async def test_finish_run_returns_the_finished_row(store: Store) -> None:
 
 async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    store = await Store.open(path, now=lambda: 1.0)
+    store = await SqliteStore.open(path, now=lambda: 1.0)
     queued = [
         asyncio.create_task(store.write(lambda tx, i=i: tx.create_post(USER, f"q{i}", "x")))
         for i in range(20)
@@ -118,7 +119,7 @@ async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path)
     assert all(t.done() and not t.exception() for t in queued)
     with pytest.raises(StoreClosed):
         await store.write(lambda tx: tx.create_post(USER, "late", "x"))
-    reopened = await Store.open(path, now=lambda: 2.0)
+    reopened = await SqliteStore.open(path, now=lambda: 2.0)
     try:
         assert len(await titles(reopened)) == 20
     finally:
@@ -127,7 +128,7 @@ async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path)
 
 async def test_a_write_waits_for_another_processes_lock(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    store = await Store.open(path, now=lambda: 1.0)
+    store = await SqliteStore.open(path, now=lambda: 1.0)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -141,3 +142,74 @@ async def test_a_write_waits_for_another_processes_lock(tmp_path: Path) -> None:
     finally:
         other.close()
         await store.close()
+
+
+async def test_store_plans_moves_many_threads_at_once(store: Storage) -> None:
+    def seed(tx: Tx) -> None:
+        for thread_id in ("a", "b", "c"):
+            tx.create_thread(thread_id, thread_id.upper(), None)
+            tx.set_config(thread_id, "{}", 1.0, 2.0)
+
+    await store.write(seed)
+    fixes = [("a", 10.0, 70.0), ("b", None, None), ("missing", 3.0, 4.0)]
+    await store.write(lambda tx: tx.store_plans(fixes))
+    threads = {t.id: (t.anchor, t.next_run) for t in await store.list_threads()}
+    assert threads == {"a": (10.0, 70.0), "b": (None, None), "c": (1.0, 2.0)}
+
+
+async def test_reflected_and_profiled_up_to_are_the_newest_covered_message(
+    store: Storage,
+) -> None:
+    def covered(tx: Tx) -> tuple[int, ...]:
+        return tuple(
+            f(thread_id) for thread_id in "tu" for f in (tx.reflected_up_to, tx.profiled_up_to)
+        )
+
+    def seed(tx: Tx) -> list[int]:
+        for thread_id in "tu":
+            tx.create_thread(thread_id, thread_id.upper(), None)
+        ids = [tx.add_message("t", "user", f"m{i}").id for i in range(3)]
+        tx.add_message("u", "user", "elsewhere")
+        return ids
+
+    ids = await store.write(seed)
+    assert await store.write(covered) == (0, 0, 0, 0)
+
+    def journal(tx: Tx) -> None:
+        tx.add_reflection("t", 0.5, "later window", [], ids[1], None)
+        tx.add_reflection("t", 0.5, "earlier window, written after", [], ids[0], None)
+        tx.add_profile("t", ["curious"], "calm", [], ids[2], None)
+
+    await store.write(journal)
+    assert await store.write(covered) == (ids[1], ids[2], 0, 0)
+    assert await store.last_reflected_message("t") == ids[1]
+
+
+async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    store = await SqliteStore.open(path, now=lambda: 5.0)
+
+    def start(tx: Tx) -> list[int | None]:
+        tx.create_thread("t", "T", None)
+        return [
+            tx.start_run("t", "reflection", "schedule", owner=owner)
+            for owner in (store.owner, "another-host:1", None)
+        ]
+
+    mine, other_host, nobody = await store.write(start)
+    assert await store.mark_interrupted() == 2  # this process's run is left alone
+    runs = {r.id: r for r in await store.history("t", limit=10)}
+    assert runs[mine].status == "running"
+    for run_id in (other_host, nobody):
+        assert run_id is not None
+        assert (runs[run_id].status, runs[run_id].reason) == ("interrupted", "process_died")
+        assert runs[run_id].finished_at == 5.0
+    await store.close()  # ends this process's run too
+    reopened = await SqliteStore.open(path, now=lambda: 6.0)
+    try:
+        assert mine is not None
+        run = await reopened.get_run(mine)
+        assert (run.status, run.reason, run.finished_at) == ("interrupted", "shutdown", 5.0)
+        assert await reopened.mark_interrupted() == 0
+    finally:
+        await reopened.close()

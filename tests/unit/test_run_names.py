@@ -9,17 +9,17 @@ from typing import get_args
 
 import pytest
 
-from ledger.actions import (
+from ledger.decisions import (
     CommentDecision,
     Decision,
     DecisionError,
     PostDecision,
     VoteDecision,
-    parse_reply,
     review,
 )
-from ledger.migrations import MIGRATIONS
 from ledger.records import Loop, Reason, RunStatus, Trigger
+from ledger.reply import parse_reply
+from ledger.storage.migrations import MIGRATIONS
 from loops.llm import ErrorReason
 
 APP_JS = Path(__file__).resolve().parents[2] / "static" / "app.js"

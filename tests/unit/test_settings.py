@@ -122,10 +122,11 @@ def test_cli_bounds_slow_and_idle_clients(
         def __init__(self, config: uvicorn.Config) -> None:
             configs.append(config)
 
-        def run(self) -> None:
-            return None
+    async def serve(server: NoServer) -> None:
+        return None
 
-    monkeypatch.setattr(app.sse, "Server", NoServer)
+    monkeypatch.setattr(uvicorn, "Server", NoServer)
+    monkeypatch.setattr(app.sse, "serve", serve)
     monkeypatch.setattr(loops.supervisor, "freeze_startup_heap", lambda: None)
     monkeypatch.setenv("HEARTBEAT_WORKSPACE", str(tmp_path))
     monkeypatch.delenv("LOG_LEVEL", raising=False)

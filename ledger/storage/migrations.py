@@ -1,4 +1,5 @@
-"""Numbered schema migrations, applied in order and recorded in ``PRAGMA user_version``.
+"""The SQLite schema: numbered migrations, applied in order and recorded in ``PRAGMA user_version``
+(by ``ledger.storage.engine.migrate``).
 
 Each entry is one migration; never edit a released one, append a new one instead.
 All times are stored as REAL POSIX seconds (UTC).

@@ -1,0 +1,352 @@
+"""The SQLite engine: one writer thread with group commit, a pool of readers, the migrations.
+
+Domain-free: it runs functions of a transaction object it is told how to make, and queries it
+is given; it knows no table.
+
+One long-lived connection writes. Every write is a plain function of a transaction object,
+handed to ``Engine.write``; it runs in that connection's thread, so a whole transaction costs
+one thread round trip, and writes arriving meanwhile share the next transaction (group commit),
+each in its own savepoint, so a failing write rolls back only itself. A batch holds at most
+``WRITE_BATCH`` writes; writes given with ``first=True`` go ahead of the queued ones. Each
+transaction opens with ``BEGIN IMMEDIATE`` (so a second process waits for the file lock instead
+of failing half-way) and is retried with backoff while another process holds the database
+locked. A few reader connections serve reads, which WAL lets run beside the writer; several
+queries can be read from one snapshot in one thread round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import aiosqlite
+
+from ledger.errors import Conflict, HeartbeatError, StorageBusy, StoreClosed
+
+log = logging.getLogger("heartbeat.ledger")
+
+WRITE_BATCH = 200  # writes per group-commit transaction at most
+READERS = 3  # reader connections: API reads do not queue behind the runs' context reads
+BUSY_ATTEMPTS = 8  # transactions tried while another process holds the write lock
+
+T = TypeVar("T")
+TxT = TypeVar("TxT")
+TxT_co = TypeVar("TxT_co", covariant=True)
+
+# A write and the future its caller awaits.
+_Pending = tuple[Callable[[Any], Any], asyncio.Future[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """A read: its SQL, its parameters and how its rows become records."""
+
+    sql: str
+    params: tuple[Any, ...]
+    build: Callable[[list[Any]], T]
+
+
+class SqlTx:
+    """What every transaction object holds: the writer's connection and the transaction's time.
+
+    Used only in the writer's thread, inside the transaction the engine opened.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        rows = self.conn.execute(sql, tuple(params)).fetchall()
+        return next(iter(rows), None)
+
+
+# -- the one use of aiosqlite's private insides -----------------------------------------------
+# aiosqlite's public API hands over one statement per thread round trip. To run a whole
+# transaction (or one snapshot's queries) in the connection's own thread, where its sqlite3
+# connection lives, ``in_thread`` uses ``Connection._execute`` and ``Connection._conn``. This is
+# why pyproject.toml pins aiosqlite below 0.23; tests/integration/test_engine.py fails with a
+# clear message if a release changes either.
+PRIVATE_API = ("_execute", "_conn")
+
+
+def check_aiosqlite() -> None:
+    """Raise a clear error if aiosqlite no longer has what ``in_thread`` relies on."""
+    execute = getattr(aiosqlite.Connection, "_execute", None)
+    missing = [name for name in PRIVATE_API if not hasattr(aiosqlite.Connection, name)]
+    if missing or not inspect.iscoroutinefunction(execute):
+        version = getattr(aiosqlite, "__version__", "?")
+        raise RuntimeError(
+            f"aiosqlite {version} changed Connection.{' and Connection.'.join(PRIVATE_API)},"
+            " which ledger/storage/engine.py (in_thread) uses to run a whole transaction in"
+            " the connection's thread; install the aiosqlite version pinned in pyproject.toml"
+        )
+
+
+def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+    """Run ``fn(sqlite3_connection, *args)`` in ``conn``'s own thread; one round trip."""
+    run = cast(Callable[..., Awaitable[T]], conn._execute)
+    return run(fn, conn._conn, *args)
+
+
+# -- in the writer's thread -------------------------------------------------------------------
+class _Locked(HeartbeatError, code="storage_locked"):
+    """BEGIN IMMEDIATE found the database locked by another process's writer."""
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    make_tx: Callable[[sqlite3.Connection, float], Any],
+    fns: list[Callable[[Any], Any]],
+    now: float,
+) -> list[tuple[bool, Any]]:
+    """Run ``fns`` in one transaction (in the writer's thread). Returns (ok, value) per fn."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_locked(exc):
+            raise _Locked() from exc
+        raise
+    tx = make_tx(conn, now)
+    out: list[tuple[bool, Any]] = []
+    try:
+        if len(fns) == 1:
+            try:
+                out.append((True, fns[0](tx)))
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                return [(False, exc)]
+        else:
+            for fn in fns:
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    out.append((True, fn(tx)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO one_write")
+                    out.append((False, exc))
+                conn.execute("RELEASE one_write")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+def _read_all(conn: sqlite3.Connection, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+    """Run ``queries`` in one read transaction (in a reader's thread)."""
+    conn.execute("BEGIN")
+    try:
+        return [conn.execute(q.sql, q.params).fetchall() for q in queries]
+    finally:
+        conn.execute("COMMIT")
+
+
+class Engine(Generic[TxT_co]):
+    """An open SQLite file: writes of ``TxT_co`` objects, reads of rows. See the module doc."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+        now: Callable[[], float],
+        make_tx: Callable[[sqlite3.Connection, float], TxT_co],
+    ) -> None:
+        self._w = writer
+        self._readers = readers
+        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._free.put_nowait(reader)
+        self._now = now
+        self._make_tx = make_tx
+        self._pending: deque[_Pending] = deque()
+        self._first: deque[_Pending] = deque()
+        self._pump: asyncio.Task[None] | None = None
+        self.busy_retries = 0
+        self.transactions = 0  # committed write transactions (each may hold several writes)
+        self.closed = False
+
+    def now(self) -> float:
+        return self._now()
+
+    async def close(self) -> None:
+        """Refuse new writes, finish the queued ones, then close every connection."""
+        self.closed = True
+        while self._pump is not None:
+            await asyncio.shield(self._pump)
+        for reader in self._readers:
+            await reader.close()
+        await self._w.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    async def write(self, fn: Callable[[TxT_co], T], *, first: bool = False) -> T:
+        """Run ``fn`` inside a write transaction in the writer's thread and return its result.
+
+        ``fn`` must not block on anything but SQLite. It commits with the other writes of its
+        batch; if it raises, its own changes are rolled back and the exception is raised here.
+        A write with ``first`` goes ahead of the queued ones.
+        """
+        if self.closed:
+            raise StoreClosed()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        (self._first if first else self._pending).append((fn, fut))
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._pump_writes(), name="store-writer")
+        return await fut
+
+    async def _pump_writes(self) -> None:
+        try:
+            while self._first or self._pending:
+                # A bounded batch (resolving it wakes its callers in one loop iteration). A
+                # write whose caller was cancelled before its batch started is not made.
+                batch: list[_Pending] = []
+                for queue in (self._first, self._pending):
+                    while queue and len(batch) < WRITE_BATCH:
+                        fn, fut = queue.popleft()
+                        if not fut.done():
+                            batch.append((fn, fut))
+                if not batch:
+                    continue
+                try:
+                    results = await self._commit([fn for fn, _ in batch])
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled: the batch may or may not have committed
+                    for _, fut in batch:
+                        fut.cancel()
+                    raise
+                for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._pump = None
+            for queue in (self._first, self._pending):  # only when the pump was cancelled
+                while queue:
+                    queue.popleft()[1].cancel()
+
+    async def _commit(
+        self, fns: list[Callable[[Any], Any]], *, attempts: int = BUSY_ATTEMPTS
+    ) -> list[tuple[bool, Any]]:
+        """One transaction for ``fns``; waits with backoff while another process writes."""
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                results = await in_thread(self._w, _apply, self._make_tx, fns, self._now())
+            except _Locked as exc:
+                if attempt == attempts:
+                    raise StorageBusy() from exc.__cause__
+                self.busy_retries += 1
+                log.warning("database locked by another writer; retry %d", attempt)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            self.transactions += 1
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading ----------------------------------------------------------------------------
+    # One statement at a time per reader connection: overlapping statements would keep its
+    # read transaction (its WAL snapshot) open, and later reads would miss commits made since.
+    async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        reader = await self._free.get()
+        try:
+            # execute and fetch in one thread round trip, so the cursor (and snapshot) closes
+            return list(await reader.execute_fetchall(sql, tuple(params)))
+        finally:
+            self._free.put_nowait(reader)
+
+    async def row(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return next(iter(await self.rows(sql, params)), None)
+
+    async def fetch(self, query: Query[T]) -> T:
+        return query.build(await self.rows(query.sql, query.params))
+
+    async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
+        """Several queries in one read transaction (one snapshot), one thread round trip."""
+        reader = await self._free.get()
+        try:
+            results = await in_thread(reader, _read_all, queries)
+        finally:
+            self._free.put_nowait(reader)
+        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
+
+
+async def open_engine(
+    path: Path,
+    *,
+    now: Callable[[], float],
+    make_tx: Callable[[sqlite3.Connection, float], TxT],
+    migrations: Sequence[str],
+    readers: int = READERS,
+) -> Engine[TxT]:
+    """Open (creating if need be) and migrate the file; a writer and ``readers`` readers."""
+    check_aiosqlite()
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    writer = await aiosqlite.connect(str(path), isolation_level=None)
+    opened: list[aiosqlite.Connection] = []
+    try:
+        await writer.execute("PRAGMA busy_timeout = 2000")
+        await writer.execute("PRAGMA journal_mode = WAL")
+        await writer.execute("PRAGMA synchronous = NORMAL")
+        await writer.execute("PRAGMA foreign_keys = ON")
+        await migrate(writer, migrations)
+        for _ in range(max(1, readers)):
+            reader = await aiosqlite.connect(str(path), isolation_level=None)
+            opened.append(reader)
+            await reader.execute("PRAGMA busy_timeout = 2000")
+            await reader.execute("PRAGMA query_only = ON")
+    except BaseException:
+        for conn in opened:
+            await conn.close()
+        await writer.close()
+        raise
+    return Engine(writer, opened, now, make_tx)
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
+    """Apply the migrations past ``PRAGMA user_version``, in order, recording each one there.
+
+    Safe when two processes start on one file at once (``BEGIN IMMEDIATE``). A file whose
+    version is newer than ``migrations`` knows is refused.
+    """
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > len(migrations):
+            raise Conflict(
+                f"database schema version {current} is newer than this program knows"
+                f" ({len(migrations)}); upgrade heartbeat"
+            )
+        for version, script in enumerate(migrations[current:], start=current + 1):
+            log.info("applying database migration %d", version)
+            for statement in script.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version:d}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,239 @@
+"""Runs, the history of every loop's work: rows, writes, reads, and the runs cut short.
+
+A run is inserted ``running`` (owned by its process, see ``ledger.storage.identity``) and later
+finished with its outcome; a slot's run is unique per (thread, loop, slot). Runs whose process
+stopped are marked ``interrupted``: on shutdown by the process itself, after a crash by the next
+start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.errors import NotFound
+from ledger.records import Reason, Run, RunOutcome, RunStatus
+from ledger.storage.columns import dumps, loads_dict, loads_list
+from ledger.storage.engine import Engine, Query, SqlTx
+from ledger.storage.identity import owner_alive
+
+log = logging.getLogger("heartbeat.ledger")
+
+INTERRUPTED_ERROR = "the service stopped while this run was in flight"
+
+_COLS = (
+    "id, thread_id, loop, trigger, slot, status, reason, model, action, decision_json, "
+    "executed_json, summary, dry_run, error, prompt_tokens, completion_tokens, llm_ms, "
+    "started_at, finished_at"
+)
+_INTERRUPT = (
+    "UPDATE runs SET status = 'interrupted', reason = ?, error = ?, finished_at = ?"
+    " WHERE status = 'running'"
+)
+
+
+def _run(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        thread_id=row[1],
+        loop=row[2],
+        trigger=row[3],
+        slot=row[4],
+        status=row[5],
+        reason=row[6],
+        model=row[7],
+        action=row[8],
+        decision=loads_dict(row[9]),
+        executed=loads_list(row[10]),
+        summary=row[11],
+        dry_run=bool(row[12]),
+        error=row[13],
+        prompt_tokens=row[14],
+        completion_tokens=row[15],
+        llm_ms=row[16],
+        started_at=row[17],
+        finished_at=row[18],
+    )
+
+
+def recent_actions_query(thread_id: str, limit: int) -> Query[list[Run]]:
+    """A thread's newest ``limit`` heartbeat runs that acted (``ok`` or ``dry_run``)."""
+    return Query(
+        f"SELECT {_COLS} FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
+        " AND status IN ('ok', 'dry_run') ORDER BY id DESC LIMIT ?",
+        (thread_id, limit),
+        lambda rows: [_run(r) for r in rows],
+    )
+
+
+class Writes(SqlTx):
+    """The run writes of a transaction (see ``ledger.storage.interface.RunWrites``)."""
+
+    def start_run(
+        self,
+        thread_id: str,
+        loop: str,
+        trigger: str,
+        *,
+        slot: float | None = None,
+        model: str | None = None,
+        dry_run: bool = False,
+        owner: str | None = None,
+    ) -> int | None:
+        cur = self.conn.execute(
+            "INSERT INTO runs (thread_id, loop, trigger, slot, status, model, dry_run,"
+            " started_at, owner) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+            " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
+            (thread_id, loop, trigger, slot, model, int(dry_run), self.now, owner),
+        )
+        if cur.rowcount != 1:
+            return None
+        return cur.lastrowid
+
+    def record_run(
+        self,
+        thread_id: str,
+        loop: str,
+        trigger: str,
+        outcome: RunOutcome,
+        *,
+        slot: float | None = None,
+        dry_run: bool = False,
+    ) -> int | None:
+        cur = self.conn.execute(
+            "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
+            " summary, dry_run, error, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
+            (
+                thread_id,
+                loop,
+                trigger,
+                slot,
+                outcome.status,
+                outcome.reason,
+                outcome.model,
+                outcome.action,
+                outcome.summary,
+                int(dry_run),
+                outcome.error,
+                self.now,
+                self.now,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
+        row = self._one(
+            "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
+            " decision_json = ?, executed_json = ?, summary = ?, error = ?, prompt_tokens = ?,"
+            " completion_tokens = ?, llm_ms = ?, finished_at = ? WHERE id = ?"
+            f" RETURNING {_COLS}",
+            (
+                outcome.status,
+                outcome.reason,
+                outcome.model,
+                outcome.action,
+                dumps(outcome.decision),
+                dumps(outcome.executed),
+                outcome.summary,
+                outcome.error,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                outcome.llm_ms,
+                self.now,
+                run_id,
+            ),
+        )
+        if row is None:
+            raise NotFound("run", str(run_id))
+        return _run(row)
+
+    def interrupt_dead_runs(self, run_ids: Sequence[int]) -> None:
+        """Mark these ``running`` rows, whose process died, ``interrupted``."""
+        self.conn.executemany(
+            f"{_INTERRUPT} AND id = ?",
+            [("process_died", INTERRUPTED_ERROR, self.now, run_id) for run_id in run_ids],
+        )
+
+    def interrupt_own_runs(self, owner: str) -> None:
+        """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``."""
+        self.conn.execute(
+            f"{_INTERRUPT} AND owner = ?", ("shutdown", INTERRUPTED_ERROR, self.now, owner)
+        )
+
+
+class Reads:
+    """The run reads of the store, and recording runs cut short (see ``RunReads``)."""
+
+    _db: Engine[Writes]
+
+    async def get_run(self, run_id: int) -> Run:
+        row = await self._db.row(f"SELECT {_COLS} FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise NotFound("run", str(run_id))
+        return _run(row)
+
+    async def history(
+        self,
+        thread_id: str,
+        *,
+        limit: int = 20,
+        before: int | None = None,
+        loop: str | None = None,
+    ) -> list[Run]:
+        rows = await self._db.rows(
+            f"SELECT {_COLS} FROM runs WHERE thread_id = ? AND id < ?"
+            " AND (? IS NULL OR loop = ?) ORDER BY id DESC LIMIT ?",
+            (thread_id, before if before is not None else 2**62, loop, loop, limit),
+        )
+        return [_run(r) for r in rows]
+
+    async def runs_finished_after(
+        self, last_id: int, *, thread_id: str | None = None, limit: int = 500
+    ) -> list[Run]:
+        row = await self._db.row("SELECT finished_at FROM runs WHERE id = ?", (last_id,))
+        since = row[0] if row and row[0] is not None else None
+        rows = await self._db.rows(
+            f"SELECT {_COLS} FROM runs WHERE status != 'running'"
+            " AND (id > ? OR (? IS NOT NULL AND finished_at > ?))"
+            " AND (? IS NULL OR thread_id = ?) ORDER BY finished_at, id LIMIT ?",
+            (last_id, since, since, thread_id, thread_id, limit),
+        )
+        return [_run(r) for r in rows if r[0] != last_id]
+
+    async def running_runs(self) -> list[Run]:
+        rows = await self._db.rows(f"SELECT {_COLS} FROM runs WHERE status = 'running'")
+        return [_run(r) for r in rows]
+
+    async def recent_actions(self, thread_id: str, *, limit: int = 5) -> list[Run]:
+        return await self._db.fetch(recent_actions_query(thread_id, limit))
+
+    async def count_runs(self, *, status: str | None = None) -> int:
+        row = await self._db.row(
+            "SELECT COUNT(*) FROM runs WHERE (? IS NULL OR status = ?)", (status, status)
+        )
+        return int(row[0])
+
+    async def interrupt_run(self, run_id: int, model: str | None) -> None:
+        if self._db.closed:
+            return
+        outcome = RunOutcome(
+            status=RunStatus.INTERRUPTED,
+            reason=Reason.SHUTDOWN,
+            model=model,
+            error=INTERRUPTED_ERROR,
+        )
+        try:
+            await self._db.write(lambda tx: tx.finish_run(run_id, outcome))
+        except Exception:
+            if not self._db.closed:
+                log.exception("could not record interrupted run %d", run_id)
+
+    async def mark_interrupted(self) -> int:
+        rows = await self._db.rows("SELECT id, owner FROM runs WHERE status = 'running'")
+        dead = [r[0] for r in rows if not owner_alive(r[1])]
+        if dead:
+            await self._db.write(lambda tx: tx.interrupt_dead_runs(dead))
+        return len(dead)
