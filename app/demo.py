@@ -20,7 +20,7 @@ from loops.workspace import write_instructions
 
 __all__ = ["DEMO_HEARTBEAT_MD", "DEMO_MESSAGES", "DEMO_POSTS", "is_new_database", "seed_demo"]
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 THREAD = "default"
 EVERY_SECONDS = 1800

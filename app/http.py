@@ -18,7 +18,7 @@ from starlette.responses import Response
 from ledger.errors import HeartbeatError, NotFound
 from ledger.limits import POST_ID_MAX, THREAD_ID_MAX, Page
 
-log = logging.getLogger("heartbeat.http")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 THREAD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}")  # fullmatch
 POST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}")  # fullmatch

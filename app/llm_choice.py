@@ -26,7 +26,7 @@ from loops.llm.embedded import EmbeddedProvider, is_embedded_model_name
 
 __all__ = ["choose_provider", "default_model", "embedded_model_setting"]
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 
 def embedded_model_setting(settings: Settings) -> str | None:

@@ -27,7 +27,7 @@ from ledger.records import Loop
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 

@@ -27,7 +27,7 @@ from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 SHUTDOWN_GRACE = 10.0
 

@@ -41,7 +41,7 @@ from app.service import Service
 from ledger.records import Run, run_to_dict
 from loops.events import Closed, Event, Overflowed, Subscription
 
-log = logging.getLogger("heartbeat.sse")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 PING_SECONDS = 15.0
 QUEUE_SIZE = 512

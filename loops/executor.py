@@ -50,7 +50,7 @@ from loops.prompt import Context, PostView, build_messages, describe_actions, fo
 from loops.scheduler import skipped_overlap
 from loops.workspace import InstructionsFile
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 TOKEN_FLUSH_SECONDS = 0.1
 # A reply that is not JSON at all is worth one more try.

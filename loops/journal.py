@@ -61,7 +61,7 @@ from loops.supervisor import LoopKind, LoopState, interval_body
 
 __all__ = ["BATCH", "JOURNAL_LOOPS", "JournalLoops", "journal_kinds"]
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 JOURNAL_LOOPS: Final = (Loop.REFLECTION, Loop.PERSONALITY, Loop.SELF_REPLY)
 BATCH: Final = 50

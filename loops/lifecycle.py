@@ -42,7 +42,7 @@ from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
 
 __all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 C = TypeVar("C")  # the loop's own settings of a run (the heartbeat: the thread's config)
 P = TypeVar("P")  # what the precheck hands on to the ask step

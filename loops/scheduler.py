@@ -23,7 +23,7 @@ from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 CLAIM_BATCH = 200
 START_CHUNK = 100

@@ -19,7 +19,7 @@ from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
 
-log = logging.getLogger("heartbeat")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 JUMP_TOLERANCE = 5.0
 JUMP_CHECK_SECONDS = 60.0

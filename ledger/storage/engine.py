@@ -31,7 +31,7 @@ import aiosqlite
 
 from ledger.errors import Conflict, HeartbeatError, StorageBusy, StoreClosed
 
-log = logging.getLogger("heartbeat.ledger")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 WRITE_BATCH = 200  # writes per group-commit transaction at most
 READERS = 3  # reader connections: API reads do not queue behind the runs' context reads

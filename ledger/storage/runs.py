@@ -18,7 +18,7 @@ from ledger.storage.columns import dumps, loads_dict, loads_list
 from ledger.storage.engine import Engine, Query, SqlTx
 from ledger.storage.identity import owner_alive
 
-log = logging.getLogger("heartbeat.ledger")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 INTERRUPTED_ERROR = "the service stopped while this run was in flight"
 

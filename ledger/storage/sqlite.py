@@ -23,7 +23,7 @@ from ledger.storage.interface import Storage, Tx
 from ledger.storage.messages import contradictions_query, messages_query
 from ledger.storage.migrations import MIGRATIONS
 
-log = logging.getLogger("heartbeat.ledger")
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 T = TypeVar("T")
 

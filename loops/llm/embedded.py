@@ -50,7 +50,7 @@ __all__ = [
     "model_cache_dir",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 
 # --- where the models are ---------------------------------------------------------------------

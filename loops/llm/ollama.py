@@ -27,7 +27,7 @@ __all__ = [
     "parse_ollama_host",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DEFAULT_PORT = 11434

@@ -62,7 +62,7 @@ __all__ = [
     "parse_schema_form",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 SchemaForm = Literal["auto", "json_schema", "json_object", "none"]
 SCHEMA_FORMS: tuple[SchemaForm, ...] = ("auto", "json_schema", "json_object", "none")

@@ -25,7 +25,7 @@ from .base import ChatResult, LLMError
 
 __all__ = ["RetryPolicy", "close_lines", "drain_lines", "next_line", "run_with_retries"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"heartbeat.{__name__}")
 
 
 @dataclass(frozen=True, slots=True)

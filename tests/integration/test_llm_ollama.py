@@ -587,10 +587,10 @@ async def test_health_of_a_server_that_is_not_ollama(
 async def test_base_url_is_resolved_and_logged_once(
     caplog: pytest.LogCaptureFixture, make_provider: MakeProvider
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="loops.llm.ollama"):
+    with caplog.at_level(logging.INFO, logger="heartbeat.loops.llm.ollama"):
         provider = make_provider(":56789/")
     assert provider.base_url == "http://127.0.0.1:56789"
-    logged = [r.getMessage() for r in caplog.records if r.name == "loops.llm.ollama"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "heartbeat.loops.llm.ollama"]
     assert logged == ["LLM provider ollama at http://127.0.0.1:56789"]
 
 

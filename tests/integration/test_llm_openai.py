@@ -454,7 +454,7 @@ def logged(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "loops.llm.openai" and words in r.getMessage()
+        if r.name == "heartbeat.loops.llm.openai" and words in r.getMessage()
     ]
 
 
@@ -476,7 +476,7 @@ FASTAPI_422 = openai_status(
 async def test_auto_falls_back_to_json_object_on_llama_cpp_python_and_remembers(
     make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="loops.llm.openai")
+    caplog.set_level(logging.INFO, logger="heartbeat.loops.llm.openai")
     async with FakeLLMServer("openai", default_reply=llama_cpp_python_server()) as fake:
         url = fake.api_url
         provider = make_provider(url)
@@ -592,7 +592,7 @@ async def test_a_retry_keeps_the_form_found_so_far(
 async def test_concurrent_calls_settle_on_one_form_and_say_so_once(
     make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="loops.llm.openai")
+    caplog.set_level(logging.INFO, logger="heartbeat.loops.llm.openai")
     async with FakeLLMServer(
         "openai", default_reply=llama_cpp_python_server(openai_ok(delay=0.05))
     ) as fake:
