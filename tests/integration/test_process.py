@@ -60,7 +60,14 @@ def fake_ollama(delay: float = 0.0, reply: dict[str, Any] = POST) -> Iterator[st
 
 
 class Service:
-    def __init__(self, workspace: Path, ollama: str, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        ollama: str,
+        port: int | None = None,
+        wrap: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workspace / f"service-{self.port}-{time.monotonic_ns()}.log"
@@ -74,7 +81,7 @@ class Service:
         }
         with self.log.open("w") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+                [*wrap, sys.executable, "-m", "app", "serve", "--port", str(self.port)],
                 cwd=ROOT,
                 env=full_env,
                 stdout=fh,
@@ -95,6 +102,14 @@ class Service:
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def kill_child(self) -> None:
+        """kill -9 the service run under a wrapper (its only child); the wrapper then exits."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:
@@ -207,3 +222,46 @@ def test_two_processes_on_one_database_never_run_a_slot_twice(workspace: Path) -
     assert all(expected - 1 <= n <= expected + 1 for n in per_thread.values()), per_thread
     both = {r[0] for r in db_rows(db, "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL")}
     assert len(both) == 2, "both processes should have claimed slots"
+
+
+def _pid_namespace_works() -> bool:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [*PID1, "sh", "-c", "echo $$"], capture_output=True, text=True, timeout=10
+        )
+        return out.returncode == 0 and out.stdout.strip() == "1"
+    return False
+
+
+PID1 = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not _pid_namespace_works(), reason="needs unshare of a PID namespace (root)")
+def test_sigkill_of_pid_1_then_restart_as_pid_1_interrupts_the_run(workspace: Path) -> None:
+    """In a container the service is PID 1 at every start: the restart must still see that
+    the killed start's run is dead."""
+    db = workspace / ".heartbeat" / "heartbeat.db"
+    with fake_ollama(delay=60) as slow:
+        svc = Service(workspace, slow, wrap=PID1)
+
+        def run_now_until_killed() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                svc.post("/api/threads/default/heartbeat/run-now", timeout=90)
+
+        hung = threading.Thread(target=run_now_until_killed, daemon=True)
+        hung.start()
+        deadline = time.monotonic() + 20
+        while not (running := db_rows(db, "SELECT owner FROM runs WHERE status='running'")):
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        assert running[0][0].split(":")[1] == "1"  # owned by PID 1
+        svc.kill_child()
+
+        svc = Service(workspace, slow, wrap=PID1)
+        try:
+            rows = db_rows(db, "SELECT status, reason, finished_at FROM runs ORDER BY id")
+            assert [(r[0], r[1]) for r in rows] == [("interrupted", "process_died")]
+            assert rows[0][2] is not None
+        finally:
+            svc.stop()
