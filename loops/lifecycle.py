@@ -18,8 +18,11 @@ reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run
 error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
 refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
 ``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
-shielded from the cancellation. Every outcome is recorded with the run's model, and with the
-time and the token counts of its LLM calls when it made any.
+shielded from the cancellation. The finishing transaction is never given up for a lock another
+process holds: it is tried again, each wait logged, until it commits (the run's caller waits
+with it); only shutdown cuts that short, and the outcome, decision included, is then logged
+whole (the next start marks the row ``interrupted``). Every outcome is recorded with the run's
+model, and with the time and the token counts of its LLM calls when it made any.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError
+from ledger.errors import HeartbeatError, StorageBusy, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.storage.interface import Storage, Tx
 from loops.events import EventBus
@@ -43,6 +46,9 @@ from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
 __all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
 
 log = logging.getLogger("heartbeat")
+
+FINISH_RETRY_FIRST = 1.0  # seconds before the finishing write is tried again after a lock
+FINISH_RETRY_MAX = 10.0  # the longest wait between two tries
 
 C = TypeVar("C")  # the loop's own settings of a run (the heartbeat: the thread's config)
 P = TypeVar("P")  # what the precheck hands on to the ask step
@@ -251,7 +257,7 @@ class Lifecycle:
         row alone, with the failure's outcome), then ``run_finished`` and the work's last step."""
         finish = Finish(chat.stamp(finish.outcome, plan.model), finish.effect)
         try:
-            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+            row = await self._commit(plan, work, finish)
         except Exception as exc:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
@@ -263,10 +269,49 @@ class Lifecycle:
                 )
                 refused = _crashed(exc)
             finish = Finish(chat.stamp(refused, plan.model))
-            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+            row = await self._commit(plan, work, finish)
         self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
         await work.finished(plan, row, finish)
         return row
+
+    async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
+        """The finishing transaction, tried again for as long as another process holds the
+        database locked (each wait logged): the outcome is never dropped for a lock. Cut short
+        only by shutdown; the outcome is then logged whole, decision included."""
+        tag, waited, delay = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST
+        try:
+            while True:
+                try:
+                    row = await self.store.write(partial(_finish_tx, plan, work, finish))
+                except StorageBusy:
+                    log.warning(
+                        "[%s] run %d for thread %s waits for the database lock to record its"
+                        " %s outcome (%.0f s so far, next try in %.0f s)",
+                        tag,
+                        plan.id,
+                        plan.thread_id,
+                        finish.outcome.status,
+                        waited,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    waited += delay
+                    delay = min(delay * 2, FINISH_RETRY_MAX)
+                    continue
+                if waited:
+                    log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
+                return row
+        except (asyncio.CancelledError, StoreClosed):
+            if waited:
+                log.error(
+                    "[%s] run %d for thread %s stopped before the database lock freed; its"
+                    " outcome was not recorded: %s",
+                    tag,
+                    plan.id,
+                    plan.thread_id,
+                    msgspec.json.encode(finish.outcome).decode(),
+                )
+            raise
 
     async def _settle(
         self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, tag: str

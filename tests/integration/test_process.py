@@ -129,6 +129,26 @@ def db_rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def run_now_in_background(
+    svc: Service, db: Path, timeout: float = 90
+) -> tuple[threading.Thread, list[httpx.Response], str]:
+    """Start a run-now in a thread and wait until its row is ``running``. Returns the thread,
+    the list its answer lands in (empty if the call failed) and the row's owner."""
+    answers: list[httpx.Response] = []
+
+    def call() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            answers.append(svc.post("/api/threads/default/heartbeat/run-now", timeout=timeout))
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    deadline = time.monotonic() + 20
+    while not (running := db_rows(db, "SELECT owner FROM runs WHERE status='running'")):
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    return caller, answers, str(running[0][0])
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
@@ -155,16 +175,7 @@ def test_sigkill_mid_run_then_restart(workspace: Path) -> None:
     with fake_ollama(delay=60) as slow:
         svc = Service(workspace, slow)
 
-        def run_now_until_killed() -> None:
-            with contextlib.suppress(httpx.HTTPError):
-                svc.post("/api/threads/default/heartbeat/run-now", timeout=90)
-
-        hung = threading.Thread(target=run_now_until_killed, daemon=True)
-        hung.start()
-        deadline = time.monotonic() + 20
-        while not db_rows(db, "SELECT id FROM runs WHERE status='running'"):
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
+        run_now_in_background(svc, db)
         svc.kill()
 
         svc = Service(workspace, slow)
@@ -245,17 +256,8 @@ def test_sigkill_of_pid_1_then_restart_as_pid_1_interrupts_the_run(workspace: Pa
     with fake_ollama(delay=60) as slow:
         svc = Service(workspace, slow, wrap=PID1)
 
-        def run_now_until_killed() -> None:
-            with contextlib.suppress(httpx.HTTPError):
-                svc.post("/api/threads/default/heartbeat/run-now", timeout=90)
-
-        hung = threading.Thread(target=run_now_until_killed, daemon=True)
-        hung.start()
-        deadline = time.monotonic() + 20
-        while not (running := db_rows(db, "SELECT owner FROM runs WHERE status='running'")):
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
-        assert running[0][0].split(":")[1] == "1"  # owned by PID 1
+        _, _, owner = run_now_in_background(svc, db)
+        assert owner.split(":")[1] == "1"  # owned by PID 1
         svc.kill_child()
 
         svc = Service(workspace, slow, wrap=PID1)
@@ -263,5 +265,35 @@ def test_sigkill_of_pid_1_then_restart_as_pid_1_interrupts_the_run(workspace: Pa
             rows = db_rows(db, "SELECT status, reason, finished_at FROM runs ORDER BY id")
             assert [(r[0], r[1]) for r in rows] == [("interrupted", "process_died")]
             assert rows[0][2] is not None
+        finally:
+            svc.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_run_outlasting_a_foreign_lock_is_recorded_when_the_lock_frees(workspace: Path) -> None:
+    """Another process holds the write lock past the engine's retry window while a run-now is
+    in flight: the run waits, logs its waits, and ends ``ok`` with its post once the lock frees."""
+    db = workspace / ".heartbeat" / "heartbeat.db"
+    with fake_ollama(delay=2) as slow:
+        svc = Service(workspace, slow)
+        try:
+            caller, answers, _ = run_now_in_background(svc, db, timeout=120)
+            holder = sqlite3.connect(db, timeout=10, isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                time.sleep(35)  # the engine gives up on one transaction well before this
+                assert db_rows(db, "SELECT status FROM runs") == [("running",)]
+                holder.execute("COMMIT")
+            finally:
+                holder.close()
+            caller.join(60)
+            assert answers and answers[0].status_code == 200, answers
+            assert answers[0].json()["status"] == "ok"
+            rows = db_rows(db, "SELECT status, finished_at FROM runs")
+            assert rows[0][0] == "ok" and rows[0][1] is not None
+            assert db_rows(db, "SELECT title FROM ledger_posts") == [("Digest",)]
+            logged = svc.log.read_text()
+            assert "waits for the database lock to record its ok outcome" in logged
+            assert "recorded after the database lock freed" in logged
         finally:
             svc.stop()
