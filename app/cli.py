@@ -9,6 +9,7 @@ import logging
 import sys
 
 from app.settings import Settings, SettingsError
+from ledger.storage.engine import unwritable
 
 KEEP_ALIVE_SECONDS = 75
 MAX_CONNECTIONS = 1000
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    cause = unwritable(settings.db_path)
+    if cause is not None:
+        print(f"heartbeat: cannot write the database {settings.db_path}: {cause}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     OVERLAP = "overlap"  # skipped: the thread's previous run was still going
     MISSED = "missed"  # skipped: slots missed while down, coalesced into one catch-up
     EMPTY_INSTRUCTIONS = "empty_instructions"  # skipped: HEARTBEAT.md holds no instructions
+    UNUSABLE_INSTRUCTIONS = "unusable_instructions"  # failed: HEARTBEAT.md cannot be used
     DUPLICATE = "duplicate"  # skipped: another run already stored the same journal result
     SHUTDOWN = "shutdown"  # interrupted: the service stopped
     PROCESS_DIED = "process_died"  # interrupted: found running after a crash

@@ -48,7 +48,7 @@ from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
 from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
 from loops.scheduler import skipped_overlap
-from loops.workspace import InstructionsFile
+from loops.workspace import InstructionsFile, InstructionsUnusable
 
 log = logging.getLogger("heartbeat")
 
@@ -245,7 +245,14 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
             run.id,
             run.trigger,
         )
-        found = await self._instructions_file.read()
+        try:
+            found = await self._instructions_file.read()
+        except InstructionsUnusable as err:
+            log.warning("[HEARTBEAT] thread %s not run: %s", run.thread_id, err.message)
+            outcome = RunOutcome(
+                status=RunStatus.FAILED, reason=Reason.UNUSABLE_INSTRUCTIONS, error=err.message
+            )
+            raise EndRun(outcome) from err
         instructions = _parsed(found[0] if found else "")
         if found is not None and instructions.is_empty:
             log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", run.thread_id)
