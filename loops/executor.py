@@ -40,6 +40,7 @@ from ledger.decisions import (
 )
 from ledger.errors import Conflict, NotFound
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.redact import redact
 from ledger.reply import parse_reply
 from ledger.storage.interface import AGENT, Storage, Tx
 from loops.clock import Clock
@@ -458,8 +459,13 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         try:
             resp = await self.http.post(url, json=body, timeout=10.0)
             resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
+        except httpx.HTTPError as exc:  # the webhook's URL is its secret: only its host shown
+            log.warning(
+                "[HEARTBEAT] channel webhook at %s failed for run %s: %s",
+                httpx.URL(url).host,
+                view["run_id"],
+                redact(str(exc), [url]),
+            )
 
 
 @functools.lru_cache(maxsize=4)

@@ -39,6 +39,7 @@ import msgspec
 
 from ledger.errors import HeartbeatError, StorageBusy, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.redact import redact
 from ledger.storage.interface import Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
@@ -185,9 +186,8 @@ def _failed(reason: Reason, error: str) -> Finish[E]:
 
 
 def _crashed(exc: BaseException) -> RunOutcome:
-    return RunOutcome(
-        status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=f"{type(exc).__name__}: {exc}"
-    )
+    error = redact(f"{type(exc).__name__}: {exc}")
+    return RunOutcome(status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=error)
 
 
 def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
@@ -334,5 +334,6 @@ class Lifecycle:
         except EndRun as end:
             return Finish(end.outcome)
         except LLMError as err:
-            log.warning("%s LLM call failed for thread %s: %s", tag, plan.thread_id, err.message)
-            return _failed(Reason(err.reason), err.message)
+            message = redact(err.message)  # it may quote the server's URL, credentials too
+            log.warning("%s LLM call failed for thread %s: %s", tag, plan.thread_id, message)
+            return _failed(Reason(err.reason), message)

@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def fake_ollama(delay: float = 0.0, reply: dict[str, Any] = POST) -> Iterator[str]:
+def fake_ollama(
+    delay: float = 0.0, reply: dict[str, Any] = POST, protocol: str = "ollama"
+) -> Iterator[str]:
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.fakes.llm_servers",
             "--protocol",
-            "ollama",
+            protocol,
             "--delay",
             str(delay),
             "--reply-json",
@@ -92,7 +94,10 @@ class Service:
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited: {self.log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/api/heartbeat/status", timeout=1).status_code == 200:
+                token = env.get("HEARTBEAT_API_TOKEN")
+                auth = {"Authorization": f"Bearer {token}"} if token else {}
+                ready = httpx.get(f"{self.url}/api/heartbeat/status", headers=auth, timeout=1)
+                if ready.status_code == 200:
                     return
             time.sleep(0.1)
         raise AssertionError(f"service did not start: {self.log.read_text()}")
@@ -297,3 +302,58 @@ def test_a_run_outlasting_a_foreign_lock_is_recorded_when_the_lock_frees(workspa
             assert "recorded after the database lock freed" in logged
         finally:
             svc.stop()
+
+
+@pytest.mark.timeout(300)
+def test_secrets_stay_out_of_logs_and_open_endpoints(workspace: Path) -> None:
+    """The API token (the event stream's ?token=), the LLM URL's credentials and a webhook's
+    URL appear neither in the log nor in /healthz, status or a run's error."""
+    token, password = "tok-5ecret-123", "pa55word-xyz"
+    auth = {"Authorization": f"Bearer {token}"}
+    shown: list[str] = []
+
+    def serve(llm: str, **env: str) -> Service:
+        return Service(
+            workspace,
+            "http://127.0.0.1:9",
+            HEARTBEAT_API_TOKEN=token,
+            HEARTBEAT_LLM_PROVIDER="openai",
+            HEARTBEAT_LLM_BASE_URL=llm.replace("http://", f"http://admin:{password}@") + "/v1",
+            **env,
+        )
+
+    def call(svc: Service, method: str, path: str, **kw: Any) -> httpx.Response:
+        r = httpx.request(method, f"{svc.url}{path}", headers=auth, timeout=60, **kw)
+        shown.append(r.text)
+        return r
+
+    with fake_ollama(protocol="openai") as llm:
+        hook = f"{llm}/hooks/T0/hook-s3cret"  # answers 404: the webhook fails
+        svc = serve(llm, HEARTBEAT_CHANNELS=json.dumps({"ops": hook}))
+        try:
+            url = f"{svc.url}/api/heartbeat/events?token={token}&tokens=0"
+            with httpx.stream("GET", url, timeout=10) as stream:
+                assert stream.status_code == 200
+            health = httpx.get(f"{svc.url}/healthz", timeout=10).text
+            status = call(svc, "GET", "/api/heartbeat/status").text
+            cfg = {"every": 600, "target": "ops"}
+            r = call(svc, "POST", "/api/threads/default/heartbeat/config", json=cfg)
+            assert r.status_code == 200, r.text
+            ok = call(svc, "POST", "/api/threads/default/heartbeat/run-now").json()
+            assert ok["status"] == "ok", ok
+            time.sleep(1)  # the webhook's failure is logged after the run
+        finally:
+            svc.stop()
+    logged = svc.log.read_text()
+    svc = serve(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    try:
+        failed = call(svc, "POST", "/api/threads/default/heartbeat/run-now").json()
+    finally:
+        svc.stop()
+    logged += svc.log.read_text()
+    assert "/api/heartbeat/events?token=***" in logged  # the access log line, redacted
+    assert "channel webhook at 127.0.0.1 failed" in logged
+    assert failed["status"] == "failed" and "***@127.0.0.1" in failed["error"], failed
+    assert "***@127.0.0.1" in health and "***@127.0.0.1" in status
+    for text in (health, *shown, logged):
+        assert token not in text and password not in text and "hook-s3cret" not in text
