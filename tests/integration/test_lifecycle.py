@@ -7,6 +7,7 @@ journal is built on the service's own store, bus and LLM limiter.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import NotFound
+from ledger.errors import NotFound, StorageBusy
 from ledger.records import Loop, Run
 from ledger.storage.interface import Tx
+from loops import lifecycle
 from loops.journal import JournalLoops
 from loops.llm import OllamaProvider
 from tests.conftest import AppFactory, Running
@@ -143,6 +145,34 @@ async def test_cancelling_a_run_during_the_chat_records_it_interrupted(
     assert events == ["run_started"]  # an interrupted run is not published as finished
     assert r.api.service.executor.in_flight == {}
     await r.capacity_free()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_finishing_write_that_meets_a_foreign_lock_waits_and_is_recorded(
+    rig: RigFactory, kind: Loop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lifecycle, "FINISH_RETRY_FIRST", 0.01)
+    r = await rig()
+    store = r.api.service.store
+    r.ollama.enqueue(r.reply(kind))
+    busy = [3]  # the engine gives up three times: another process holds the lock
+    real_write = store.write
+
+    def write(fn: Callable[[Tx], Any], *, first: bool = False) -> Any:
+        if busy[0] and isinstance(fn, functools.partial):  # the finishing write
+            busy[0] -= 1
+            raise StorageBusy()
+        return real_write(fn, first=first)
+
+    monkeypatch.setattr(store, "write", write)
+    with r.api.service.bus.subscribe() as sub:
+        await r.run(kind)
+        finished = [e.data for e in sub.take() if e.type == "run_finished"]
+    (run,) = await r.rows(kind)
+    assert run.status == "ok" and run.finished_at is not None
+    assert [f["run_id"] for f in finished] == [run.id]
+    waits = [m for m in caplog.messages if "waits for the database lock" in m]
+    assert len(waits) == 3 and busy == [0]
 
 
 async def test_a_crash_in_the_heartbeat_effect_is_an_internal_error_and_runs_go_on(
