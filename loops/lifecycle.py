@@ -20,9 +20,10 @@ refused or unusable reply). A crash anywhere, in the effect too, is recorded ``f
 ``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
 shielded from the cancellation. The finishing transaction is never given up for a lock another
 process holds: it is tried again, each wait logged, until it commits (the run's caller waits
-with it); only shutdown cuts that short, and the outcome, decision included, is then logged
-whole (the next start marks the row ``interrupted``). Every outcome is recorded with the run's
-model, and with the time and the token counts of its LLM calls when it made any.
+with it); only shutdown cuts that short: the outcome, decision included, is then logged whole
+and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
+Every outcome is recorded with the run's model, and with the time and the token counts of its
+LLM calls when it made any.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import msgspec
@@ -43,6 +45,7 @@ from ledger.redact import redact
 from ledger.storage.interface import Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
+from loops.unrecorded import keep
 
 __all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
 
@@ -209,6 +212,8 @@ class Lifecycle:
         self.bus = bus
         self.limiter = limiter
         self.llm_waiting = 0  # runs waiting for LLM capacity now
+        # where an outcome is kept when shutdown cuts its wait for a lock (``loops.unrecorded``)
+        self.spool: Path | None = None
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
         """Build the plan and write its start row in one transaction (see ``start_row``)."""
@@ -277,13 +282,14 @@ class Lifecycle:
     async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
         """The finishing transaction, tried again for as long as another process holds the
         database locked (each wait logged): the outcome is never dropped for a lock. Cut short
-        only by shutdown; the outcome is then logged whole, decision included."""
-        tag, waited, delay = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST
+        only by shutdown; the outcome is then logged whole and kept in ``spool``."""
+        tag, waited, delay, locked = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False
         try:
             while True:
                 try:
                     row = await self.store.write(partial(_finish_tx, plan, work, finish))
                 except StorageBusy:
+                    locked = True
                     log.warning(
                         "[%s] run %d for thread %s waits for the database lock to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",
@@ -298,20 +304,32 @@ class Lifecycle:
                     waited += delay
                     delay = min(delay * 2, FINISH_RETRY_MAX)
                     continue
-                if waited:
+                if locked:
                     log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
                 return row
         except (asyncio.CancelledError, StoreClosed):
-            if waited:
-                log.error(
-                    "[%s] run %d for thread %s stopped before the database lock freed; its"
-                    " outcome was not recorded: %s",
-                    tag,
-                    plan.id,
-                    plan.thread_id,
-                    msgspec.json.encode(finish.outcome).decode(),
-                )
+            if locked:
+                self._keep(plan, finish.outcome)
             raise
+
+    def _keep(self, plan: RunPlan[C], outcome: RunOutcome) -> None:
+        """Shutdown came before the lock freed: log the outcome whole, keep it for the next
+        start."""
+        kept: Path | str = "no file"
+        if self.spool is not None:
+            try:
+                kept = keep(self.spool, plan.id, outcome)
+            except OSError as exc:
+                kept = f"no file ({exc})"
+        log.error(
+            "[%s] run %d for thread %s stopped before the database lock freed; its outcome,"
+            " kept in %s for the next start: %s",
+            plan.loop.upper(),
+            plan.id,
+            plan.thread_id,
+            kept,
+            msgspec.json.encode(outcome).decode(),
+        )
 
     async def _settle(
         self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, tag: str
