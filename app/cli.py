@@ -9,7 +9,7 @@ import logging
 import sys
 
 from app.settings import Settings, SettingsError
-from ledger.redact import RedactSecrets
+from ledger.redact import RedactSecrets, redact
 from ledger.storage.engine import unwritable
 
 KEEP_ALIVE_SECONDS = 75
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"heartbeat: {exc}", file=sys.stderr)
+        print(f"heartbeat: {redact(str(exc))}", file=sys.stderr)
         return 2
     if not 0 < args.port < 65536:
         print(f"heartbeat: --port must be 1..65535, got {args.port}", file=sys.stderr)

@@ -100,6 +100,7 @@ class Service:
                 if ready.status_code == 200:
                     return
             time.sleep(0.1)
+        self.kill()  # never left behind
         raise AssertionError(f"service did not start: {self.log.read_text()}")
 
     def post(self, path: str, body: Any = None, timeout: float = 30) -> httpx.Response:
