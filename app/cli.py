@@ -9,6 +9,8 @@ import logging
 import sys
 
 from app.settings import Settings, SettingsError
+from ledger.redact import RedactSecrets, redact
+from ledger.storage.engine import unwritable
 
 KEEP_ALIVE_SECONDS = 75
 MAX_CONNECTIONS = 1000
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"heartbeat: {exc}", file=sys.stderr)
+        print(f"heartbeat: {redact(str(exc))}", file=sys.stderr)
         return 2
     if not 0 < args.port < 65536:
         print(f"heartbeat: --port must be 1..65535, got {args.port}", file=sys.stderr)
@@ -52,10 +54,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    cause = unwritable(settings.db_path)
+    if cause is not None:
+        print(f"heartbeat: cannot write the database {settings.db_path}: {cause}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redacting = RedactSecrets([settings.api_token, *settings.channels.values()])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
     if settings.log_level != "DEBUG":  # one line per LLM request is noise at 100 runs/s
         logging.getLogger("httpx").setLevel(logging.WARNING)
     import uvicorn
@@ -85,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         limit_concurrency=MAX_CONNECTIONS,  # past it, requests are answered 503
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a request line and headers, at most
     )
+    # uvicorn's loggers have handlers of their own (set up by Config): the access log shows
+    # the event stream's ?token=, and errors may quote URLs
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.addFilter(redacting)
+        for handler in logger.handlers:
+            handler.addFilter(redacting)
     server = uvicorn.Server(config)
     from loops.supervisor import freeze_startup_heap
 

@@ -24,6 +24,7 @@ from app.service import Service
 from app.settings import Settings
 from ledger.errors import HeartbeatError
 from ledger.records import Loop
+from ledger.redact import redact
 from loops.clock import Clock
 from loops.llm import LLMProvider
 
@@ -41,13 +42,13 @@ async def healthz(request: Request) -> JSON:
             "status": "ok" if ok else "degraded",
             "llm": {
                 "provider": health.provider,
-                "base_url": health.base_url,
+                "base_url": redact(health.base_url),
                 "reachable": health.reachable,
                 "version": health.version,
                 "model": health.model,
                 "model_present": health.model_present,
-                "detail": health.detail,
-                "why": svc.llm_reason,
+                "detail": None if health.detail is None else redact(health.detail),
+                "why": redact(svc.llm_reason),
             },
             "scheduler_running": svc.supervisor.is_running(Loop.HEARTBEAT),
         }

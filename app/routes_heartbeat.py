@@ -22,6 +22,7 @@ from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES
 from ledger.records import Loop, iso, run_to_dict
+from ledger.redact import redact
 from loops.workspace import read_instructions, write_instructions
 
 
@@ -52,9 +53,9 @@ async def status(request: Request) -> JSON:
             "loops": loops,
             "llm": {
                 "provider": svc.llm.name,
-                "base_url": svc.llm.base_url,
+                "base_url": redact(svc.llm.base_url),
                 "model": svc.executor.opts.default_model,
-                "why": svc.llm_reason,
+                "why": redact(svc.llm_reason),
             },
         }
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +27,16 @@ from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
+from loops.unrecorded import record_kept
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
 SHUTDOWN_GRACE = 10.0
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where run outcomes that shutdown kept from a locked database wait for the next start."""
+    return settings.db_path.parent / "unrecorded"
 
 
 class Service:
@@ -93,6 +100,8 @@ class Service:
             model=lambda: default_model(settings, self.llm),
             window=settings.loop_window,
         )
+        for lifecycle in (self.executor.lifecycle, self.journal.lifecycle):
+            lifecycle.spool = spool_dir(settings)
         for kind in journal_kinds(
             self.journal,
             clock,
@@ -116,6 +125,8 @@ class Service:
         clock = clock or SystemClock()
         store: Storage = await SqliteStore.open(settings.db_path, now=clock.now)
         try:
+            if kept := await record_kept(store, spool_dir(settings)):
+                log.warning("[HEARTBEAT] %d run outcome(s) kept at shutdown recorded", kept)
             interrupted = await store.mark_interrupted()
             if interrupted:
                 log.warning(

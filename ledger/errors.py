@@ -20,8 +20,11 @@ The tree (class, module, status, code)::
     │   └── RunInFlight      loops.executor         409 run_in_flight (+ run_id)
     ├── LedgerError          ledger.errors          500 storage_error
     │   ├── StorageBusy      ledger.errors          503 storage_busy (Retry-After: 1)
+    │   ├── StorageFull      ledger.errors          503 storage_full
+    │   ├── StorageReadOnly  ledger.errors          503 storage_read_only
     │   └── StoreClosed      ledger.errors          503 shutting_down (Retry-After: 5)
     ├── InstructionsTooLarge loops.workspace        413 too_large
+    ├── InstructionsUnusable loops.workspace        409 instructions_unusable
     ├── LLMError             loops.llm.base         500 llm_error (what failed: ``.reason``)
     ├── _Stopped             loops.llm.embedded     500 generation_stopped
     ├── EndRun               loops.lifecycle        500 run_ended (a step ends its run)
@@ -41,6 +44,8 @@ __all__ = [
     "LedgerError",
     "NotFound",
     "StorageBusy",
+    "StorageFull",
+    "StorageReadOnly",
     "StoreClosed",
 ]
 
@@ -125,6 +130,15 @@ class LedgerError(HeartbeatError, code="storage_error"):
 
 class StorageBusy(LedgerError, code="storage_busy", http_status=503, headers={"Retry-After": "1"}):
     """The database stayed locked by another writer; try again shortly."""
+
+
+class StorageFull(LedgerError, code="storage_full", http_status=503):
+    """The database's disk is full: nothing can be written until space is freed (reads work)."""
+
+
+class StorageReadOnly(LedgerError, code="storage_read_only", http_status=503):
+    """The database is read-only (file, directory or disk): nothing can be written (reads
+    work)."""
 
 
 class StoreClosed(LedgerError, code="shutting_down", http_status=503, headers={"Retry-After": "5"}):

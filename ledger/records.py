@@ -49,11 +49,13 @@ class Reason(StrEnum):
     OVERLAP = "overlap"  # skipped: the thread's previous run was still going
     MISSED = "missed"  # skipped: slots missed while down, coalesced into one catch-up
     EMPTY_INSTRUCTIONS = "empty_instructions"  # skipped: HEARTBEAT.md holds no instructions
+    UNUSABLE_INSTRUCTIONS = "unusable_instructions"  # failed: HEARTBEAT.md cannot be used
     DUPLICATE = "duplicate"  # skipped: another run already stored the same journal result
     SHUTDOWN = "shutdown"  # interrupted: the service stopped
     PROCESS_DIED = "process_died"  # interrupted: found running after a crash
     TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own
     INTERNAL_ERROR = "internal_error"  # a bug: the run crashed
+    UNRECORDED = "unrecorded"  # failed: shut down while the database was locked (decision kept)
     INVALID_OUTPUT = "invalid_output"  # failed: the reply holds no usable output
     # the model's decision, refused by the review (status ``rejected``)
     UNKNOWN_ACTION = "unknown_action"

@@ -40,6 +40,7 @@ from ledger.decisions import (
 )
 from ledger.errors import Conflict, NotFound
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.redact import redact
 from ledger.reply import parse_reply
 from ledger.storage.interface import AGENT, Storage, Tx
 from loops.clock import Clock
@@ -48,7 +49,7 @@ from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
 from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
 from loops.scheduler import skipped_overlap
-from loops.workspace import InstructionsFile
+from loops.workspace import InstructionsFile, InstructionsUnusable
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -245,7 +246,14 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
             run.id,
             run.trigger,
         )
-        found = await self._instructions_file.read()
+        try:
+            found = await self._instructions_file.read()
+        except InstructionsUnusable as err:
+            log.warning("[HEARTBEAT] thread %s not run: %s", run.thread_id, err.message)
+            outcome = RunOutcome(
+                status=RunStatus.FAILED, reason=Reason.UNUSABLE_INSTRUCTIONS, error=err.message
+            )
+            raise EndRun(outcome) from err
         instructions = _parsed(found[0] if found else "")
         if found is not None and instructions.is_empty:
             log.info("[HEARTBEAT] HEARTBEAT.md is empty; skipping thread %s", run.thread_id)
@@ -451,8 +459,13 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         try:
             resp = await self.http.post(url, json=body, timeout=10.0)
             resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            log.warning("[HEARTBEAT] channel webhook failed for run %s: %s", view["run_id"], exc)
+        except httpx.HTTPError as exc:  # the webhook's URL is its secret: only its host shown
+            log.warning(
+                "[HEARTBEAT] channel webhook at %s failed for run %s: %s",
+                httpx.URL(url).host,
+                view["run_id"],
+                redact(str(exc), [url]),
+            )
 
 
 @functools.lru_cache(maxsize=4)

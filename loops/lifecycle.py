@@ -18,8 +18,12 @@ reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run
 error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
 refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
 ``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
-shielded from the cancellation. Every outcome is recorded with the run's model, and with the
-time and the token counts of its LLM calls when it made any.
+shielded from the cancellation. The finishing transaction is never given up for a lock another
+process holds: it is tried again, each wait logged, until it commits (the run's caller waits
+with it); only shutdown cuts that short: the outcome, decision included, is then logged whole
+and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
+Every outcome is recorded with the run's model, and with the time and the token counts of its
+LLM calls when it made any.
 """
 
 from __future__ import annotations
@@ -30,19 +34,25 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError
+from ledger.errors import HeartbeatError, StorageBusy, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.redact import redact
 from ledger.storage.interface import Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
+from loops.unrecorded import keep
 
 __all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
 
 log = logging.getLogger(f"heartbeat.{__name__}")
+
+FINISH_RETRY_FIRST = 1.0  # seconds before the finishing write is tried again after a lock
+FINISH_RETRY_MAX = 10.0  # the longest wait between two tries
 
 C = TypeVar("C")  # the loop's own settings of a run (the heartbeat: the thread's config)
 P = TypeVar("P")  # what the precheck hands on to the ask step
@@ -179,9 +189,8 @@ def _failed(reason: Reason, error: str) -> Finish[E]:
 
 
 def _crashed(exc: BaseException) -> RunOutcome:
-    return RunOutcome(
-        status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=f"{type(exc).__name__}: {exc}"
-    )
+    error = redact(f"{type(exc).__name__}: {exc}")
+    return RunOutcome(status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=error)
 
 
 def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
@@ -203,6 +212,8 @@ class Lifecycle:
         self.bus = bus
         self.limiter = limiter
         self.llm_waiting = 0  # runs waiting for LLM capacity now
+        # where an outcome is kept when shutdown cuts its wait for a lock (``loops.unrecorded``)
+        self.spool: Path | None = None
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
         """Build the plan and write its start row in one transaction (see ``start_row``)."""
@@ -251,7 +262,7 @@ class Lifecycle:
         row alone, with the failure's outcome), then ``run_finished`` and the work's last step."""
         finish = Finish(chat.stamp(finish.outcome, plan.model), finish.effect)
         try:
-            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+            row = await self._commit(plan, work, finish)
         except Exception as exc:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
@@ -263,10 +274,62 @@ class Lifecycle:
                 )
                 refused = _crashed(exc)
             finish = Finish(chat.stamp(refused, plan.model))
-            row = await self.store.write(partial(_finish_tx, plan, work, finish))
+            row = await self._commit(plan, work, finish)
         self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
         await work.finished(plan, row, finish)
         return row
+
+    async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
+        """The finishing transaction, tried again for as long as another process holds the
+        database locked (each wait logged): the outcome is never dropped for a lock. Cut short
+        only by shutdown; the outcome is then logged whole and kept in ``spool``."""
+        tag, waited, delay, locked = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False
+        try:
+            while True:
+                try:
+                    row = await self.store.write(partial(_finish_tx, plan, work, finish))
+                except StorageBusy:
+                    locked = True
+                    log.warning(
+                        "[%s] run %d for thread %s waits for the database lock to record its"
+                        " %s outcome (%.0f s so far, next try in %.0f s)",
+                        tag,
+                        plan.id,
+                        plan.thread_id,
+                        finish.outcome.status,
+                        waited,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    waited += delay
+                    delay = min(delay * 2, FINISH_RETRY_MAX)
+                    continue
+                if locked:
+                    log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
+                return row
+        except (asyncio.CancelledError, StoreClosed):
+            if locked:
+                self._keep(plan, finish.outcome)
+            raise
+
+    def _keep(self, plan: RunPlan[C], outcome: RunOutcome) -> None:
+        """Shutdown came before the lock freed: log the outcome whole, keep it for the next
+        start."""
+        kept: Path | str = "no file"
+        if self.spool is not None:
+            try:
+                kept = keep(self.spool, plan.id, outcome)
+            except OSError as exc:
+                kept = f"no file ({exc})"
+        log.error(
+            "[%s] run %d for thread %s stopped before the database lock freed; its outcome,"
+            " kept in %s for the next start: %s",
+            plan.loop.upper(),
+            plan.id,
+            plan.thread_id,
+            kept,
+            msgspec.json.encode(outcome).decode(),
+        )
 
     async def _settle(
         self, plan: RunPlan[C], work: Work[C, P, A, E], chat: Chat, tag: str
@@ -289,5 +352,6 @@ class Lifecycle:
         except EndRun as end:
             return Finish(end.outcome)
         except LLMError as err:
-            log.warning("%s LLM call failed for thread %s: %s", tag, plan.thread_id, err.message)
-            return _failed(Reason(err.reason), err.message)
+            message = redact(err.message)  # it may quote the server's URL, credentials too
+            log.warning("%s LLM call failed for thread %s: %s", tag, plan.thread_id, message)
+            return _failed(Reason(err.reason), message)

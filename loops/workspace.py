@@ -15,17 +15,34 @@ class InstructionsTooLarge(HeartbeatError, code="too_large", http_status=413):
     """HEARTBEAT.md is over its size limit."""
 
 
+class InstructionsUnusable(HeartbeatError, code="instructions_unusable", http_status=409):
+    """HEARTBEAT.md on disk cannot be used (a directory, over its size limit, unreadable)."""
+
+
 def _read(path: Path) -> tuple[str, float] | None:
+    """The file's text and mtime; None when it does not exist. Never more than the limit:
+    a larger file (written by hand) is refused, not sent to the model whole."""
     try:
-        data = path.read_bytes()
-        mtime = path.stat().st_mtime
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(INSTRUCTIONS_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
-    return data.decode("utf-8", errors="replace"), mtime
+    except IsADirectoryError:
+        raise InstructionsUnusable("HEARTBEAT.md is a directory, not a file") from None
+    except OSError as exc:
+        raise InstructionsUnusable(f"HEARTBEAT.md cannot be read: {exc.strerror}") from None
+    if len(data) > INSTRUCTIONS_MAX_BYTES:
+        raise InstructionsUnusable(
+            f"HEARTBEAT.md is {max(st.st_size, len(data))} bytes on disk, over its limit of"
+            f" {INSTRUCTIONS_MAX_BYTES} bytes: shorten it"
+        )
+    return data.decode("utf-8", errors="replace"), st.st_mtime
 
 
 async def read_instructions(path: Path) -> tuple[str, float] | None:
-    """(text, modified time) of HEARTBEAT.md, or None when the file does not exist."""
+    """(text, modified time) of HEARTBEAT.md, or None when the file does not exist; raises
+    ``InstructionsUnusable`` for a directory, an unreadable file or one over the size limit."""
     return await asyncio.to_thread(_read, path)
 
 
@@ -42,6 +59,7 @@ class InstructionsFile:
         self._found: tuple[str, float] | None = None
 
     async def read(self) -> tuple[str, float] | None:
+        """As ``read_instructions`` (``InstructionsUnusable`` for a file that cannot be used)."""
         try:
             st = os.stat(self.path)  # local metadata: microseconds, fine on the event loop
         except FileNotFoundError:
@@ -69,6 +87,9 @@ def _write(path: Path, content: str) -> float:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except IsADirectoryError:
+        Path(tmp).unlink(missing_ok=True)
+        raise InstructionsUnusable("HEARTBEAT.md is a directory, not a file") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -29,7 +29,15 @@ from typing import Any, Generic, TypeVar, cast
 
 import aiosqlite
 
-from ledger.errors import Conflict, HeartbeatError, StorageBusy, StoreClosed
+from ledger.errors import (
+    Conflict,
+    HeartbeatError,
+    LedgerError,
+    StorageBusy,
+    StorageFull,
+    StorageReadOnly,
+    StoreClosed,
+)
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -107,6 +115,27 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def storage_fault(exc: BaseException) -> LedgerError | None:
+    """The service's error for a fault of the database's storage that SQLite reports (a full
+    disk, a read-only file), or None for any other exception."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    text = str(exc).lower()
+    if "disk is full" in text or "disk full" in text:
+        return StorageFull()
+    if "readonly" in text or "read-only" in text:
+        return StorageReadOnly()
+    return None
+
+
+def _fault_or(value: Any) -> Any:
+    fault = storage_fault(value)
+    if fault is None:
+        return value
+    fault.__cause__ = value
+    return fault
+
+
 def _apply(
     conn: sqlite3.Connection,
     make_tx: Callable[[sqlite3.Connection, float], Any],
@@ -127,7 +156,8 @@ def _apply(
             try:
                 out.append((True, fns[0](tx)))
             except Exception as exc:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite itself rolls back on some faults (disk full)
+                    conn.execute("ROLLBACK")
                 return [(False, exc)]
         else:
             for fn in fns:
@@ -135,6 +165,8 @@ def _apply(
                 try:
                     out.append((True, fn(tx)))
                 except Exception as exc:
+                    if not conn.in_transaction:  # SQLite rolled back all: the batch failed
+                        raise
                     conn.execute("ROLLBACK TO one_write")
                     out.append((False, exc))
                 conn.execute("RELEASE one_write")
@@ -252,6 +284,8 @@ class Engine(Generic[TxT_co]):
         for attempt in range(1, attempts + 1):
             try:
                 results = await in_thread(self._w, _apply, self._make_tx, fns, self._now())
+            except sqlite3.DatabaseError as exc:
+                raise _fault_or(exc) from exc
             except _Locked as exc:
                 if attempt == attempts:
                     raise StorageBusy() from exc.__cause__
@@ -261,7 +295,7 @@ class Engine(Generic[TxT_co]):
                 delay = min(delay * 2, 1.0)
                 continue
             self.transactions += 1
-            return results
+            return [(ok, value if ok else _fault_or(value)) for ok, value in results]
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- reading ----------------------------------------------------------------------------
@@ -289,6 +323,31 @@ class Engine(Generic[TxT_co]):
         finally:
             self._free.put_nowait(reader)
         return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the database file at ``path`` cannot be opened for writing, or None if it can (or
+    if another process holds it locked: that one writes). Checked before the service starts, so
+    that it stops with one line instead of failing in its start-up."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"PRAGMA user_version = {version:d}")  # a write, rolled back
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except sqlite3.Error as exc:
+        if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
+            return None
+        return str(exc)
+    return None
 
 
 async def open_engine(

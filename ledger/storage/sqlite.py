@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ledger.errors import StorageBusy
+from ledger.errors import LedgerError
 from ledger.records import RunContext
 from ledger.storage import forum, journal, messages, runs, threads
 from ledger.storage.engine import READERS, Engine, open_engine
@@ -81,8 +81,8 @@ class SqliteStore(threads.Reads, messages.Reads, forum.Reads, runs.Reads, journa
         owner = self.owner
         try:
             await self._db.write(lambda tx: tx.interrupt_own_runs(owner))
-        except (sqlite3.Error, StorageBusy):  # pragma: no cover - the next start marks them
-            log.exception("could not mark this process's running runs interrupted")
+        except (sqlite3.Error, LedgerError) as exc:  # the next start marks them
+            log.warning("could not mark this process's running runs interrupted: %s", exc)
         await self._db.close()
 
     async def run_context(

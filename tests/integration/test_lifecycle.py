@@ -7,19 +7,23 @@ journal is built on the service's own store, bus and LLM limiter.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ledger.errors import NotFound
+from ledger.errors import NotFound, StorageBusy
 from ledger.records import Loop, Run
 from ledger.storage.interface import Tx
 from ledger.storage.sqlite import SqliteTx
+from loops import lifecycle
 from loops.journal import JournalLoops
 from loops.llm import OllamaProvider
+from loops.unrecorded import record_kept
 from tests.conftest import AppFactory, Running
 from tests.fakes import llm_servers as fk
 
@@ -144,6 +148,73 @@ async def test_cancelling_a_run_during_the_chat_records_it_interrupted(
     assert events == ["run_started"]  # an interrupted run is not published as finished
     assert r.api.service.executor.in_flight == {}
     await r.capacity_free()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_finishing_write_that_meets_a_foreign_lock_waits_and_is_recorded(
+    rig: RigFactory, kind: Loop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lifecycle, "FINISH_RETRY_FIRST", 0.01)
+    r = await rig()
+    store = r.api.service.store
+    r.ollama.enqueue(r.reply(kind))
+    busy = [3]  # the engine gives up three times: another process holds the lock
+    real_write = store.write
+
+    def write(fn: Callable[[Tx], Any], *, first: bool = False) -> Any:
+        if busy[0] and isinstance(fn, functools.partial):  # the finishing write
+            busy[0] -= 1
+            raise StorageBusy()
+        return real_write(fn, first=first)
+
+    monkeypatch.setattr(store, "write", write)
+    with r.api.service.bus.subscribe() as sub:
+        await r.run(kind)
+        finished = [e.data for e in sub.take() if e.type == "run_finished"]
+    (run,) = await r.rows(kind)
+    assert run.status == "ok" and run.finished_at is not None
+    assert [f["run_id"] for f in finished] == [run.id]
+    waits = [m for m in caplog.messages if "waits for the database lock" in m]
+    assert len(waits) == 3 and busy == [0]
+
+
+async def test_shutdown_during_a_lock_wait_keeps_the_decision_for_the_next_start(
+    rig: RigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(lifecycle, "FINISH_RETRY_FIRST", 0.01)
+    r = await rig()
+    svc = r.api.service
+    svc.executor.lifecycle.spool = spool = tmp_path / "spool"
+    post = {"action": "post", "title": "Digest", "content": "Kept.", "reasoning": "kept"}
+    r.ollama.enqueue(fk.ollama_ok(post))
+    real_write = svc.store.write
+
+    def write(fn: Callable[[Tx], Any], *, first: bool = False) -> Any:
+        if isinstance(fn, functools.partial):  # the finishing write: the lock never frees
+            raise StorageBusy()
+        return real_write(fn, first=first)
+
+    monkeypatch.setattr(svc.store, "write", write)
+    task = asyncio.ensure_future(r.run(Loop.HEARTBEAT))
+    await until(lambda: any("waits for the database lock" in m for m in caplog.messages))
+    task.cancel()  # shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(svc.store, "write", real_write)
+    assert [p.name for p in spool.iterdir()] == ["run-1.json"]
+    assert (await r.rows(Loop.HEARTBEAT))[0].status == "running"
+
+    assert await record_kept(svc.store, spool) == 1  # what the next start does first
+    (run,) = await r.rows(Loop.HEARTBEAT)
+    assert (run.status, run.reason) == ("failed", "unrecorded")
+    assert run.decision is not None and run.decision["title"] == "Digest"
+    assert run.executed is None and "not carried out" in (run.error or "")
+    assert await svc.store.posts(limit=5) == []  # the effect was not carried out
+    assert list(spool.iterdir()) == []
+    assert await record_kept(svc.store, spool) == 0
 
 
 async def test_a_crash_in_the_heartbeat_effect_is_an_internal_error_and_runs_go_on(

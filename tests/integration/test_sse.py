@@ -329,6 +329,10 @@ async def test_bad_last_event_id_and_thread_filter_are_refused(live: Live) -> No
     url = f"{live.base}/api/heartbeat/events"
     r = await live.client.get(url, headers={"Last-Event-ID": "abc"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "last_event_id"
+    # digits to str.isdigit that int() refuses, in the query and as the header's latin-1 byte
+    for bad in ({"params": {"last_event_id": "\u00b9"}}, {"headers": {"Last-Event-ID": b"\xb2"}}):
+        r = await live.client.get(url, **bad)  # type: ignore[arg-type]
+        assert r.status_code == 422 and r.json()["error"]["field"] == "last_event_id"
     r = await live.client.get(url, params={"thread_id": "bad id!"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "thread_id"
     r = await live.client.get(url, params={"thread_id": "nope"})
