@@ -249,4 +249,6 @@ def _routing_error(request: Request, exc: HTTPException) -> ApiError:
         405: f"{request.method} is not allowed on {request.url.path[:200]}",
     }.get(exc.status_code, str(exc.detail))
     headers = dict(exc.headers) if exc.headers else None
+    if headers and "Allow" in headers:  # Starlette joins a set: the same order every time
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     return ApiError(exc.status_code, code, message, headers=headers)
