@@ -23,7 +23,8 @@ log = logging.getLogger("heartbeat.http")
 THREAD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}")  # fullmatch
 POST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}")  # fullmatch
 JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"  # C0 controls but tab, LF, CR (a class's inside)
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
 

@@ -16,7 +16,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from app.http import JSON, POST_ID, THREAD_ID
+from app.http import CONTROL_CHARACTERS, JSON, POST_ID, THREAD_ID
 from ledger.config import HeartbeatConfig
 from ledger.limits import (
     CONFIG_RANGES,
@@ -56,6 +56,14 @@ def _enum(values: Any) -> Schema:
 
 def _text(max_length: int | None = None, **more: Any) -> Schema:
     return {"type": "string", **({} if max_length is None else {"maxLength": max_length}), **more}
+
+
+def _written(max_length: int, *, required: bool = True) -> Schema:
+    """Text a person writes (``app.http.text_field``): no control characters but tab and line
+    breaks, at most ``max_length`` characters once trimmed, and when ``required`` not blank."""
+    free = f"[^{CONTROL_CHARACTERS}]*"
+    pattern = f"^{free}[^\\s{CONTROL_CHARACTERS}]{free}$" if required else f"^{free}$"
+    return _text(max_length, pattern=pattern)
 
 
 def _list(items: Schema) -> Schema:
@@ -275,7 +283,8 @@ _PID = {
     "schema": _text(pattern=f"^{POST_ID.pattern}$"),
 }
 _LOOP = {"name": "loop", "in": "query", "schema": _enum(Loop)}
-_CURSOR = {"name": "cursor", "in": "query", "schema": STR}
+_NUMBER_CURSOR = _text(pattern="^([0-9]{1,18})?$", description="a next_cursor, unchanged")
+_THREAD_CURSOR = _text(pattern=f"^({THREAD_ID.pattern})?$", description="a next_cursor, unchanged")
 
 
 def _limit(listing: str) -> Schema:
@@ -284,8 +293,8 @@ def _limit(listing: str) -> Schema:
     return {"name": "limit", "in": "query", "schema": schema}
 
 
-def _page(listing: str) -> list[Schema]:
-    return [_limit(listing), _CURSOR]
+def _page(listing: str, cursor: Schema = _NUMBER_CURSOR) -> list[Schema]:
+    return [_limit(listing), {"name": "cursor", "in": "query", "schema": cursor}]
 
 
 # --- the operations ----------------------------------------------------------------------------
@@ -354,7 +363,8 @@ OPS: list[Op] = [
         body=_obj(
             content=_text(
                 INSTRUCTIONS_MAX_BYTES,
-                description=f"at most {INSTRUCTIONS_MAX_BYTES} bytes of UTF-8",
+                pattern="^[^\\x00]*$",
+                description=f"at most {INSTRUCTIONS_MAX_BYTES} bytes of UTF-8, no NUL",
             )
         ),
         errors=_STORAGE,
@@ -374,16 +384,23 @@ OPS: list[Op] = [
         errors=_STORAGE | {404, 422},
         media="text/event-stream",
     ),
-    Op("get", "/api/threads", "Threads", _page_of(_THREAD), _page("threads"), errors=_STORAGE),
+    Op(
+        "get",
+        "/api/threads",
+        "Threads",
+        _page_of(_THREAD),
+        _page("threads", _THREAD_CURSOR),
+        errors=_STORAGE,
+    ),
     Op(
         "post",
         "/api/threads",
-        "Create a thread (200 with the thread if it already exists)",
+        "Create a thread (200 with the thread if it already exists; no thread_id: a new id)",
         _THREAD,
         body={
             **_obj(
-                thread_id=_text(THREAD_ID_MAX, pattern=f"^{THREAD_ID.pattern}$"),
-                title=_text(TITLE_MAX),
+                thread_id=_nullable(_text(THREAD_ID_MAX, pattern=f"^{THREAD_ID.pattern}$")),
+                title=_nullable(_written(TITLE_MAX, required=False)),
             ),
             "required": [],
             "additionalProperties": False,
@@ -410,7 +427,7 @@ OPS: list[Op] = [
         {
             **_obj(
                 role={**_enum(["user", "assistant", "system"]), "default": "user"},
-                content=_text(MESSAGE_MAX, minLength=1),
+                content=_written(MESSAGE_MAX),
             ),
             "required": ["content"],
             "additionalProperties": False,
@@ -434,8 +451,8 @@ OPS: list[Op] = [
         [_TID],
         {
             **_obj(
-                statement_a=_text(STATEMENT_MAX, minLength=1),
-                statement_b=_text(STATEMENT_MAX, minLength=1),
+                statement_a=_written(STATEMENT_MAX),
+                statement_b=_written(STATEMENT_MAX),
             ),
             "additionalProperties": False,
         },
@@ -471,7 +488,7 @@ OPS: list[Op] = [
         "Post as the user",
         _POST,
         body={
-            **_obj(title=_text(TITLE_MAX, minLength=1), content=_text(CONTENT_MAX, minLength=1)),
+            **_obj(title=_written(TITLE_MAX), content=_written(CONTENT_MAX)),
             "additionalProperties": False,
         },
         status=201,
@@ -499,7 +516,7 @@ OPS: list[Op] = [
         "Comment as the user",
         _obj(comment_id=STR, post_id=STR, author=STR, content=STR, created_at=TS),
         [_PID],
-        {**_obj(content=_text(CONTENT_MAX, minLength=1)), "additionalProperties": False},
+        {**_obj(content=_written(CONTENT_MAX)), "additionalProperties": False},
         status=201,
         errors=_STORAGE,
     ),
