@@ -10,6 +10,7 @@ The dashboard reads its forms' bounds and hints from this document.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import msgspec
@@ -282,19 +283,27 @@ _PID = {
     "required": True,
     "schema": _text(pattern=f"^{POST_ID.pattern}$"),
 }
-_LOOP = {"name": "loop", "in": "query", "schema": _enum(Loop)}
 _NUMBER_CURSOR = _text(pattern="^([0-9]{1,18})?$", description="a next_cursor, unchanged")
 _THREAD_CURSOR = _text(pattern=f"^({THREAD_ID.pattern})?$", description="a next_cursor, unchanged")
 
 
+def _query(name: str, schema: Schema, **more: Any) -> Schema:
+    """A query parameter; given empty (``?limit=``) it means the same as left out."""
+    return {"name": name, "in": "query", "schema": schema, "allowEmptyValue": True, **more}
+
+
+_LOOP = _query("loop", _enum(Loop))
+
+
 def _limit(listing: str) -> Schema:
     default, maximum = PAGES[listing]
-    schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
-    return {"name": "limit", "in": "query", "schema": schema}
+    return _query(
+        "limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+    )
 
 
 def _page(listing: str, cursor: Schema = _NUMBER_CURSOR) -> list[Schema]:
-    return [_limit(listing), {"name": "cursor", "in": "query", "schema": cursor}]
+    return [_limit(listing), _query("cursor", cursor)]
 
 
 # --- the operations ----------------------------------------------------------------------------
@@ -375,10 +384,10 @@ OPS: list[Op] = [
         "Server-Sent Events (run_started, token, decision, run_finished, loop_state, ...)",
         _text(),
         [
-            {"name": "thread_id", "in": "query", "schema": _text(THREAD_ID_MAX)},
-            {"name": "tokens", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}},
-            {"name": "last_event_id", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-            {"name": "token", "in": "query", "schema": STR, "description": "the API token"},
+            _query("thread_id", _text(THREAD_ID_MAX, pattern=f"^{THREAD_ID.pattern}$")),
+            _query("tokens", {"type": "integer", "enum": [0, 1], "default": 1}),
+            _query("last_event_id", {"type": "integer", "minimum": 0}),
+            _query("token", STR, description="the API token (EventSource sets no header)"),
             {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
         ],
         errors=_STORAGE | {404, 422},
@@ -568,11 +577,34 @@ def _error_statuses(op: Op) -> set[int]:
     return statuses
 
 
+def operation_id(op: Op) -> str:
+    """``get_api_threads_thread_id``: the method and the path's words."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{op.method} {op.path}").strip("_")
+
+
+def _links(op: Op) -> Schema:
+    """What a created record's id opens: every operation with that id in its path."""
+    if op.status != 201:
+        return {}
+    ids = [name for name in ("thread_id", "post_id") if name in op.response["properties"]]
+    return {
+        operation_id(other): {
+            "operationId": operation_id(other),
+            "parameters": {name: f"$response.body#/{name}"},
+        }
+        for name in ids
+        for other in OPS
+        if f"{{{name}}}" in other.path
+    }
+
+
 def _operation(op: Op) -> Schema:
     success: Schema = {
         "description": "Created" if op.status == 201 else "OK",
         "content": {op.media: {"schema": op.response}},
     }
+    if links := _links(op):
+        success["links"] = links
     responses: dict[str, Schema] = {str(op.status): success}
     if op.created:
         responses["200"] = {**success, "description": "It already existed"}
@@ -582,7 +614,7 @@ def _operation(op: Op) -> Schema:
             "content": {"application/json": {"schema": ERROR}},
         }
     out: Schema = {
-        "operationId": f"{op.method} {op.path}",
+        "operationId": operation_id(op),
         "summary": op.summary,
         "parameters": op.params,
         "responses": responses,
