@@ -23,7 +23,8 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 THREAD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}")  # fullmatch
 POST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}")  # fullmatch
 JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, LF, CR
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"  # C0 controls but tab, LF, CR (a class's inside)
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
 _encoder = msgspec.json.Encoder()
 
@@ -249,4 +250,6 @@ def _routing_error(request: Request, exc: HTTPException) -> ApiError:
         405: f"{request.method} is not allowed on {request.url.path[:200]}",
     }.get(exc.status_code, str(exc.detail))
     headers = dict(exc.headers) if exc.headers else None
+    if headers and "Allow" in headers:  # Starlette joins a set: the same order every time
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     return ApiError(exc.status_code, code, message, headers=headers)

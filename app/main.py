@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from app import openapi, routes_data, routes_heartbeat, sse
 from app.demo import seed_demo
 from app.http import JSON, handle_error
+from app.routing import one_route_per_path
 from app.security import SecurityMiddleware, allowed_host_names, parse_origin
 from app.service import Service
 from app.settings import Settings
@@ -102,7 +103,7 @@ def create_app(
         )
     ]
     return Starlette(
-        routes=routes,
+        routes=one_route_per_path(routes),
         middleware=middleware,
         lifespan=lifespan,
         # One handler; Starlette picks it by the class raised: HeartbeatError and HTTPException

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any
 
@@ -167,12 +168,12 @@ async def add_contradiction(request: Request) -> JSON:
     return JSON(_contradiction(row), status_code=201)
 
 
-async def journal(request: Request) -> JSON:
-    """The other loops' results for a thread: reflections, personality versions, self-replies."""
+async def journal(request: Request, kind: str) -> JSON:
+    """The other loops' results for a thread: reflections, personality versions, self-replies
+    (``kind``, one of ``JOURNALS``)."""
     svc = service(request)
     tid = thread_id(request)
     await svc.store.get_thread(tid)
-    kind = request.path_params["kind"]
     limit = limit_param(request, PAGES["journal"])
     items: list[dict[str, Any]]
     if kind == "reflections":
@@ -211,8 +212,11 @@ async def journal(request: Request) -> JSON:
             for s in await svc.store.self_replies(tid, limit=limit)
         ]
     else:
-        raise ApiError(404, "not_found", f"no such path: {request.url.path[:200]}")
+        raise ValueError(f"no journal {kind!r}")
     return JSON({"items": items, "next_cursor": None})
+
+
+JOURNALS = ("reflections", "personality", "self-replies")
 
 
 # -- the Ledger -----------------------------------------------------------------------------
@@ -300,7 +304,10 @@ routes = [
     Route("/api/threads/{thread_id}/messages", add_message, methods=["POST"]),
     Route("/api/threads/{thread_id}/contradictions", list_contradictions, methods=["GET"]),
     Route("/api/threads/{thread_id}/contradictions", add_contradiction, methods=["POST"]),
-    Route("/api/threads/{thread_id}/{kind}", journal, methods=["GET"]),
+    *(
+        Route(f"/api/threads/{{thread_id}}/{kind}", functools.partial(journal, kind=kind))
+        for kind in JOURNALS
+    ),
     Route("/api/ledger/posts", list_posts, methods=["GET"]),
     Route("/api/ledger/posts", create_post, methods=["POST"]),
     Route("/api/ledger/posts/{post_id}", get_post, methods=["GET"]),

@@ -120,6 +120,13 @@ async def history(request: Request) -> JSON:
     await svc.store.get_thread(tid)
     limit = limit_param(request, PAGES["history"])
     loop = request.query_params.get("loop") or None
+    if loop is not None and loop not in set(Loop):
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"loop must be one of {', '.join(Loop)}; got {loop[:40]!r}",
+            field="loop",
+        )
     runs = await svc.store.history(tid, limit=limit + 1, before=cursor_param(request), loop=loop)
     page = runs[:limit]
     nxt = str(page[-1].id) if len(runs) > limit else None

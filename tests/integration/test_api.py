@@ -320,6 +320,15 @@ async def test_history_pages_newest_first(api: Running) -> None:
         assert r.status_code == 422, bad
 
 
+async def test_history_refuses_an_unknown_loop(api: Running) -> None:
+    c = api.client
+    r = await c.get("/api/threads/default/heartbeat/history?loop=AAA")
+    assert r.status_code == 422 and err(r)["field"] == "loop"
+    assert "heartbeat, reflection, personality, self_reply" in err(r)["message"]
+    r = await c.get("/api/threads/default/heartbeat/history?loop=reflection")
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
 # -- HEARTBEAT.md --------------------------------------------------------------------------
 async def test_heartbeat_md_roundtrip_and_limits(api: Running, workspace: Path) -> None:
     c = api.client
