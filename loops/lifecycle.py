@@ -62,6 +62,7 @@ class RunPlan(msgspec.Struct, Generic[C], frozen=True, kw_only=True):
     dry_run: bool = False
     slot: float | None = None
     run_id: int | None = None
+    event: str | None = None  # the text of what woke the run (a wake, a Ledger event)
 
     @property
     def thread_id(self) -> str:
@@ -170,6 +171,7 @@ def start_row(tx: Tx, plan: RunPlan[C], owner: str | None) -> RunPlan[C] | None:
         model=plan.model,
         dry_run=plan.dry_run,
         owner=owner,
+        event_text=plan.event,
     )
     return None if run_id is None else msgspec.structs.replace(plan, run_id=run_id)
 
