@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app import openapi, routes_data, routes_heartbeat, sse
+from app import openapi, routes_data, routes_heartbeat, routes_wake, sse
 from app.demo import seed_demo
 from app.http import JSON, handle_error
 from app.security import SecurityMiddleware, allowed_host_names, parse_origin
@@ -83,6 +83,7 @@ def create_app(
 
     routes = [
         *routes_heartbeat.routes,
+        *routes_wake.routes,
         *sse.routes,
         *routes_data.routes,
         *openapi.routes,

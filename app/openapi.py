@@ -24,8 +24,10 @@ from ledger.limits import (
     STATEMENT_MAX,
     THREAD_ID_MAX,
     TITLE_MAX,
+    WAKE_TEXT_MAX,
 )
 from ledger.records import Loop
+from ledger.wakes import WakeMode
 
 _ERROR = {
     "type": "object",
@@ -122,6 +124,21 @@ _TABLE: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None]] 
         _config_body(),
     ),
     ("post", "/api/threads/{thread_id}/heartbeat/run-now", "Run a heartbeat now", [_TID], None),
+    (
+        "post",
+        "/api/threads/{thread_id}/heartbeat/wake",
+        "Wake the thread: a beat now, or the text held for its next beat (429 when flooded)",
+        [_TID],
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["text"],
+            "properties": {
+                "text": _text(WAKE_TEXT_MAX, description="the event, told to the model as data"),
+                "mode": {"type": "string", "enum": [m.value for m in WakeMode], "default": "now"},
+            },
+        },
+    ),
     (
         "get",
         "/api/threads/{thread_id}/heartbeat/history",

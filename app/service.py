@@ -26,6 +26,7 @@ from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
+from loops.wakes import FloodGuard, Waker
 
 log = logging.getLogger("heartbeat")
 
@@ -73,6 +74,14 @@ class Service:
             plan=self.executor.plan,
             slack=settings.timer_slack,
         )
+        self.waker = Waker(
+            store,
+            self._wake_beat,
+            self.executor.in_flight,
+            FloodGuard(min_spacing=settings.wake_min_spacing, per_minute=settings.wake_per_minute),
+            clock.monotonic,
+        )
+        self.executor.on_idle = self.waker.idle
         self.supervisor = Supervisor(clock, self.bus)
         self.supervisor.add(
             LoopKind(
@@ -143,6 +152,7 @@ class Service:
     async def close(self) -> None:
         """Stop timers, let in-flight runs finish within the grace period, then cancel."""
         await self.supervisor.stop_all()
+        await self.waker.close()
         await self.scheduler.drain(SHUTDOWN_GRACE)
         await self.llm.aclose()
         await self.http.aclose()
@@ -156,6 +166,13 @@ class Service:
         ran_at = self.clock.now()
         run = await self.executor.run(thread_id, Trigger.MANUAL)
         assert run is not None  # manual runs have no slot to lose
+        await self.scheduler.after_manual_run(thread_id, ran_at)
+        return run
+
+    async def _wake_beat(self, thread_id: str, trigger: Trigger, event: str) -> Run | None:
+        """One beat for wakes (``loops.wakes``); like run-now, it spaces the next scheduled one."""
+        ran_at = self.clock.now()
+        run = await self.executor.run(thread_id, trigger, event=event)
         await self.scheduler.after_manual_run(thread_id, ran_at)
         return run
 

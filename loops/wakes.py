@@ -1,0 +1,263 @@
+"""Wakes: a beat at once for something that happened, coalesced and guarded against floods.
+
+``POST /api/threads/{id}/heartbeat/wake`` hands ``Waker.wake`` a checked text and a mode:
+
+- ``now``: the thread gets one beat (trigger ``wake``) told the text as an event. While a beat of
+  the thread waits to start (queued behind the run in flight, or not yet started), more wakes
+  coalesce into it: their texts are joined, oldest first, and it still runs once.
+- ``next-heartbeat``: the text is held in storage for the thread's next scheduled beat (which
+  the scheduler's claim takes with its ``running`` row).
+
+The flood guard (``FloodGuard``, per thread, its rule the pure ``flood_verdict``) lets a wake
+start a new beat only ``min_spacing`` seconds after the last one a wake started, and accepts at
+most ``per_minute`` wakes a minute in all; the excess is refused (HTTP 429 with Retry-After),
+never a server error. Ledger events a thread's config wakes on come through the same path with
+trigger ``ledger_event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from ledger.errors import HeartbeatError, NotFound
+from ledger.limits import WAKE_EVENTS_MAX
+from ledger.records import Run, Trigger
+from ledger.storage.interface import Storage
+from ledger.wakes import WakeMode, join_all
+
+__all__ = ["FloodGuard", "WakeOutcome", "WakeRefused", "WakeResult", "Waker", "flood_verdict"]
+
+log = logging.getLogger(__name__)
+
+MINUTE = 60.0
+
+# Runs one beat of a thread: (thread id, trigger, event text) -> the finished run.
+BeatRunner = Callable[[str, Trigger, str], Awaitable[Run | None]]
+
+
+class WakeOutcome(StrEnum):
+    """What became of a wake (the ``outcome`` of the answer, and the metrics' label)."""
+
+    STARTED = "started"  # a beat starts for it now
+    QUEUED = "queued"  # a beat runs for it once the thread's run in flight ends
+    COALESCED = "coalesced"  # joined to a beat that has not started yet
+    HELD = "held"  # kept for the thread's next scheduled beat
+    REFUSED = "refused"  # the flood guard said no
+
+
+class WakeRefused(HeartbeatError, code="wake_refused", http_status=429):
+    """Too many wakes for this thread; try again later."""
+
+    def __init__(self, thread_id: str, why: str, retry_after: float) -> None:
+        wait = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"wake for thread {thread_id!r} refused: {why}; retry in {wait} s",
+            field="thread_id",
+            headers={"Retry-After": str(wait)},
+            extra={"retry_after_seconds": wait},
+        )
+
+
+class WakeResult(msgspec.Struct, frozen=True, kw_only=True):
+    outcome: WakeOutcome
+    events: int  # wakes now waiting in the beat this one joined (1: only this one)
+
+
+def flood_verdict(
+    accepted: tuple[float, ...],
+    last_start: float | None,
+    now: float,
+    *,
+    starts: bool,
+    min_spacing: float,
+    per_minute: int,
+) -> tuple[str, float] | None:
+    """Whether the flood guard refuses a wake. Pure.
+
+    ``accepted``: the times of the thread's wakes accepted in the last minute, oldest first;
+    ``last_start``: when a wake last started a beat; ``starts``: whether this wake would start a
+    new one (a coalesced or held wake does not). Returns None to accept, or why it is refused
+    and the seconds after which the same wake would be accepted.
+    """
+    recent = [t for t in accepted if t > now - MINUTE]
+    if len(recent) >= per_minute:
+        return f"at most {per_minute} wakes a minute", recent[
+            len(recent) - per_minute
+        ] + MINUTE - now
+    if starts and last_start is not None and now - last_start < min_spacing:
+        return (
+            f"wakes start a beat at most every {min_spacing:g} s",
+            last_start + min_spacing - now,
+        )
+    return None
+
+
+class FloodGuard:
+    """The flood guard's memory: each thread's wakes accepted in the last minute, and when a
+    wake last started a beat. Threads quiet for a minute (and past the spacing) are forgotten."""
+
+    def __init__(self, *, min_spacing: float, per_minute: int) -> None:
+        self.min_spacing = min_spacing
+        self.per_minute = per_minute
+        self._accepted: dict[str, deque[float]] = {}
+        self._last_start: dict[str, float] = {}
+
+    def admit(self, thread_id: str, now: float, *, starts: bool) -> tuple[str, float] | None:
+        """Check one wake (as ``flood_verdict``) and, when accepted, remember it."""
+        times = self._accepted.setdefault(thread_id, deque(maxlen=self.per_minute))
+        while times and times[0] <= now - MINUTE:
+            times.popleft()
+        verdict = flood_verdict(
+            tuple(times),
+            self._last_start.get(thread_id),
+            now,
+            starts=starts,
+            min_spacing=self.min_spacing,
+            per_minute=self.per_minute,
+        )
+        if verdict is None:
+            times.append(now)
+            if starts:
+                self._last_start[thread_id] = now
+        self._forget_idle(now)
+        return verdict
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._accepted) < 1024:
+            return
+        horizon = now - max(MINUTE, self.min_spacing)
+        for tid in [t for t, q in self._accepted.items() if not q or q[-1] <= horizon]:
+            del self._accepted[tid]
+            if self._last_start.get(tid, now) <= horizon:
+                self._last_start.pop(tid, None)
+
+
+class Waker:
+    """Turns wakes into beats: one waiting beat per thread, started when the thread is idle.
+
+    ``in_flight`` is the executor's map of threads with a run going; ``idle`` (the executor's
+    ``on_idle``) must be called when a thread's run ends.
+    """
+
+    def __init__(
+        self,
+        store: Storage,
+        run_beat: BeatRunner,
+        in_flight: Mapping[str, int],
+        guard: FloodGuard,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.run_beat = run_beat
+        self.in_flight = in_flight
+        self.guard = guard
+        self.clock = clock
+        self.counts: Counter[str] = Counter()  # wakes by outcome
+        self._waiting: dict[str, tuple[Trigger, list[str]]] = {}  # the beat yet to start
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._idle: dict[str, asyncio.Event] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Threads with a wake's beat waiting to start."""
+        return len(self._waiting)
+
+    async def wake(
+        self, thread_id: str, text: str, mode: WakeMode, trigger: Trigger = Trigger.WAKE
+    ) -> WakeResult:
+        """Accept (start, queue, coalesce or hold) a checked wake, or raise ``WakeRefused``;
+        ``NotFound`` for an unknown thread."""
+        try:
+            if mode is WakeMode.NEXT_HEARTBEAT:
+                result = await self._hold(thread_id, text)
+            else:
+                result = await self._now(thread_id, text, trigger)
+        except WakeRefused:
+            self.counts[WakeOutcome.REFUSED] += 1
+            raise
+        self.counts[result.outcome] += 1
+        return result
+
+    async def _hold(self, thread_id: str, text: str) -> WakeResult:
+        if not await self.store.thread_exists(thread_id):
+            raise NotFound("thread", thread_id)
+        self._admit(thread_id, starts=False)
+        held = await self.store.write(
+            lambda tx: tx.hold_wake(thread_id, text, max_events=WAKE_EVENTS_MAX)
+        )
+        if held is None:
+            raise WakeRefused(
+                thread_id, f"{WAKE_EVENTS_MAX} wakes already wait for the next beat", MINUTE
+            )
+        return WakeResult(outcome=WakeOutcome.HELD, events=held)
+
+    async def _now(self, thread_id: str, text: str, trigger: Trigger) -> WakeResult:
+        waiting = self._waiting.get(thread_id)
+        if waiting is not None:
+            texts = waiting[1]
+            if len(texts) >= WAKE_EVENTS_MAX:
+                raise WakeRefused(
+                    thread_id, f"{WAKE_EVENTS_MAX} wakes already wait for one beat", 1.0
+                )
+            self._admit(thread_id, starts=False)
+            texts.append(text)
+            return WakeResult(outcome=WakeOutcome.COALESCED, events=len(texts))
+        if not await self.store.thread_exists(thread_id):
+            raise NotFound("thread", thread_id)
+        if thread_id in self._waiting:  # another wake got here during the read
+            return await self._now(thread_id, text, trigger)
+        self._admit(thread_id, starts=True)
+        self._waiting[thread_id] = (trigger, [text])
+        busy = thread_id in self.in_flight or thread_id in self._drivers
+        if thread_id not in self._drivers:
+            task = asyncio.create_task(self._drive(thread_id), name=f"wake:{thread_id}")
+            self._drivers[thread_id] = task
+        return WakeResult(outcome=WakeOutcome.QUEUED if busy else WakeOutcome.STARTED, events=1)
+
+    def _admit(self, thread_id: str, *, starts: bool) -> None:
+        verdict = self.guard.admit(thread_id, self.clock(), starts=starts)
+        if verdict is not None:
+            raise WakeRefused(thread_id, *verdict)
+
+    def idle(self, thread_id: str) -> None:
+        """A run of the thread ended (the executor's ``on_idle``)."""
+        event = self._idle.pop(thread_id, None)
+        if event is not None:
+            event.set()
+
+    async def _drive(self, thread_id: str) -> None:
+        """Run the thread's waiting beats one after another, each once the thread is idle."""
+        try:
+            while thread_id in self._waiting:
+                while thread_id in self.in_flight:
+                    event = self._idle.setdefault(thread_id, asyncio.Event())
+                    await event.wait()
+                trigger, texts = self._waiting.pop(thread_id)
+                try:
+                    await self.run_beat(thread_id, trigger, join_all(texts))
+                except NotFound:
+                    log.warning("wake for thread %s dropped: the thread is gone", thread_id)
+                except Exception:
+                    log.exception("wake beat for thread %s failed", thread_id)
+        finally:
+            self._drivers.pop(thread_id, None)
+
+    async def close(self) -> None:
+        """Cancel the waiting beats and those running (recorded ``interrupted``)."""
+        self._waiting.clear()
+        tasks = list(self._drivers.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def view(self) -> dict[str, Any]:
+        return {"waiting": self.waiting, "counts": dict(self.counts)}
