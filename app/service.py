@@ -79,7 +79,7 @@ class Service:
             self._wake_beat,
             self.executor.in_flight,
             FloodGuard(min_spacing=settings.wake_min_spacing, per_minute=settings.wake_per_minute),
-            clock.monotonic,
+            clock,
         )
         self.executor.on_idle = self.waker.idle
         self.supervisor = Supervisor(clock, self.bus)

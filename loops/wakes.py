@@ -3,13 +3,14 @@
 ``POST /api/threads/{id}/heartbeat/wake`` hands ``Waker.wake`` a checked text and a mode:
 
 - ``now``: the thread gets one beat (trigger ``wake``) told the text as an event. While a beat of
-  the thread waits to start (queued behind the run in flight, or not yet started), more wakes
-  coalesce into it: their texts are joined, oldest first, and it still runs once.
+  the thread waits to start (behind the run in flight, or for the flood guard's spacing), more
+  wakes coalesce into it: their texts are joined, oldest first, and it still runs once.
 - ``next-heartbeat``: the text is held in storage for the thread's next scheduled beat (which
   the scheduler's claim takes with its ``running`` row).
 
-The flood guard (``FloodGuard``, per thread, its rule the pure ``flood_verdict``) lets a wake
-start a new beat only ``min_spacing`` seconds after the last one a wake started, and accepts at
+The flood guard (``FloodGuard``, per thread, its rules the pure ``flood_verdict`` and
+``start_delay``) starts a wake's beat no sooner than ``min_spacing`` seconds after the last one
+a wake started (the beat waits, and the wakes meanwhile coalesce into it: 202), and accepts at
 most ``per_minute`` wakes a minute in all; the excess is refused (HTTP 429 with Retry-After),
 never a server error. Ledger events a thread's config wakes on come through the same path with
 trigger ``ledger_event``.
@@ -32,8 +33,17 @@ from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Run, Trigger
 from ledger.storage.interface import Storage
 from ledger.wakes import WakeMode, join_all
+from loops.clock import Clock
 
-__all__ = ["FloodGuard", "WakeOutcome", "WakeRefused", "WakeResult", "Waker", "flood_verdict"]
+__all__ = [
+    "FloodGuard",
+    "WakeOutcome",
+    "WakeRefused",
+    "WakeResult",
+    "Waker",
+    "flood_verdict",
+    "start_delay",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +57,7 @@ class WakeOutcome(StrEnum):
     """What became of a wake (the ``outcome`` of the answer, and the metrics' label)."""
 
     STARTED = "started"  # a beat starts for it now
-    QUEUED = "queued"  # a beat runs for it once the thread's run in flight ends
+    QUEUED = "queued"  # a beat runs for it once the run in flight ends and the spacing passed
     COALESCED = "coalesced"  # joined to a beat that has not started yet
     HELD = "held"  # kept for the thread's next scheduled beat
     REFUSED = "refused"  # the flood guard said no
@@ -72,37 +82,32 @@ class WakeResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def flood_verdict(
-    accepted: tuple[float, ...],
-    last_start: float | None,
-    now: float,
-    *,
-    starts: bool,
-    min_spacing: float,
-    per_minute: int,
+    accepted: tuple[float, ...], now: float, *, per_minute: int
 ) -> tuple[str, float] | None:
     """Whether the flood guard refuses a wake. Pure.
 
-    ``accepted``: the times of the thread's wakes accepted in the last minute, oldest first;
-    ``last_start``: when a wake last started a beat; ``starts``: whether this wake would start a
-    new one (a coalesced or held wake does not). Returns None to accept, or why it is refused
-    and the seconds after which the same wake would be accepted.
+    ``accepted``: the times of the thread's wakes accepted (started, queued, coalesced or held)
+    in the last minute, oldest first. Returns None to accept, or why it is refused and the
+    seconds after which the same wake would be accepted.
     """
     recent = [t for t in accepted if t > now - MINUTE]
     if len(recent) >= per_minute:
-        return f"at most {per_minute} wakes a minute", recent[
-            len(recent) - per_minute
-        ] + MINUTE - now
-    if starts and last_start is not None and now - last_start < min_spacing:
-        return (
-            f"wakes start a beat at most every {min_spacing:g} s",
-            last_start + min_spacing - now,
-        )
+        retry = recent[len(recent) - per_minute] + MINUTE - now
+        return f"at most {per_minute} wakes a minute", retry
     return None
+
+
+def start_delay(last_start: float | None, now: float, *, min_spacing: float) -> float:
+    """Seconds a wake's beat waits before it starts: none, or until ``min_spacing`` seconds
+    after the last beat a wake started (``last_start``). Pure."""
+    if last_start is None:
+        return 0.0
+    return max(0.0, last_start + min_spacing - now)
 
 
 class FloodGuard:
     """The flood guard's memory: each thread's wakes accepted in the last minute, and when a
-    wake last started a beat. Threads quiet for a minute (and past the spacing) are forgotten."""
+    wake's beat last started. Threads quiet for a minute (and past the spacing) are forgotten."""
 
     def __init__(self, *, min_spacing: float, per_minute: int) -> None:
         self.min_spacing = min_spacing
@@ -110,25 +115,25 @@ class FloodGuard:
         self._accepted: dict[str, deque[float]] = {}
         self._last_start: dict[str, float] = {}
 
-    def admit(self, thread_id: str, now: float, *, starts: bool) -> tuple[str, float] | None:
+    def admit(self, thread_id: str, now: float) -> tuple[str, float] | None:
         """Check one wake (as ``flood_verdict``) and, when accepted, remember it."""
         times = self._accepted.setdefault(thread_id, deque(maxlen=self.per_minute))
         while times and times[0] <= now - MINUTE:
             times.popleft()
-        verdict = flood_verdict(
-            tuple(times),
-            self._last_start.get(thread_id),
-            now,
-            starts=starts,
-            min_spacing=self.min_spacing,
-            per_minute=self.per_minute,
-        )
+        verdict = flood_verdict(tuple(times), now, per_minute=self.per_minute)
         if verdict is None:
             times.append(now)
-            if starts:
-                self._last_start[thread_id] = now
         self._forget_idle(now)
         return verdict
+
+    def delay(self, thread_id: str, now: float) -> float:
+        """Seconds the thread's next wake beat waits (``start_delay``)."""
+        last = self._last_start.get(thread_id)
+        return start_delay(last, now, min_spacing=self.min_spacing)
+
+    def started(self, thread_id: str, now: float) -> None:
+        """A wake's beat of the thread starts now."""
+        self._last_start[thread_id] = now
 
     def _forget_idle(self, now: float) -> None:
         if len(self._accepted) < 1024:
@@ -153,7 +158,7 @@ class Waker:
         run_beat: BeatRunner,
         in_flight: Mapping[str, int],
         guard: FloodGuard,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.run_beat = run_beat
@@ -189,7 +194,7 @@ class Waker:
     async def _hold(self, thread_id: str, text: str) -> WakeResult:
         if not await self.store.thread_exists(thread_id):
             raise NotFound("thread", thread_id)
-        self._admit(thread_id, starts=False)
+        self._admit(thread_id)
         held = await self.store.write(
             lambda tx: tx.hold_wake(thread_id, text, max_events=WAKE_EVENTS_MAX)
         )
@@ -207,23 +212,27 @@ class Waker:
                 raise WakeRefused(
                     thread_id, f"{WAKE_EVENTS_MAX} wakes already wait for one beat", 1.0
                 )
-            self._admit(thread_id, starts=False)
+            self._admit(thread_id)
             texts.append(text)
             return WakeResult(outcome=WakeOutcome.COALESCED, events=len(texts))
         if not await self.store.thread_exists(thread_id):
             raise NotFound("thread", thread_id)
         if thread_id in self._waiting:  # another wake got here during the read
             return await self._now(thread_id, text, trigger)
-        self._admit(thread_id, starts=True)
+        self._admit(thread_id)
         self._waiting[thread_id] = (trigger, [text])
-        busy = thread_id in self.in_flight or thread_id in self._drivers
+        busy = (
+            thread_id in self.in_flight
+            or thread_id in self._drivers
+            or self.guard.delay(thread_id, self.clock.now()) > 0
+        )
         if thread_id not in self._drivers:
             task = asyncio.create_task(self._drive(thread_id), name=f"wake:{thread_id}")
             self._drivers[thread_id] = task
         return WakeResult(outcome=WakeOutcome.QUEUED if busy else WakeOutcome.STARTED, events=1)
 
-    def _admit(self, thread_id: str, *, starts: bool) -> None:
-        verdict = self.guard.admit(thread_id, self.clock(), starts=starts)
+    def _admit(self, thread_id: str) -> None:
+        verdict = self.guard.admit(thread_id, self.clock.now())
         if verdict is not None:
             raise WakeRefused(thread_id, *verdict)
 
@@ -234,13 +243,17 @@ class Waker:
             event.set()
 
     async def _drive(self, thread_id: str) -> None:
-        """Run the thread's waiting beats one after another, each once the thread is idle."""
+        """Run the thread's waiting beats one after another, each once the thread is idle and
+        the spacing since the last one passed."""
         try:
             while thread_id in self._waiting:
+                while (delay := self.guard.delay(thread_id, self.clock.now())) > 0:
+                    await self.clock.sleep(delay)
                 while thread_id in self.in_flight:
                     event = self._idle.setdefault(thread_id, asyncio.Event())
                     await event.wait()
                 trigger, texts = self._waiting.pop(thread_id)
+                self.guard.started(thread_id, self.clock.now())
                 try:
                     await self.run_beat(thread_id, trigger, join_all(texts))
                 except NotFound:

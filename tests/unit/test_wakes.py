@@ -11,52 +11,61 @@ from ledger.errors import NotFound
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Run, Trigger
 from ledger.wakes import WakeMode, join_all, join_events
+from loops.clock import FakeClock
 from loops.prompt import Context, user_prompt
-from loops.wakes import FloodGuard, WakeOutcome, Waker, WakeRefused, flood_verdict
+from loops.wakes import (
+    FloodGuard,
+    WakeOutcome,
+    Waker,
+    WakeRefused,
+    flood_verdict,
+    start_delay,
+)
 
 SPACING, CAP = 10.0, 3
 
 
 @pytest.mark.parametrize(
-    ("accepted", "last_start", "now", "starts", "refused_for", "retry_after"),
+    ("accepted", "now", "refused", "retry_after"),
     [
-        ((), None, 100.0, True, None, None),  # the first wake
-        ((50.0,), 50.0, 100.0, True, None, None),  # spaced enough
-        ((95.0,), 95.0, 100.0, True, "every 10 s", 5.0),  # too soon to start another beat
-        ((95.0,), 95.0, 100.0, False, None, None),  # coalescing is not a start
-        ((90.0, 95.0, 99.0), 90.0, 100.0, False, "3 wakes a minute", 50.0),  # the cap
-        ((30.0, 95.0, 99.0), 30.0, 100.0, True, None, None),  # the oldest left the minute
-        ((40.0, 95.0, 99.0), 40.0, 100.0, True, None, None),  # exactly a minute ago: gone
-        ((41.0, 95.0, 99.0), 95.0, 100.0, True, "3 wakes a minute", 1.0),  # cap before spacing
+        ((), 100.0, False, None),  # the first wake
+        ((90.0, 95.0), 100.0, False, None),  # under the cap
+        ((90.0, 95.0, 99.0), 100.0, True, 50.0),  # the cap: the oldest leaves the minute at 150
+        ((30.0, 95.0, 99.0), 100.0, False, None),  # the oldest already left the minute
+        ((40.0, 95.0, 99.0), 100.0, False, None),  # exactly a minute ago: gone
+        ((41.0, 95.0, 99.0), 100.0, True, 1.0),
+        ((45.0, 50.0, 55.0, 95.0, 99.0), 100.0, True, 15.0),  # the newest three count
     ],
 )
 def test_flood_verdict(
-    accepted: tuple[float, ...],
-    last_start: float | None,
-    now: float,
-    starts: bool,
-    refused_for: str | None,
-    retry_after: float | None,
+    accepted: tuple[float, ...], now: float, refused: bool, retry_after: float | None
 ) -> None:
-    verdict = flood_verdict(
-        accepted, last_start, now, starts=starts, min_spacing=SPACING, per_minute=CAP
-    )
-    if refused_for is None:
+    verdict = flood_verdict(accepted, now, per_minute=CAP)
+    if not refused:
         assert verdict is None
     else:
         assert verdict is not None
-        assert refused_for in verdict[0] and verdict[1] == pytest.approx(retry_after)
+        assert "3 wakes a minute" in verdict[0] and verdict[1] == pytest.approx(retry_after)
+
+
+@pytest.mark.parametrize(
+    ("last_start", "now", "delay"),
+    [(None, 100.0, 0.0), (80.0, 100.0, 0.0), (90.0, 100.0, 0.0), (95.0, 100.0, 5.0)],
+)
+def test_start_delay(last_start: float | None, now: float, delay: float) -> None:
+    assert start_delay(last_start, now, min_spacing=SPACING) == delay
 
 
 def test_the_guard_remembers_what_it_accepted_per_thread() -> None:
     guard = FloodGuard(min_spacing=SPACING, per_minute=CAP)
-    assert guard.admit("a", 0.0, starts=True) is None
-    assert guard.admit("a", 1.0, starts=True) is not None  # spacing
-    assert guard.admit("b", 1.0, starts=True) is None  # another thread is not affected
-    assert guard.admit("a", 2.0, starts=False) is None
-    assert guard.admit("a", 3.0, starts=False) is None
-    assert guard.admit("a", 4.0, starts=False) is not None  # the cap (refusals do not count)
-    assert guard.admit("a", 61.0, starts=True) is None  # a minute on
+    for t in (0.0, 1.0, 2.0):
+        assert guard.admit("a", t) is None
+    assert guard.admit("a", 3.0) is not None  # the cap (refusals do not count)
+    assert guard.admit("b", 3.0) is None  # another thread is not affected
+    assert guard.admit("a", 60.5) is None  # a minute on
+    assert guard.delay("a", 5.0) == 0.0
+    guard.started("a", 5.0)
+    assert guard.delay("a", 8.0) == 7.0 and guard.delay("b", 8.0) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -111,14 +120,14 @@ class _Beats:
         return None
 
 
-def _waker(spacing: float = 0.0, cap: int = 600) -> tuple[Waker, _Beats, list[float]]:
+def _waker(spacing: float = 0.0, cap: int = 600) -> tuple[Waker, _Beats, FakeClock]:
     in_flight: dict[str, int] = {}
     beats = _Beats(in_flight)
-    now = [0.0]
+    clock = FakeClock()
     guard = FloodGuard(min_spacing=spacing, per_minute=cap)
-    waker = Waker(_Store({"t"}), beats, in_flight, guard, lambda: now[0])  # type: ignore[arg-type]
+    waker = Waker(_Store({"t"}), beats, in_flight, guard, clock)  # type: ignore[arg-type]
     beats.waker = waker
-    return waker, beats, now
+    return waker, beats, clock
 
 
 async def _settle() -> None:
@@ -164,19 +173,34 @@ async def test_a_beat_holds_at_most_so_many_wakes() -> None:
     await waker.close()
 
 
-async def test_the_flood_guard_refuses_with_a_retry_after() -> None:
-    waker, beats, now = _waker(spacing=10.0, cap=5)
+async def test_the_cap_refuses_with_a_retry_after() -> None:
+    waker, beats, clock = _waker(cap=3)
+    for text in "abc":
+        await waker.wake("t", text, WakeMode.NOW)
+    await clock.advance(4)
+    with pytest.raises(WakeRefused) as refused:
+        await waker.wake("t", "d", WakeMode.NOW)
+    assert refused.value.headers == {"Retry-After": "56"}
+    assert refused.value.extra == {"retry_after_seconds": 56}
+    assert waker.counts[WakeOutcome.REFUSED] == 1
+    beats.gate.set()
+    await waker.close()
+
+
+async def test_a_wake_within_the_spacing_waits_for_it_and_the_next_ones_join_it() -> None:
+    waker, beats, clock = _waker(spacing=10.0)
     beats.gate.set()
     assert (await waker.wake("t", "a", WakeMode.NOW)).outcome is WakeOutcome.STARTED
     await _settle()
-    now[0] = 4.0
-    with pytest.raises(WakeRefused) as refused:
-        await waker.wake("t", "b", WakeMode.NOW)
-    assert refused.value.headers == {"Retry-After": "6"}
-    assert refused.value.extra == {"retry_after_seconds": 6}
-    now[0] = 10.0
-    assert (await waker.wake("t", "c", WakeMode.NOW)).outcome is WakeOutcome.STARTED
-    assert waker.counts[WakeOutcome.REFUSED] == 1
+    await clock.advance(4)
+    assert (await waker.wake("t", "b", WakeMode.NOW)).outcome is WakeOutcome.QUEUED
+    assert (await waker.wake("t", "c", WakeMode.NOW)).outcome is WakeOutcome.COALESCED
+    await clock.advance(5)
+    await _settle()
+    assert [text for _, _, text in beats.calls] == ["a"]  # not yet: 9 s after the first
+    await clock.advance(1)
+    await _settle()
+    assert [text for _, _, text in beats.calls] == ["a", "b\nc"]
     await waker.close()
 
 
