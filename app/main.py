@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app import openapi, routes_data, routes_heartbeat, routes_wake, sse
+from app import metrics, openapi, routes_data, routes_heartbeat, routes_wake, sse
 from app.demo import seed_demo
 from app.http import JSON, handle_error
 from app.security import SecurityMiddleware, allowed_host_names, parse_origin
@@ -87,6 +87,7 @@ def create_app(
         *sse.routes,
         *routes_data.routes,
         *openapi.routes,
+        *metrics.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),

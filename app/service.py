@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from app.llm_choice import choose_provider, default_model
+from app.metrics import Metrics
 from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.errors import NotFound
@@ -102,6 +103,13 @@ class Service:
             model=lambda: default_model(settings, self.llm),
             window=settings.loop_window,
         )
+        self.metrics = Metrics(
+            wakes=lambda: self.waker.counts,
+            queue_depth=lambda: self.executor.llm_waiting + self.journal.lifecycle.llm_waiting,
+            in_flight=lambda: len(self.executor.in_flight),
+        )
+        for lifecycle in (self.executor.lifecycle, self.journal.lifecycle):
+            lifecycle.observers.append(self.metrics.observe)
         for kind in journal_kinds(
             self.journal,
             clock,

@@ -205,6 +205,7 @@ class Lifecycle:
         self.bus = bus
         self.limiter = limiter
         self.llm_waiting = 0  # runs waiting for LLM capacity now
+        self.observers: list[Callable[[Run], None]] = []  # told every finished row (metrics)
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
         """Build the plan and write its start row in one transaction (see ``start_row``)."""
@@ -267,6 +268,8 @@ class Lifecycle:
             finish = Finish(chat.stamp(refused, plan.model))
             row = await self.store.write(partial(_finish_tx, plan, work, finish))
         self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
+        for observe in self.observers:
+            observe(row)
         await work.finished(plan, row, finish)
         return row
 
