@@ -66,13 +66,13 @@ class WakeOutcome(StrEnum):
 class WakeRefused(HeartbeatError, code="wake_refused", http_status=429):
     """Too many wakes for this thread; try again later."""
 
-    def __init__(self, thread_id: str, why: str, retry_after: float) -> None:
+    def __init__(self, thread_id: str, limit: str, why: str, retry_after: float) -> None:
         wait = max(1, math.ceil(retry_after))
         super().__init__(
             f"wake for thread {thread_id!r} refused: {why}; retry in {wait} s",
             field="thread_id",
             headers={"Retry-After": str(wait)},
-            extra={"retry_after_seconds": wait},
+            extra={"limit": limit, "retry_after_seconds": wait},
         )
 
 
@@ -200,7 +200,10 @@ class Waker:
         )
         if held is None:
             raise WakeRefused(
-                thread_id, f"{WAKE_EVENTS_MAX} wakes already wait for the next beat", MINUTE
+                thread_id,
+                "events_per_beat",
+                f"{WAKE_EVENTS_MAX} wakes already wait for the next beat",
+                MINUTE,
             )
         return WakeResult(outcome=WakeOutcome.HELD, events=held)
 
@@ -210,7 +213,10 @@ class Waker:
             texts = waiting[1]
             if len(texts) >= WAKE_EVENTS_MAX:
                 raise WakeRefused(
-                    thread_id, f"{WAKE_EVENTS_MAX} wakes already wait for one beat", 1.0
+                    thread_id,
+                    "events_per_beat",
+                    f"{WAKE_EVENTS_MAX} wakes already wait for one beat",
+                    1.0,
                 )
             self._admit(thread_id)
             texts.append(text)
@@ -234,7 +240,7 @@ class Waker:
     def _admit(self, thread_id: str) -> None:
         verdict = self.guard.admit(thread_id, self.clock.now())
         if verdict is not None:
-            raise WakeRefused(thread_id, *verdict)
+            raise WakeRefused(thread_id, "per_minute", *verdict)
 
     def idle(self, thread_id: str) -> None:
         """A run of the thread ended (the executor's ``on_idle``)."""

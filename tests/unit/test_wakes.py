@@ -167,6 +167,7 @@ async def test_a_beat_holds_at_most_so_many_wakes() -> None:
     with pytest.raises(WakeRefused) as refused:
         await waker.wake("t", "one too many", WakeMode.NOW)
     assert refused.value.http_status == 429 and refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.extra["limit"] == "events_per_beat"
     beats.gate.set()
     await _settle()
     assert len(beats.calls) == 1 and beats.calls[0][2].count("\n") == WAKE_EVENTS_MAX - 1
@@ -181,7 +182,7 @@ async def test_the_cap_refuses_with_a_retry_after() -> None:
     with pytest.raises(WakeRefused) as refused:
         await waker.wake("t", "d", WakeMode.NOW)
     assert refused.value.headers == {"Retry-After": "56"}
-    assert refused.value.extra == {"retry_after_seconds": 56}
+    assert refused.value.extra == {"limit": "per_minute", "retry_after_seconds": 56}
     assert waker.counts[WakeOutcome.REFUSED] == 1
     beats.gate.set()
     await waker.close()
