@@ -282,7 +282,7 @@ async function selectThread(tid) {
   setText("config-status", "");
   renderRunButton();
   connectLive();
-  await Promise.all([loadConfig(), loadHistory(true)]);
+  await Promise.all([loadConfig(), loadHistory(true), loadTimeline()]);
 }
 
 async function createThread(ev) {
@@ -566,6 +566,7 @@ const handlers = {
   },
   run_finished(run) {
     finishRun(run);
+    timelineAdd(run);
     if (run.loop === LOOP.HEARTBEAT) loadConfig();
     if (run.status === STATUS.OK && ["post", "comment", "vote"].includes(run.action)) {
       loadPosts(true);
