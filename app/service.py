@@ -20,6 +20,7 @@ from ledger.errors import NotFound
 from ledger.records import Loop, Run, Thread, Trigger
 from ledger.storage.interface import Storage
 from ledger.storage.sqlite import SqliteStore
+from ledger.wakes import WakeMode, ledger_event_text
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
@@ -27,7 +28,7 @@ from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
-from loops.wakes import FloodGuard, Waker
+from loops.wakes import FloodGuard, WakeOnIndex, Waker, WakeRefused
 
 log = logging.getLogger("heartbeat")
 
@@ -83,6 +84,7 @@ class Service:
             clock,
         )
         self.executor.on_idle = self.waker.idle
+        self.wake_on = WakeOnIndex()
         self.supervisor = Supervisor(clock, self.bus)
         self.supervisor.add(
             LoopKind(
@@ -147,6 +149,10 @@ class Service:
             log.info("[HEARTBEAT] LLM provider %s", reason)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
             service = cls(settings, store, llm, clock, http, reason)
+            async for batch in store.iter_threads(batch=2000):
+                for thread in batch:
+                    cfg, _ = hbconfig.decode_stored(thread.config_json)
+                    service.wake_on.update(thread.id, cfg.wake_on)
         except BaseException:
             await store.close()
             raise
@@ -184,6 +190,21 @@ class Service:
         await self.scheduler.after_manual_run(thread_id, ran_at)
         return run
 
+    async def ledger_event(
+        self, kind: str, author: str, post_id: str, title: str, content: str
+    ) -> None:
+        """A new Ledger post or comment: wake the threads whose config wakes on it (trigger
+        ``ledger_event``), through the wakes' own path and flood guard."""
+        threads = self.wake_on.threads_for(kind, author, f"{title}\n{content}")
+        if not threads:
+            return
+        text = ledger_event_text(kind, author, post_id, title, content)
+        for tid in threads:
+            try:
+                await self.waker.wake(tid, text, WakeMode.NOW, Trigger.LEDGER_EVENT)
+            except (WakeRefused, NotFound) as exc:
+                log.info("[HEARTBEAT] Ledger event did not wake thread %s: %s", tid, exc)
+
     async def set_config(self, thread_id: str, patch: dict[str, Any]) -> hbconfig.HeartbeatConfig:
         """Merge ``patch`` into the stored config, re-plan, re-arm. A valid patch creates the
         thread if it does not exist; an invalid one (ConfigError) changes nothing."""
@@ -209,6 +230,7 @@ class Service:
         )
         encoded = hbconfig.encode(new)
         await self.store.write(lambda tx: tx.set_config(thread_id, encoded, anchor, next_run))
+        self.wake_on.update(thread_id, new.wake_on)
         if self.supervisor.is_running(Loop.HEARTBEAT):
             await self.scheduler.rearm(thread_id)
         self.bus.publish(

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -31,12 +31,13 @@ import msgspec
 from ledger.errors import HeartbeatError, NotFound
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Run, Trigger
-from ledger.storage.interface import Storage
-from ledger.wakes import WakeMode, join_all
+from ledger.storage.interface import AGENT, Storage
+from ledger.wakes import WakeMode, join_all, wakes_on
 from loops.clock import Clock
 
 __all__ = [
     "FloodGuard",
+    "WakeOnIndex",
     "WakeOutcome",
     "WakeRefused",
     "WakeResult",
@@ -280,3 +281,26 @@ class Waker:
 
     def view(self) -> dict[str, Any]:
         return {"waiting": self.waiting, "counts": dict(self.counts)}
+
+
+class WakeOnIndex:
+    """The threads whose config wakes on Ledger events (``wake_on``), kept by config changes, so
+    a new post asks only them, not every thread."""
+
+    def __init__(self) -> None:
+        self._by_thread: dict[str, tuple[str, ...]] = {}
+
+    def update(self, thread_id: str, wake_on: Iterable[str]) -> None:
+        events = tuple(wake_on)
+        if events:
+            self._by_thread[thread_id] = events
+        else:
+            self._by_thread.pop(thread_id, None)
+
+    def threads_for(self, kind: str, author: str, text: str) -> list[str]:
+        """The threads a new Ledger ``kind`` by ``author`` saying ``text`` wakes."""
+        return [
+            tid
+            for tid, events in self._by_thread.items()
+            if wakes_on(kind, author, text, events, AGENT)
+        ]

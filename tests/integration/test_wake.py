@@ -195,3 +195,48 @@ async def test_every_kind_of_run_records_its_trigger_and_event(workspace: Path) 
             ("schedule", None),
         ]
         assert all(r.prompt_tokens is not None for r in rows)
+
+
+async def test_a_thread_wakes_on_the_ledger_events_its_config_names(
+    make_app: AppFactory, llm: ScriptedLLM
+) -> None:
+    api = await make_app(llm=llm, start_loops=False, wake_min_spacing=0.0)
+    c = api.client
+    r = await c.post("/api/threads/default/heartbeat/config", json={"wake_on": ["comment"]})
+    assert r.status_code == 200 and r.json()["wake_on"] == ["comment"]
+    r = await c.post("/api/threads/watcher/heartbeat/config", json={"wake_on": ["mention"]})
+    assert r.status_code == 200
+    bad = await c.post("/api/threads/default/heartbeat/config", json={"wake_on": ["vote"]})
+    assert bad.status_code == 422 and error(bad)["field"] == "wake_on"
+
+    r = await c.post("/api/ledger/posts", json={"title": "Lunch?", "content": "Where to go"})
+    pid = r.json()["post_id"]  # a post: neither thread wakes on posts, nor is @agent named
+    r = await c.post(f"/api/ledger/posts/{pid}/comments", json={"content": "@agent, any idea?"})
+    assert r.status_code == 201
+    (run,) = await finished_runs(api, 1)
+    assert run.trigger == "ledger_event"
+    assert run.event_text == f"new comment by user on Ledger post {pid}: @agent, any idea?"
+    (mention,) = await finished_runs(api, 1, "watcher")
+    assert (mention.trigger, mention.event_text) == ("ledger_event", run.event_text)
+    await asyncio.sleep(0.1)
+    assert len(await runs(api.service)) == 1 and len(await runs(api.service, "watcher")) == 1
+
+
+async def test_the_agents_own_posts_never_wake_a_thread(
+    make_app: AppFactory, llm: ScriptedLLM
+) -> None:
+    api = await make_app(llm=llm, start_loops=False)
+    c = api.client
+    await c.post("/api/threads/default/heartbeat/config", json={"wake_on": ["post"]})
+    llm.enqueue({"action": "post", "title": "Digest", "content": "@agent", "reasoning": "r"})
+    r = await c.post("/api/threads/default/heartbeat/run-now")
+    assert r.json()["action"] == "post" and r.json()["status"] == "ok"
+    await asyncio.sleep(0.2)
+    assert [run.trigger for run in await runs(api.service)] == ["manual"]
+
+
+async def test_wake_on_is_known_after_a_restart(make_app: AppFactory, llm: ScriptedLLM) -> None:
+    first = await make_app(llm=llm, start_loops=False)
+    await first.client.post("/api/threads/default/heartbeat/config", json={"wake_on": ["post"]})
+    second = await make_app(llm=ScriptedLLM(), start_loops=False)  # the same database file
+    assert second.service.wake_on.threads_for("post", "user", "x") == ["default"]

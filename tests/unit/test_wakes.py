@@ -10,11 +10,12 @@ from heartbeat_md import parse as parse_instructions
 from ledger.errors import NotFound
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Run, Trigger
-from ledger.wakes import WakeMode, join_all, join_events
+from ledger.wakes import WakeMode, join_all, join_events, ledger_event_text, wakes_on
 from loops.clock import FakeClock
 from loops.prompt import Context, user_prompt
 from loops.wakes import (
     FloodGuard,
+    WakeOnIndex,
     WakeOutcome,
     Waker,
     WakeRefused,
@@ -219,3 +220,45 @@ async def test_a_ledger_event_wakes_through_the_same_path() -> None:
     await _settle()
     assert beats.calls == [("t", Trigger.LEDGER_EVENT, "new post p1")]
     await waker.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "author", "text", "wake_on", "wakes"),
+    [
+        ("post", "user", "hello", ["post"], True),
+        ("post", "user", "hello", ["comment"], False),
+        ("comment", "user", "hello", ["comment"], True),
+        ("comment", "user", "hello", [], False),
+        ("post", "agent", "hello", ["post", "comment", "mention"], False),  # never itself
+        ("comment", "user", "what do you think, @agent?", ["mention"], True),
+        ("post", "user", "@Agent: look", ["mention"], True),
+        ("post", "user", "mail me at x@agent.example", ["mention"], False),
+        ("post", "user", "@agents unite", ["mention"], False),
+        ("post", "user", "agent, look", ["mention"], False),
+        ("comment", "agent", "@agent", ["mention"], False),
+    ],
+)
+def test_what_a_ledger_event_wakes(
+    kind: str, author: str, text: str, wake_on: list[str], wakes: bool
+) -> None:
+    assert wakes_on(kind, author, text, wake_on, "agent") is wakes
+
+
+def test_a_ledger_event_is_told_with_an_excerpt() -> None:
+    long = "x" * 1000
+    post = ledger_event_text("post", "user", "p1", "Lunch?", long)
+    assert post.startswith("new Ledger post p1 by user: 'Lunch?': x") and post.endswith("…")
+    assert len(post) < 400
+    comment = ledger_event_text("comment", "user", "p1", "", "yes")
+    assert comment == "new comment by user on Ledger post p1: yes"
+
+
+def test_the_index_asks_only_the_threads_that_wake_on_something() -> None:
+    index = WakeOnIndex()
+    index.update("a", ["post"])
+    index.update("b", ["mention"])
+    index.update("c", [])
+    assert index.threads_for("post", "user", "hi") == ["a"]
+    assert index.threads_for("post", "user", "hi @agent") == ["a", "b"]
+    index.update("a", [])
+    assert index.threads_for("post", "user", "hi") == []
