@@ -222,6 +222,7 @@ class Lifecycle:
                 "thread_id": plan.thread_id,
                 "loop": plan.loop,
                 "trigger": plan.trigger,
+                "event_text": plan.event,
                 "model": plan.model,
                 "dry_run": plan.dry_run,
             },

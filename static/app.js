@@ -640,7 +640,7 @@ function addHistoryRow(run, atTop) {
     { "data-run": run.run_id },
     el("td", {}, `#${run.run_id}`),
     el("td", { title: run.finished_at || "" }, when(run.finished_at, STATUS.RUNNING)),
-    el("td", {}, run.trigger),
+    el("td", { title: run.event_text || "" }, run.trigger),
     el("td", {}, el("span", { class: `badge status-${run.status}` }, run.status)),
     el("td", {}, run.action || "—"),
     el("td", { class: "summary-cell" }, runSummary(run) || run.error || ""),

@@ -81,6 +81,7 @@ async def test_a_wake_for_an_unknown_or_misnamed_thread(api: Running) -> None:
 
 
 async def test_a_wake_runs_a_beat_told_the_event_as_data(api: Running, llm: ScriptedLLM) -> None:
+    sub = api.service.bus.subscribe()
     r = await api.client.post(URL, json={"text": "  the build failed  "})
     assert r.status_code == 202
     assert r.json() == {
@@ -98,6 +99,12 @@ async def test_a_wake_runs_a_beat_told_the_event_as_data(api: Running, llm: Scri
     history = (await api.client.get("/api/threads/default/heartbeat/history")).json()
     assert history["items"][0]["trigger"] == "wake"
     assert history["items"][0]["event_text"] == "the build failed"
+    events = {e.type: e.data for e in sub.take()}
+    sub.close()
+    for kind in ("run_started", "run_finished"):
+        assert (events[kind]["trigger"], events[kind]["event_text"]) == ("wake", "the build failed")
+    status = (await api.client.get("/api/heartbeat/status")).json()
+    assert status["wakes"] == {"waiting": 0, "counts": {"started": 1}}
 
 
 async def test_run_now_records_trigger_manual_without_event(api: Running) -> None:
