@@ -215,19 +215,17 @@ class Lifecycle:
     async def run(self, plan: RunPlan[C], work: Work[C, P, A, E]) -> Run:
         """Carry a started run to its end; returns the finished row."""
         tag = f"[{plan.loop.upper()}]"
-        self.bus.publish(
-            "run_started",
-            {
-                "run_id": plan.id,
-                "thread_id": plan.thread_id,
-                "loop": plan.loop,
-                "trigger": plan.trigger,
-                "event_text": plan.event,
-                "model": plan.model,
-                "dry_run": plan.dry_run,
-            },
-            thread_id=plan.thread_id,
-        )
+        started: dict[str, object] = {
+            "run_id": plan.id,
+            "thread_id": plan.thread_id,
+            "loop": plan.loop,
+            "trigger": plan.trigger,
+            "model": plan.model,
+            "dry_run": plan.dry_run,
+        }
+        if plan.event is not None:  # what woke the run, when something did
+            started["event_text"] = plan.event
+        self.bus.publish("run_started", started, thread_id=plan.thread_id)
         expiry = asyncio.get_running_loop().time() + plan.deadline
         chat = Chat(self.llm, expiry)
         deadline = asyncio.timeout_at(expiry)

@@ -100,10 +100,10 @@ def flood_verdict(
 
 def start_delay(last_start: float | None, now: float, *, min_spacing: float) -> float:
     """Seconds a wake's beat waits before it starts: none, or until ``min_spacing`` seconds
-    after the last beat a wake started (``last_start``). Pure."""
+    after the last beat a wake started (``last_start``), never longer than that. Pure."""
     if last_start is None:
         return 0.0
-    return max(0.0, last_start + min_spacing - now)
+    return min(min_spacing, max(0.0, last_start + min_spacing - now))
 
 
 class FloodGuard:
@@ -231,7 +231,7 @@ class Waker:
         busy = (
             thread_id in self.in_flight
             or thread_id in self._drivers
-            or self.guard.delay(thread_id, self.clock.now()) > 0
+            or self.guard.delay(thread_id, self.clock.monotonic()) > 0
         )
         if thread_id not in self._drivers:
             task = asyncio.create_task(self._drive(thread_id), name=f"wake:{thread_id}")
@@ -239,7 +239,7 @@ class Waker:
         return WakeResult(outcome=WakeOutcome.QUEUED if busy else WakeOutcome.STARTED, events=1)
 
     def _admit(self, thread_id: str) -> None:
-        verdict = self.guard.admit(thread_id, self.clock.now())
+        verdict = self.guard.admit(thread_id, self.clock.monotonic())
         if verdict is not None:
             raise WakeRefused(thread_id, "per_minute", *verdict)
 
@@ -254,13 +254,13 @@ class Waker:
         the spacing since the last one passed."""
         try:
             while thread_id in self._waiting:
-                while (delay := self.guard.delay(thread_id, self.clock.now())) > 0:
+                while (delay := self.guard.delay(thread_id, self.clock.monotonic())) > 0:
                     await self.clock.sleep(delay)
                 while thread_id in self.in_flight:
                     event = self._idle.setdefault(thread_id, asyncio.Event())
                     await event.wait()
                 trigger, texts = self._waiting.pop(thread_id)
-                self.guard.started(thread_id, self.clock.now())
+                self.guard.started(thread_id, self.clock.monotonic())
                 try:
                     await self.run_beat(thread_id, trigger, join_all(texts))
                 except NotFound:

@@ -51,7 +51,13 @@ def test_flood_verdict(
 
 @pytest.mark.parametrize(
     ("last_start", "now", "delay"),
-    [(None, 100.0, 0.0), (80.0, 100.0, 0.0), (90.0, 100.0, 0.0), (95.0, 100.0, 5.0)],
+    [
+        (None, 100.0, 0.0),
+        (80.0, 100.0, 0.0),
+        (90.0, 100.0, 0.0),
+        (95.0, 100.0, 5.0),
+        (500.0, 100.0, 10.0),  # a clock that went back never waits longer than the spacing
+    ],
 )
 def test_start_delay(last_start: float | None, now: float, delay: float) -> None:
     assert start_delay(last_start, now, min_spacing=SPACING) == delay
