@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app import openapi, routes_data, routes_heartbeat, sse
+from app import metrics, openapi, routes_data, routes_heartbeat, routes_wake, sse
 from app.demo import seed_demo
 from app.http import JSON, handle_error
 from app.routing import one_route_per_path
@@ -85,9 +85,11 @@ def create_app(
 
     routes = [
         *routes_heartbeat.routes,
+        *routes_wake.routes,
         *sse.routes,
         *routes_data.routes,
         *openapi.routes,
+        *metrics.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),

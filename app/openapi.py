@@ -29,8 +29,10 @@ from ledger.limits import (
     STATEMENT_MAX,
     THREAD_ID_MAX,
     TITLE_MAX,
+    WAKE_TEXT_MAX,
 )
 from ledger.records import Loop, Reason, RunStatus, Trigger
+from ledger.wakes import WakeMode
 
 Schema = dict[str, Any]
 
@@ -356,6 +358,30 @@ OPS: list[Op] = [
         errors=_STORAGE | {409},
     ),
     Op(
+        "post",
+        "/api/threads/{thread_id}/heartbeat/wake",
+        "Wake the thread: a beat now, or the text held for its next beat (429 when flooded)",
+        _obj(
+            ok=BOOL,
+            thread_id=STR,
+            mode=_enum(WakeMode),
+            outcome=_enum(["started", "queued", "coalesced", "held"]),
+            events=INT,
+        ),
+        [_TID],
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["text"],
+            "properties": {
+                "text": _written(WAKE_TEXT_MAX),
+                "mode": {**_enum(WakeMode), "default": "now"},
+            },
+        },
+        status=202,
+        errors=_STORAGE | {429},
+    ),
+    Op(
         "get",
         "/api/threads/{thread_id}/heartbeat/history",
         "Runs, newest first (?loop= for one loop only)",
@@ -541,6 +567,14 @@ OPS: list[Op] = [
     Op("get", "/healthz", "Liveness and LLM reachability", _HEALTH),
     Op("get", "/openapi.json", "This document", {"type": "object"}),
     Op("get", "/", "The dashboard", _text(), media="text/html"),
+    Op(
+        "get",
+        "/metrics",
+        "Runs, skips, wakes, LLM latency, tokens and queue depth in Prometheus' text format",
+        _text(),
+        errors=frozenset({401}),  # the API token applies here too when one is set
+        media="text/plain",
+    ),
 ]
 """Every operation the app serves (``/static/`` files aside)."""
 
@@ -556,6 +590,7 @@ _ERRORS = {
     421: "The Host header does not name this service",
     422: "A field, parameter or id is invalid",
     503: "Storage is busy, closed, full or read only; Retry-After may say when to retry",
+    429: "Too many wakes: the flood guard refused this one; Retry-After says when to retry",
 }
 
 

@@ -236,6 +236,7 @@ async def create_post(request: Request) -> JSON:
     title = text_field(data, "title", max_len=TITLE_MAX)
     content = text_field(data, "content", max_len=CONTENT_MAX)
     post = await svc.store.write(lambda tx: tx.create_post(USER, title, content))
+    await svc.ledger_event("post", USER, post.id, title, content)
     return JSON(post_to_dict(post), status_code=201)
 
 
@@ -266,6 +267,7 @@ async def add_comment(request: Request) -> JSON:
     only_fields(data, {"content"})
     content = text_field(data, "content", max_len=CONTENT_MAX)
     comment = await svc.store.write(lambda tx: tx.add_comment(pid, USER, content))
+    await svc.ledger_event("comment", USER, pid, "", content)
     return JSON(
         {
             "comment_id": comment.id,

@@ -49,6 +49,7 @@ async def status(request: Request) -> JSON:
             ],
             "in_flight": dict(svc.executor.in_flight),
             "queue_depth": svc.executor.llm_waiting,
+            "wakes": svc.waker.view(),
             "max_concurrency": svc.settings.max_concurrency,
             "loops": loops,
             "llm": {

@@ -6,8 +6,9 @@
   service's own (scheme, host and port it was reached on) or one configured in
   ``HEARTBEAT_ALLOWED_ORIGINS``; ``Origin: null`` is refused. A request without ``Origin`` (curl)
   passes unless the browser marks it cross-site or same-site.
-- With ``HEARTBEAT_API_TOKEN`` set, every ``/api`` call needs ``Authorization: Bearer <token>``
-  (the event stream may pass ``?token=`` because browsers' EventSource cannot set headers).
+- With ``HEARTBEAT_API_TOKEN`` set, every ``/api`` call and ``/metrics`` need
+  ``Authorization: Bearer <token>`` (the event stream may pass ``?token=`` because browsers'
+  EventSource cannot set headers).
 - Request bodies are capped in size, and in time: a body not complete within ``body_timeout``
   seconds of the request's start is answered 408 and its connection closed.
 - Every response says it may not be framed, sniffed, or leak a referrer, and carries the
@@ -219,7 +220,7 @@ class SecurityMiddleware:
             elif headers.get("sec-fetch-site") in ("cross-site", "same-site"):
                 return ApiError(403, "cross_origin", "requests from other sites are refused")
         path: str = scope["path"]
-        if self.token and path.startswith("/api/"):
+        if self.token and (path.startswith("/api/") or path == "/metrics"):
             if not self._authorized(scope, headers):
                 return ApiError(
                     401,

@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 
 from app.llm_choice import choose_provider, default_model
+from app.metrics import Metrics
 from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.errors import NotFound
 from ledger.records import Loop, Run, Thread, Trigger
 from ledger.storage.interface import Storage
 from ledger.storage.sqlite import SqliteStore
+from ledger.wakes import WakeMode, ledger_event_text
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
@@ -28,6 +30,7 @@ from loops.llm import LLMProvider
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 from loops.unrecorded import record_kept
+from loops.wakes import FloodGuard, WakeOnIndex, Waker, WakeRefused
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -80,6 +83,15 @@ class Service:
             plan=self.executor.plan,
             slack=settings.timer_slack,
         )
+        self.waker = Waker(
+            store,
+            self._wake_beat,
+            self.executor.in_flight,
+            FloodGuard(min_spacing=settings.wake_min_spacing, per_minute=settings.wake_per_minute),
+            clock,
+        )
+        self.executor.on_idle = self.waker.idle
+        self.wake_on = WakeOnIndex()
         self.supervisor = Supervisor(clock, self.bus)
         self.supervisor.add(
             LoopKind(
@@ -100,8 +112,14 @@ class Service:
             model=lambda: default_model(settings, self.llm),
             window=settings.loop_window,
         )
+        self.metrics = Metrics(
+            wakes=lambda: self.waker.counts,
+            queue_depth=lambda: self.executor.llm_waiting + self.journal.lifecycle.llm_waiting,
+            in_flight=lambda: len(self.executor.in_flight),
+        )
         for lifecycle in (self.executor.lifecycle, self.journal.lifecycle):
             lifecycle.spool = spool_dir(settings)
+            lifecycle.observers.append(self.metrics.observe)
         for kind in journal_kinds(
             self.journal,
             clock,
@@ -141,6 +159,10 @@ class Service:
             log.info("[HEARTBEAT] LLM provider %s", reason)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
             service = cls(settings, store, llm, clock, http, reason)
+            async for batch in store.iter_threads(batch=2000):
+                for thread in batch:
+                    cfg, _ = hbconfig.decode_stored(thread.config_json)
+                    service.wake_on.update(thread.id, cfg.wake_on)
         except BaseException:
             await store.close()
             raise
@@ -154,6 +176,7 @@ class Service:
     async def close(self) -> None:
         """Stop timers, let in-flight runs finish within the grace period, then cancel."""
         await self.supervisor.stop_all()
+        await self.waker.close()
         await self.scheduler.drain(SHUTDOWN_GRACE)
         await self.llm.aclose()
         await self.http.aclose()
@@ -169,6 +192,28 @@ class Service:
         assert run is not None  # manual runs have no slot to lose
         await self.scheduler.after_manual_run(thread_id, ran_at)
         return run
+
+    async def _wake_beat(self, thread_id: str, trigger: Trigger, event: str) -> Run | None:
+        """One beat for wakes (``loops.wakes``); like run-now, it spaces the next scheduled one."""
+        ran_at = self.clock.now()
+        run = await self.executor.run(thread_id, trigger, event=event)
+        await self.scheduler.after_manual_run(thread_id, ran_at)
+        return run
+
+    async def ledger_event(
+        self, kind: str, author: str, post_id: str, title: str, content: str
+    ) -> None:
+        """A new Ledger post or comment: wake the threads whose config wakes on it (trigger
+        ``ledger_event``), through the wakes' own path and flood guard."""
+        threads = self.wake_on.threads_for(kind, author, f"{title}\n{content}")
+        if not threads:
+            return
+        text = ledger_event_text(kind, author, post_id, title, content)
+        for tid in threads:
+            try:
+                await self.waker.wake(tid, text, WakeMode.NOW, Trigger.LEDGER_EVENT)
+            except (WakeRefused, NotFound) as exc:
+                log.info("[HEARTBEAT] Ledger event did not wake thread %s: %s", tid, exc)
 
     async def set_config(self, thread_id: str, patch: dict[str, Any]) -> hbconfig.HeartbeatConfig:
         """Merge ``patch`` into the stored config, re-plan, re-arm. A valid patch creates the
@@ -195,6 +240,7 @@ class Service:
         )
         encoded = hbconfig.encode(new)
         await self.store.write(lambda tx: tx.set_config(thread_id, encoded, anchor, next_run))
+        self.wake_on.update(thread_id, new.wake_on)
         if self.supervisor.is_running(Loop.HEARTBEAT):
             await self.scheduler.rearm(thread_id)
         self.bus.publish(

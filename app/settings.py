@@ -11,6 +11,12 @@ import msgspec
 
 from app.security import parse_origin
 from ledger.errors import HeartbeatError
+from ledger.limits import (
+    WAKE_MIN_SPACING,
+    WAKE_MIN_SPACING_DEFAULT,
+    WAKE_PER_MINUTE,
+    WAKE_PER_MINUTE_DEFAULT,
+)
 from loops.llm import SchemaForm, parse_ollama_host, parse_schema_form
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -53,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timer_slack: float = 0.1
     max_body_bytes: int = 256 * 1024
     body_timeout: float = 15.0  # seconds for a request's body to arrive in full
+    # the wakes' flood guard, per thread (see loops.wakes)
+    wake_min_spacing: float = float(WAKE_MIN_SPACING_DEFAULT)
+    wake_per_minute: int = WAKE_PER_MINUTE_DEFAULT
 
     @property
     def heartbeat_md(self) -> Path:
@@ -129,6 +138,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             llm_idle_timeout=float(_int(env, "HEARTBEAT_LLM_IDLE_SECONDS", 120, 1, 3600)),
             run_deadline=float(_int(env, "HEARTBEAT_RUN_DEADLINE_SECONDS", 300, 5, 86400)),
             body_timeout=float(_int(env, "HEARTBEAT_BODY_TIMEOUT_SECONDS", 15, 1, 300)),
+            wake_min_spacing=float(
+                _int(
+                    env,
+                    "HEARTBEAT_WAKE_MIN_SPACING_SECONDS",
+                    WAKE_MIN_SPACING_DEFAULT,
+                    *WAKE_MIN_SPACING,
+                )
+            ),
+            wake_per_minute=_int(
+                env, "HEARTBEAT_WAKE_PER_MINUTE", WAKE_PER_MINUTE_DEFAULT, *WAKE_PER_MINUTE
+            ),
         )
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from ledger.errors import HeartbeatError
 from ledger.limits import CONFIG_RANGES, CONFIG_TEXT_MAX, EVERY_SECONDS, TEMPERATURE
+from ledger.wakes import LEDGER_EVENTS
 
 __all__ = [
     "ConfigError",
@@ -62,6 +63,8 @@ class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     active_hours_start: int | None = None
     active_hours_end: int | None = None
     timezone: str = "UTC"
+    # Ledger events that wake the thread (``ledger.wakes.LEDGER_EVENTS``)
+    wake_on: list[str] = msgspec.field(default_factory=list)
 
 
 def _show(value: object) -> str:
@@ -161,6 +164,16 @@ def _timezone(value: object) -> str:
     )
 
 
+def _wake_on(value: object) -> list[str]:
+    allowed = ", ".join(LEDGER_EVENTS)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("wake_on", f"wake_on must be a list of {allowed}; got {_show(value)}")
+    unknown = [v for v in value if v not in LEDGER_EVENTS]
+    if unknown:
+        raise ConfigError("wake_on", f"wake_on may hold only {allowed}; got {_show(unknown[0])}")
+    return [e for e in LEDGER_EVENTS if e in value]  # each once, in one order
+
+
 _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "enabled": lambda v: _bool("enabled", v),
     "every_seconds": _every_seconds,
@@ -172,6 +185,7 @@ _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "active_hours_start": lambda v: _optional_int_in("active_hours_start", v),
     "active_hours_end": lambda v: _optional_int_in("active_hours_end", v),
     "timezone": _timezone,
+    "wake_on": _wake_on,
 }
 
 

@@ -18,6 +18,7 @@ The tree (class, module, status, code)::
     ├── NotFound             ledger.errors          404 not_found
     ├── Conflict             ledger.errors          409 conflict
     │   └── RunInFlight      loops.executor         409 run_in_flight (+ run_id)
+    ├── WakeRefused          loops.wakes            429 wake_refused (Retry-After; + limit)
     ├── LedgerError          ledger.errors          500 storage_error
     │   ├── StorageBusy      ledger.errors          503 storage_busy (Retry-After: 1)
     │   ├── StorageFull      ledger.errors          503 storage_full

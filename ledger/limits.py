@@ -26,6 +26,12 @@ __all__ = [
     "TEMPERATURE",
     "THREAD_ID_MAX",
     "TITLE_MAX",
+    "WAKE_EVENTS_MAX",
+    "WAKE_MIN_SPACING",
+    "WAKE_MIN_SPACING_DEFAULT",
+    "WAKE_PER_MINUTE",
+    "WAKE_PER_MINUTE_DEFAULT",
+    "WAKE_TEXT_MAX",
     "Page",
     "Range",
 ]
@@ -81,3 +87,14 @@ PAGES: Final[Mapping[str, Page]] = {
     "journal": Page(20, 200),  # reflections, personality versions, self-replies
     "posts": Page(20, 200),
 }
+
+# --- wakes (POST /api/threads/{id}/heartbeat/wake) --------------------------------------------
+WAKE_TEXT_MAX: Final = 2000  # one wake's text, characters after trimming
+WAKE_EVENTS_MAX: Final = 20  # wakes coalesced into one beat (or held for the next) at most
+# The flood guard, per thread: seconds between two beats that wakes start (a wake's beat waits
+# for it), and wakes accepted in a minute (started, coalesced or held; the excess is refused).
+# Settings, bounded by these ranges.
+WAKE_MIN_SPACING: Final = Range(0, 3600)
+WAKE_PER_MINUTE: Final = Range(1, 600)
+WAKE_MIN_SPACING_DEFAULT: Final = 10
+WAKE_PER_MINUTE_DEFAULT: Final = 30

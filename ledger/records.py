@@ -29,7 +29,8 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     CATCH_UP = "catch_up"  # one run for the slots missed while the service was down
-    WAKE = "wake"  # allowed by the schema; nothing starts one yet
+    WAKE = "wake"  # a wake (``POST .../heartbeat/wake``), with the event's text
+    LEDGER_EVENT = "ledger_event"  # a Ledger event the thread's config wakes on
 
 
 class RunStatus(StrEnum):
@@ -162,6 +163,7 @@ class Run(msgspec.Struct, kw_only=True):
     llm_ms: float | None
     started_at: float
     finished_at: float | None
+    event_text: str | None = None  # what woke the run (a wake's or a Ledger event's text)
 
 
 class Reflection(msgspec.Struct, kw_only=True):
@@ -230,6 +232,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "thread_id": run.thread_id,
         "loop": run.loop,
         "trigger": run.trigger,
+        "event_text": run.event_text,
         "status": run.status,
         "reason": run.reason,
         "action": run.action,

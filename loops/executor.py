@@ -146,6 +146,7 @@ class HeartbeatExecutor:
         self._llm = llm
         self.opts = options
         self.in_flight: dict[str, int] = {}  # thread id -> run id (-1 while its row is written)
+        self.on_idle: Callable[[str], None] | None = None  # told when a thread's run ended
         self.lifecycle = Lifecycle(store, lambda: self.llm, bus, limiter)
         self.work = HeartbeatWork(store, bus, clock, options, http)
 
@@ -158,7 +159,14 @@ class HeartbeatExecutor:
         """Heartbeat runs waiting for LLM capacity now."""
         return self.lifecycle.llm_waiting
 
-    def plan(self, thread: Thread, trigger: Trigger, slot: float | None = None) -> HeartbeatPlan:
+    def plan(
+        self,
+        thread: Thread,
+        trigger: Trigger,
+        slot: float | None = None,
+        *,
+        event: str | None = None,
+    ) -> HeartbeatPlan:
         """What a heartbeat of ``thread`` needs, from its stored config."""
         cfg, warning = _stored_config(thread.config_json)
         if warning:
@@ -176,15 +184,21 @@ class HeartbeatExecutor:
             deadline=min(float(cfg.every_seconds), self.opts.run_deadline),
             dry_run=cfg.dry_run,
             slot=slot,
+            event=event,
         )
 
     def model_for(self, cfg: hbconfig.HeartbeatConfig) -> str:
         return cfg.model or self.opts.default_model
 
     async def run(
-        self, thread_id: str, trigger: Trigger = Trigger.MANUAL, *, slot: float | None = None
+        self,
+        thread_id: str,
+        trigger: Trigger = Trigger.MANUAL,
+        *,
+        slot: float | None = None,
+        event: str | None = None,
     ) -> Run | None:
-        """Run one heartbeat for ``thread_id`` now.
+        """Run one heartbeat for ``thread_id`` now (told ``event``, the text of what woke it).
 
         Returns the finished run, or None when ``slot`` was already claimed (by another process).
         Raises ``RunInFlight`` when this thread is already running and ``NotFound`` for an
@@ -195,14 +209,14 @@ class HeartbeatExecutor:
         self.in_flight[thread_id] = -1
         try:
             plan = await self.lifecycle.start(
-                lambda tx: self.plan(tx.get_thread(thread_id), trigger, slot)
+                lambda tx: self.plan(tx.get_thread(thread_id), trigger, slot, event=event)
             )
             if plan is None:
                 return None
             self.in_flight[thread_id] = plan.id
             return await self.lifecycle.run(plan, self.work)
         finally:
-            self.in_flight.pop(thread_id, None)
+            self._idle(thread_id)
 
     async def run_claimed(self, plan: HeartbeatPlan) -> Run | None:
         """Carry out a run the scheduler claimed, whose ``running`` row it already wrote.
@@ -222,7 +236,12 @@ class HeartbeatExecutor:
         try:
             return await self.lifecycle.run(plan, self.work)
         finally:
-            self.in_flight.pop(plan.thread_id, None)
+            self._idle(plan.thread_id)
+
+    def _idle(self, thread_id: str) -> None:
+        self.in_flight.pop(thread_id, None)
+        if self.on_idle is not None:
+            self.on_idle(thread_id)
 
 
 class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decision]):
@@ -271,6 +290,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
         cfg = run.config
         ctx = await self.gather_context(run.thread_id, run.thread.title, cfg.timezone)
+        ctx.events = [run.event] if run.event else []
         schema = decision_schema([p.id for p in ctx.ledger])
         request = ChatRequest(
             model=run.model,

@@ -72,6 +72,7 @@ class RunPlan(msgspec.Struct, Generic[C], frozen=True, kw_only=True):
     dry_run: bool = False
     slot: float | None = None
     run_id: int | None = None
+    event: str | None = None  # the text of what woke the run (a wake, a Ledger event)
 
     @property
     def thread_id(self) -> str:
@@ -180,6 +181,7 @@ def start_row(tx: Tx, plan: RunPlan[C], owner: str | None) -> RunPlan[C] | None:
         model=plan.model,
         dry_run=plan.dry_run,
         owner=owner,
+        event_text=plan.event,
     )
     return None if run_id is None else msgspec.structs.replace(plan, run_id=run_id)
 
@@ -214,6 +216,7 @@ class Lifecycle:
         self.llm_waiting = 0  # runs waiting for LLM capacity now
         # where an outcome is kept when shutdown cuts its wait for a lock (``loops.unrecorded``)
         self.spool: Path | None = None
+        self.observers: list[Callable[[Run], None]] = []  # told every finished row (metrics)
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
         """Build the plan and write its start row in one transaction (see ``start_row``)."""
@@ -223,18 +226,17 @@ class Lifecycle:
     async def run(self, plan: RunPlan[C], work: Work[C, P, A, E]) -> Run:
         """Carry a started run to its end; returns the finished row."""
         tag = f"[{plan.loop.upper()}]"
-        self.bus.publish(
-            "run_started",
-            {
-                "run_id": plan.id,
-                "thread_id": plan.thread_id,
-                "loop": plan.loop,
-                "trigger": plan.trigger,
-                "model": plan.model,
-                "dry_run": plan.dry_run,
-            },
-            thread_id=plan.thread_id,
-        )
+        started: dict[str, object] = {
+            "run_id": plan.id,
+            "thread_id": plan.thread_id,
+            "loop": plan.loop,
+            "trigger": plan.trigger,
+            "model": plan.model,
+            "dry_run": plan.dry_run,
+        }
+        if plan.event is not None:  # what woke the run, when something did
+            started["event_text"] = plan.event
+        self.bus.publish("run_started", started, thread_id=plan.thread_id)
         expiry = asyncio.get_running_loop().time() + plan.deadline
         chat = Chat(self.llm, expiry)
         deadline = asyncio.timeout_at(expiry)
@@ -276,6 +278,8 @@ class Lifecycle:
             finish = Finish(chat.stamp(refused, plan.model))
             row = await self._commit(plan, work, finish)
         self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
+        for observe in self.observers:
+            observe(row)
         await work.finished(plan, row, finish)
         return row
 

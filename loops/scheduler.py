@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from ledger import config as hbconfig
+from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import Storage, Tx
 from loops import schedule as sched
@@ -91,6 +94,16 @@ def plan_config_change(
     assert anchor is not None
     floor = now if next_run is None else min(max(now, next_run), now + new.every_seconds)
     return anchor, sched.next_run(schedule_of(new), anchor, floor)
+
+
+def _start_told(tx: Tx, plan: HeartbeatPlan, owner: str | None) -> HeartbeatPlan | None:
+    """Start a claimed slot's run, told the wakes held for the thread's next beat (which it
+    takes); if the slot's row exists already, the held wakes stay for the next one."""
+    held = tx.take_held_wake(plan.thread_id)
+    run = start_row(tx, msgspec.structs.replace(plan, event=held), owner)
+    if run is None and held is not None:
+        tx.hold_wake(plan.thread_id, held, max_events=WAKE_EVENTS_MAX)
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +303,7 @@ class HeartbeatScheduler:
                     tx.record_run(thread_id, Loop.HEARTBEAT, trigger, outcome, slot=slot)
             started = []
             for plan in starts:
-                if plan.thread_id in won and (run := start_row(tx, plan, owner)) is not None:
+                if plan.thread_id in won and (run := _start_told(tx, plan, owner)) is not None:
                     started.append(run)
             return _Claimed(won, started)
 

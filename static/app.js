@@ -282,7 +282,7 @@ async function selectThread(tid) {
   setText("config-status", "");
   renderRunButton();
   connectLive();
-  await Promise.all([loadConfig(), loadHistory(true)]);
+  await Promise.all([loadConfig(), loadHistory(true), loadTimeline()]);
 }
 
 async function createThread(ev) {
@@ -566,6 +566,7 @@ const handlers = {
   },
   run_finished(run) {
     finishRun(run);
+    timelineAdd(run);
     if (run.loop === LOOP.HEARTBEAT) loadConfig();
     if (run.status === STATUS.OK && ["post", "comment", "vote"].includes(run.action)) {
       loadPosts(true);
@@ -639,7 +640,7 @@ function addHistoryRow(run, atTop) {
     { "data-run": run.run_id },
     el("td", {}, `#${run.run_id}`),
     el("td", { title: run.finished_at || "" }, when(run.finished_at, STATUS.RUNNING)),
-    el("td", {}, run.trigger),
+    el("td", { title: run.event_text || "" }, run.trigger),
     el("td", {}, el("span", { class: `badge status-${run.status}` }, run.status)),
     el("td", {}, run.action || "—"),
     el("td", { class: "summary-cell" }, runSummary(run) || run.error || ""),

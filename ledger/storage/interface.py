@@ -62,6 +62,8 @@ __all__ = [
     "ThreadReads",
     "ThreadWrites",
     "Tx",
+    "WakeReads",
+    "WakeWrites",
 ]
 
 # Authors and voters on the Ledger forum.
@@ -154,8 +156,10 @@ class RunWrites(Protocol):
         model: str | None = None,
         dry_run: bool = False,
         owner: str | None = None,
+        event_text: str | None = None,
     ) -> int | None:
-        """Insert a ``running`` row. Returns None when the (thread, loop, slot) is taken."""
+        """Insert a ``running`` row (with the text of the event that woke it, if any).
+        Returns None when the (thread, loop, slot) is taken."""
         ...
 
     def record_run(
@@ -216,7 +220,19 @@ class JournalWrites(Protocol):
         ...
 
 
-class Tx(ThreadWrites, MessageWrites, ForumWrites, RunWrites, JournalWrites, Protocol):
+class WakeWrites(Protocol):
+    def hold_wake(self, thread_id: str, text: str, *, max_events: int) -> int | None:
+        """Hold a wake's text for the thread's next scheduled beat, joined to those held.
+        Returns how many wakes are held now, None (nothing written) when ``max_events`` are
+        already held; ``NotFound`` if there is no such thread."""
+        ...
+
+    def take_held_wake(self, thread_id: str) -> str | None:
+        """Remove the thread's held wakes; their joined text, None if none were held."""
+        ...
+
+
+class Tx(ThreadWrites, MessageWrites, ForumWrites, RunWrites, JournalWrites, WakeWrites, Protocol):
     """The writes available inside one transaction, in the backend's writer thread."""
 
     @property
@@ -365,7 +381,13 @@ class JournalReads(Protocol):
         ...
 
 
-class Storage(ThreadReads, MessageReads, ForumReads, RunReads, JournalReads, Protocol):
+class WakeReads(Protocol):
+    async def held_wake(self, thread_id: str) -> tuple[str, int] | None:
+        """The joined text of the wakes held for the thread's next beat and how many."""
+        ...
+
+
+class Storage(ThreadReads, MessageReads, ForumReads, RunReads, JournalReads, WakeReads, Protocol):
     """The program's storage: reads, writes as functions of a ``Tx``, shutdown. See above."""
 
     owner: str

@@ -136,4 +136,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_status ON runs (status) WHERE status = 'running';
     CREATE INDEX runs_finished ON runs (finished_at);
     """,
+    # 2: what woke a run; wakes held for a thread's next scheduled beat. SQLite cannot alter a
+    # CHECK constraint, so the trigger's is widened in the stored schema text (its documented
+    # writable_schema procedure, which keeps any column another migration added), then reloaded.
+    """
+    ALTER TABLE runs ADD COLUMN event_text TEXT;
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_master
+        SET sql = replace(sql, '''catch_up'')', '''catch_up'', ''ledger_event'')')
+        WHERE type = 'table' AND name = 'runs';
+    PRAGMA writable_schema = RESET;
+    CREATE TABLE held_wakes (
+        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
+        event_text TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL
+    );
+    """,
 )

@@ -25,7 +25,7 @@ INTERRUPTED_ERROR = "the service stopped while this run was in flight"
 _COLS = (
     "id, thread_id, loop, trigger, slot, status, reason, model, action, decision_json, "
     "executed_json, summary, dry_run, error, prompt_tokens, completion_tokens, llm_ms, "
-    "started_at, finished_at"
+    "started_at, finished_at, event_text"
 )
 _INTERRUPT = (
     "UPDATE runs SET status = 'interrupted', reason = ?, error = ?, finished_at = ?"
@@ -54,6 +54,7 @@ def _run(row: Sequence[Any]) -> Run:
         llm_ms=row[16],
         started_at=row[17],
         finished_at=row[18],
+        event_text=row[19],
     )
 
 
@@ -80,12 +81,13 @@ class Writes(SqlTx):
         model: str | None = None,
         dry_run: bool = False,
         owner: str | None = None,
+        event_text: str | None = None,
     ) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, model, dry_run,"
-            " started_at, owner) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+            " started_at, owner, event_text) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
-            (thread_id, loop, trigger, slot, model, int(dry_run), self.now, owner),
+            (thread_id, loop, trigger, slot, model, int(dry_run), self.now, owner, event_text),
         )
         if cur.rowcount != 1:
             return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.errors import LedgerError
 from ledger.records import RunContext
-from ledger.storage import forum, journal, messages, runs, threads
+from ledger.storage import forum, journal, messages, runs, threads, wakes
 from ledger.storage.engine import READERS, Engine, open_engine
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import Storage, Tx
@@ -28,11 +28,15 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 T = TypeVar("T")
 
 
-class SqliteTx(threads.Writes, messages.Writes, forum.Writes, runs.Writes, journal.Writes):
+class SqliteTx(
+    threads.Writes, messages.Writes, forum.Writes, runs.Writes, journal.Writes, wakes.Writes
+):
     """The writes available inside one transaction, run in the writer's thread."""
 
 
-class SqliteStore(threads.Reads, messages.Reads, forum.Reads, runs.Reads, journal.Reads):
+class SqliteStore(
+    threads.Reads, messages.Reads, forum.Reads, runs.Reads, journal.Reads, wakes.Reads
+):
     """The SQLite file: reads, and writes as plain functions of a ``SqliteTx`` (group commit)."""
 
     _db: Engine[SqliteTx]

@@ -465,6 +465,7 @@ async def test_openapi_lists_every_route(api: Running) -> None:
 VALID_BODIES: dict[str, dict[str, Any]] = {
     "/api/threads": {},
     "/api/threads/{thread_id}/heartbeat/config": {},
+    "/api/threads/{thread_id}/heartbeat/wake": {"text": "x", "mode": "next-heartbeat"},
     "/api/heartbeat/heartbeat.md": {"content": "## Rules\n- be kind\n"},
     "/api/threads/{thread_id}/messages": {"content": "hello"},
     "/api/threads/{thread_id}/contradictions": {"statement_a": "A", "statement_b": "not A"},
@@ -500,7 +501,7 @@ async def test_every_documented_length_is_the_enforced_one(api: Running) -> None
             assert over.status_code in (413, 422), (path, name)
             assert err(over)["field"] == name and f"{size}" in err(over)["message"], over.text
             probed += 1
-    assert probed == 12  # every text field with a documented length
+    assert probed == 13  # every text field with a documented length
 
 
 async def test_every_documented_page_size_is_the_enforced_one(api: Running) -> None:

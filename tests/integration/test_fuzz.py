@@ -63,7 +63,9 @@ schema = schemathesis.openapi.from_dict(document(), config=CONFIG).exclude(
 def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workspace: Path = tmp_path_factory.mktemp("fuzz")
     (workspace / "HEARTBEAT.md").write_text(DEFAULT_MD, encoding="utf-8")
-    with serve(workspace) as url:
+    # Ollama only: "auto" would pick the embedded model where it is installed, and a run-now
+    # would then take seconds of generation instead of failing at once
+    with serve(workspace, HEARTBEAT_LLM_PROVIDER="ollama") as url:
         yield url
 
 

@@ -34,6 +34,7 @@ DEFAULT_DICT = {
     "active_hours_start": None,
     "active_hours_end": None,
     "timezone": "UTC",
+    "wake_on": [],
 }
 
 
@@ -130,6 +131,13 @@ MERGE_OK = [
         id="timezone-three-parts",
     ),
     pytest.param({"timezone": "Etc/GMT+5"}, {"timezone": "Etc/GMT+5"}, id="timezone-etc"),
+    pytest.param({"wake_on": ["post"]}, {"wake_on": ["post"]}, id="wake-on"),
+    pytest.param(
+        {"wake_on": ["mention", "post", "mention"]},
+        {"wake_on": ["post", "mention"]},
+        id="wake-on-each-once-in-order",
+    ),
+    pytest.param({"wake_on": []}, {"wake_on": []}, id="wake-on-nothing"),
 ]
 
 
@@ -537,3 +545,23 @@ def test_encode_round_trip() -> None:
     assert decode_stored(text) == (cfg, None)
     assert json.loads(encode(DEFAULTS)) == DEFAULT_DICT
     assert to_dict(DEFAULTS) == DEFAULT_DICT
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("post", "wake_on must be a list of post, comment, mention"),
+        ([1], "wake_on must be a list of post, comment, mention"),
+        (["vote"], 'wake_on may hold only post, comment, mention; got "vote"'),
+        (None, "wake_on must be a list"),
+    ],
+)
+def test_wake_on_refusals_name_the_field(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_config(DEFAULTS, {"wake_on": value})
+    assert caught.value.field == "wake_on" and caught.value.message.startswith(message)
+
+
+def test_wake_on_survives_the_stored_form() -> None:
+    cfg = merge_config(DEFAULTS, {"wake_on": ["comment", "post"]})
+    assert decode_stored(encode(cfg)) == (cfg, None)

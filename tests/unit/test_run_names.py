@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from enum import StrEnum
 from pathlib import Path
 from typing import get_args
@@ -26,7 +27,14 @@ APP_JS = Path(__file__).resolve().parents[2] / "static" / "app.js"
 
 
 def _check_values(column: str) -> set[str]:
-    schema = "\n".join(MIGRATIONS)
+    """The values the migrated schema's CHECK allows in a column of ``runs``."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for statement in ";".join(MIGRATIONS).split(";"):
+            db.execute(statement)
+        (schema,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()
+    finally:
+        db.close()
     match = re.search(rf"{column} TEXT NOT NULL\s+CHECK \({column} IN\s*\(([^)]*)\)\)", schema)
     assert match is not None, column
     return set(re.findall(r"'([a-z_]+)'", match.group(1)))

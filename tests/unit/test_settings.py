@@ -51,6 +51,10 @@ def test_defaults(tmp_path: Path) -> None:
         ),
         ({}, "body_timeout", 15.0),
         ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "60"}, "body_timeout", 60.0),
+        ({}, "wake_min_spacing", 10.0),
+        ({"HEARTBEAT_WAKE_MIN_SPACING_SECONDS": "0"}, "wake_min_spacing", 0.0),
+        ({}, "wake_per_minute", 30),
+        ({"HEARTBEAT_WAKE_PER_MINUTE": "5"}, "wake_per_minute", 5),
     ],
 )
 def test_values(env: dict[str, str], attr: str, expected: object) -> None:
@@ -78,6 +82,8 @@ def test_values(env: dict[str, str], attr: str, expected: object) -> None:
         ({"HEARTBEAT_ALLOWED_ORIGINS": "null"}, "HEARTBEAT_ALLOWED_ORIGINS"),
         ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "0"}, "HEARTBEAT_BODY_TIMEOUT_SECONDS"),
         ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "1.5"}, "HEARTBEAT_BODY_TIMEOUT_SECONDS"),
+        ({"HEARTBEAT_WAKE_MIN_SPACING_SECONDS": "3601"}, "HEARTBEAT_WAKE_MIN_SPACING_SECONDS"),
+        ({"HEARTBEAT_WAKE_PER_MINUTE": "0"}, "HEARTBEAT_WAKE_PER_MINUTE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
