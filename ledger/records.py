@@ -162,26 +162,53 @@ class Run(msgspec.Struct, kw_only=True):
     finished_at: float | None
 
 
-class Reflection(msgspec.Struct, kw_only=True):
-    id: int
+class RunStart(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``runs`` row to insert: ``running`` (``Tx.start_run``, owned by the process ``owner``)
+    or already finished (``Tx.record_run``: no owner; the outcome's model, if any, wins)."""
+
+    thread_id: str
+    loop: str
+    trigger: str
+    slot: float | None = None
+    model: str | None = None
+    dry_run: bool = False
+    owner: str | None = None
+
+
+class NewReflection(msgspec.Struct, frozen=True, kw_only=True):
+    """A reflection to store, covering its thread up to ``last_message_id``."""
+
     thread_id: str
     score: float
     summary: str
     notable: list[str]
     last_message_id: int
     run_id: int | None
+
+
+class Reflection(NewReflection, frozen=True, kw_only=True):
+    """A stored reflection: what was written, with its id and time."""
+
+    id: int
     created_at: float
 
 
-class Profile(msgspec.Struct, kw_only=True):
-    id: int
+class NewProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """A personality profile to store as its thread's next version."""
+
     thread_id: str
-    version: int
     traits: list[str]
     tone: str
     interests: list[str]
     last_message_id: int
     run_id: int | None
+
+
+class Profile(NewProfile, frozen=True, kw_only=True):
+    """A stored profile: what was written, with its id, version and time."""
+
+    id: int
+    version: int
     created_at: float
 
 

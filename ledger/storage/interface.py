@@ -36,12 +36,15 @@ from ledger.records import (
     Comment,
     Contradiction,
     Message,
+    NewProfile,
+    NewReflection,
     Post,
     Profile,
     Reflection,
     Run,
     RunContext,
     RunOutcome,
+    RunStart,
     SelfReply,
     Thread,
     Vote,
@@ -56,13 +59,20 @@ __all__ = [
     "JournalWrites",
     "MessageReads",
     "MessageWrites",
+    "NewProfile",
+    "NewReflection",
     "RunReads",
+    "RunStart",
     "RunWrites",
     "Storage",
     "ThreadReads",
     "ThreadWrites",
     "Tx",
 ]
+
+# The records the writes take (``NewProfile``, ``NewReflection``, ``RunStart``) live in
+# ``ledger.records`` (a stored reflection or profile extends what was written) and are
+# exported here with the Protocols that take them.
 
 # Authors and voters on the Ledger forum.
 USER: Final = "user"
@@ -144,30 +154,11 @@ class ForumWrites(Protocol):
 
 
 class RunWrites(Protocol):
-    def start_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        *,
-        slot: float | None = None,
-        model: str | None = None,
-        dry_run: bool = False,
-        owner: str | None = None,
-    ) -> int | None:
+    def start_run(self, run: RunStart) -> int | None:
         """Insert a ``running`` row. Returns None when the (thread, loop, slot) is taken."""
         ...
 
-    def record_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        outcome: RunOutcome,
-        *,
-        slot: float | None = None,
-        dry_run: bool = False,
-    ) -> int | None:
+    def record_run(self, run: RunStart, outcome: RunOutcome) -> int | None:
         """Insert an already finished row (e.g. a ``skipped`` slot); None if the slot is taken."""
         ...
 
@@ -177,27 +168,11 @@ class RunWrites(Protocol):
 
 
 class JournalWrites(Protocol):
-    def add_reflection(
-        self,
-        thread_id: str,
-        score: float,
-        summary: str,
-        notable: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_reflection(self, new: NewReflection) -> int:
         """Store a reflection covering the thread up to ``last_message_id``; returns its id."""
         ...
 
-    def add_profile(
-        self,
-        thread_id: str,
-        traits: list[str],
-        tone: str,
-        interests: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_profile(self, new: NewProfile) -> int:
         """Store the thread's next personality profile; returns its version (1, 2, ...)."""
         ...
 
