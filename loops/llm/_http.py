@@ -7,8 +7,9 @@ import errno
 import json
 import math
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import msgspec
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 ProviderName = Literal["ollama", "openai"]
+R = TypeVar("R")
 
 
 def snippet(text: str, limit: int = 200) -> str:
@@ -311,6 +313,53 @@ class HTTPProvider:
     def request_body(self, req: ChatRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def _stream(
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str],
+        model: str,
+        provider: ProviderName,
+        read: Callable[[httpx.Response], Awaitable[R]],
+        refused: Callable[[LLMError, bytes], LLMError] | None = None,
+    ) -> R:
+        """One streamed ``POST {base_url}{path}``, its 200 answer consumed by ``read``.
+
+        Any other status raises the ``LLMError`` of ``status_error`` (or what ``refused`` makes
+        of it and the error body); a transport failure raises that of ``transport_error``.
+        """
+        in_body = False
+        try:
+            async with self._client.stream(
+                "POST",
+                f"{self.base_url}{path}",
+                content=payload,
+                headers=headers,
+                timeout=self.policy.httpx_timeout(),
+            ) as response:
+                in_body = True
+                if response.status_code != 200:
+                    body = await read_capped(response)
+                    err = status_error(
+                        response.status_code,
+                        body,
+                        response.headers,
+                        base_url=self.base_url,
+                        model=model,
+                        provider=provider,
+                    )
+                    raise err if refused is None else refused(err, body)
+                return await read(response)
+        except httpx.HTTPError as exc:
+            raise transport_error(
+                exc,
+                base_url=self.base_url,
+                in_body=in_body,
+                policy_idle=self.policy.idle_timeout,
+                policy_connect=self.policy.connect_timeout,
+            ) from exc
+
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
     ) -> ChatResult:
@@ -323,14 +372,24 @@ class HTTPProvider:
         on_token: TokenSink | None = None,
         deadline: float | None = None,
     ) -> ChatResult:
+        return await run_with_retries(
+            self._attempts(req, on_token),
+            policy=self.policy,
+            deadline=deadline,
+            base_url=self.base_url,
+            rng=self._rng,
+        )
+
+    def _attempts(
+        self, req: ChatRequest, on_token: TokenSink | None
+    ) -> Callable[[], Awaitable[ChatResult]]:
+        """What one attempt at ``req`` does; the retry loop of ``chat`` calls it again."""
         payload = msgspec.json.encode(self.request_body(req))
 
         async def attempt() -> ChatResult:
             return await self._attempt(req, payload, on_token)
 
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
+        return attempt
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ._http import HTTPProvider, read_capped, snippet, status_error, transport_error
+from ._http import HTTPProvider, snippet, transport_error
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import close_lines, drain_lines, next_line
 
@@ -203,34 +203,14 @@ class OllamaProvider(HTTPProvider):
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
     ) -> ChatResult:
-        in_body = False
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self.base_url}/api/chat",
-                content=payload,
-                headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
-                timeout=self.policy.httpx_timeout(),
-            ) as response:
-                in_body = True
-                if response.status_code != 200:
-                    raise status_error(
-                        response.status_code,
-                        await read_capped(response),
-                        response.headers,
-                        base_url=self.base_url,
-                        model=req.model,
-                        provider="ollama",
-                    )
-                return await self._read_stream(response, req, on_token)
-        except httpx.HTTPError as exc:
-            raise transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=in_body,
-                policy_idle=self.policy.idle_timeout,
-                policy_connect=self.policy.connect_timeout,
-            ) from exc
+        return await self._stream(
+            "/api/chat",
+            payload,
+            headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
+            model=req.model,
+            provider="ollama",
+            read=lambda response: self._read_stream(response, req, on_token),
+        )
 
     async def _read_stream(
         self, response: httpx.Response, req: ChatRequest, on_token: TokenSink | None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,7 +44,6 @@ from ._http import (
     HTTPProvider,
     error_text,
     payload_error_text,
-    read_capped,
     snippet,
     status_error,
     transport_error,
@@ -51,7 +51,7 @@ from ._http import (
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .embedded import grammar_schema
 from .ollama import normalize_model_name
-from .retry import close_lines, drain_lines, next_line, run_with_retries
+from .retry import close_lines, drain_lines, next_line
 
 __all__ = [
     "SCHEMA_FORMS",
@@ -257,13 +257,9 @@ class OpenAIProvider(HTTPProvider):
                 body["response_format"] = fmt
         return body
 
-    async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
-    ) -> ChatResult:
+    def _attempts(
+        self, req: ChatRequest, on_token: TokenSink | None
+    ) -> Callable[[], Awaitable[ChatResult]]:
         negotiate = self.schema_form == "auto" and req.schema is not None
 
         async def attempt() -> ChatResult:
@@ -283,9 +279,7 @@ class OpenAIProvider(HTTPProvider):
                     self._accepted(form)
                 return result
 
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
+        return attempt
 
     def _rejected(self, form: SchemaForm, err: LLMError) -> None:
         index = _AUTO_ORDER.index(form)
@@ -318,43 +312,24 @@ class OpenAIProvider(HTTPProvider):
     ) -> ChatResult:
         """One streamed call. ``form``: the automatic form being tried (a rejection of it is
         raised as ``_FormRejected``); None when the form is not negotiated."""
-        in_body = False
         headers = self._headers("text/event-stream")
         headers["Content-Type"] = "application/json"
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                content=payload,
-                headers=headers,
-                timeout=self.policy.httpx_timeout(),
-            ) as response:
-                in_body = True
-                if response.status_code != 200:
-                    body = await read_capped(response)
-                    err = status_error(
-                        response.status_code,
-                        body,
-                        response.headers,
-                        base_url=self.base_url,
-                        model=req.model,
-                        provider="openai",
-                    )
-                    if form not in (None, "none") and names_schema_form(err.status or 0, body):
-                        said = error_text(body) or ""
-                        raise _FormRejected(
-                            err.reason, f"HTTP {err.status}: {said}", status=err.status
-                        )
-                    raise err
-                state = await self._read_events(response, on_token)
-        except httpx.HTTPError as exc:
-            raise transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=in_body,
-                policy_idle=self.policy.idle_timeout,
-                policy_connect=self.policy.connect_timeout,
-            ) from exc
+
+        def refused(err: LLMError, body: bytes) -> LLMError:
+            if form not in (None, "none") and names_schema_form(err.status or 0, body):
+                said = error_text(body) or ""
+                return _FormRejected(err.reason, f"HTTP {err.status}: {said}", status=err.status)
+            return err
+
+        state = await self._stream(
+            "/chat/completions",
+            payload,
+            headers=headers,
+            model=req.model,
+            provider="openai",
+            read=lambda response: self._read_events(response, on_token),
+            refused=refused,
+        )
         return self._result(state, req)
 
     async def _read_events(
