@@ -9,7 +9,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import httpx
 import msgspec
@@ -18,6 +18,7 @@ from .base import ChatRequest, ChatResult, LLMError, TokenSink
 from .retry import RetryPolicy, run_with_retries
 
 __all__ = [
+    "HTTPOptions",
     "HTTPProvider",
     "error_text",
     "payload_error_text",
@@ -281,6 +282,17 @@ def transport_error(
     return LLMError("bad_response", f"unexpected reply from the LLM at {base_url} ({_detail(exc)})")
 
 
+class HTTPOptions(TypedDict, total=False):
+    """The keyword arguments every HTTP provider takes (defaults: ``HTTPProvider``)."""
+
+    client: httpx.AsyncClient | None  # a client of the caller's (then never closed here)
+    transport: httpx.AsyncBaseTransport | None  # or a transport for a client of our own
+    idle_timeout: float
+    backoff_base: float
+    max_attempts: int
+    rng: random.Random | None
+
+
 class HTTPProvider:
     """What the HTTP providers share: one httpx client, the retry policy and ``chat``.
 
@@ -292,12 +304,12 @@ class HTTPProvider:
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient | None,
-        transport: httpx.AsyncBaseTransport | None,
-        idle_timeout: float,
-        backoff_base: float,
-        max_attempts: int,
-        rng: random.Random | None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        idle_timeout: float = 60.0,
+        backoff_base: float = 0.5,
+        max_attempts: int = 3,
+        rng: random.Random | None = None,
     ) -> None:
         if client is not None and transport is not None:
             raise ValueError("pass either client or transport, not both")

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import msgspec
 
-from ._http import HTTPProvider, snippet, transport_error
+from ._http import HTTPOptions, HTTPProvider, snippet, transport_error
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import close_lines, drain_lines, next_line
 
@@ -165,23 +164,11 @@ class OllamaProvider(HTTPProvider):
         self,
         base_url: str | None = None,
         *,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        idle_timeout: float = 60.0,
-        backoff_base: float = 0.5,
-        max_attempts: int = 3,
         keep_alive: str | float | None = "10m",
-        rng: random.Random | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         self.base_url = parse_ollama_host(base_url)
-        super().__init__(
-            client=client,
-            transport=transport,
-            idle_timeout=idle_timeout,
-            backoff_base=backoff_base,
-            max_attempts=max_attempts,
-            rng=rng,
-        )
+        super().__init__(**options)
         self.keep_alive = keep_alive
         log.info("LLM provider ollama at %s", self.base_url)
 

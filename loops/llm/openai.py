@@ -31,16 +31,16 @@ is validated, and over-long text truncated, after it arrives.
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import httpx
 import msgspec
 
 from ._http import (
+    HTTPOptions,
     HTTPProvider,
     error_text,
     payload_error_text,
@@ -200,12 +200,7 @@ class OpenAIProvider(HTTPProvider):
         *,
         api_key: str | None = None,
         schema_form: SchemaForm = "auto",
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        idle_timeout: float = 60.0,
-        backoff_base: float = 0.5,
-        max_attempts: int = 3,
-        rng: random.Random | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         if schema_form not in SCHEMA_FORMS:
             raise ValueError(
@@ -216,14 +211,7 @@ class OpenAIProvider(HTTPProvider):
         # auto: the index in _AUTO_ORDER of the first form this server has not rejected
         self._auto_index = 0
         self._announced: SchemaForm | None = None
-        super().__init__(
-            client=client,
-            transport=transport,
-            idle_timeout=idle_timeout,
-            backoff_base=backoff_base,
-            max_attempts=max_attempts,
-            rng=rng,
-        )
+        super().__init__(**options)
         self._api_key = api_key
         log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_form)
 
