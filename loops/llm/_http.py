@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 import httpx
 import msgspec
 
-from .base import ChatRequest, ChatResult, LLMError, TokenSink
+from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import RetryPolicy, run_with_retries
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 ProviderName = Literal["ollama", "openai"]
+# Health probes read metadata only: a short limit for each phase.
+HEALTH_TIMEOUT = httpx.Timeout(5.0)
 R = TypeVar("R")
 
 
@@ -299,6 +301,7 @@ class HTTPProvider:
     A subclass sets ``base_url`` and provides ``request_body`` and one streamed ``_attempt``.
     """
 
+    name: str
     base_url: str
 
     def __init__(
@@ -376,6 +379,35 @@ class HTTPProvider:
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
     ) -> ChatResult:
         raise NotImplementedError
+
+    def _health(
+        self,
+        model: str,
+        reachable: bool,
+        present: bool | None,
+        detail: str | None,
+        version: str | None = None,
+    ) -> Health:
+        """What a health probe of this server found."""
+        return Health(
+            provider=self.name,
+            base_url=self.base_url,
+            reachable=reachable,
+            version=version,
+            model=model,
+            model_present=present,
+            detail=detail,
+        )
+
+    def _probe_failed(self, exc: httpx.HTTPError) -> str:
+        """Why a health probe's request failed, as a sentence."""
+        return transport_error(
+            exc,
+            base_url=self.base_url,
+            in_body=False,
+            policy_idle=HEALTH_TIMEOUT.read or 5.0,
+            policy_connect=HEALTH_TIMEOUT.connect or 5.0,
+        ).message
 
     async def chat(
         self,

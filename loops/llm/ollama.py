@@ -15,7 +15,7 @@ from typing import Any, Unpack
 import httpx
 import msgspec
 
-from ._http import HTTPOptions, HTTPProvider, snippet, transport_error
+from ._http import HEALTH_TIMEOUT, HTTPOptions, HTTPProvider, snippet
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import close_lines, drain_lines, next_line
 
@@ -31,7 +31,6 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DEFAULT_PORT = 11434
 _SCHEME_PORTS = {"http": 80, "https": 443}
-_HEALTH_TIMEOUT = httpx.Timeout(5.0)
 
 
 def parse_ollama_host(value: str | None) -> str:
@@ -280,20 +279,12 @@ class OllamaProvider(HTTPProvider):
         def report(
             reachable: bool, version: str | None, present: bool | None, detail: str | None
         ) -> Health:
-            return Health(
-                provider=self.name,
-                base_url=self.base_url,
-                reachable=reachable,
-                version=version,
-                model=wanted,
-                model_present=present,
-                detail=detail,
-            )
+            return self._health(wanted, reachable, present, detail, version)
 
         try:
-            answer = await self._client.get(f"{self.base_url}/api/version", timeout=_HEALTH_TIMEOUT)
+            answer = await self._client.get(f"{self.base_url}/api/version", timeout=HEALTH_TIMEOUT)
         except httpx.HTTPError as exc:
-            return report(False, None, None, self._transport_detail(exc))
+            return report(False, None, None, self._probe_failed(exc))
         if answer.status_code != 200:
             return report(
                 False,
@@ -320,10 +311,10 @@ class OllamaProvider(HTTPProvider):
 
         try:
             tags_answer = await self._client.get(
-                f"{self.base_url}/api/tags", timeout=_HEALTH_TIMEOUT
+                f"{self.base_url}/api/tags", timeout=HEALTH_TIMEOUT
             )
         except httpx.HTTPError as exc:
-            notes.append(self._transport_detail(exc))
+            notes.append(self._probe_failed(exc))
             return report(True, version, None, "; ".join(notes))
         present: bool | None = None
         if tags_answer.status_code != 200:
@@ -343,12 +334,3 @@ class OllamaProvider(HTTPProvider):
                         f"— run `ollama pull {pull}`"
                     )
         return report(True, version, present, "; ".join(notes) or None)
-
-    def _transport_detail(self, exc: httpx.HTTPError) -> str:
-        return transport_error(
-            exc,
-            base_url=self.base_url,
-            in_body=False,
-            policy_idle=_HEALTH_TIMEOUT.read or 5.0,
-            policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
-        ).message

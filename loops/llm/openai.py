@@ -40,13 +40,13 @@ import httpx
 import msgspec
 
 from ._http import (
+    HEALTH_TIMEOUT,
     HTTPOptions,
     HTTPProvider,
     error_text,
     payload_error_text,
     snippet,
     status_error,
-    transport_error,
 )
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .embedded import grammar_schema
@@ -73,7 +73,6 @@ _AUTO_ORDER: tuple[SchemaForm, ...] = ("json_schema", "json_object", "none")
 _FORM_REJECTION_STATUSES = (400, 422, 500)
 #: Words that only an objection to the ``response_format`` field contains.
 _FORM_WORDS = ("response_format", "json_schema", "json_object")
-_HEALTH_TIMEOUT = httpx.Timeout(5.0)
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -435,31 +434,16 @@ class OpenAIProvider(HTTPProvider):
         """``GET {base}/models``: reachable if it answers 200, model present if listed."""
 
         def report(reachable: bool, present: bool | None, detail: str | None) -> Health:
-            return Health(
-                provider=self.name,
-                base_url=self.base_url,
-                reachable=reachable,
-                version=None,
-                model=model,
-                model_present=present,
-                detail=detail,
-            )
+            return self._health(model, reachable, present, detail)
 
         try:
             answer = await self._client.get(
                 f"{self.base_url}/models",
                 headers=self._headers("application/json"),
-                timeout=_HEALTH_TIMEOUT,
+                timeout=HEALTH_TIMEOUT,
             )
         except httpx.HTTPError as exc:
-            err = transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=False,
-                policy_idle=_HEALTH_TIMEOUT.read or 5.0,
-                policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
-            )
-            return report(False, None, err.message)
+            return report(False, None, self._probe_failed(exc))
         if answer.status_code != 200:
             err = status_error(
                 answer.status_code,
