@@ -18,13 +18,16 @@ from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import RetryPolicy, run_with_retries
 
 __all__ = [
+    "HEALTH_TIMEOUT",
     "HTTPOptions",
     "HTTPProvider",
+    "decode_chunk",
     "error_text",
     "payload_error_text",
     "read_capped",
     "snippet",
     "status_error",
+    "stream_error",
     "transport_error",
 ]
 
@@ -92,6 +95,27 @@ def error_text(body: bytes) -> str | None:
     except ValueError:
         return snippet(text)
     return payload_error_text(obj) or snippet(text)
+
+
+def decode_chunk(decoder: msgspec.json.Decoder[R], text: str, *, base_url: str, what: str) -> R:
+    """One streamed chunk decoded; one that is not ``what`` (e.g. "line 3 is not an Ollama chat
+    chunk") raises a ``bad_response`` quoting it."""
+    try:
+        return decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise LLMError(
+            "bad_response",
+            f"unreadable reply from the LLM at {base_url}: {what} ({exc}): {snippet(text, 120)!r}",
+        ) from None
+
+
+def stream_error(base_url: str, said: str) -> LLMError:
+    """The server reported an error in the middle of a streamed reply (worth another try)."""
+    return LLMError(
+        "stream_error",
+        f"the LLM at {base_url} reported an error mid-reply: {said}",
+        retryable=True,
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any, Unpack
 import httpx
 import msgspec
 
-from ._http import HEALTH_TIMEOUT, HTTPOptions, HTTPProvider, snippet
+from ._http import HEALTH_TIMEOUT, HTTPOptions, HTTPProvider, decode_chunk, snippet, stream_error
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import close_lines, drain_lines, next_line
 
@@ -213,21 +213,14 @@ class OllamaProvider(HTTPProvider):
                 number += 1
                 if not line.strip():
                     continue
-                try:
-                    chunk = _chunk_decoder.decode(line)
-                except msgspec.DecodeError as exc:
-                    raise LLMError(
-                        "bad_response",
-                        f"unreadable reply from the LLM at {self.base_url}: line {number} is not "
-                        f"an Ollama chat chunk ({exc}): {snippet(line, 120)!r}",
-                    ) from None
+                chunk = decode_chunk(
+                    _chunk_decoder,
+                    line,
+                    base_url=self.base_url,
+                    what=f"line {number} is not an Ollama chat chunk",
+                )
                 if chunk.error is not None:
-                    raise LLMError(
-                        "stream_error",
-                        f"the LLM at {self.base_url} reported an error mid-reply: "
-                        f"{snippet(str(chunk.error))}",
-                        retryable=True,
-                    )
+                    raise stream_error(self.base_url, snippet(str(chunk.error)))
                 content = chunk.message.content if chunk.message is not None else None
                 if content:
                     parts.append(content)

@@ -43,10 +43,12 @@ from ._http import (
     HEALTH_TIMEOUT,
     HTTPOptions,
     HTTPProvider,
+    decode_chunk,
     error_text,
     payload_error_text,
     snippet,
     status_error,
+    stream_error,
 )
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .embedded import grammar_schema
@@ -355,21 +357,15 @@ class OpenAIProvider(HTTPProvider):
         if data.strip() == "[DONE]":
             state.done = True
             return
-        try:
-            chunk = _chunk_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise LLMError(
-                "bad_response",
-                f"unreadable reply from the LLM at {self.base_url}: event {state.events} is not "
-                f"a chat completion chunk ({exc}): {snippet(data, 120)!r}",
-            ) from None
+        chunk = decode_chunk(
+            _chunk_decoder,
+            data,
+            base_url=self.base_url,
+            what=f"event {state.events} is not a chat completion chunk",
+        )
         if chunk.error is not None or chunk.object == "error":
             said = payload_error_text(msgspec.json.decode(data)) or snippet(data)
-            raise LLMError(
-                "stream_error",
-                f"the LLM at {self.base_url} reported an error mid-reply: {said}",
-                retryable=True,
-            )
+            raise stream_error(self.base_url, said)
         if chunk.model:
             state.model = chunk.model
         if chunk.usage is not None:
