@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -23,7 +24,17 @@ from app.http import (
 from app.routes_heartbeat import service
 from ledger import config as hbconfig
 from ledger.limits import CONTENT_MAX, MESSAGE_MAX, PAGES, STATEMENT_MAX, TITLE_MAX
-from ledger.records import Thread, iso, post_to_dict
+from ledger.records import (
+    Contradiction,
+    Message,
+    Profile,
+    Reflection,
+    SelfReply,
+    Thread,
+    iso,
+    post_to_dict,
+    shown,
+)
 from ledger.storage.interface import USER
 
 
@@ -88,16 +99,7 @@ async def list_messages(request: Request) -> JSON:
     page = msgs[-limit:]
     return JSON(
         {
-            "items": [
-                {
-                    "message_id": m.id,
-                    "thread_id": m.thread_id,
-                    "role": m.role,
-                    "content": m.content,
-                    "created_at": iso(m.created_at),
-                }
-                for m in page
-            ],
+            "items": [_message(m) for m in page],
             "next_cursor": str(page[0].id) if older and page else None,
         }
     )
@@ -119,16 +121,11 @@ async def add_message(request: Request) -> JSON:
         )
     content = text_field(data, "content", max_len=MESSAGE_MAX)
     msg = await svc.store.write(lambda tx: tx.add_message(tid, role, content))
-    return JSON(
-        {
-            "message_id": msg.id,
-            "thread_id": tid,
-            "role": role,
-            "content": content,
-            "created_at": iso(msg.created_at),
-        },
-        status_code=201,
-    )
+    return JSON(_message(msg), status_code=201)
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return shown(m, ("thread_id", "role", "content", "created_at"), id_as="message_id")
 
 
 async def list_contradictions(request: Request) -> JSON:
@@ -144,15 +141,9 @@ async def list_contradictions(request: Request) -> JSON:
     return JSON({"items": [_contradiction(c) for c in rows], "next_cursor": None})
 
 
-def _contradiction(c: Any) -> dict[str, Any]:
-    return {
-        "contradiction_id": c.id,
-        "thread_id": c.thread_id,
-        "statement_a": c.statement_a,
-        "statement_b": c.statement_b,
-        "status": c.status,
-        "created_at": iso(c.created_at),
-    }
+def _contradiction(c: Contradiction) -> dict[str, Any]:
+    fields = ("thread_id", "statement_a", "statement_b", "status", "created_at")
+    return shown(c, fields, id_as="contradiction_id")
 
 
 async def add_contradiction(request: Request) -> JSON:
@@ -174,45 +165,26 @@ async def journal(request: Request) -> JSON:
     await svc.store.get_thread(tid)
     kind = request.path_params["kind"]
     limit = limit_param(request, PAGES["journal"])
-    items: list[dict[str, Any]]
+    rows: Sequence[Reflection | Profile | SelfReply]
     if kind == "reflections":
-        items = [
-            {
-                "reflection_id": r.id,
-                "score": r.score,
-                "summary": r.summary,
-                "notable": r.notable,
-                "run_id": r.run_id,
-                "created_at": iso(r.created_at),
-            }
-            for r in await svc.store.reflections(tid, limit=limit)
-        ]
+        rows = await svc.store.reflections(tid, limit=limit)
     elif kind == "personality":
-        items = [
-            {
-                "version": p.version,
-                "traits": p.traits,
-                "tone": p.tone,
-                "interests": p.interests,
-                "run_id": p.run_id,
-                "created_at": iso(p.created_at),
-            }
-            for p in await svc.store.profiles(tid, limit=limit)
-        ]
+        rows = await svc.store.profiles(tid, limit=limit)
     elif kind == "self-replies":
-        items = [
-            {
-                "reply_id": s.id,
-                "reflection_id": s.reflection_id,
-                "content": s.content,
-                "run_id": s.run_id,
-                "created_at": iso(s.created_at),
-            }
-            for s in await svc.store.self_replies(tid, limit=limit)
-        ]
+        rows = await svc.store.self_replies(tid, limit=limit)
     else:
         raise ApiError(404, "not_found", f"no such path: {request.url.path[:200]}")
+    fields, id_as = _JOURNAL_SHOWN[kind]
+    items = [shown(row, fields, id_as=id_as) for row in rows]
     return JSON({"items": items, "next_cursor": None})
+
+
+# What the journal routes show of each kind of entry: its fields, and the name of its id.
+_JOURNAL_SHOWN: Final[Mapping[str, tuple[tuple[str, ...], str | None]]] = {
+    "reflections": (("score", "summary", "notable", "run_id", "created_at"), "reflection_id"),
+    "personality": (("version", "traits", "tone", "interests", "run_id", "created_at"), None),
+    "self-replies": (("reflection_id", "content", "run_id", "created_at"), "reply_id"),
+}
 
 
 # -- the Ledger -----------------------------------------------------------------------------
@@ -240,17 +212,11 @@ async def get_post(request: Request) -> JSON:
     post = await svc.store.get_post(post_id(request))
     body = post_to_dict(post)
     body["comments"] = [
-        {
-            "comment_id": c.id,
-            "author": c.author,
-            "content": c.content,
-            "created_at": iso(c.created_at),
-        }
+        shown(c, ("author", "content", "created_at"), id_as="comment_id")
         for c in await svc.store.comments(post.id)
     ]
     body["votes"] = [
-        {"voter": v.voter, "direction": v.direction, "created_at": iso(v.created_at)}
-        for v in await svc.store.votes(post.id)
+        shown(v, ("voter", "direction", "created_at")) for v in await svc.store.votes(post.id)
     ]
     return JSON(body)
 

@@ -7,6 +7,7 @@ the dashboard, so a member compares equal to the string read back from the datab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -273,16 +274,22 @@ def run_to_dict(run: Run) -> dict[str, Any]:
     }
 
 
+def shown(record: Any, fields: Sequence[str], *, id_as: str | None = None) -> dict[str, Any]:
+    """A record as the API shows it: its ``id`` named ``id_as`` (none when None), then ``fields``
+    in that order, each time (a field named ``*_at``) in ISO 8601."""
+    out: dict[str, Any] = {} if id_as is None else {id_as: record.id}
+    for name in fields:
+        value = getattr(record, name)
+        out[name] = iso(value) if name.endswith("_at") else value
+    return out
+
+
 def post_to_dict(post: Post) -> dict[str, Any]:
-    return {
-        "post_id": post.id,
-        "author": post.author,
-        "title": post.title,
-        "content": post.content,
-        "created_at": iso(post.created_at),
-        "score": post.score,
-        "comment_count": post.comment_count,
-    }
+    return shown(
+        post,
+        ("author", "title", "content", "created_at", "score", "comment_count"),
+        id_as="post_id",
+    )
 
 
 class RunContext(msgspec.Struct, frozen=True, kw_only=True):
