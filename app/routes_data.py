@@ -150,12 +150,16 @@ async def add_contradiction(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
     await svc.store.get_thread(tid)
-    data = await read_object(request)
-    only_fields(data, {"statement_a", "statement_b"})
-    a = text_field(data, "statement_a", max_len=STATEMENT_MAX)
-    b = text_field(data, "statement_b", max_len=STATEMENT_MAX)
+    a, b = await _texts(request, statement_a=STATEMENT_MAX, statement_b=STATEMENT_MAX)
     row = await svc.store.write(lambda tx: tx.add_contradiction(tid, a, b))
     return JSON(_contradiction(row), status_code=201)
+
+
+async def _texts(request: Request, **max_len: int) -> list[str]:
+    """A body of exactly these required text fields (each at most its length), in this order."""
+    data = await read_object(request)
+    only_fields(data, set(max_len))
+    return [text_field(data, name, max_len=limit) for name, limit in max_len.items()]
 
 
 async def journal(request: Request) -> JSON:
@@ -199,10 +203,7 @@ async def list_posts(request: Request) -> JSON:
 
 async def create_post(request: Request) -> JSON:
     svc = service(request)
-    data = await read_object(request)
-    only_fields(data, {"title", "content"})
-    title = text_field(data, "title", max_len=TITLE_MAX)
-    content = text_field(data, "content", max_len=CONTENT_MAX)
+    title, content = await _texts(request, title=TITLE_MAX, content=CONTENT_MAX)
     post = await svc.store.write(lambda tx: tx.create_post(USER, title, content))
     return JSON(post_to_dict(post), status_code=201)
 
@@ -224,9 +225,7 @@ async def get_post(request: Request) -> JSON:
 async def add_comment(request: Request) -> JSON:
     svc = service(request)
     pid = post_id(request)
-    data = await read_object(request)
-    only_fields(data, {"content"})
-    content = text_field(data, "content", max_len=CONTENT_MAX)
+    (content,) = await _texts(request, content=CONTENT_MAX)
     comment = await svc.store.write(lambda tx: tx.add_comment(pid, USER, content))
     return JSON(
         {
