@@ -269,12 +269,7 @@ class RunReads(Protocol):
         ...
 
     async def history(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        before: int | None = None,
-        loop: str | None = None,
+        self, thread_id: str, *, limit: int = 20, before: int | None = None, loop: str | None = None
     ) -> list[Run]:
         """A thread's runs (of ``loop``, or all), newest first, with an id below ``before``."""
         ...

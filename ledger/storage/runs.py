@@ -166,12 +166,7 @@ class Reads:
         return _run(row)
 
     async def history(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        before: int | None = None,
-        loop: str | None = None,
+        self, thread_id: str, *, limit: int = 20, before: int | None = None, loop: str | None = None
     ) -> list[Run]:
         rows = await self._db.rows(
             f"SELECT {_COLS} FROM runs WHERE thread_id = ? AND id < ?"

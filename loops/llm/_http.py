@@ -434,11 +434,7 @@ class HTTPProvider:
         ).message
 
     async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
+        self, req: ChatRequest, *, on_token: TokenSink | None = None, deadline: float | None = None
     ) -> ChatResult:
         return await run_with_retries(
             self._attempts(req, on_token),
