@@ -29,6 +29,7 @@ import msgspec
 
 from ledger.records import (
     Loop,
+    Message,
     NewProfile,
     NewReflection,
     Reason,
@@ -180,11 +181,16 @@ class JournalLoops:
         return handled
 
     # -- the three kinds of work --------------------------------------------------------------
-    async def _reflect(self, thread_id: str) -> Run | None:
+    async def _window(self, thread_id: str) -> tuple[Thread, list[Message]] | None:
+        """The thread and its newest ``window`` messages; None when it has none."""
         thread = await self.store.get_thread(thread_id)
         messages = await self.store.messages(thread_id, limit=self.window)
-        if not messages:
+        return (thread, messages) if messages else None
+
+    async def _reflect(self, thread_id: str) -> Run | None:
+        if (read := await self._window(thread_id)) is None:
             return None
+        thread, messages = read
         last_id = messages[-1].id
         log.info(
             "[REFLECTION] Reflecting on thread %s (%d message(s), up to #%d)",
@@ -212,10 +218,9 @@ class JournalLoops:
         return await self._run(Loop.REFLECTION, thread, entry)
 
     async def _profile(self, thread_id: str) -> Run | None:
-        thread = await self.store.get_thread(thread_id)
-        messages = await self.store.messages(thread_id, limit=self.window)
-        if not messages:
+        if (read := await self._window(thread_id)) is None:
             return None
+        thread, messages = read
         last_id = messages[-1].id
         previous = await self.store.profile(thread_id)
         log.info(
