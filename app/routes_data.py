@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import secrets
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -24,7 +25,17 @@ from app.http import (
 from app.routes_heartbeat import service
 from ledger import config as hbconfig
 from ledger.limits import CONTENT_MAX, MESSAGE_MAX, PAGES, STATEMENT_MAX, TITLE_MAX
-from ledger.records import Thread, iso, post_to_dict
+from ledger.records import (
+    Contradiction,
+    Message,
+    Profile,
+    Reflection,
+    SelfReply,
+    Thread,
+    iso,
+    post_to_dict,
+    shown,
+)
 from ledger.storage.interface import USER
 
 
@@ -89,16 +100,7 @@ async def list_messages(request: Request) -> JSON:
     page = msgs[-limit:]
     return JSON(
         {
-            "items": [
-                {
-                    "message_id": m.id,
-                    "thread_id": m.thread_id,
-                    "role": m.role,
-                    "content": m.content,
-                    "created_at": iso(m.created_at),
-                }
-                for m in page
-            ],
+            "items": [_message(m) for m in page],
             "next_cursor": str(page[0].id) if older and page else None,
         }
     )
@@ -120,16 +122,11 @@ async def add_message(request: Request) -> JSON:
         )
     content = text_field(data, "content", max_len=MESSAGE_MAX)
     msg = await svc.store.write(lambda tx: tx.add_message(tid, role, content))
-    return JSON(
-        {
-            "message_id": msg.id,
-            "thread_id": tid,
-            "role": role,
-            "content": content,
-            "created_at": iso(msg.created_at),
-        },
-        status_code=201,
-    )
+    return JSON(_message(msg), status_code=201)
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return shown(m, ("thread_id", "role", "content", "created_at"), id_as="message_id")
 
 
 async def list_contradictions(request: Request) -> JSON:
@@ -145,27 +142,25 @@ async def list_contradictions(request: Request) -> JSON:
     return JSON({"items": [_contradiction(c) for c in rows], "next_cursor": None})
 
 
-def _contradiction(c: Any) -> dict[str, Any]:
-    return {
-        "contradiction_id": c.id,
-        "thread_id": c.thread_id,
-        "statement_a": c.statement_a,
-        "statement_b": c.statement_b,
-        "status": c.status,
-        "created_at": iso(c.created_at),
-    }
+def _contradiction(c: Contradiction) -> dict[str, Any]:
+    fields = ("thread_id", "statement_a", "statement_b", "status", "created_at")
+    return shown(c, fields, id_as="contradiction_id")
 
 
 async def add_contradiction(request: Request) -> JSON:
     svc = service(request)
     tid = thread_id(request)
     await svc.store.get_thread(tid)
-    data = await read_object(request)
-    only_fields(data, {"statement_a", "statement_b"})
-    a = text_field(data, "statement_a", max_len=STATEMENT_MAX)
-    b = text_field(data, "statement_b", max_len=STATEMENT_MAX)
+    a, b = await _texts(request, statement_a=STATEMENT_MAX, statement_b=STATEMENT_MAX)
     row = await svc.store.write(lambda tx: tx.add_contradiction(tid, a, b))
     return JSON(_contradiction(row), status_code=201)
+
+
+async def _texts(request: Request, **max_len: int) -> list[str]:
+    """A body of exactly these required text fields (each at most its length), in this order."""
+    data = await read_object(request)
+    only_fields(data, set(max_len))
+    return [text_field(data, name, max_len=limit) for name, limit in max_len.items()]
 
 
 async def journal(request: Request, kind: str) -> JSON:
@@ -175,48 +170,27 @@ async def journal(request: Request, kind: str) -> JSON:
     tid = thread_id(request)
     await svc.store.get_thread(tid)
     limit = limit_param(request, PAGES["journal"])
-    items: list[dict[str, Any]]
+    rows: Sequence[Reflection | Profile | SelfReply]
     if kind == "reflections":
-        items = [
-            {
-                "reflection_id": r.id,
-                "score": r.score,
-                "summary": r.summary,
-                "notable": r.notable,
-                "run_id": r.run_id,
-                "created_at": iso(r.created_at),
-            }
-            for r in await svc.store.reflections(tid, limit=limit)
-        ]
+        rows = await svc.store.reflections(tid, limit=limit)
     elif kind == "personality":
-        items = [
-            {
-                "version": p.version,
-                "traits": p.traits,
-                "tone": p.tone,
-                "interests": p.interests,
-                "run_id": p.run_id,
-                "created_at": iso(p.created_at),
-            }
-            for p in await svc.store.profiles(tid, limit=limit)
-        ]
+        rows = await svc.store.profiles(tid, limit=limit)
     elif kind == "self-replies":
-        items = [
-            {
-                "reply_id": s.id,
-                "reflection_id": s.reflection_id,
-                "content": s.content,
-                "run_id": s.run_id,
-                "created_at": iso(s.created_at),
-            }
-            for s in await svc.store.self_replies(tid, limit=limit)
-        ]
+        rows = await svc.store.self_replies(tid, limit=limit)
     else:
         raise ValueError(f"no journal {kind!r}")
+    fields, id_as = _JOURNAL_SHOWN[kind]
+    items = [shown(row, fields, id_as=id_as) for row in rows]
     return JSON({"items": items, "next_cursor": None})
 
 
-JOURNALS = ("reflections", "personality", "self-replies")
+# What the journal routes show of each kind of entry: its fields, and the name of its id.
+_JOURNAL_SHOWN: Final[Mapping[str, tuple[tuple[str, ...], str | None]]] = {
+    "reflections": (("score", "summary", "notable", "run_id", "created_at"), "reflection_id"),
+    "personality": (("version", "traits", "tone", "interests", "run_id", "created_at"), None),
+    "self-replies": (("reflection_id", "content", "run_id", "created_at"), "reply_id"),
+}
+JOURNALS = tuple(_JOURNAL_SHOWN)  # one route each
 
 
 # -- the Ledger -----------------------------------------------------------------------------
@@ -231,10 +205,7 @@ async def list_posts(request: Request) -> JSON:
 
 async def create_post(request: Request) -> JSON:
     svc = service(request)
-    data = await read_object(request)
-    only_fields(data, {"title", "content"})
-    title = text_field(data, "title", max_len=TITLE_MAX)
-    content = text_field(data, "content", max_len=CONTENT_MAX)
+    title, content = await _texts(request, title=TITLE_MAX, content=CONTENT_MAX)
     post = await svc.store.write(lambda tx: tx.create_post(USER, title, content))
     await svc.ledger_event("post", USER, post.id, title, content)
     return JSON(post_to_dict(post), status_code=201)
@@ -245,17 +216,11 @@ async def get_post(request: Request) -> JSON:
     post = await svc.store.get_post(post_id(request))
     body = post_to_dict(post)
     body["comments"] = [
-        {
-            "comment_id": c.id,
-            "author": c.author,
-            "content": c.content,
-            "created_at": iso(c.created_at),
-        }
+        shown(c, ("author", "content", "created_at"), id_as="comment_id")
         for c in await svc.store.comments(post.id)
     ]
     body["votes"] = [
-        {"voter": v.voter, "direction": v.direction, "created_at": iso(v.created_at)}
-        for v in await svc.store.votes(post.id)
+        shown(v, ("voter", "direction", "created_at")) for v in await svc.store.votes(post.id)
     ]
     return JSON(body)
 
@@ -263,9 +228,7 @@ async def get_post(request: Request) -> JSON:
 async def add_comment(request: Request) -> JSON:
     svc = service(request)
     pid = post_id(request)
-    data = await read_object(request)
-    only_fields(data, {"content"})
-    content = text_field(data, "content", max_len=CONTENT_MAX)
+    (content,) = await _texts(request, content=CONTENT_MAX)
     comment = await svc.store.write(lambda tx: tx.add_comment(pid, USER, content))
     await svc.ledger_event("comment", USER, pid, "", content)
     return JSON(

@@ -68,7 +68,7 @@ if str(REPO) not in sys.path:
 
 from app.service import Service  # noqa: E402
 from app.settings import LoopSettings, Settings  # noqa: E402
-from ledger.records import RunOutcome  # noqa: E402
+from ledger.records import RunOutcome, RunStart  # noqa: E402
 from ledger.storage.interface import AGENT, Tx  # noqa: E402
 from loops.clock import FakeClock  # noqa: E402
 from loops.llm import (  # noqa: E402
@@ -356,7 +356,10 @@ async def _seed(service: Service, clock: FakeClock, sc: Scenario, model: str) ->
             tx.add_contradiction(THREAD, c.a, c.b)
         for spec in sc.recent_actions:
             decision = _decision(spec, ids)
-            run_id = tx.start_run(THREAD, "heartbeat", "schedule", model=model, owner=owner)
+            start = RunStart(
+                thread_id=THREAD, loop="heartbeat", trigger="schedule", model=model, owner=owner
+            )
+            run_id = tx.start_run(start)
             assert run_id is not None
             executed: list[dict[str, Any]] = []
             if spec.action == "vote":

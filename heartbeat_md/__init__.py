@@ -1,17 +1,7 @@
-"""HEARTBEAT.md parsing (pure)."""
+"""HEARTBEAT.md parsing (pure). The names of ``heartbeat_md.parser`` are exported here."""
 
-from heartbeat_md.parser import (
-    ChecklistItem,
-    Instructions,
-    is_effectively_empty,
-    parse,
-    render_for_prompt,
-)
-
-__all__ = [
-    "ChecklistItem",
-    "Instructions",
-    "is_effectively_empty",
-    "parse",
-    "render_for_prompt",
-]
+from heartbeat_md.parser import ChecklistItem as ChecklistItem
+from heartbeat_md.parser import Instructions as Instructions
+from heartbeat_md.parser import is_effectively_empty as is_effectively_empty
+from heartbeat_md.parser import parse as parse
+from heartbeat_md.parser import render_for_prompt as render_for_prompt

@@ -7,6 +7,7 @@ the dashboard, so a member compares equal to the string read back from the datab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -166,26 +167,54 @@ class Run(msgspec.Struct, kw_only=True):
     event_text: str | None = None  # what woke the run (a wake's or a Ledger event's text)
 
 
-class Reflection(msgspec.Struct, kw_only=True):
-    id: int
+class RunStart(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``runs`` row to insert: ``running`` (``Tx.start_run``, owned by the process ``owner``)
+    or already finished (``Tx.record_run``: no owner; the outcome's model, if any, wins)."""
+
+    thread_id: str
+    loop: str
+    trigger: str
+    slot: float | None = None
+    model: str | None = None
+    dry_run: bool = False
+    owner: str | None = None
+    event_text: str | None = None  # what woke the run (a wake's or a Ledger event's text)
+
+
+class NewReflection(msgspec.Struct, frozen=True, kw_only=True):
+    """A reflection to store, covering its thread up to ``last_message_id``."""
+
     thread_id: str
     score: float
     summary: str
     notable: list[str]
     last_message_id: int
     run_id: int | None
+
+
+class Reflection(NewReflection, frozen=True, kw_only=True):
+    """A stored reflection: what was written, with its id and time."""
+
+    id: int
     created_at: float
 
 
-class Profile(msgspec.Struct, kw_only=True):
-    id: int
+class NewProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """A personality profile to store as its thread's next version."""
+
     thread_id: str
-    version: int
     traits: list[str]
     tone: str
     interests: list[str]
     last_message_id: int
     run_id: int | None
+
+
+class Profile(NewProfile, frozen=True, kw_only=True):
+    """A stored profile: what was written, with its id, version and time."""
+
+    id: int
+    version: int
     created_at: float
 
 
@@ -251,16 +280,22 @@ def run_to_dict(run: Run) -> dict[str, Any]:
     }
 
 
+def shown(record: Any, fields: Sequence[str], *, id_as: str | None = None) -> dict[str, Any]:
+    """A record as the API shows it: its ``id`` named ``id_as`` (none when None), then ``fields``
+    in that order, each time (a field named ``*_at``) in ISO 8601."""
+    out: dict[str, Any] = {} if id_as is None else {id_as: record.id}
+    for name in fields:
+        value = getattr(record, name)
+        out[name] = iso(value) if name.endswith("_at") else value
+    return out
+
+
 def post_to_dict(post: Post) -> dict[str, Any]:
-    return {
-        "post_id": post.id,
-        "author": post.author,
-        "title": post.title,
-        "content": post.content,
-        "created_at": iso(post.created_at),
-        "score": post.score,
-        "comment_count": post.comment_count,
-    }
+    return shown(
+        post,
+        ("author", "title", "content", "created_at", "score", "comment_count"),
+        id_as="post_id",
+    )
 
 
 class RunContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import msgspec
@@ -28,25 +29,17 @@ TOKEN = "token"
 _encode = msgspec.json.encode
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Event:
     """One published event. ``thread_id`` None means "for every subscriber"."""
 
-    __slots__ = ("_frame", "_json", "data", "id", "thread_id", "type")
-
-    def __init__(
-        self,
-        type: str,
-        data: dict[str, Any],
-        *,
-        id: int | None = None,
-        thread_id: str | None = None,
-    ) -> None:
-        self.type = type
-        self.data = data
-        self.id = id
-        self.thread_id = thread_id
-        self._json: bytes | None = None
-        self._frame: bytes | None = None
+    type: str
+    data: dict[str, Any]
+    _: KW_ONLY
+    id: int | None = None
+    thread_id: str | None = None
+    _json: bytes | None = field(default=None, init=False)
+    _frame: bytes | None = field(default=None, init=False)
 
     def json(self) -> bytes:
         """``data`` as compact JSON, encoded once however many subscribers send it."""

@@ -29,6 +29,9 @@ import msgspec
 
 from ledger.records import (
     Loop,
+    Message,
+    NewProfile,
+    NewReflection,
     Reason,
     Reflection,
     Run,
@@ -178,11 +181,16 @@ class JournalLoops:
         return handled
 
     # -- the three kinds of work --------------------------------------------------------------
-    async def _reflect(self, thread_id: str) -> Run | None:
+    async def _window(self, thread_id: str) -> tuple[Thread, list[Message]] | None:
+        """The thread and its newest ``window`` messages; None when it has none."""
         thread = await self.store.get_thread(thread_id)
         messages = await self.store.messages(thread_id, limit=self.window)
-        if not messages:
+        return (thread, messages) if messages else None
+
+    async def _reflect(self, thread_id: str) -> Run | None:
+        if (read := await self._window(thread_id)) is None:
             return None
+        thread, messages = read
         last_id = messages[-1].id
         log.info(
             "[REFLECTION] Reflecting on thread %s (%d message(s), up to #%d)",
@@ -191,40 +199,28 @@ class JournalLoops:
             last_id,
         )
 
-        def write(tx: Tx, run_id: int, out: ReflectionOut, base: RunOutcome) -> RunOutcome:
-            decision = msgspec.structs.asdict(out)
-            if tx.reflected_up_to(thread_id) >= last_id:
-                return _skipped_duplicate(base, decision, "this window was already reflected on")
-            reflection_id = tx.add_reflection(
-                thread_id, out.score, out.summary, out.notable, last_id, run_id
-            )
+        def add(tx: Tx, window: dict[str, Any], out: ReflectionOut) -> tuple[dict[str, Any], str]:
+            new = NewReflection(**window, score=out.score, summary=out.summary, notable=out.notable)
             summary = f"score {out.score:.2f}: {out.summary}"
-            log.info("[REFLECTION] thread %s %s", thread_id, _clip(summary))
-            return msgspec.structs.replace(
-                base,
-                status=RunStatus.OK,
-                action=Loop.REFLECTION,
-                decision=decision,
-                executed=[
-                    {
-                        "type": Loop.REFLECTION,
-                        "reflection_id": reflection_id,
-                        "last_message_id": last_id,
-                    }
-                ],
-                summary=_clip(summary),
-            )
+            return {"reflection_id": tx.add_reflection(new)}, summary
 
+        write = _window_write(
+            Loop.REFLECTION,
+            thread_id,
+            last_id,
+            lambda tx: tx.reflected_up_to(thread_id),
+            "this window was already reflected on",
+            add,
+        )
         entry = _Entry(
             reflection_messages(thread.title, messages), REFLECTION_SCHEMA, parse_reflection, write
         )
         return await self._run(Loop.REFLECTION, thread, entry)
 
     async def _profile(self, thread_id: str) -> Run | None:
-        thread = await self.store.get_thread(thread_id)
-        messages = await self.store.messages(thread_id, limit=self.window)
-        if not messages:
+        if (read := await self._window(thread_id)) is None:
             return None
+        thread, messages = read
         last_id = messages[-1].id
         previous = await self.store.profile(thread_id)
         log.info(
@@ -233,26 +229,21 @@ class JournalLoops:
             previous.version if previous else 0,
         )
 
-        def write(tx: Tx, run_id: int, out: ProfileOut, base: RunOutcome) -> RunOutcome:
-            decision = msgspec.structs.asdict(out)
-            if tx.profiled_up_to(thread_id) >= last_id:
-                return _skipped_duplicate(base, decision, "a newer profile was already written")
+        def add(tx: Tx, window: dict[str, Any], out: ProfileOut) -> tuple[dict[str, Any], str]:
             version = tx.add_profile(
-                thread_id, out.traits, out.tone, out.interests, last_id, run_id
+                NewProfile(**window, traits=out.traits, tone=out.tone, interests=out.interests)
             )
             summary = f"profile v{version}: {out.tone or '-'}; traits: {', '.join(out.traits)}"
-            log.info("[PERSONALITY] thread %s %s", thread_id, _clip(summary))
-            return msgspec.structs.replace(
-                base,
-                status=RunStatus.OK,
-                action=Loop.PERSONALITY,
-                decision=decision,
-                executed=[
-                    {"type": Loop.PERSONALITY, "version": version, "last_message_id": last_id}
-                ],
-                summary=_clip(summary),
-            )
+            return {"version": version}, summary
 
+        write = _window_write(
+            Loop.PERSONALITY,
+            thread_id,
+            last_id,
+            lambda tx: tx.profiled_up_to(thread_id),
+            "a newer profile was already written",
+            add,
+        )
         entry = _Entry(
             profile_messages(thread.title, messages, previous), PROFILE_SCHEMA, parse_profile, write
         )
@@ -267,13 +258,8 @@ class JournalLoops:
             if not tx.add_self_reply(reflection.id, thread.id, out.reply, run_id):
                 return _skipped_duplicate(base, decision, "the reflection was already answered")
             log.info("[SELF_REPLY] reflection %d answered: %s", reflection.id, _clip(out.reply))
-            return msgspec.structs.replace(
-                base,
-                status=RunStatus.OK,
-                action=Loop.SELF_REPLY,
-                decision=decision,
-                executed=[{"type": Loop.SELF_REPLY, "reflection_id": reflection.id}],
-                summary=_clip(out.reply),
+            return _stored(
+                base, Loop.SELF_REPLY, decision, {"reflection_id": reflection.id}, out.reply
             )
 
         entry = _Entry(
@@ -376,6 +362,45 @@ def _skipped_duplicate(base: RunOutcome, decision: dict[str, Any], why: str) -> 
         reason=Reason.DUPLICATE,
         decision=decision,
         summary=f"skipped: {why}",
+    )
+
+
+def _window_write(
+    loop: Loop,
+    thread_id: str,
+    last_id: int,
+    covered: Callable[[Tx], int],
+    already: str,
+    add: Callable[[Tx, dict[str, Any], _Out], tuple[dict[str, Any], str]],
+) -> _Write[_Out]:
+    """The write of a run whose output covers the thread's messages up to ``last_id``: skipped
+    as a duplicate when ``covered`` (what the thread's entries already cover) reaches it, else
+    ``add`` stores it from the window's fields and says what it wrote and how to summarise it."""
+
+    def write(tx: Tx, run_id: int, out: _Out, base: RunOutcome) -> RunOutcome:
+        decision = msgspec.structs.asdict(out)
+        if covered(tx) >= last_id:
+            return _skipped_duplicate(base, decision, already)
+        window = {"thread_id": thread_id, "last_message_id": last_id, "run_id": run_id}
+        executed, summary = add(tx, window, out)
+        log.info("%s thread %s %s", _tag(loop), thread_id, _clip(summary))
+        executed["last_message_id"] = last_id
+        return _stored(base, loop, decision, executed, summary)
+
+    return write
+
+
+def _stored(
+    base: RunOutcome, loop: Loop, decision: dict[str, Any], executed: dict[str, Any], summary: str
+) -> RunOutcome:
+    """The outcome of a run whose output was stored: what it wrote and a short summary."""
+    return msgspec.structs.replace(
+        base,
+        status=RunStatus.OK,
+        action=loop,
+        decision=decision,
+        executed=[{"type": loop, **executed}],
+        summary=_clip(summary),
     )
 
 

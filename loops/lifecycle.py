@@ -42,7 +42,7 @@ import msgspec
 from ledger.errors import HeartbeatError, StorageBusy, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.redact import redact
-from ledger.storage.interface import Storage, Tx
+from ledger.storage.interface import RunStart, Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
 from loops.unrecorded import keep
@@ -174,14 +174,16 @@ def start_row(tx: Tx, plan: RunPlan[C], owner: str | None) -> RunPlan[C] | None:
     """Write the plan's ``running`` row. Returns the plan with its run id, or None when the
     (thread, loop, slot) already has a row (another process claimed the slot)."""
     run_id = tx.start_run(
-        plan.thread.id,
-        plan.loop,
-        plan.trigger,
-        slot=plan.slot,
-        model=plan.model,
-        dry_run=plan.dry_run,
-        owner=owner,
-        event_text=plan.event,
+        RunStart(
+            thread_id=plan.thread.id,
+            loop=plan.loop,
+            trigger=plan.trigger,
+            slot=plan.slot,
+            model=plan.model,
+            dry_run=plan.dry_run,
+            owner=owner,
+            event_text=plan.event,
+        )
     )
     return None if run_id is None else msgspec.structs.replace(plan, run_id=run_id)
 

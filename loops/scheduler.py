@@ -21,7 +21,7 @@ import msgspec
 from ledger import config as hbconfig
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
-from ledger.storage.interface import Storage, Tx
+from ledger.storage.interface import RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
@@ -300,7 +300,12 @@ class HeartbeatScheduler:
             won = tx.claim_slots(claims)
             for thread_id, trigger, outcome, slot in skipped:
                 if thread_id in won:
-                    tx.record_run(thread_id, Loop.HEARTBEAT, trigger, outcome, slot=slot)
+                    tx.record_run(
+                        RunStart(
+                            thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=trigger, slot=slot
+                        ),
+                        outcome,
+                    )
             started = []
             for plan in starts:
                 if plan.thread_id in won and (run := _start_told(tx, plan, owner)) is not None:

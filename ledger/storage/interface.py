@@ -36,12 +36,15 @@ from ledger.records import (
     Comment,
     Contradiction,
     Message,
+    NewProfile,
+    NewReflection,
     Post,
     Profile,
     Reflection,
     Run,
     RunContext,
     RunOutcome,
+    RunStart,
     SelfReply,
     Thread,
     Vote,
@@ -56,7 +59,10 @@ __all__ = [
     "JournalWrites",
     "MessageReads",
     "MessageWrites",
+    "NewProfile",
+    "NewReflection",
     "RunReads",
+    "RunStart",
     "RunWrites",
     "Storage",
     "ThreadReads",
@@ -65,6 +71,10 @@ __all__ = [
     "WakeReads",
     "WakeWrites",
 ]
+
+# The records the writes take (``NewProfile``, ``NewReflection``, ``RunStart``) live in
+# ``ledger.records`` (a stored reflection or profile extends what was written) and are
+# exported here with the Protocols that take them.
 
 # Authors and voters on the Ledger forum.
 USER: Final = "user"
@@ -146,32 +156,11 @@ class ForumWrites(Protocol):
 
 
 class RunWrites(Protocol):
-    def start_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        *,
-        slot: float | None = None,
-        model: str | None = None,
-        dry_run: bool = False,
-        owner: str | None = None,
-        event_text: str | None = None,
-    ) -> int | None:
-        """Insert a ``running`` row (with the text of the event that woke it, if any).
-        Returns None when the (thread, loop, slot) is taken."""
+    def start_run(self, run: RunStart) -> int | None:
+        """Insert a ``running`` row. Returns None when the (thread, loop, slot) is taken."""
         ...
 
-    def record_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        outcome: RunOutcome,
-        *,
-        slot: float | None = None,
-        dry_run: bool = False,
-    ) -> int | None:
+    def record_run(self, run: RunStart, outcome: RunOutcome) -> int | None:
         """Insert an already finished row (e.g. a ``skipped`` slot); None if the slot is taken."""
         ...
 
@@ -181,27 +170,11 @@ class RunWrites(Protocol):
 
 
 class JournalWrites(Protocol):
-    def add_reflection(
-        self,
-        thread_id: str,
-        score: float,
-        summary: str,
-        notable: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_reflection(self, new: NewReflection) -> int:
         """Store a reflection covering the thread up to ``last_message_id``; returns its id."""
         ...
 
-    def add_profile(
-        self,
-        thread_id: str,
-        traits: list[str],
-        tone: str,
-        interests: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_profile(self, new: NewProfile) -> int:
         """Store the thread's next personality profile; returns its version (1, 2, ...)."""
         ...
 
@@ -310,12 +283,7 @@ class RunReads(Protocol):
         ...
 
     async def history(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        before: int | None = None,
-        loop: str | None = None,
+        self, thread_id: str, *, limit: int = 20, before: int | None = None, loop: str | None = None
     ) -> list[Run]:
         """A thread's runs (of ``loop``, or all), newest first, with an id below ``before``."""
         ...

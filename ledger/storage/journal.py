@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.records import Profile, Reflection, SelfReply
+from ledger.records import NewProfile, NewReflection, Profile, Reflection, SelfReply
 from ledger.storage.columns import dumps, loads_strs
 from ledger.storage.engine import Engine, Query, SqlTx
 
@@ -70,35 +70,27 @@ def profiles_query(thread_id: str, limit: int) -> Query[list[Profile]]:
 class Writes(SqlTx):
     """The journal writes of a transaction (see ``ledger.storage.interface.JournalWrites``)."""
 
-    def add_reflection(
-        self,
-        thread_id: str,
-        score: float,
-        summary: str,
-        notable: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_reflection(self, new: NewReflection) -> int:
         cur = self.conn.execute(
             "INSERT INTO reflections (thread_id, score, summary, notable_json, last_message_id,"
             " run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (thread_id, score, summary, dumps(notable), last_message_id, run_id, self.now),
+            (
+                new.thread_id,
+                new.score,
+                new.summary,
+                dumps(new.notable),
+                new.last_message_id,
+                new.run_id,
+                self.now,
+            ),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def add_profile(
-        self,
-        thread_id: str,
-        traits: list[str],
-        tone: str,
-        interests: list[str],
-        last_message_id: int,
-        run_id: int | None,
-    ) -> int:
+    def add_profile(self, new: NewProfile) -> int:
         row = self._one(
             "SELECT COALESCE(MAX(version), 0) FROM personality_profiles WHERE thread_id = ?",
-            (thread_id,),
+            (new.thread_id,),
         )
         version = int(row[0]) + 1
         self.conn.execute(
@@ -106,13 +98,13 @@ class Writes(SqlTx):
             " interests_json, last_message_id, run_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                thread_id,
+                new.thread_id,
                 version,
-                dumps(traits),
-                tone,
-                dumps(interests),
-                last_message_id,
-                run_id,
+                dumps(new.traits),
+                new.tone,
+                dumps(new.interests),
+                new.last_message_id,
+                new.run_id,
                 self.now,
             ),
         )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger.errors import NotFound
-from ledger.records import Reason, Run, RunOutcome, RunStatus
+from ledger.records import Reason, Run, RunOutcome, RunStart, RunStatus
 from ledger.storage.columns import dumps, loads_dict, loads_list
 from ledger.storage.engine import Engine, Query, SqlTx
 from ledger.storage.identity import owner_alive
@@ -71,54 +71,44 @@ def recent_actions_query(thread_id: str, limit: int) -> Query[list[Run]]:
 class Writes(SqlTx):
     """The run writes of a transaction (see ``ledger.storage.interface.RunWrites``)."""
 
-    def start_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        *,
-        slot: float | None = None,
-        model: str | None = None,
-        dry_run: bool = False,
-        owner: str | None = None,
-        event_text: str | None = None,
-    ) -> int | None:
+    def start_run(self, run: RunStart) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, model, dry_run,"
             " started_at, owner, event_text) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
-            (thread_id, loop, trigger, slot, model, int(dry_run), self.now, owner, event_text),
+            (
+                run.thread_id,
+                run.loop,
+                run.trigger,
+                run.slot,
+                run.model,
+                int(run.dry_run),
+                self.now,
+                run.owner,
+                run.event_text,
+            ),
         )
         if cur.rowcount != 1:
             return None
         return cur.lastrowid
 
-    def record_run(
-        self,
-        thread_id: str,
-        loop: str,
-        trigger: str,
-        outcome: RunOutcome,
-        *,
-        slot: float | None = None,
-        dry_run: bool = False,
-    ) -> int | None:
+    def record_run(self, run: RunStart, outcome: RunOutcome) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
             " summary, dry_run, error, started_at, finished_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
             (
-                thread_id,
-                loop,
-                trigger,
-                slot,
+                run.thread_id,
+                run.loop,
+                run.trigger,
+                run.slot,
                 outcome.status,
                 outcome.reason,
-                outcome.model,
+                outcome.model if outcome.model is not None else run.model,
                 outcome.action,
                 outcome.summary,
-                int(dry_run),
+                int(run.dry_run),
                 outcome.error,
                 self.now,
                 self.now,
@@ -178,12 +168,7 @@ class Reads:
         return _run(row)
 
     async def history(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        before: int | None = None,
-        loop: str | None = None,
+        self, thread_id: str, *, limit: int = 20, before: int | None = None, loop: str | None = None
     ) -> list[Run]:
         rows = await self._db.rows(
             f"SELECT {_COLS} FROM runs WHERE thread_id = ? AND id < ?"

@@ -6,41 +6,20 @@ LM Studio).
 Both share the timeout and retry policy of ``loops.llm.retry`` and raise only ``LLMError``.
 """
 
-from .base import (
-    ChatRequest,
-    ChatResult,
-    ErrorReason,
-    Health,
-    LLMError,
-    LLMProvider,
-    TokenSink,
-)
-from .ollama import DEFAULT_OLLAMA_HOST, OllamaProvider, normalize_model_name, parse_ollama_host
-from .openai import (
-    SCHEMA_FORMS,
-    OpenAIProvider,
-    SchemaForm,
-    normalize_openai_base_url,
-    parse_schema_form,
-)
-from .retry import RetryPolicy
-
-__all__ = [
-    "DEFAULT_OLLAMA_HOST",
-    "SCHEMA_FORMS",
-    "ChatRequest",
-    "ChatResult",
-    "ErrorReason",
-    "Health",
-    "LLMError",
-    "LLMProvider",
-    "OllamaProvider",
-    "OpenAIProvider",
-    "RetryPolicy",
-    "SchemaForm",
-    "TokenSink",
-    "normalize_model_name",
-    "normalize_openai_base_url",
-    "parse_ollama_host",
-    "parse_schema_form",
-]
+from .base import ChatRequest as ChatRequest
+from .base import ChatResult as ChatResult
+from .base import ErrorReason as ErrorReason
+from .base import Health as Health
+from .base import LLMError as LLMError
+from .base import LLMProvider as LLMProvider
+from .base import TokenSink as TokenSink
+from .ollama import DEFAULT_OLLAMA_HOST as DEFAULT_OLLAMA_HOST
+from .ollama import OllamaProvider as OllamaProvider
+from .ollama import normalize_model_name as normalize_model_name
+from .ollama import parse_ollama_host as parse_ollama_host
+from .openai import SCHEMA_FORMS as SCHEMA_FORMS
+from .openai import OpenAIProvider as OpenAIProvider
+from .openai import SchemaForm as SchemaForm
+from .openai import normalize_openai_base_url as normalize_openai_base_url
+from .openai import parse_schema_form as parse_schema_form
+from .retry import RetryPolicy as RetryPolicy

@@ -7,26 +7,34 @@ import errno
 import json
 import math
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, TypeVar
 
 import httpx
 import msgspec
 
-from .base import ChatRequest, ChatResult, LLMError, TokenSink
+from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import RetryPolicy, run_with_retries
 
 __all__ = [
+    "HEALTH_TIMEOUT",
+    "HTTPOptions",
     "HTTPProvider",
+    "decode_chunk",
     "error_text",
     "payload_error_text",
     "read_capped",
     "snippet",
     "status_error",
+    "stream_error",
     "transport_error",
 ]
 
 ProviderName = Literal["ollama", "openai"]
+# Health probes read metadata only: a short limit for each phase.
+HEALTH_TIMEOUT = httpx.Timeout(5.0)
+R = TypeVar("R")
 
 
 def snippet(text: str, limit: int = 200) -> str:
@@ -87,6 +95,27 @@ def error_text(body: bytes) -> str | None:
     except ValueError:
         return snippet(text)
     return payload_error_text(obj) or snippet(text)
+
+
+def decode_chunk(decoder: msgspec.json.Decoder[R], text: str, *, base_url: str, what: str) -> R:
+    """One streamed chunk decoded; one that is not ``what`` (e.g. "line 3 is not an Ollama chat
+    chunk") raises a ``bad_response`` quoting it."""
+    try:
+        return decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise LLMError(
+            "bad_response",
+            f"unreadable reply from the LLM at {base_url}: {what} ({exc}): {snippet(text, 120)!r}",
+        ) from None
+
+
+def stream_error(base_url: str, said: str) -> LLMError:
+    """The server reported an error in the middle of a streamed reply (worth another try)."""
+    return LLMError(
+        "stream_error",
+        f"the LLM at {base_url} reported an error mid-reply: {said}",
+        retryable=True,
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -279,23 +308,35 @@ def transport_error(
     return LLMError("bad_response", f"unexpected reply from the LLM at {base_url} ({_detail(exc)})")
 
 
+class HTTPOptions(TypedDict, total=False):
+    """The keyword arguments every HTTP provider takes (defaults: ``HTTPProvider``)."""
+
+    client: httpx.AsyncClient | None  # a client of the caller's (then never closed here)
+    transport: httpx.AsyncBaseTransport | None  # or a transport for a client of our own
+    idle_timeout: float
+    backoff_base: float
+    max_attempts: int
+    rng: random.Random | None
+
+
 class HTTPProvider:
     """What the HTTP providers share: one httpx client, the retry policy and ``chat``.
 
     A subclass sets ``base_url`` and provides ``request_body`` and one streamed ``_attempt``.
     """
 
+    name: str
     base_url: str
 
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient | None,
-        transport: httpx.AsyncBaseTransport | None,
-        idle_timeout: float,
-        backoff_base: float,
-        max_attempts: int,
-        rng: random.Random | None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        idle_timeout: float = 60.0,
+        backoff_base: float = 0.5,
+        max_attempts: int = 3,
+        rng: random.Random | None = None,
     ) -> None:
         if client is not None and transport is not None:
             raise ValueError("pass either client or transport, not both")
@@ -311,26 +352,108 @@ class HTTPProvider:
     def request_body(self, req: ChatRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def _stream(
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str],
+        model: str,
+        provider: ProviderName,
+        read: Callable[[httpx.Response], Awaitable[R]],
+        refused: Callable[[LLMError, bytes], LLMError] | None = None,
+    ) -> R:
+        """One streamed ``POST {base_url}{path}``, its 200 answer consumed by ``read``.
+
+        Any other status raises the ``LLMError`` of ``status_error`` (or what ``refused`` makes
+        of it and the error body); a transport failure raises that of ``transport_error``.
+        """
+        in_body = False
+        try:
+            async with self._client.stream(
+                "POST",
+                f"{self.base_url}{path}",
+                content=payload,
+                headers=headers,
+                timeout=self.policy.httpx_timeout(),
+            ) as response:
+                in_body = True
+                if response.status_code != 200:
+                    body = await read_capped(response)
+                    err = status_error(
+                        response.status_code,
+                        body,
+                        response.headers,
+                        base_url=self.base_url,
+                        model=model,
+                        provider=provider,
+                    )
+                    raise err if refused is None else refused(err, body)
+                return await read(response)
+        except httpx.HTTPError as exc:
+            raise transport_error(
+                exc,
+                base_url=self.base_url,
+                in_body=in_body,
+                policy_idle=self.policy.idle_timeout,
+                policy_connect=self.policy.connect_timeout,
+            ) from exc
+
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
     ) -> ChatResult:
         raise NotImplementedError
 
-    async def chat(
+    def _health(
         self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
+        model: str,
+        reachable: bool,
+        present: bool | None,
+        detail: str | None,
+        version: str | None = None,
+    ) -> Health:
+        """What a health probe of this server found."""
+        return Health(
+            provider=self.name,
+            base_url=self.base_url,
+            reachable=reachable,
+            version=version,
+            model=model,
+            model_present=present,
+            detail=detail,
+        )
+
+    def _probe_failed(self, exc: httpx.HTTPError) -> str:
+        """Why a health probe's request failed, as a sentence."""
+        return transport_error(
+            exc,
+            base_url=self.base_url,
+            in_body=False,
+            policy_idle=HEALTH_TIMEOUT.read or 5.0,
+            policy_connect=HEALTH_TIMEOUT.connect or 5.0,
+        ).message
+
+    async def chat(
+        self, req: ChatRequest, *, on_token: TokenSink | None = None, deadline: float | None = None
     ) -> ChatResult:
+        return await run_with_retries(
+            self._attempts(req, on_token),
+            policy=self.policy,
+            deadline=deadline,
+            base_url=self.base_url,
+            rng=self._rng,
+        )
+
+    def _attempts(
+        self, req: ChatRequest, on_token: TokenSink | None
+    ) -> Callable[[], Awaitable[ChatResult]]:
+        """What one attempt at ``req`` does; the retry loop of ``chat`` calls it again."""
         payload = msgspec.json.encode(self.request_body(req))
 
         async def attempt() -> ChatResult:
             return await self._attempt(req, payload, on_token)
 
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
+        return attempt
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -120,11 +120,7 @@ class LLMProvider(Protocol):
     base_url: str
 
     async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
+        self, req: ChatRequest, *, on_token: TokenSink | None = None, deadline: float | None = None
     ) -> ChatResult:
         """Stream one reply. ``deadline`` is seconds for the whole call, retries included."""
         ...

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import msgspec
 
-from ._http import HTTPProvider, read_capped, snippet, status_error, transport_error
+from ._http import HEALTH_TIMEOUT, HTTPOptions, HTTPProvider, decode_chunk, snippet, stream_error
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .retry import close_lines, drain_lines, next_line
 
@@ -32,7 +31,6 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DEFAULT_PORT = 11434
 _SCHEME_PORTS = {"http": 80, "https": 443}
-_HEALTH_TIMEOUT = httpx.Timeout(5.0)
 
 
 def parse_ollama_host(value: str | None) -> str:
@@ -165,23 +163,11 @@ class OllamaProvider(HTTPProvider):
         self,
         base_url: str | None = None,
         *,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        idle_timeout: float = 60.0,
-        backoff_base: float = 0.5,
-        max_attempts: int = 3,
         keep_alive: str | float | None = "10m",
-        rng: random.Random | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         self.base_url = parse_ollama_host(base_url)
-        super().__init__(
-            client=client,
-            transport=transport,
-            idle_timeout=idle_timeout,
-            backoff_base=backoff_base,
-            max_attempts=max_attempts,
-            rng=rng,
-        )
+        super().__init__(**options)
         self.keep_alive = keep_alive
         log.info("LLM provider ollama at %s", self.base_url)
 
@@ -203,34 +189,14 @@ class OllamaProvider(HTTPProvider):
     async def _attempt(
         self, req: ChatRequest, payload: bytes, on_token: TokenSink | None
     ) -> ChatResult:
-        in_body = False
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self.base_url}/api/chat",
-                content=payload,
-                headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
-                timeout=self.policy.httpx_timeout(),
-            ) as response:
-                in_body = True
-                if response.status_code != 200:
-                    raise status_error(
-                        response.status_code,
-                        await read_capped(response),
-                        response.headers,
-                        base_url=self.base_url,
-                        model=req.model,
-                        provider="ollama",
-                    )
-                return await self._read_stream(response, req, on_token)
-        except httpx.HTTPError as exc:
-            raise transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=in_body,
-                policy_idle=self.policy.idle_timeout,
-                policy_connect=self.policy.connect_timeout,
-            ) from exc
+        return await self._stream(
+            "/api/chat",
+            payload,
+            headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
+            model=req.model,
+            provider="ollama",
+            read=lambda response: self._read_stream(response, req, on_token),
+        )
 
     async def _read_stream(
         self, response: httpx.Response, req: ChatRequest, on_token: TokenSink | None
@@ -247,21 +213,14 @@ class OllamaProvider(HTTPProvider):
                 number += 1
                 if not line.strip():
                     continue
-                try:
-                    chunk = _chunk_decoder.decode(line)
-                except msgspec.DecodeError as exc:
-                    raise LLMError(
-                        "bad_response",
-                        f"unreadable reply from the LLM at {self.base_url}: line {number} is not "
-                        f"an Ollama chat chunk ({exc}): {snippet(line, 120)!r}",
-                    ) from None
+                chunk = decode_chunk(
+                    _chunk_decoder,
+                    line,
+                    base_url=self.base_url,
+                    what=f"line {number} is not an Ollama chat chunk",
+                )
                 if chunk.error is not None:
-                    raise LLMError(
-                        "stream_error",
-                        f"the LLM at {self.base_url} reported an error mid-reply: "
-                        f"{snippet(str(chunk.error))}",
-                        retryable=True,
-                    )
+                    raise stream_error(self.base_url, snippet(str(chunk.error)))
                 content = chunk.message.content if chunk.message is not None else None
                 if content:
                     parts.append(content)
@@ -313,20 +272,12 @@ class OllamaProvider(HTTPProvider):
         def report(
             reachable: bool, version: str | None, present: bool | None, detail: str | None
         ) -> Health:
-            return Health(
-                provider=self.name,
-                base_url=self.base_url,
-                reachable=reachable,
-                version=version,
-                model=wanted,
-                model_present=present,
-                detail=detail,
-            )
+            return self._health(wanted, reachable, present, detail, version)
 
         try:
-            answer = await self._client.get(f"{self.base_url}/api/version", timeout=_HEALTH_TIMEOUT)
+            answer = await self._client.get(f"{self.base_url}/api/version", timeout=HEALTH_TIMEOUT)
         except httpx.HTTPError as exc:
-            return report(False, None, None, self._transport_detail(exc))
+            return report(False, None, None, self._probe_failed(exc))
         if answer.status_code != 200:
             return report(
                 False,
@@ -353,10 +304,10 @@ class OllamaProvider(HTTPProvider):
 
         try:
             tags_answer = await self._client.get(
-                f"{self.base_url}/api/tags", timeout=_HEALTH_TIMEOUT
+                f"{self.base_url}/api/tags", timeout=HEALTH_TIMEOUT
             )
         except httpx.HTTPError as exc:
-            notes.append(self._transport_detail(exc))
+            notes.append(self._probe_failed(exc))
             return report(True, version, None, "; ".join(notes))
         present: bool | None = None
         if tags_answer.status_code != 200:
@@ -376,12 +327,3 @@ class OllamaProvider(HTTPProvider):
                         f"— run `ollama pull {pull}`"
                     )
         return report(True, version, present, "; ".join(notes) or None)
-
-    def _transport_detail(self, exc: httpx.HTTPError) -> str:
-        return transport_error(
-            exc,
-            base_url=self.base_url,
-            in_body=False,
-            policy_idle=_HEALTH_TIMEOUT.read or 5.0,
-            policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
-        ).message

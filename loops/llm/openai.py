@@ -31,27 +31,29 @@ is validated, and over-long text truncated, after it arrives.
 from __future__ import annotations
 
 import logging
-import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import httpx
 import msgspec
 
 from ._http import (
+    HEALTH_TIMEOUT,
+    HTTPOptions,
     HTTPProvider,
+    decode_chunk,
     error_text,
     payload_error_text,
-    read_capped,
     snippet,
     status_error,
-    transport_error,
+    stream_error,
 )
 from .base import ChatRequest, ChatResult, Health, LLMError, TokenSink
 from .embedded import grammar_schema
 from .ollama import normalize_model_name
-from .retry import close_lines, drain_lines, next_line, run_with_retries
+from .retry import close_lines, drain_lines, next_line
 
 __all__ = [
     "SCHEMA_FORMS",
@@ -73,7 +75,6 @@ _AUTO_ORDER: tuple[SchemaForm, ...] = ("json_schema", "json_object", "none")
 _FORM_REJECTION_STATUSES = (400, 422, 500)
 #: Words that only an objection to the ``response_format`` field contains.
 _FORM_WORDS = ("response_format", "json_schema", "json_object")
-_HEALTH_TIMEOUT = httpx.Timeout(5.0)
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -200,12 +201,7 @@ class OpenAIProvider(HTTPProvider):
         *,
         api_key: str | None = None,
         schema_form: SchemaForm = "auto",
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        idle_timeout: float = 60.0,
-        backoff_base: float = 0.5,
-        max_attempts: int = 3,
-        rng: random.Random | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         if schema_form not in SCHEMA_FORMS:
             raise ValueError(
@@ -216,14 +212,7 @@ class OpenAIProvider(HTTPProvider):
         # auto: the index in _AUTO_ORDER of the first form this server has not rejected
         self._auto_index = 0
         self._announced: SchemaForm | None = None
-        super().__init__(
-            client=client,
-            transport=transport,
-            idle_timeout=idle_timeout,
-            backoff_base=backoff_base,
-            max_attempts=max_attempts,
-            rng=rng,
-        )
+        super().__init__(**options)
         self._api_key = api_key
         log.info("LLM provider openai at %s (response_format %s)", self.base_url, schema_form)
 
@@ -257,13 +246,9 @@ class OpenAIProvider(HTTPProvider):
                 body["response_format"] = fmt
         return body
 
-    async def chat(
-        self,
-        req: ChatRequest,
-        *,
-        on_token: TokenSink | None = None,
-        deadline: float | None = None,
-    ) -> ChatResult:
+    def _attempts(
+        self, req: ChatRequest, on_token: TokenSink | None
+    ) -> Callable[[], Awaitable[ChatResult]]:
         negotiate = self.schema_form == "auto" and req.schema is not None
 
         async def attempt() -> ChatResult:
@@ -283,9 +268,7 @@ class OpenAIProvider(HTTPProvider):
                     self._accepted(form)
                 return result
 
-        return await run_with_retries(
-            attempt, policy=self.policy, deadline=deadline, base_url=self.base_url, rng=self._rng
-        )
+        return attempt
 
     def _rejected(self, form: SchemaForm, err: LLMError) -> None:
         index = _AUTO_ORDER.index(form)
@@ -318,43 +301,24 @@ class OpenAIProvider(HTTPProvider):
     ) -> ChatResult:
         """One streamed call. ``form``: the automatic form being tried (a rejection of it is
         raised as ``_FormRejected``); None when the form is not negotiated."""
-        in_body = False
         headers = self._headers("text/event-stream")
         headers["Content-Type"] = "application/json"
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                content=payload,
-                headers=headers,
-                timeout=self.policy.httpx_timeout(),
-            ) as response:
-                in_body = True
-                if response.status_code != 200:
-                    body = await read_capped(response)
-                    err = status_error(
-                        response.status_code,
-                        body,
-                        response.headers,
-                        base_url=self.base_url,
-                        model=req.model,
-                        provider="openai",
-                    )
-                    if form not in (None, "none") and names_schema_form(err.status or 0, body):
-                        said = error_text(body) or ""
-                        raise _FormRejected(
-                            err.reason, f"HTTP {err.status}: {said}", status=err.status
-                        )
-                    raise err
-                state = await self._read_events(response, on_token)
-        except httpx.HTTPError as exc:
-            raise transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=in_body,
-                policy_idle=self.policy.idle_timeout,
-                policy_connect=self.policy.connect_timeout,
-            ) from exc
+
+        def refused(err: LLMError, body: bytes) -> LLMError:
+            if form not in (None, "none") and names_schema_form(err.status or 0, body):
+                said = error_text(body) or ""
+                return _FormRejected(err.reason, f"HTTP {err.status}: {said}", status=err.status)
+            return err
+
+        state = await self._stream(
+            "/chat/completions",
+            payload,
+            headers=headers,
+            model=req.model,
+            provider="openai",
+            read=lambda response: self._read_events(response, on_token),
+            refused=refused,
+        )
         return self._result(state, req)
 
     async def _read_events(
@@ -393,21 +357,15 @@ class OpenAIProvider(HTTPProvider):
         if data.strip() == "[DONE]":
             state.done = True
             return
-        try:
-            chunk = _chunk_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise LLMError(
-                "bad_response",
-                f"unreadable reply from the LLM at {self.base_url}: event {state.events} is not "
-                f"a chat completion chunk ({exc}): {snippet(data, 120)!r}",
-            ) from None
+        chunk = decode_chunk(
+            _chunk_decoder,
+            data,
+            base_url=self.base_url,
+            what=f"event {state.events} is not a chat completion chunk",
+        )
         if chunk.error is not None or chunk.object == "error":
             said = payload_error_text(msgspec.json.decode(data)) or snippet(data)
-            raise LLMError(
-                "stream_error",
-                f"the LLM at {self.base_url} reported an error mid-reply: {said}",
-                retryable=True,
-            )
+            raise stream_error(self.base_url, said)
         if chunk.model:
             state.model = chunk.model
         if chunk.usage is not None:
@@ -472,31 +430,16 @@ class OpenAIProvider(HTTPProvider):
         """``GET {base}/models``: reachable if it answers 200, model present if listed."""
 
         def report(reachable: bool, present: bool | None, detail: str | None) -> Health:
-            return Health(
-                provider=self.name,
-                base_url=self.base_url,
-                reachable=reachable,
-                version=None,
-                model=model,
-                model_present=present,
-                detail=detail,
-            )
+            return self._health(model, reachable, present, detail)
 
         try:
             answer = await self._client.get(
                 f"{self.base_url}/models",
                 headers=self._headers("application/json"),
-                timeout=_HEALTH_TIMEOUT,
+                timeout=HEALTH_TIMEOUT,
             )
         except httpx.HTTPError as exc:
-            err = transport_error(
-                exc,
-                base_url=self.base_url,
-                in_body=False,
-                policy_idle=_HEALTH_TIMEOUT.read or 5.0,
-                policy_connect=_HEALTH_TIMEOUT.connect or 5.0,
-            )
-            return report(False, None, err.message)
+            return report(False, None, self._probe_failed(exc))
         if answer.status_code != 200:
             err = status_error(
                 answer.status_code,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from ledger.records import Loop, Reason, RunOutcome, RunStatus, Trigger
+from ledger.records import Loop, Reason, RunOutcome, RunStart, RunStatus, Trigger
 from tests.browser.conftest import ARTIFACTS, StreamingLLM, open_page, serve_site
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,9 @@ def _seed(tx: Any) -> None:
     now = time.time()
     for hours, loop, status, action, reason in SEEDED:
         outcome = RunOutcome(status=status, reason=reason, action=action, summary="seeded")
-        run_id = tx.record_run("default", loop, Trigger.SCHEDULE, outcome)
+        run_id = tx.record_run(
+            RunStart(thread_id="default", loop=loop, trigger=Trigger.SCHEDULE), outcome
+        )
         at = now - hours * HOUR
         tx.conn.execute(
             "UPDATE runs SET started_at = ?, finished_at = ? WHERE id = ?", (at, at + 1, run_id)

@@ -15,6 +15,7 @@ from app.service import Service
 from app.settings import Settings
 from heartbeat_md import parse
 from ledger import config as hbconfig
+from ledger.records import RunStart
 from ledger.storage.interface import USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 from loops.clock import FakeClock
@@ -96,7 +97,7 @@ async def test_never_seeds_a_used_database(store: Storage, empty_workspace: Path
         elif use == "another_thread":
             tx.create_thread("work", "Work", None)
         else:
-            tx.start_run("default", "heartbeat", "manual")
+            tx.start_run(RunStart(thread_id="default", loop="heartbeat", trigger="manual"))
 
     await store.write(use_it)
     config_before = (await store.get_thread("default")).config_json

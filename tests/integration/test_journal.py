@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ledger.records import Run, run_to_dict
+from ledger.records import NewReflection, Run, run_to_dict
 from ledger.storage.interface import Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 from loops.clock import FakeClock
@@ -436,7 +436,15 @@ async def test_the_limiter_bounds_llm_calls_across_loops(env: Env, size: int) ->
 
     def seed(tx: Tx) -> None:
         for tid in ("a", "b", "c", "d"):
-            tx.add_reflection(tid, 0.5, "seeded", [], 0, None)
+            seeded = NewReflection(
+                thread_id=tid,
+                score=0.5,
+                summary="seeded",
+                notable=[],
+                last_message_id=0,
+                run_id=None,
+            )
+            tx.add_reflection(seeded)
 
     await env.store.write(seed)
     done = await asyncio.gather(

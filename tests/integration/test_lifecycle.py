@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ledger.errors import NotFound, StorageBusy
-from ledger.records import Loop, Run
+from ledger.records import Loop, NewReflection, Run
 from ledger.storage.interface import Tx
 from ledger.storage.sqlite import SqliteTx
 from loops import lifecycle
@@ -264,10 +264,10 @@ async def test_a_crash_in_a_journal_effect_is_an_internal_error_and_the_tick_goe
     r.ollama.enqueue(r.reply(Loop.REFLECTION), r.reply(Loop.REFLECTION))
     real_add_reflection = SqliteTx.add_reflection
 
-    def add_reflection(self: SqliteTx, thread_id: str, *args: Any) -> int:
-        if thread_id == "default":
+    def add_reflection(self: SqliteTx, new: NewReflection) -> int:
+        if new.thread_id == "default":
             raise RuntimeError("the disk is on fire")
-        return real_add_reflection(self, thread_id, *args)
+        return real_add_reflection(self, new)
 
     monkeypatch.setattr(SqliteTx, "add_reflection", add_reflection)
     assert await r.journal.reflection_tick() == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import NotFound, StoreClosed
-from ledger.records import RunOutcome
+from ledger.records import NewProfile, NewReflection, RunOutcome, RunStart
 from ledger.storage.interface import USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 
@@ -88,7 +88,11 @@ async def test_a_write_cancelled_before_its_batch_is_not_made(store: Storage) ->
 async def test_finish_run_returns_the_finished_row(store: Storage) -> None:
     def start(tx: Tx) -> int | None:
         tx.create_thread("t", "T", None)
-        return tx.start_run("t", "heartbeat", "manual", model="m", owner=store.owner)
+        return tx.start_run(
+            RunStart(
+                thread_id="t", loop="heartbeat", trigger="manual", model="m", owner=store.owner
+            )
+        )
 
     run_id = await store.write(start)
     assert run_id is not None
@@ -176,9 +180,26 @@ async def test_reflected_and_profiled_up_to_are_the_newest_covered_message(
     assert await store.write(covered) == (0, 0, 0, 0)
 
     def journal(tx: Tx) -> None:
-        tx.add_reflection("t", 0.5, "later window", [], ids[1], None)
-        tx.add_reflection("t", 0.5, "earlier window, written after", [], ids[0], None)
-        tx.add_profile("t", ["curious"], "calm", [], ids[2], None)
+        for summary, last in (("later window", ids[1]), ("earlier window, written after", ids[0])):
+            new = NewReflection(
+                thread_id="t",
+                score=0.5,
+                summary=summary,
+                notable=[],
+                last_message_id=last,
+                run_id=None,
+            )
+            tx.add_reflection(new)
+        tx.add_profile(
+            NewProfile(
+                thread_id="t",
+                traits=["curious"],
+                tone="calm",
+                interests=[],
+                last_message_id=ids[2],
+                run_id=None,
+            )
+        )
 
     await store.write(journal)
     assert await store.write(covered) == (ids[1], ids[2], 0, 0)
@@ -192,7 +213,9 @@ async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(tmp_path: 
     def start(tx: Tx) -> list[int | None]:
         tx.create_thread("t", "T", None)
         return [
-            tx.start_run("t", "reflection", "schedule", owner=owner)
+            tx.start_run(
+                RunStart(thread_id="t", loop="reflection", trigger="schedule", owner=owner)
+            )
             for owner in (store.owner, "another-host:1", None)
         ]
 
