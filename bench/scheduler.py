@@ -86,9 +86,10 @@ DOWNTIME = 600.0
 async def _insert_threads(store: Any, dues: list[float], every: int) -> None:
     """One row per thread: an encoded config, anchor = due - every, next run = due."""
     from ledger import config as hbconfig
+    from ledger.records import PlanFix
 
     cfg = hbconfig.encode(hbconfig.HeartbeatConfig(every_seconds=every))
-    plans = [(f"t{i:06d}", due - every, due) for i, due in enumerate(dues)]
+    plans = [PlanFix(f"t{i:06d}", due - every, due, cfg) for i, due in enumerate(dues)]
 
     def insert(tx: Any) -> None:
         for i, (thread_id, _, _) in enumerate(plans):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -165,6 +165,15 @@ class Run(msgspec.Struct, kw_only=True):
     started_at: float
     finished_at: float | None
     event_text: str | None = None  # what woke the run (a wake's or a Ledger event's text)
+
+
+class PlanFix(NamedTuple):
+    """A thread's planned anchor and next run, made from its stored config ``config_json``."""
+
+    thread_id: str
+    anchor: float | None
+    next_run: float | None
+    config_json: str | None
 
 
 class RunStart(msgspec.Struct, frozen=True, kw_only=True):

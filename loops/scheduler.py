@@ -20,7 +20,7 @@ import msgspec
 
 from ledger import config as hbconfig
 from ledger.limits import WAKE_EVENTS_MAX
-from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
+from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
@@ -145,7 +145,7 @@ class HeartbeatScheduler:
         now = self.clock.now()
         armed = 0
         async for batch in self.store.iter_threads(batch=2000):
-            fixes: list[tuple[str, float | None, float | None]] = []
+            fixes: list[PlanFix] = []
             for thread in batch:
                 due = self._plan_arm(thread, now, fixes)
                 if due is not None:
@@ -153,7 +153,10 @@ class HeartbeatScheduler:
                     armed += 1
             if fixes:
                 # awaited here, before ``fixes`` is bound to the next batch's list
-                await self.store.write(lambda tx: tx.store_plans(fixes))  # noqa: B023
+                stored = await self.store.write(lambda tx: tx.store_plans(fixes))  # noqa: B023
+                for fix in fixes:
+                    if fix.thread_id not in stored:  # its config changed since the read
+                        await self.rearm(fix.thread_id)
             await asyncio.sleep(0)
         return armed
 
@@ -161,17 +164,17 @@ class HeartbeatScheduler:
         self,
         thread: Thread,
         now: float,
-        fixes: list[tuple[str, float | None, float | None]],
+        fixes: list[PlanFix],
     ) -> float | None:
         cfg, schedule = _decoded(thread.config_json)
         if not cfg.enabled:
             self.timers.disarm(thread.id)
             if thread.next_run is not None:
-                fixes.append((thread.id, thread.anchor, None))
+                fixes.append(PlanFix(thread.id, thread.anchor, None, thread.config_json))
             return None
         if thread.anchor is None or thread.next_run is None:
             anchor, nxt = plan_config_change(None, cfg, None, None, now)
-            fixes.append((thread.id, anchor, nxt))
+            fixes.append(PlanFix(thread.id, anchor, nxt, thread.config_json))
             return nxt
         if thread.id in self.timers and thread.id not in self._catch_up:
             if self.timers.due(thread.id) == thread.next_run:
@@ -193,7 +196,7 @@ class HeartbeatScheduler:
     async def rearm(self, thread_id: str) -> None:
         """Re-read one thread and (re)arm or disarm its timer (after a config change)."""
         thread = await self.store.get_thread(thread_id)
-        fixes: list[tuple[str, float | None, float | None]] = []
+        fixes: list[PlanFix] = []
         due = self._plan_arm(thread, self.clock.now(), fixes)
         if due is None:
             self.timers.disarm(thread_id)

@@ -38,6 +38,7 @@ from ledger.records import (
     Message,
     NewProfile,
     NewReflection,
+    PlanFix,
     Post,
     Profile,
     Reflection,
@@ -61,6 +62,7 @@ __all__ = [
     "MessageWrites",
     "NewProfile",
     "NewReflection",
+    "PlanFix",
     "RunReads",
     "RunStart",
     "RunWrites",
@@ -112,8 +114,11 @@ class ThreadWrites(Protocol):
         """
         ...
 
-    def store_plans(self, fixes: Sequence[tuple[str, float | None, float | None]]) -> None:
-        """Store (thread_id, anchor, next_run) for many threads at once."""
+    def store_plans(self, fixes: Sequence[PlanFix]) -> set[str]:
+        """Store many threads' planned anchor and next run at once, each only if the thread
+        still holds the config its plan was made from (a config saved meanwhile wins).
+
+        Returns the ids whose plan was stored."""
         ...
 
     def note_heartbeat(

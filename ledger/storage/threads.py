@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ledger.errors import NotFound
-from ledger.records import Thread
+from ledger.records import PlanFix, Thread
 from ledger.storage.columns import dumps, loads_list
 from ledger.storage.engine import Engine, SqlTx
 
@@ -79,11 +79,18 @@ class Writes(SqlTx):
                 won.add(thread_id)
         return won
 
-    def store_plans(self, fixes: Sequence[tuple[str, float | None, float | None]]) -> None:
-        self.conn.executemany(
-            "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ? WHERE id = ?",
-            [(anchor, nxt, thread_id) for thread_id, anchor, nxt in fixes],
-        )
+    def store_plans(self, fixes: Sequence[PlanFix]) -> set[str]:
+        stored: set[str] = set()
+        execute = self.conn.execute
+        for fix in fixes:
+            cur = execute(
+                "UPDATE threads SET heartbeat_anchor = ?, heartbeat_next_run = ? WHERE id = ?"
+                " AND heartbeat_config_json IS NOT DISTINCT FROM ?",
+                (fix.anchor, fix.next_run, fix.thread_id, fix.config_json),
+            )
+            if cur.rowcount == 1:
+                stored.add(fix.thread_id)
+        return stored
 
     def note_heartbeat(
         self, thread_id: str, summary: str | None, actions: list[dict[str, Any]]

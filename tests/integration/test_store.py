@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.errors import NotFound, StoreClosed
-from ledger.records import NewProfile, NewReflection, RunOutcome, RunStart
+from ledger.records import NewProfile, NewReflection, PlanFix, RunOutcome, RunStart
 from ledger.storage.interface import USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 
@@ -155,8 +155,13 @@ async def test_store_plans_moves_many_threads_at_once(store: Storage) -> None:
             tx.set_config(thread_id, "{}", 1.0, 2.0)
 
     await store.write(seed)
-    fixes = [("a", 10.0, 70.0), ("b", None, None), ("missing", 3.0, 4.0)]
-    await store.write(lambda tx: tx.store_plans(fixes))
+    fixes = [
+        PlanFix("a", 10.0, 70.0, "{}"),
+        PlanFix("b", None, None, "{}"),
+        PlanFix("c", 5.0, 6.0, '{"every_seconds": 60}'),  # planned from a config since replaced
+        PlanFix("missing", 3.0, 4.0, None),
+    ]
+    assert await store.write(lambda tx: tx.store_plans(fixes)) == {"a", "b"}
     threads = {t.id: (t.anchor, t.next_run) for t in await store.list_threads()}
     assert threads == {"a": (10.0, 70.0), "b": (None, None), "c": (1.0, 2.0)}
 
