@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import aiosqlite
 
@@ -54,13 +54,37 @@ class Query(Generic[T]):
     build: Callable[[list[Any]], T]
 
 
+class Cursor(Protocol):
+    """What the aggregates read of a statement's cursor (``sqlite3.Cursor`` has it)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def lastrowid(self) -> int | None: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The writer's connection as the aggregates use it: SQLite's SQL with ``?`` placeholders.
+
+    ``sqlite3.Connection`` is one; another backend hands over an adapter that translates the
+    SQL to its dialect (``ledger.storage.pg_dialect``).
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
 class SqlTx:
     """What every transaction object holds: the writer's connection and the transaction's time.
 
     Used only in the writer's thread, inside the transaction the engine opened.
     """
 
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+    def __init__(self, conn: Connection, now: float) -> None:
         self.conn = conn
         self.now = now
 
@@ -98,13 +122,40 @@ def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> A
 
 
 # -- in the writer's thread -------------------------------------------------------------------
-class _Locked(HeartbeatError, code="storage_locked"):
-    """BEGIN IMMEDIATE found the database locked by another process's writer."""
+class Locked(HeartbeatError, code="storage_locked"):
+    """Another process's writer held the database (or a row) locked: the transaction retries."""
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def apply_writes(
+    execute: Callable[[str], object], tx: Any, fns: list[Callable[[Any], Any]]
+) -> tuple[list[tuple[bool, Any]], bool]:
+    """Run ``fns`` on ``tx`` inside an open transaction, each isolated; used by every backend.
+
+    Returns (ok, value) per fn, and whether the transaction is still open (to be committed).
+    A lone write runs bare: if it raises, the whole transaction is rolled back here. Several
+    share the transaction, each in its own savepoint, so one that raises rolls back only itself.
+    """
+    if len(fns) == 1:
+        try:
+            return [(True, fns[0](tx))], True
+        except Exception as exc:
+            execute("ROLLBACK")
+            return [(False, exc)], False
+    out: list[tuple[bool, Any]] = []
+    for fn in fns:
+        execute("SAVEPOINT one_write")
+        try:
+            out.append((True, fn(tx)))
+        except Exception as exc:
+            execute("ROLLBACK TO SAVEPOINT one_write")
+            out.append((False, exc))
+        execute("RELEASE SAVEPOINT one_write")
+    return out, True
 
 
 def _apply(
@@ -118,27 +169,12 @@ def _apply(
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if _is_locked(exc):
-            raise _Locked() from exc
+            raise Locked() from exc
         raise
-    tx = make_tx(conn, now)
-    out: list[tuple[bool, Any]] = []
     try:
-        if len(fns) == 1:
-            try:
-                out.append((True, fns[0](tx)))
-            except Exception as exc:
-                conn.execute("ROLLBACK")
-                return [(False, exc)]
-        else:
-            for fn in fns:
-                conn.execute("SAVEPOINT one_write")
-                try:
-                    out.append((True, fn(tx)))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO one_write")
-                    out.append((False, exc))
-                conn.execute("RELEASE one_write")
-        conn.execute("COMMIT")
+        out, still_open = apply_writes(conn.execute, make_tx(conn, now), fns)
+        if still_open:
+            conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -156,22 +192,15 @@ def _read_all(conn: sqlite3.Connection, queries: Sequence[Query[Any]]) -> list[l
 
 
 class Engine(Generic[TxT_co]):
-    """An open SQLite file: writes of ``TxT_co`` objects, reads of rows. See the module doc."""
+    """Writes of ``TxT_co`` objects with group commit, and reads of rows; any backend.
 
-    def __init__(
-        self,
-        writer: aiosqlite.Connection,
-        readers: list[aiosqlite.Connection],
-        now: Callable[[], float],
-        make_tx: Callable[[sqlite3.Connection, float], TxT_co],
-    ) -> None:
-        self._w = writer
-        self._readers = readers
-        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        for reader in readers:
-            self._free.put_nowait(reader)
+    A backend subclass says how one transaction of writes is made in its writer thread
+    (``_transact``, raising ``Locked`` to be retried), how rows are read (``rows``,
+    ``fetch_many``) and how its connections close (``_disconnect``). See the module doc.
+    """
+
+    def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
-        self._make_tx = make_tx
         self._pending: deque[_Pending] = deque()
         self._first: deque[_Pending] = deque()
         self._pump: asyncio.Task[None] | None = None
@@ -187,15 +216,20 @@ class Engine(Generic[TxT_co]):
         self.closed = True
         while self._pump is not None:
             await asyncio.shield(self._pump)
-        for reader in self._readers:
-            await reader.close()
-        await self._w.close()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    def _transact(self, fns: list[Callable[[Any], Any]], now: float) -> Awaitable[list[Any]]:
+        """One transaction of ``fns`` in the writer's thread: (ok, value) per fn."""
+        raise NotImplementedError
 
     # -- writing ----------------------------------------------------------------------------
     async def write(self, fn: Callable[[TxT_co], T], *, first: bool = False) -> T:
         """Run ``fn`` inside a write transaction in the writer's thread and return its result.
 
-        ``fn`` must not block on anything but SQLite. It commits with the other writes of its
+        ``fn`` must not block on anything but the database. It commits with the other writes of its
         batch; if it raises, its own changes are rolled back and the exception is raised here.
         A write with ``first`` goes ahead of the queued ones.
         """
@@ -251,8 +285,8 @@ class Engine(Generic[TxT_co]):
         delay = 0.05
         for attempt in range(1, attempts + 1):
             try:
-                results = await in_thread(self._w, _apply, self._make_tx, fns, self._now())
-            except _Locked as exc:
+                results = await self._transact(fns, self._now())
+            except Locked as exc:
                 if attempt == attempts:
                     raise StorageBusy() from exc.__cause__
                 self.busy_retries += 1
@@ -265,6 +299,46 @@ class Engine(Generic[TxT_co]):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- reading ----------------------------------------------------------------------------
+    async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def row(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return next(iter(await self.rows(sql, params)), None)
+
+    async def fetch(self, query: Query[T]) -> T:
+        return query.build(await self.rows(query.sql, query.params))
+
+    async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
+        """Several queries in one read transaction (one snapshot)."""
+        raise NotImplementedError
+
+
+class SqliteEngine(Engine[TxT_co]):
+    """An open SQLite file: its writer connection and its readers (aiosqlite)."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+        now: Callable[[], float],
+        make_tx: Callable[[sqlite3.Connection, float], TxT_co],
+    ) -> None:
+        super().__init__(now)
+        self._w = writer
+        self._readers = readers
+        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._free.put_nowait(reader)
+        self._make_tx = make_tx
+
+    async def _disconnect(self) -> None:
+        for reader in self._readers:
+            await reader.close()
+        await self._w.close()
+
+    def _transact(self, fns: list[Callable[[Any], Any]], now: float) -> Awaitable[list[Any]]:
+        return in_thread(self._w, _apply, self._make_tx, fns, now)
+
     # One statement at a time per reader connection: overlapping statements would keep its
     # read transaction (its WAL snapshot) open, and later reads would miss commits made since.
     async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
@@ -275,14 +349,8 @@ class Engine(Generic[TxT_co]):
         finally:
             self._free.put_nowait(reader)
 
-    async def row(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return next(iter(await self.rows(sql, params)), None)
-
-    async def fetch(self, query: Query[T]) -> T:
-        return query.build(await self.rows(query.sql, query.params))
-
     async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
-        """Several queries in one read transaction (one snapshot), one thread round trip."""
+        """Several queries in one snapshot, in one thread round trip."""
         reader = await self._free.get()
         try:
             results = await in_thread(reader, _read_all, queries)
@@ -298,7 +366,7 @@ async def open_engine(
     make_tx: Callable[[sqlite3.Connection, float], TxT],
     migrations: Sequence[str],
     readers: int = READERS,
-) -> Engine[TxT]:
+) -> SqliteEngine[TxT]:
     """Open (creating if need be) and migrate the file; a writer and ``readers`` readers."""
     check_aiosqlite()
     if str(path) != ":memory:":
@@ -321,7 +389,7 @@ async def open_engine(
             await conn.close()
         await writer.close()
         raise
-    return Engine(writer, opened, now, make_tx)
+    return SqliteEngine(writer, opened, now, make_tx)
 
 
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
