@@ -22,7 +22,7 @@ import logging
 import random
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -139,10 +139,13 @@ def apply_writes(
     Returns (ok, value) per fn, and whether the transaction is still open (to be committed).
     A lone write runs bare: if it raises, the whole transaction is rolled back here. Several
     share the transaction, each in its own savepoint, so one that raises rolls back only itself.
+    ``Locked`` (a lock conflict with another process) ends the whole transaction, to be retried.
     """
     if len(fns) == 1:
         try:
             return [(True, fns[0](tx))], True
+        except Locked:
+            raise
         except Exception as exc:
             execute("ROLLBACK")
             return [(False, exc)], False
@@ -151,6 +154,8 @@ def apply_writes(
         execute("SAVEPOINT one_write")
         try:
             out.append((True, fn(tx)))
+        except Locked:  # the whole transaction is retried
+            raise
         except Exception as exc:
             execute("ROLLBACK TO SAVEPOINT one_write")
             out.append((False, exc))
@@ -310,6 +315,11 @@ class Engine(Generic[TxT_co]):
 
     async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
         """Several queries in one read transaction (one snapshot)."""
+        results = await self._snapshot(queries)
+        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
+
+    async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+        """The rows of each query, all read from one snapshot."""
         raise NotImplementedError
 
 
@@ -349,14 +359,12 @@ class SqliteEngine(Engine[TxT_co]):
         finally:
             self._free.put_nowait(reader)
 
-    async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
-        """Several queries in one snapshot, in one thread round trip."""
-        reader = await self._free.get()
+    async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+        reader = await self._free.get()  # one thread round trip
         try:
-            results = await in_thread(reader, _read_all, queries)
+            return await in_thread(reader, _read_all, queries)
         finally:
             self._free.put_nowait(reader)
-        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
 
 
 async def open_engine(
@@ -392,6 +400,21 @@ async def open_engine(
     return SqliteEngine(writer, opened, now, make_tx)
 
 
+def pending_migrations(current: int, migrations: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+    """The migrations past version ``current``: (version, its statements), in order.
+
+    A database whose version is newer than ``migrations`` knows is refused (``Conflict``).
+    """
+    if current > len(migrations):
+        raise Conflict(
+            f"database schema version {current} is newer than this program knows"
+            f" ({len(migrations)}); upgrade heartbeat"
+        )
+    for version, script in enumerate(migrations[current:], start=current + 1):
+        log.info("applying database migration %d", version)
+        yield version, [statement for statement in script.split(";") if statement.strip()]
+
+
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
     """Apply the migrations past ``PRAGMA user_version``, in order, recording each one there.
 
@@ -402,17 +425,9 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None
     try:
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(migrations):
-            raise Conflict(
-                f"database schema version {current} is newer than this program knows"
-                f" ({len(migrations)}); upgrade heartbeat"
-            )
-        for version, script in enumerate(migrations[current:], start=current + 1):
-            log.info("applying database migration %d", version)
-            for statement in script.split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+        for version, statements in pending_migrations(int(row[0]) if row else 0, migrations):
+            for statement in statements:
+                await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {version:d}")
         await conn.execute("COMMIT")
     except BaseException:
