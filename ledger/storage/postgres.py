@@ -89,10 +89,17 @@ class PgConnection:
         self.raw = _connect(url)
         self._dialect = dialect
 
-    def reconnect_if_broken(self) -> None:
-        if self.raw.broken or self.raw.closed:
+    def begin(self) -> None:
+        """Open a transaction; a connection found cut (the server restarted, say) is replaced
+        once, as nothing of the transaction was sent yet."""
+        try:
+            self.raw.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not self.raw.broken:
+                raise
             self.raw.close()
             self.raw = _connect(self.url)
+            self.raw.execute("BEGIN")
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Result:
         statement = self._dialect.statement(sql)
@@ -121,10 +128,9 @@ def _apply(
     now: float,
 ) -> list[tuple[bool, Any]]:
     """Run ``fns`` in one transaction (in the writer's thread). Returns (ok, value) per fn."""
-    conn.reconnect_if_broken()
+    conn.begin()
     raw = conn.raw
     try:
-        raw.execute("BEGIN")
         out, still_open = apply_writes(raw.execute, make_tx(conn, now), fns)
         if still_open:
             raw.execute("COMMIT")
@@ -195,42 +201,46 @@ class PostgresEngine(Engine[TxT_co]):
             self._thread, _apply, self._w, self._make_tx, fns, now
         )
 
-    async def _reader(self) -> AsyncConn:
+    async def _read(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each query, from one snapshot. Reads change nothing, so a read that
+        finds its connection cut (the server restarted, say) is made once more on a new one."""
         reader = await self._free.get()
-        if reader.broken or reader.closed:
+        try:
             try:
-                fresh = await _connect_async(self._url)
-            except BaseException:
-                self._free.put_nowait(reader)
-                raise
+                return await self._read_on(reader, queries)
+            except psycopg.OperationalError:
+                if not reader.broken:
+                    raise
+            fresh = await _connect_async(self._url)
             self._readers[self._readers.index(reader)] = fresh
             await reader.close()
             reader = fresh
-        return reader
+            return await self._read_on(reader, queries)
+        finally:
+            self._free.put_nowait(reader)
+
+    async def _read_on(
+        self, reader: AsyncConn, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Any]]:
+        render = self._dialect.statement
+        if len(queries) == 1:
+            sql, params = queries[0]
+            return [await (await reader.execute(render(sql).sql, tuple(params))).fetchall()]
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            return [
+                await (await reader.execute(render(sql).sql, tuple(params))).fetchall()
+                for sql, params in queries
+            ]
+        finally:
+            if not reader.broken:
+                await reader.execute("COMMIT")
 
     async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        reader = await self._reader()
-        try:
-            cur = await reader.execute(self._dialect.statement(sql).sql, tuple(params))
-            return await cur.fetchall()
-        finally:
-            self._free.put_nowait(reader)
+        return (await self._read([(sql, tuple(params))]))[0]
 
     async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
-        reader = await self._reader()
-        try:
-            await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                results = []
-                for q in queries:
-                    cur = await reader.execute(self._dialect.statement(q.sql).sql, q.params)
-                    results.append(await cur.fetchall())
-                return results
-            finally:
-                if not reader.broken:
-                    await reader.execute("COMMIT")
-        finally:
-            self._free.put_nowait(reader)
+        return await self._read([(q.sql, q.params) for q in queries])
 
 
 async def open_engine(
