@@ -29,6 +29,16 @@ from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 
 log = logging.getLogger("heartbeat")
 
+
+async def open_storage(settings: Settings, clock: Clock) -> Storage:
+    """PostgreSQL when ``HEARTBEAT_DATABASE_URL`` is set, else the SQLite file."""
+    if settings.database_url:
+        from ledger.storage.postgres import PostgresStore  # its driver is an optional extra
+
+        return await PostgresStore.open(settings.database_url, now=clock.now)
+    return await SqliteStore.open(settings.db_path, now=clock.now)
+
+
 SHUTDOWN_GRACE = 10.0
 
 
@@ -114,7 +124,7 @@ class Service:
         llm_transport: httpx.AsyncBaseTransport | None = None,
     ) -> Service:
         clock = clock or SystemClock()
-        store: Storage = await SqliteStore.open(settings.db_path, now=clock.now)
+        store = await open_storage(settings, clock)
         try:
             interrupted = await store.mark_interrupted()
             if interrupted:

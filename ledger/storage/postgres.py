@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -46,6 +47,17 @@ _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 SyncConn = psycopg.Connection[tuple[Any, ...]]
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` (its text without the URL, which may hold a password) if the
+    driver cannot read ``url``."""
+    try:
+        urlsplit(url).port  # noqa: B018 - reading it checks it
+        conninfo_to_dict(url)
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        reason = str(exc).strip()
+        raise ValueError(f"not a connection URL the driver can read ({reason})") from None
 
 
 def location(url: str) -> str:

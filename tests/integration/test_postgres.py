@@ -20,6 +20,8 @@ from ledger.storage.pg_dialect import Dialect, id_columns, render_migration
 from ledger.storage.postgres import PostgresStore, schema_version
 from ledger.storage.sqlite import SqliteTx
 from tests.backends import fresh_schema
+from tests.conftest import AppFactory
+from tests.fakes.provider import ScriptedLLM
 
 SLOT = 1_700_000_000.125
 
@@ -152,3 +154,19 @@ async def test_a_store_whose_connections_are_cut_gets_them_back(url: str) -> Non
         assert context.messages == []
     finally:
         await store.close()
+
+
+async def test_the_service_runs_on_postgresql_when_a_database_url_is_set(
+    url: str, make_app: AppFactory
+) -> None:
+    api = await make_app(llm=ScriptedLLM(), start_loops=False, database_url=url)
+    assert api.service.store.location.startswith("postgresql://")
+    created = await api.client.post(
+        "/api/threads", json={"thread_id": "pg", "title": "On PostgreSQL"}
+    )
+    assert created.status_code == 201, created.text
+    with psycopg.connect(url) as raw:
+        assert raw.execute("SELECT id FROM threads ORDER BY id").fetchall() == [
+            ("default",),
+            ("pg",),
+        ]
