@@ -16,6 +16,7 @@ import pytest
 
 from ledger.errors import NotFound
 from ledger.records import Loop, Run
+from ledger.storage.aggregates import SqlStoreTx
 from ledger.storage.interface import Tx
 from loops.journal import JournalLoops
 from loops.llm import OllamaProvider
@@ -151,7 +152,7 @@ async def test_a_crash_in_the_heartbeat_effect_is_an_internal_error_and_runs_go_
     r = await rig()
     post = {"action": "post", "title": "Digest", "content": "Three posts.", "reasoning": "3+"}
     r.ollama.enqueue(fk.ollama_ok(post), fk.ollama_ok(post))
-    real_create_post = Tx.create_post
+    real_create_post = SqlStoreTx.create_post
     crashes = [RuntimeError("the disk is on fire")]
 
     def create_post(self: Tx, *args: Any, **kwargs: Any) -> Any:
@@ -159,7 +160,7 @@ async def test_a_crash_in_the_heartbeat_effect_is_an_internal_error_and_runs_go_
             raise crashes.pop()
         return real_create_post(self, *args, **kwargs)
 
-    monkeypatch.setattr(Tx, "create_post", create_post)
+    monkeypatch.setattr(SqlStoreTx, "create_post", create_post)
     svc = r.api.service
     with svc.bus.subscribe() as sub:
         crashed = await svc.run_now("default")
@@ -190,14 +191,14 @@ async def test_a_crash_in_a_journal_effect_is_an_internal_error_and_the_tick_goe
 
     await r.api.service.store.write(other_thread)
     r.ollama.enqueue(r.reply(Loop.REFLECTION), r.reply(Loop.REFLECTION))
-    real_add_reflection = Tx.add_reflection
+    real_add_reflection = SqlStoreTx.add_reflection
 
     def add_reflection(self: Tx, thread_id: str, *args: Any) -> int:
         if thread_id == "default":
             raise RuntimeError("the disk is on fire")
         return real_add_reflection(self, thread_id, *args)
 
-    monkeypatch.setattr(Tx, "add_reflection", add_reflection)
+    monkeypatch.setattr(SqlStoreTx, "add_reflection", add_reflection)
     assert await r.journal.reflection_tick() == 2
     (run,) = await r.rows(Loop.REFLECTION)
     assert (run.status, run.reason) == ("failed", "internal_error")
@@ -220,7 +221,7 @@ async def test_a_post_gone_before_the_effect_rejects_the_run(
     def vanished(self: Tx, post_id: str, *args: Any) -> Any:
         raise NotFound("post", post_id)
 
-    monkeypatch.setattr(Tx, "vote", vanished)
+    monkeypatch.setattr(SqlStoreTx, "vote", vanished)
     run = await svc.run_now("default")
     assert (run.status, run.reason, run.action) == ("rejected", "unknown_post", "vote")
     assert run.error == f"post {made.id!r} does not exist"
