@@ -1,4 +1,5 @@
-"""The SQLite engine: one writer thread with group commit, a pool of readers, the migrations.
+"""The storage engine: one writer thread with group commit (``Engine``, shared by every
+backend), and SQLite's (``SqliteEngine``): its connections, a pool of readers, the migrations.
 
 Domain-free: it runs functions of a transaction object it is told how to make, and queries it
 is given; it knows no table.
@@ -11,7 +12,8 @@ each in its own savepoint, so a failing write rolls back only itself. A batch ho
 transaction opens with ``BEGIN IMMEDIATE`` (so a second process waits for the file lock instead
 of failing half-way) and is retried with backoff while another process holds the database
 locked. A few reader connections serve reads, which WAL lets run beside the writer; several
-queries can be read from one snapshot in one thread round trip.
+queries can be read from one snapshot in one thread round trip. ``ledger.storage.postgres``
+makes the same transactions on PostgreSQL.
 """
 
 from __future__ import annotations
