@@ -39,7 +39,10 @@ def postgres_url() -> str | None:
 
 
 def require_postgres() -> str:
+    """The server's URL; skips the test without one, fails it if the one named is down."""
     url = postgres_url()
+    if url is None and os.environ.get(URL_VARIABLE):
+        pytest.fail(f"{URL_VARIABLE} names a PostgreSQL server that does not answer")
     if url is None:
         pytest.skip(f"no PostgreSQL at {URL_VARIABLE} or {LOCAL_URL}: its storage tests skipped")
     return url
