@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -78,6 +79,20 @@ class Backend:
             store = await PostgresStore.open(self.where, now=now)
         self._opened.append(store)
         return store
+
+    def settings(self) -> dict[str, object]:
+        """The settings that put a service on this database."""
+        if self.name == "sqlite":
+            return {"db_path": Path(self.where)}
+        return {"database_url": self.where}
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        """Rows of ``sql`` read straight from the database, past the store."""
+        if self.name == "sqlite":
+            with closing(sqlite3.connect(self.where)) as conn:
+                return conn.execute(sql).fetchall()
+        with psycopg.connect(self.where) as pg:
+            return pg.execute(sql).fetchall()
 
     async def close_all(self) -> None:
         for store in self._opened:

@@ -1,6 +1,5 @@
 """The PostgreSQL backend on a real server: its dialect, its migrations raced by processes,
-the scheduler's compare-and-set across stores and services sharing one database, cut
-connections."""
+the scheduler's compare-and-set across stores sharing one database, cut connections."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,11 +19,9 @@ from ledger.storage.migrations import MIGRATIONS
 from ledger.storage.pg_dialect import Dialect, id_columns, render_migration
 from ledger.storage.postgres import PostgresStore, schema_version
 from ledger.storage.sqlite import SqliteTx
-from loops.clock import FakeClock
 from tests.backends import fresh_schema
 from tests.conftest import AppFactory
 from tests.fakes.provider import ScriptedLLM
-from tests.integration.test_scheduler import START, _idle, service
 
 SLOT = 1_700_000_000.125
 
@@ -174,25 +170,3 @@ async def test_the_service_runs_on_postgresql_when_a_database_url_is_set(
             ("default",),
             ("pg",),
         ]
-
-
-async def test_two_services_on_one_database_never_run_a_slot_twice(
-    url: str, workspace: Path
-) -> None:
-    clock = FakeClock(START)
-    async with service(workspace, clock, database_url=url, start=False) as a:
-        for i in range(30):
-            await a.set_config(f"t{i}", {"every_seconds": 60})
-        async with service(workspace, clock, database_url=url, start=False) as b:
-            await a.start_loops()
-            await b.start_loops()
-            both = [a, b]
-            clock.idle = lambda: all(_idle(s)() for s in both)
-            await clock.advance(600)
-            total = await a.store.count_runs()
-            with psycopg.connect(url) as raw:
-                rows = raw.execute(
-                    "SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL"
-                ).fetchall()
-            assert len(rows) == len(set(rows)) == total == 30 * 10
-            assert a.scheduler.started_runs > 0 and b.scheduler.started_runs > 0
