@@ -170,3 +170,25 @@ async def test_the_service_runs_on_postgresql_when_a_database_url_is_set(
             ("default",),
             ("pg",),
         ]
+
+
+async def test_a_serialization_failure_retries_the_whole_transaction(url: str) -> None:
+    store = await PostgresStore.open(url, now=lambda: 1.0)
+    attempts: list[int] = []
+
+    def conflicted_once(tx: SqliteTx) -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:  # as PostgreSQL reports a conflict with another transaction
+            tx.conn.execute("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$")
+        return tx.create_thread("t", "T", None)
+
+    try:
+        results = await asyncio.gather(
+            store.write(conflicted_once),
+            store.write(lambda tx: tx.create_thread("u", "U", None)),
+        )
+        assert results == [True, True]
+        assert (len(attempts), store.busy_retries) == (2, 1)
+        assert await store.thread_ids() == ["t", "u"]
+    finally:
+        await store.close()
