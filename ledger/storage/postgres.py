@@ -26,7 +26,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -53,11 +52,12 @@ def check_url(url: str) -> None:
     """Raise ``ValueError`` (its text without the URL, which may hold a password) if the
     driver cannot read ``url``."""
     try:
-        urlsplit(url).port  # noqa: B018 - reading it checks it
-        conninfo_to_dict(url)
-    except (ValueError, psycopg.ProgrammingError) as exc:
+        ports = str(conninfo_to_dict(url).get("port") or "")
+    except psycopg.ProgrammingError as exc:
         reason = str(exc).strip()
         raise ValueError(f"not a connection URL the driver can read ({reason})") from None
+    if not all(port.isdigit() for port in ports.split(",") if port):
+        raise ValueError("a port must be a number")
 
 
 def location(url: str) -> str:
