@@ -34,6 +34,16 @@ from loops.wakes import FloodGuard, WakeOnIndex, Waker, WakeRefused
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
+
+async def open_storage(settings: Settings, clock: Clock) -> Storage:
+    """PostgreSQL when ``HEARTBEAT_DATABASE_URL`` is set, else the SQLite file."""
+    if settings.database_url:
+        from ledger.storage.postgres import PostgresStore  # its driver is an optional extra
+
+        return await PostgresStore.open(settings.database_url, now=clock.now)
+    return await SqliteStore.open(settings.db_path, now=clock.now)
+
+
 SHUTDOWN_GRACE = 10.0
 
 
@@ -141,7 +151,7 @@ class Service:
         llm_transport: httpx.AsyncBaseTransport | None = None,
     ) -> Service:
         clock = clock or SystemClock()
-        store: Storage = await SqliteStore.open(settings.db_path, now=clock.now)
+        store = await open_storage(settings, clock)
         try:
             if kept := await record_kept(store, spool_dir(settings)):
                 log.warning("[HEARTBEAT] %d run outcome(s) kept at shutdown recorded", kept)

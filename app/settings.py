@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -35,6 +36,7 @@ class LoopSettings(msgspec.Struct, frozen=True, kw_only=True):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workspace: Path
     db_path: Path
+    database_url: str | None = None  # postgresql://...: PostgreSQL instead of the db_path file
     ollama_host: str = "http://127.0.0.1:11434"
     model: str = "llama3.2:latest"
     api_token: str | None = None
@@ -118,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             workspace=workspace,
             db_path=db_path,
+            database_url=_database_url(env.get("HEARTBEAT_DATABASE_URL", "").strip()),
             ollama_host=ollama_host,
             model=model,
             api_token=token,
@@ -150,6 +153,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 env, "HEARTBEAT_WAKE_PER_MINUTE", WAKE_PER_MINUTE_DEFAULT, *WAKE_PER_MINUTE
             ),
         )
+
+
+def _database_url(raw: str) -> str | None:
+    """A PostgreSQL URL, checked by the driver; empty means the SQLite file."""
+    if not raw:
+        return None
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("postgresql", "postgres"):
+        raise SettingsError(
+            "HEARTBEAT_DATABASE_URL must be a postgresql://user@host:port/database URL"
+            f" (unset for the SQLite file), not a {scheme or 'schemeless'} one"
+        )
+    try:
+        from ledger.storage.postgres import check_url
+    except ImportError:
+        raise SettingsError(
+            "HEARTBEAT_DATABASE_URL needs the PostgreSQL driver: pip install 'heartbeat[postgres]'"
+        ) from None
+    try:
+        check_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"HEARTBEAT_DATABASE_URL: {exc}") from None
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -1,6 +1,7 @@
 """The real ``heartbeat serve`` end to end, against an instant fake Ollama.
 
     python bench/service.py [--quick] [--threads 10000] [--concurrency 8] [--window SECONDS]
+                            [--database-url postgresql://127.0.0.1:5432/test]
 
 1. Starts the fake Ollama of ``tests/fakes/llm_servers.py`` (``python -m tests.fakes.llm_servers
    --protocol ollama``: real HTTP on loopback, NDJSON streaming, answers every chat at once
@@ -17,6 +18,8 @@
    per finished run (psutil), schedule lateness (slot → run row), and the latency of
    ``GET /api/heartbeat/status`` and ``GET /api/ledger/posts`` sampled at a steady rate.
 
+With ``--database-url`` the service stores everything in PostgreSQL (``HEARTBEAT_DATABASE_URL``),
+in a fresh schema of that database dropped afterwards; the runs are read there with psycopg.
 Everything is bounded in time; figures are printed, never asserted.
 """
 
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -155,6 +159,11 @@ class ServiceBench:
         self.workspace.mkdir()
         (self.workspace / "HEARTBEAT.md").write_text(HEARTBEAT_MD, encoding="utf-8")
         self.db = tmp / "heartbeat.db"
+        self.schema = f"bench_{os.getpid()}"
+        self.database_url = (
+            _in_schema(args.database_url, self.schema) if args.database_url else None
+        )
+        self.where: Path | str = self.database_url or self.db
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.fake_log = tmp / "fake-ollama.log"
@@ -190,6 +199,7 @@ class ServiceBench:
             "OLLAMA_HOST": url,
             "HEARTBEAT_WORKSPACE": str(self.workspace),
             "HEARTBEAT_DB": str(self.db),
+            **({"HEARTBEAT_DATABASE_URL": self.database_url} if self.database_url else {}),
             "HEARTBEAT_MAX_CONCURRENCY": str(self.args.concurrency),
             "LOG_LEVEL": "INFO",
         }
@@ -319,7 +329,9 @@ class ServiceBench:
         async def report() -> None:
             while True:
                 await asyncio.sleep(10)
-                progress(f"window {time.monotonic() - begin:.0f} s: {_count_runs(self.db):,} runs")
+                progress(
+                    f"window {time.monotonic() - begin:.0f} s: {_count_runs(self.where):,} runs"
+                )
 
         reporter = asyncio.create_task(report())
         sampling = asyncio.gather(*(s.run(begin + window) for s in samplers))
@@ -348,7 +360,7 @@ class ServiceBench:
             "sampled": {
                 s.path: {**lateness(s.latency), "errors": dict(s.errors)} for s in samplers
             },
-            "runs": _runs_between(self.db, begin_wall, end_wall),
+            "runs": _runs_between(self.where, begin_wall, end_wall),
         }
 
     # -- report -----------------------------------------------------------------------------
@@ -444,24 +456,50 @@ def _connect_ro(db: Path) -> sqlite3.Connection:
     return conn
 
 
-def _count_runs(db: Path) -> int:
-    conn = _connect_ro(db)
+def _in_schema(url: str, schema: str) -> str:
+    """``url`` working in a new schema ``schema`` (created here; see ``_drop_schema``)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    options = urllib.parse.quote(f"-c search_path={schema}")
+    if "options=" in url:  # the URL's own options are kept after the search path
+        return url.replace("options=", f"options={options}%20", 1)
+    return f"{url}{'&' if '?' in url else '?'}options={options}"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _query(where: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows from the service's database: the SQLite file read-only, or PostgreSQL."""
+    if isinstance(where, str):
+        import psycopg
+
+        with psycopg.connect(where, cursor_factory=psycopg.ClientCursor) as pg:
+            return pg.execute(sql.replace("?", "%s"), params).fetchall()
+    conn = _connect_ro(where)
     try:
-        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
 
 
-def _runs_between(db: Path, begin: float, end: float) -> dict[str, Any]:
-    conn = _connect_ro(db)
-    try:
-        rows = conn.execute(
-            "SELECT status, reason, error, slot, started_at, finished_at FROM runs"
-            " WHERE loop = 'heartbeat' AND finished_at >= ? AND finished_at < ?",
-            (begin, end),
-        ).fetchall()
-    finally:
-        conn.close()
+def _count_runs(where: Path | str) -> int:
+    return int(_query(where, "SELECT COUNT(*) FROM runs")[0][0])
+
+
+def _runs_between(where: Path | str, begin: float, end: float) -> dict[str, Any]:
+    rows = _query(
+        where,
+        "SELECT status, reason, error, slot, started_at, finished_at FROM runs"
+        " WHERE loop = 'heartbeat' AND finished_at >= ? AND finished_at < ?",
+        (begin, end),
+    )
     by_status: Counter[str] = Counter()
     problems: Counter[tuple[str, str, str]] = Counter()
     late, done = [], []
@@ -492,6 +530,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8, help="HEARTBEAT_MAX_CONCURRENCY")
     parser.add_argument("--window", type=float, default=0.0, help="override the window (s)")
+    parser.add_argument("--database-url", default="", help="PostgreSQL instead of SQLite")
     args = parser.parse_args()
     progress(f"machine: {machine()}")
     warn_if_busy()
@@ -507,6 +546,8 @@ def main() -> int:
             raise
         finally:
             bench.close()
+            if args.database_url:
+                _drop_schema(args.database_url, bench.schema)
         kept = REPO / "bench" / "results" / f"service-{time.strftime('%Y%m%d-%H%M%S')}.log"
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bench.service_log, kept)

@@ -27,6 +27,7 @@ from heartbeat_md import parse
 from ledger.decisions import DECISION_SCHEMA
 from loops.llm import ChatRequest
 from loops.prompt import Context, PostView, build_messages
+from tests.backends import BACKENDS, Backend, backend_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,3 +239,10 @@ def run_now(url: str, *, max_tokens: int, temperature: float, timeout: float) ->
     assert run["action"] in ACTIONS, run
     assert run["decision"] is not None and run["decision"]["action"] == run["action"]
     return run
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A fresh database of each storage backend (see ``tests.backends``)."""
+    async for opened in backend_for(request.param, tmp_path):
+        yield opened

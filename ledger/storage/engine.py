@@ -1,4 +1,5 @@
-"""The SQLite engine: one writer thread with group commit, a pool of readers, the migrations.
+"""The storage engine: one writer thread with group commit (``Engine``, shared by every
+backend), and SQLite's (``SqliteEngine``): its connections, a pool of readers, the migrations.
 
 Domain-free: it runs functions of a transaction object it is told how to make, and queries it
 is given; it knows no table.
@@ -11,7 +12,8 @@ each in its own savepoint, so a failing write rolls back only itself. A batch ho
 transaction opens with ``BEGIN IMMEDIATE`` (so a second process waits for the file lock instead
 of failing half-way) and is retried with backoff while another process holds the database
 locked. A few reader connections serve reads, which WAL lets run beside the writer; several
-queries can be read from one snapshot in one thread round trip.
+queries can be read from one snapshot in one thread round trip. ``ledger.storage.postgres``
+makes the same transactions on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import logging
 import random
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import aiosqlite
 
@@ -62,13 +64,37 @@ class Query(Generic[T]):
     build: Callable[[list[Any]], T]
 
 
+class Cursor(Protocol):
+    """What the aggregates read of a statement's cursor (``sqlite3.Cursor`` has it)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def lastrowid(self) -> int | None: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The writer's connection as the aggregates use it: SQLite's SQL with ``?`` placeholders.
+
+    ``sqlite3.Connection`` is one; another backend hands over an adapter that translates the
+    SQL to its dialect (``ledger.storage.pg_dialect``).
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
 class SqlTx:
     """What every transaction object holds: the writer's connection and the transaction's time.
 
     Used only in the writer's thread, inside the transaction the engine opened.
     """
 
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+    def __init__(self, conn: Connection, now: float) -> None:
         self.conn = conn
         self.now = now
 
@@ -106,8 +132,8 @@ def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> A
 
 
 # -- in the writer's thread -------------------------------------------------------------------
-class _Locked(HeartbeatError, code="storage_locked"):
-    """BEGIN IMMEDIATE found the database locked by another process's writer."""
+class Locked(HeartbeatError, code="storage_locked"):
+    """Another process's writer held the database (or a row) locked: the transaction retries."""
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -136,6 +162,46 @@ def _fault_or(value: Any) -> Any:
     return fault
 
 
+def apply_writes(
+    execute: Callable[[str], object],
+    tx: Any,
+    fns: list[Callable[[Any], Any]],
+    in_transaction: Callable[[], bool] = lambda: True,
+) -> tuple[list[tuple[bool, Any]], bool]:
+    """Run ``fns`` on ``tx`` inside an open transaction, each isolated; used by every backend.
+
+    Returns (ok, value) per fn, and whether the transaction is still open (to be committed).
+    A lone write runs bare: if it raises, the whole transaction is rolled back here. Several
+    share the transaction, each in its own savepoint, so one that raises rolls back only itself.
+    ``Locked`` (a lock conflict with another process) ends the whole transaction, to be retried.
+    Some faults end the transaction in the database itself (SQLite on a full disk):
+    ``in_transaction`` tells, and a batch whose transaction is gone fails whole.
+    """
+    if len(fns) == 1:
+        try:
+            return [(True, fns[0](tx))], True
+        except Locked:
+            raise
+        except Exception as exc:
+            if in_transaction():
+                execute("ROLLBACK")
+            return [(False, exc)], False
+    out: list[tuple[bool, Any]] = []
+    for fn in fns:
+        execute("SAVEPOINT one_write")
+        try:
+            out.append((True, fn(tx)))
+        except Locked:  # the whole transaction is retried
+            raise
+        except Exception as exc:
+            if not in_transaction():  # the database rolled back all: the batch failed
+                raise
+            execute("ROLLBACK TO SAVEPOINT one_write")
+            out.append((False, exc))
+        execute("RELEASE SAVEPOINT one_write")
+    return out, True
+
+
 def _apply(
     conn: sqlite3.Connection,
     make_tx: Callable[[sqlite3.Connection, float], Any],
@@ -147,30 +213,14 @@ def _apply(
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if _is_locked(exc):
-            raise _Locked() from exc
+            raise Locked() from exc
         raise
-    tx = make_tx(conn, now)
-    out: list[tuple[bool, Any]] = []
     try:
-        if len(fns) == 1:
-            try:
-                out.append((True, fns[0](tx)))
-            except Exception as exc:
-                if conn.in_transaction:  # SQLite itself rolls back on some faults (disk full)
-                    conn.execute("ROLLBACK")
-                return [(False, exc)]
-        else:
-            for fn in fns:
-                conn.execute("SAVEPOINT one_write")
-                try:
-                    out.append((True, fn(tx)))
-                except Exception as exc:
-                    if not conn.in_transaction:  # SQLite rolled back all: the batch failed
-                        raise
-                    conn.execute("ROLLBACK TO one_write")
-                    out.append((False, exc))
-                conn.execute("RELEASE one_write")
-        conn.execute("COMMIT")
+        out, still_open = apply_writes(
+            conn.execute, make_tx(conn, now), fns, lambda: conn.in_transaction
+        )
+        if still_open:
+            conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -188,22 +238,15 @@ def _read_all(conn: sqlite3.Connection, queries: Sequence[Query[Any]]) -> list[l
 
 
 class Engine(Generic[TxT_co]):
-    """An open SQLite file: writes of ``TxT_co`` objects, reads of rows. See the module doc."""
+    """Writes of ``TxT_co`` objects with group commit, and reads of rows; any backend.
 
-    def __init__(
-        self,
-        writer: aiosqlite.Connection,
-        readers: list[aiosqlite.Connection],
-        now: Callable[[], float],
-        make_tx: Callable[[sqlite3.Connection, float], TxT_co],
-    ) -> None:
-        self._w = writer
-        self._readers = readers
-        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        for reader in readers:
-            self._free.put_nowait(reader)
+    A backend subclass says how one transaction of writes is made in its writer thread
+    (``_transact``, raising ``Locked`` to be retried), how rows are read (``rows``,
+    ``fetch_many``) and how its connections close (``_disconnect``). See the module doc.
+    """
+
+    def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
-        self._make_tx = make_tx
         self._pending: deque[_Pending] = deque()
         self._first: deque[_Pending] = deque()
         self._pump: asyncio.Task[None] | None = None
@@ -219,15 +262,20 @@ class Engine(Generic[TxT_co]):
         self.closed = True
         while self._pump is not None:
             await asyncio.shield(self._pump)
-        for reader in self._readers:
-            await reader.close()
-        await self._w.close()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    def _transact(self, fns: list[Callable[[Any], Any]], now: float) -> Awaitable[list[Any]]:
+        """One transaction of ``fns`` in the writer's thread: (ok, value) per fn."""
+        raise NotImplementedError
 
     # -- writing ----------------------------------------------------------------------------
     async def write(self, fn: Callable[[TxT_co], T], *, first: bool = False) -> T:
         """Run ``fn`` inside a write transaction in the writer's thread and return its result.
 
-        ``fn`` must not block on anything but SQLite. It commits with the other writes of its
+        ``fn`` must not block on anything but the database. It commits with the other writes of its
         batch; if it raises, its own changes are rolled back and the exception is raised here.
         A write with ``first`` goes ahead of the queued ones.
         """
@@ -283,10 +331,10 @@ class Engine(Generic[TxT_co]):
         delay = 0.05
         for attempt in range(1, attempts + 1):
             try:
-                results = await in_thread(self._w, _apply, self._make_tx, fns, self._now())
+                results = await self._transact(fns, self._now())
             except sqlite3.DatabaseError as exc:
                 raise _fault_or(exc) from exc
-            except _Locked as exc:
+            except Locked as exc:
                 if attempt == attempts:
                     raise StorageBusy() from exc.__cause__
                 self.busy_retries += 1
@@ -299,6 +347,51 @@ class Engine(Generic[TxT_co]):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- reading ----------------------------------------------------------------------------
+    async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def row(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return next(iter(await self.rows(sql, params)), None)
+
+    async def fetch(self, query: Query[T]) -> T:
+        return query.build(await self.rows(query.sql, query.params))
+
+    async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
+        """Several queries in one read transaction (one snapshot)."""
+        results = await self._snapshot(queries)
+        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
+
+    async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+        """The rows of each query, all read from one snapshot."""
+        raise NotImplementedError
+
+
+class SqliteEngine(Engine[TxT_co]):
+    """An open SQLite file: its writer connection and its readers (aiosqlite)."""
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+        now: Callable[[], float],
+        make_tx: Callable[[sqlite3.Connection, float], TxT_co],
+    ) -> None:
+        super().__init__(now)
+        self._w = writer
+        self._readers = readers
+        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._free.put_nowait(reader)
+        self._make_tx = make_tx
+
+    async def _disconnect(self) -> None:
+        for reader in self._readers:
+            await reader.close()
+        await self._w.close()
+
+    def _transact(self, fns: list[Callable[[Any], Any]], now: float) -> Awaitable[list[Any]]:
+        return in_thread(self._w, _apply, self._make_tx, fns, now)
+
     # One statement at a time per reader connection: overlapping statements would keep its
     # read transaction (its WAL snapshot) open, and later reads would miss commits made since.
     async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
@@ -309,20 +402,12 @@ class Engine(Generic[TxT_co]):
         finally:
             self._free.put_nowait(reader)
 
-    async def row(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return next(iter(await self.rows(sql, params)), None)
-
-    async def fetch(self, query: Query[T]) -> T:
-        return query.build(await self.rows(query.sql, query.params))
-
-    async def fetch_many(self, queries: Sequence[Query[Any]]) -> list[Any]:
-        """Several queries in one read transaction (one snapshot), one thread round trip."""
-        reader = await self._free.get()
+    async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+        reader = await self._free.get()  # one thread round trip
         try:
-            results = await in_thread(reader, _read_all, queries)
+            return await in_thread(reader, _read_all, queries)
         finally:
             self._free.put_nowait(reader)
-        return [q.build(rows) for q, rows in zip(queries, results, strict=True)]
 
 
 def unwritable(path: Path) -> str | None:
@@ -357,7 +442,7 @@ async def open_engine(
     make_tx: Callable[[sqlite3.Connection, float], TxT],
     migrations: Sequence[str],
     readers: int = READERS,
-) -> Engine[TxT]:
+) -> SqliteEngine[TxT]:
     """Open (creating if need be) and migrate the file; a writer and ``readers`` readers."""
     check_aiosqlite()
     if str(path) != ":memory:":
@@ -380,7 +465,22 @@ async def open_engine(
             await conn.close()
         await writer.close()
         raise
-    return Engine(writer, opened, now, make_tx)
+    return SqliteEngine(writer, opened, now, make_tx)
+
+
+def pending_migrations(current: int, migrations: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+    """The migrations past version ``current``: (version, its statements), in order.
+
+    A database whose version is newer than ``migrations`` knows is refused (``Conflict``).
+    """
+    if current > len(migrations):
+        raise Conflict(
+            f"database schema version {current} is newer than this program knows"
+            f" ({len(migrations)}); upgrade heartbeat"
+        )
+    for version, script in enumerate(migrations[current:], start=current + 1):
+        log.info("applying database migration %d", version)
+        yield version, [statement for statement in script.split(";") if statement.strip()]
 
 
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
@@ -393,17 +493,9 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None
     try:
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(migrations):
-            raise Conflict(
-                f"database schema version {current} is newer than this program knows"
-                f" ({len(migrations)}); upgrade heartbeat"
-            )
-        for version, script in enumerate(migrations[current:], start=current + 1):
-            log.info("applying database migration %d", version)
-            for statement in script.split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+        for version, statements in pending_migrations(int(row[0]) if row else 0, migrations):
+            for statement in statements:
+                await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {version:d}")
         await conn.execute("COMMIT")
     except BaseException:

@@ -155,3 +155,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+
+# A migration whose SQLite text has no PostgreSQL rendering (``ledger.storage.pg_dialect``)
+# gives PostgreSQL a script of its own, by number: what it does must be the same.
+POSTGRES_SCRIPTS: dict[int, str] = {
+    # 2: PostgreSQL alters the trigger's CHECK constraint in place (named as it names it)
+    2: """
+    ALTER TABLE runs ADD COLUMN event_text TEXT;
+    ALTER TABLE runs DROP CONSTRAINT runs_trigger_check;
+    ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
+        CHECK (trigger IN ('schedule', 'manual', 'wake', 'catch_up', 'ledger_event'));
+    CREATE TABLE held_wakes (
+        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
+        event_text TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL
+    );
+    """,
+}

@@ -1,4 +1,4 @@
-"""The journal loops against real SQLite, a fake clock and a scripted fake LLM provider."""
+"""The journal loops against each storage backend, a fake clock and a scripted fake LLM provider."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger.records import NewReflection, Run, run_to_dict
 from ledger.storage.interface import Storage, Tx
-from ledger.storage.sqlite import SqliteStore
 from loops.clock import FakeClock
 from loops.events import Event, EventBus, Subscription
 from loops.journal import MAX_TOKENS, TEMPERATURE, JournalLoops, journal_kinds
 from loops.journal_prompts import PROFILE_SCHEMA, REFLECTION_SCHEMA, SELF_REPLY_SCHEMA
 from loops.llm import ChatRequest, ChatResult, Health, LLMError
 from loops.supervisor import Supervisor
+from tests.backends import Backend
 
 MODEL = "test-model"
 Reply = str | Exception
@@ -139,9 +138,9 @@ def make_loops(env: Env, **kwargs: Any) -> JournalLoops:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+async def env(backend: Backend) -> AsyncIterator[Env]:
     clock = FakeClock()
-    store = await SqliteStore.open(tmp_path / "db.sqlite", now=clock.now)
+    store = await backend.open(now=clock.now)
     bus = EventBus()
     llm = FakeLLM()
     limiter = asyncio.Semaphore(2)

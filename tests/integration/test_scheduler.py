@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from app.settings import Settings
 from ledger.records import Run, Trigger
 from loops.clock import FakeClock
 from loops.lifecycle import start_row
+from tests.backends import Backend
 from tests.fakes.provider import ScriptedLLM
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
@@ -256,24 +256,21 @@ async def test_stop_and_start_rearm_from_database(workspace: Path, clock: FakeCl
         assert (await svc.store.get_thread("default")).next_run == anchor + 2400
 
 
-async def test_two_services_on_one_file_never_run_a_slot_twice(
-    workspace: Path, clock: FakeClock, tmp_path: Path
+async def test_two_services_on_one_database_never_run_a_slot_twice(
+    workspace: Path, clock: FakeClock, backend: Backend
 ) -> None:
-    db = tmp_path / "shared.db"
-    async with service(workspace, clock, db=db, start=False) as a:
+    shared = backend.settings()
+    async with service(workspace, clock, start=False, **shared) as a:
         for i in range(30):
             await a.set_config(f"t{i}", {"every_seconds": 60})
-        async with service(workspace, clock, db=db, start=False) as b:
+        async with service(workspace, clock, start=False, **shared) as b:
             await a.start_loops()
             await b.start_loops()
             both = [a, b]
             clock.idle = lambda: all(_idle(s)() for s in both)
             await clock.advance(600)
             total = await a.store.count_runs()
-            with closing(sqlite3.connect(db)) as conn:
-                rows = conn.execute(
-                    "SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL"
-                ).fetchall()
+            rows = backend.query("SELECT thread_id, slot FROM runs WHERE slot IS NOT NULL")
             assert len(rows) == len(set(rows)) == total == 30 * 10
             assert a.scheduler.started_runs > 0 and b.scheduler.started_runs > 0
 

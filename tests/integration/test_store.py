@@ -1,11 +1,11 @@
-"""The store's write path on a real SQLite file: group commit, per-write rollback, shutdown."""
+"""The store's write path on each backend (a SQLite file, PostgreSQL): group commit, per-write
+rollback, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,12 @@ from ledger.errors import NotFound, StoreClosed
 from ledger.records import NewProfile, NewReflection, PlanFix, RunOutcome, RunStart
 from ledger.storage.interface import USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
+from tests.backends import Backend
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = await SqliteStore.open(tmp_path / "ledger.db", now=lambda: 1_700_000_000.0)
-    yield s
-    await s.close()
+async def store(backend: Backend) -> Storage:
+    return await backend.open(now=lambda: 1_700_000_000.0)
 
 
 async def titles(store: Storage) -> list[str]:
@@ -111,9 +110,8 @@ async def test_finish_run_returns_the_finished_row(store: Storage) -> None:
         await store.write(lambda tx: tx.finish_run(run_id + 99, outcome))
 
 
-async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    store = await SqliteStore.open(path, now=lambda: 1.0)
+async def test_close_commits_queued_writes_then_refuses_new_ones(backend: Backend) -> None:
+    store = await backend.open(now=lambda: 1.0)
     queued = [
         asyncio.create_task(store.write(lambda tx, i=i: tx.create_post(USER, f"q{i}", "x")))
         for i in range(20)
@@ -123,11 +121,8 @@ async def test_close_commits_queued_writes_then_refuses_new_ones(tmp_path: Path)
     assert all(t.done() and not t.exception() for t in queued)
     with pytest.raises(StoreClosed):
         await store.write(lambda tx: tx.create_post(USER, "late", "x"))
-    reopened = await SqliteStore.open(path, now=lambda: 2.0)
-    try:
-        assert len(await titles(reopened)) == 20
-    finally:
-        await reopened.close()
+    reopened = await backend.open(now=lambda: 2.0)
+    assert len(await titles(reopened)) == 20
 
 
 async def test_a_write_waits_for_another_processes_lock(tmp_path: Path) -> None:
@@ -211,9 +206,8 @@ async def test_reflected_and_profiled_up_to_are_the_newest_covered_message(
     assert await store.last_reflected_message("t") == ids[1]
 
 
-async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    store = await SqliteStore.open(path, now=lambda: 5.0)
+async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(backend: Backend) -> None:
+    store = await backend.open(now=lambda: 5.0)
 
     def start(tx: Tx) -> list[int | None]:
         tx.create_thread("t", "T", None)
@@ -233,11 +227,8 @@ async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(tmp_path: 
         assert (runs[run_id].status, runs[run_id].reason) == ("interrupted", "process_died")
         assert runs[run_id].finished_at == 5.0
     await store.close()  # ends this process's run too
-    reopened = await SqliteStore.open(path, now=lambda: 6.0)
-    try:
-        assert mine is not None
-        run = await reopened.get_run(mine)
-        assert (run.status, run.reason, run.finished_at) == ("interrupted", "shutdown", 5.0)
-        assert await reopened.mark_interrupted() == 0
-    finally:
-        await reopened.close()
+    reopened = await backend.open(now=lambda: 6.0)
+    assert mine is not None
+    run = await reopened.get_run(mine)
+    assert (run.status, run.reason, run.finished_at) == ("interrupted", "shutdown", 5.0)
+    assert await reopened.mark_interrupted() == 0

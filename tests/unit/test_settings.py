@@ -55,6 +55,13 @@ def test_defaults(tmp_path: Path) -> None:
         ({"HEARTBEAT_WAKE_MIN_SPACING_SECONDS": "0"}, "wake_min_spacing", 0.0),
         ({}, "wake_per_minute", 30),
         ({"HEARTBEAT_WAKE_PER_MINUTE": "5"}, "wake_per_minute", 5),
+        ({}, "database_url", None),
+        ({"HEARTBEAT_DATABASE_URL": " "}, "database_url", None),
+        (
+            {"HEARTBEAT_DATABASE_URL": "postgresql://hb@db.lan:5432/heartbeat"},
+            "database_url",
+            "postgresql://hb@db.lan:5432/heartbeat",
+        ),
     ],
 )
 def test_values(env: dict[str, str], attr: str, expected: object) -> None:
@@ -84,6 +91,10 @@ def test_values(env: dict[str, str], attr: str, expected: object) -> None:
         ({"HEARTBEAT_BODY_TIMEOUT_SECONDS": "1.5"}, "HEARTBEAT_BODY_TIMEOUT_SECONDS"),
         ({"HEARTBEAT_WAKE_MIN_SPACING_SECONDS": "3601"}, "HEARTBEAT_WAKE_MIN_SPACING_SECONDS"),
         ({"HEARTBEAT_WAKE_PER_MINUTE": "0"}, "HEARTBEAT_WAKE_PER_MINUTE"),
+        ({"HEARTBEAT_DATABASE_URL": "mysql://db/x"}, "HEARTBEAT_DATABASE_URL"),
+        ({"HEARTBEAT_DATABASE_URL": "/var/db.sqlite"}, "HEARTBEAT_DATABASE_URL"),
+        ({"HEARTBEAT_DATABASE_URL": "postgresql://u:pw@db:port/x"}, "HEARTBEAT_DATABASE_URL"),
+        ({"HEARTBEAT_DATABASE_URL": "postgresql://db/x?nonsense=1"}, "HEARTBEAT_DATABASE_URL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
@@ -91,6 +102,12 @@ def test_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
         Settings.from_env(env)
     message = str(info.value)
     assert message.startswith(field) and "\n" not in message
+
+
+def test_a_bad_database_url_is_refused_without_echoing_its_password() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HEARTBEAT_DATABASE_URL": "postgresql://hb:s3cret@db:port/x"})
+    assert "s3cret" not in str(info.value)
 
 
 def test_a_bad_schema_form_says_what_is_accepted() -> None:

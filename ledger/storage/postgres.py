@@ -1,0 +1,310 @@
+"""The PostgreSQL backend: ``PostgresStore`` (a ``Storage``) over psycopg 3.
+
+The same aggregates as SQLite (``ledger.storage.aggregates``), their SQL rendered by
+``ledger.storage.pg_dialect``, over a ``PostgresEngine``:
+
+- one synchronous psycopg connection writes, in its own thread: each transaction of writes
+  (group commit, a savepoint per write, as in ``ledger.storage.engine``) is one hand-over to
+  that thread. A deadlock or serialization failure with another process retries the whole
+  transaction with backoff, like SQLite's lock;
+- a few asynchronous psycopg connections read, one statement each at a time (each statement
+  sees one committed snapshot); ``fetch_many`` reads its queries in one REPEATABLE READ
+  transaction, one snapshot;
+- values are bound on the client (psycopg's ``ClientCursor``): SQLite's untyped ``? IS NULL``
+  needs no cast, and every float is sent in full (``repr``), so slots compare exactly;
+- a connection found broken is replaced before its next use;
+- the migrations are those of ``ledger.storage.migrations``, rendered, applied in one
+  transaction under an advisory lock (however many processes start together, each is applied
+  once) and recorded in the table ``heartbeat_schema``.
+
+Open with ``await PostgresStore.open("postgresql://...", now=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from ledger.storage.aggregates import SqlStore, SqlStoreTx
+from ledger.storage.engine import READERS, Engine, Locked, Query, apply_writes, pending_migrations
+from ledger.storage.interface import Storage
+from ledger.storage.migrations import MIGRATIONS, POSTGRES_SCRIPTS
+from ledger.storage.pg_dialect import Dialect, render_migration
+
+T = TypeVar("T")
+TxT_co = TypeVar("TxT_co", covariant=True)
+
+MIGRATION_LOCK = 0x6862_6D69  # the advisory lock key the migration transaction holds
+_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+SyncConn = psycopg.Connection[tuple[Any, ...]]
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` (its text without the URL, which may hold a password) if the
+    driver cannot read ``url``."""
+    try:
+        ports = str(conninfo_to_dict(url).get("port") or "")
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).strip()
+        raise ValueError(f"not a connection URL the driver can read ({reason})") from None
+    if not all(port.isdigit() for port in ports.split(",") if port):
+        raise ValueError("a port must be a number")
+
+
+def location(url: str) -> str:
+    """The server and database of ``url``, without credentials, for log lines."""
+    info = conninfo_to_dict(url)
+    return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/" + str(
+        info.get("dbname", "")
+    )
+
+
+def _connect(url: str) -> SyncConn:
+    return psycopg.connect(url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+
+async def _connect_async(url: str) -> AsyncConn:
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+    )
+
+
+class _Result:
+    """What the aggregates read of a statement (``ledger.storage.engine.Cursor``)."""
+
+    __slots__ = ("_rows", "lastrowid", "rowcount")
+
+    def __init__(self, rowcount: int, lastrowid: int | None, rows: list[Any]) -> None:
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+        self._rows = rows
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+class PgConnection:
+    """The writer's connection as the aggregates use it (``ledger.storage.engine.Connection``):
+    their SQLite SQL, rendered by the dialect, run on psycopg. Only in the writer's thread."""
+
+    def __init__(self, url: str, dialect: Dialect) -> None:
+        self.url = url
+        self.raw = _connect(url)
+        self._dialect = dialect
+
+    def begin(self) -> None:
+        """Open a transaction; a connection found cut (the server restarted, say) is replaced
+        once, as nothing of the transaction was sent yet."""
+        try:
+            self.raw.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not self.raw.broken:
+                raise
+            self.raw.close()
+            self.raw = _connect(self.url)
+            self.raw.execute("BEGIN")
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Result:
+        statement = self._dialect.statement(sql)
+        try:
+            cur = self.raw.execute(statement.sql, tuple(parameters))
+        except _CONFLICTS as exc:
+            raise Locked() from exc
+        rows = cur.fetchall() if cur.description is not None else []
+        if statement.returns_id:
+            return _Result(cur.rowcount, rows[0][0] if rows else None, [])
+        return _Result(cur.rowcount, None, rows)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> _Result:
+        with self.raw.cursor() as cur:
+            try:
+                cur.executemany(self._dialect.statement(sql).sql, list(parameters))
+            except _CONFLICTS as exc:
+                raise Locked() from exc
+            return _Result(cur.rowcount, None, [])
+
+
+def _apply(
+    conn: PgConnection,
+    make_tx: Callable[[PgConnection, float], Any],
+    fns: list[Callable[[Any], Any]],
+    now: float,
+) -> list[tuple[bool, Any]]:
+    """Run ``fns`` in one transaction (in the writer's thread). Returns (ok, value) per fn."""
+    conn.begin()
+    raw = conn.raw
+    try:
+        out, still_open = apply_writes(raw.execute, make_tx(conn, now), fns)
+        if still_open:
+            raw.execute("COMMIT")
+    except BaseException:
+        if not raw.broken and raw.info.transaction_status != TransactionStatus.IDLE:
+            raw.execute("ROLLBACK")
+        raise
+    return out
+
+
+def migrate(raw: SyncConn, migrations: Sequence[str]) -> None:
+    """Apply the migrations past the recorded version, in order, in one transaction.
+
+    The advisory lock makes processes that start together apply them one after the other:
+    the first applies them, the others then find nothing to do. A database whose version is
+    newer than ``migrations`` knows is refused.
+    """
+    with raw.transaction():
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        raw.execute("CREATE TABLE IF NOT EXISTS heartbeat_schema (version INTEGER NOT NULL)")
+        row = raw.execute("SELECT version FROM heartbeat_schema").fetchone()
+        if row is None:
+            raw.execute("INSERT INTO heartbeat_schema (version) VALUES (0)")
+        scripts = [POSTGRES_SCRIPTS.get(n, text) for n, text in enumerate(migrations, start=1)]
+        for version, statements in pending_migrations(row[0] if row else 0, scripts):
+            for statement in statements:
+                raw.execute(render_migration(statement))
+            raw.execute("UPDATE heartbeat_schema SET version = %s", (version,))
+
+
+def schema_version(raw: SyncConn) -> int:
+    """The recorded schema version (0 before the first migration)."""
+    row = raw.execute("SELECT version FROM heartbeat_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+class PostgresEngine(Engine[TxT_co]):
+    """An open PostgreSQL database: the writer in its own thread, async readers."""
+
+    def __init__(
+        self,
+        url: str,
+        writer: PgConnection,
+        thread: ThreadPoolExecutor,
+        readers: list[AsyncConn],
+        now: Callable[[], float],
+        make_tx: Callable[[PgConnection, float], TxT_co],
+        dialect: Dialect,
+    ) -> None:
+        super().__init__(now)
+        self._url = url
+        self._w = writer
+        self._thread = thread
+        self._readers = readers
+        self._free: asyncio.Queue[AsyncConn] = asyncio.Queue()
+        for reader in readers:
+            self._free.put_nowait(reader)
+        self._make_tx = make_tx
+        self._dialect = dialect
+
+    async def _disconnect(self) -> None:
+        for reader in self._readers:
+            await reader.close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._w.raw.close)
+        self._thread.shutdown(wait=False)
+
+    def _transact(self, fns: list[Callable[[Any], Any]], now: float) -> Awaitable[list[Any]]:
+        return asyncio.get_running_loop().run_in_executor(
+            self._thread, _apply, self._w, self._make_tx, fns, now
+        )
+
+    async def _read(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each query, from one snapshot. Reads change nothing, so a read that
+        finds its connection cut (the server restarted, say) is made once more on a new one."""
+        reader = await self._free.get()
+        try:
+            try:
+                return await self._read_on(reader, queries)
+            except psycopg.OperationalError:
+                if not reader.broken:
+                    raise
+            fresh = await _connect_async(self._url)
+            self._readers[self._readers.index(reader)] = fresh
+            await reader.close()
+            reader = fresh
+            return await self._read_on(reader, queries)
+        finally:
+            self._free.put_nowait(reader)
+
+    async def _read_on(
+        self, reader: AsyncConn, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Any]]:
+        render = self._dialect.statement
+        if len(queries) == 1:
+            sql, params = queries[0]
+            return [await (await reader.execute(render(sql).sql, tuple(params))).fetchall()]
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            return [
+                await (await reader.execute(render(sql).sql, tuple(params))).fetchall()
+                for sql, params in queries
+            ]
+        finally:
+            if not reader.broken:
+                await reader.execute("COMMIT")
+
+    async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return (await self._read([(sql, tuple(params))]))[0]
+
+    async def _snapshot(self, queries: Sequence[Query[Any]]) -> list[list[Any]]:
+        return await self._read([(q.sql, q.params) for q in queries])
+
+
+async def open_engine(
+    url: str,
+    *,
+    now: Callable[[], float],
+    make_tx: Callable[[PgConnection, float], T],
+    migrations: Sequence[str],
+    readers: int = READERS,
+) -> PostgresEngine[T]:
+    """Connect, migrate (once, however many processes start together), open the readers."""
+    dialect = Dialect(migrations)
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-writer")
+    loop = asyncio.get_running_loop()
+    opened: list[AsyncConn] = []
+    writer: PgConnection | None = None
+    try:
+        writer = await loop.run_in_executor(thread, PgConnection, url, dialect)
+        await loop.run_in_executor(thread, migrate, writer.raw, migrations)
+        for _ in range(max(1, readers)):
+            opened.append(await _connect_async(url))
+    except BaseException:
+        for conn in opened:
+            await conn.close()
+        if writer is not None:
+            writer.raw.close()
+        thread.shutdown(wait=False)
+        raise
+    return PostgresEngine(url, writer, thread, opened, now, make_tx, dialect)
+
+
+class PostgresStore(SqlStore):
+    """A PostgreSQL database: reads, and writes as plain functions of a ``Tx`` (group commit)."""
+
+    def __init__(self, db: Engine[SqlStoreTx], url: str) -> None:
+        super().__init__(db)
+        self._location = location(url)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, now: Callable[[], float], readers: int = READERS
+    ) -> PostgresStore:
+        db = await open_engine(
+            url, now=now, make_tx=SqlStoreTx, migrations=MIGRATIONS, readers=readers
+        )
+        return cls(db, url)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+
+if TYPE_CHECKING:  # the type checker verifies that PostgresStore implements Storage
+    _: type[Storage] = PostgresStore
