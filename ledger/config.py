@@ -62,6 +62,9 @@ class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     active_hours_start: int | None = None
     active_hours_end: int | None = None
     timezone: str = "UTC"
+    skip_unchanged: bool = True  # skip the model when nothing the decision reads changed
+    daily_token_budget: int | None = None  # tokens per local day; None: no budget
+    quiet_after_user_seconds: int | None = None  # yield this long after the user wrote
 
 
 def _show(value: object) -> str:
@@ -172,6 +175,9 @@ _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "active_hours_start": lambda v: _optional_int_in("active_hours_start", v),
     "active_hours_end": lambda v: _optional_int_in("active_hours_end", v),
     "timezone": _timezone,
+    "skip_unchanged": lambda v: _bool("skip_unchanged", v),
+    "daily_token_budget": lambda v: _optional_int_in("daily_token_budget", v),
+    "quiet_after_user_seconds": lambda v: _optional_int_in("quiet_after_user_seconds", v),
 }
 
 
@@ -276,8 +282,8 @@ def merge_config(
 ) -> HeartbeatConfig:
     """Return ``current`` with the fields of the JSON object ``patch`` applied, fully validated.
 
-    Accepts the alias ``every`` (seconds or a duration string). ``null`` resets ``model`` and the
-    active hours. Nothing is applied unless everything is valid.
+    Accepts the alias ``every`` (seconds or a duration string). ``null`` resets ``model``, the
+    active hours, the budget and the quiet time. Nothing is applied unless everything is valid.
     """
     return _merge(current, patch, channels)
 

@@ -1,9 +1,9 @@
 """The SQLite backend: ``SqliteStore`` (a ``Storage``) and ``SqliteTx`` (its ``Tx``).
 
 Both are composed of the aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``,
-``journal``) over one ``Engine``. Open with ``await SqliteStore.open(path, now=...)``; close
-with ``close()``. Only the composition root names this module; the rest of the program sees the
-Protocols of ``ledger.storage.interface``.
+``journal``, ``beats``) over one ``Engine``. Open with ``await SqliteStore.open(path,
+now=...)``; close with ``close()``. Only the composition root names this module; the rest of the
+program sees the Protocols of ``ledger.storage.interface``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.errors import StorageBusy
 from ledger.records import RunContext
-from ledger.storage import forum, journal, messages, runs, threads
+from ledger.storage import beats, forum, journal, messages, runs, threads
 from ledger.storage.engine import READERS, Engine, open_engine
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import Storage, Tx
@@ -28,11 +28,15 @@ log = logging.getLogger("heartbeat.ledger")
 T = TypeVar("T")
 
 
-class SqliteTx(threads.Writes, messages.Writes, forum.Writes, runs.Writes, journal.Writes):
+class SqliteTx(
+    threads.Writes, messages.Writes, forum.Writes, runs.Writes, journal.Writes, beats.Writes
+):
     """The writes available inside one transaction, run in the writer's thread."""
 
 
-class SqliteStore(threads.Reads, messages.Reads, forum.Reads, runs.Reads, journal.Reads):
+class SqliteStore(
+    threads.Reads, messages.Reads, forum.Reads, runs.Reads, journal.Reads, beats.Reads
+):
     """The SQLite file: reads, and writes as plain functions of a ``SqliteTx`` (group commit)."""
 
     _db: Engine[SqliteTx]
