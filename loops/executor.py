@@ -48,6 +48,7 @@ from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
 from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
 from loops.scheduler import skipped_overlap
+from loops.thrift import BeatGate
 from loops.workspace import InstructionsFile
 
 log = logging.getLogger("heartbeat")
@@ -146,7 +147,10 @@ class HeartbeatExecutor:
         self.opts = options
         self.in_flight: dict[str, int] = {}  # thread id -> run id (-1 while its row is written)
         self.lifecycle = Lifecycle(store, lambda: self.llm, bus, limiter)
-        self.work = HeartbeatWork(store, bus, clock, options, http)
+        gate = BeatGate(
+            store, clock, lambda: self.llm, window=options.window, ledger_feed=options.ledger_feed
+        )
+        self.work = HeartbeatWork(store, bus, clock, options, http, gate)
 
     @property
     def llm(self) -> LLMProvider:
@@ -234,8 +238,10 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         clock: Clock,
         options: ExecutorOptions,
         http: httpx.AsyncClient | None,
+        gate: BeatGate,
     ) -> None:
         self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
+        self.gate = gate
         self._instructions_file = InstructionsFile(options.heartbeat_md)
 
     async def precheck(self, run: HeartbeatPlan) -> Instructions:
@@ -256,6 +262,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
                     summary="skipped: HEARTBEAT.md has no instructions",
                 )
             )
+        await self.gate.admit(run, instructions.raw)
         return instructions
 
     async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
@@ -342,6 +349,9 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
 
     def write(self, tx: Tx, run: HeartbeatPlan, finish: Finish[Decision]) -> RunOutcome:
         """Carry out the decision's Ledger effect and note the run on the thread."""
+        settled = self.gate.settle(tx, run, finish.outcome)
+        if settled is not finish.outcome:  # the breaker stopped the decision
+            finish = Finish(settled)
         outcome, effect, run_id = finish.outcome, finish.effect, run.id
         executed: list[dict[str, Any]] = []
         match effect:
@@ -387,6 +397,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         )
 
     async def finished(self, run: HeartbeatPlan, row: Run, finish: Finish[Decision]) -> None:
+        self.gate.forget(run.id)
         log.info(
             "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
             run.thread_id,

@@ -18,8 +18,8 @@ reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run
 error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
 refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
 ``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
-shielded from the cancellation. Every outcome is recorded with the run's model, and with the
-time and the token counts of its LLM calls when it made any.
+shielded from the cancellation. Every outcome is recorded with the run's model and its token
+counts (0 for a run that got no reply), and with the time of its LLM calls when it made any.
 """
 
 from __future__ import annotations
@@ -117,14 +117,15 @@ class Chat:
         return self.reply
 
     def stamp(self, outcome: RunOutcome, model: str) -> RunOutcome:
-        """``outcome`` with the run's model and, when the model was called, time and tokens."""
+        """``outcome`` with the run's model and tokens (0 when no reply came: a silent run
+        costs nothing) and, when the model was called, its time."""
         reply = self.reply
         return msgspec.structs.replace(
             outcome,
             model=model,
             llm_ms=None if self.ms is None else round(self.ms, 1),
-            prompt_tokens=None if reply is None else reply.prompt_tokens,
-            completion_tokens=None if reply is None else reply.completion_tokens,
+            prompt_tokens=0 if reply is None else reply.prompt_tokens,
+            completion_tokens=0 if reply is None else reply.completion_tokens,
         )
 
 

@@ -82,7 +82,8 @@ async def test_first_run_one_interval_after_enable_then_on_the_grid(
     workspace: Path, clock: FakeClock
 ) -> None:
     async with service(workspace, clock) as svc:
-        await svc.set_config("default", {"every_seconds": 600})
+        # every beat decides (nothing changes between them, so none would with skipping on)
+        await svc.set_config("default", {"every_seconds": 600, "skip_unchanged": False})
         anchor = clock.now()
         await clock.advance(599)
         assert await runs(svc) == []
