@@ -19,6 +19,7 @@ from typing import Final
 import msgspec
 
 from ledger.records import RunContext
+from loops.prompt import describe_actions
 
 __all__ = ["fingerprint", "normalize", "time_inputs"]
 
@@ -59,8 +60,8 @@ def fingerprint(
     events: Sequence[str] = (),
 ) -> str:
     """A hex digest of a beat's inputs: the HEARTBEAT.md text, the thread's title and messages,
-    its personality, the Ledger feed, open contradictions, recent actions, the local time the
-    rules name and ``events`` (text a beat is woken with, if any)."""
+    its personality, the Ledger feed, open contradictions, recent actions (as the prompt lists
+    them), the local time the rules name and ``events`` (text a beat is woken with, if any)."""
     lines = [normalize(line) for line in rules.splitlines()]
     profile = ctx.profile
     data = {
@@ -77,7 +78,7 @@ def fingerprint(
         "contradictions": sorted(
             (normalize(c.statement_a), normalize(c.statement_b)) for c in ctx.contradictions
         ),
-        "recent": [r.decision for r in ctx.recent if r.decision],
+        "recent": describe_actions([r.decision for r in ctx.recent if r.decision]),
         "time": time_inputs(rules, local),
         "events": [normalize(e) for e in events],
     }
