@@ -154,9 +154,12 @@ def test_the_title_and_wake_events_are_inputs() -> None:
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [
-        ("Post a greeting at 9am.", "2026-03-02 12"),
-        ("At 09:30 check the feed.", "2026-03-02 12"),
-        ("Every morning say hi.", "2026-03-02 12"),
+        ("Post a greeting at 9am.", "2026-03-02 09:00"),
+        ("At 09:30 check the feed.", "2026-03-02 09:30"),
+        ("At 9am and at 5pm sum up.", "2026-03-02 09:00"),
+        ("At 1:15pm post lunch.", "2026-03-02 -"),
+        ("At noon post lunch.", "2026-03-02 12:00"),
+        ("Every morning say hi.", "2026-03-02 afternoon"),
         ("Post an hourly digest.", "2026-03-02 12"),
         ("Post a daily digest.", "2026-03-02"),
         ("On Friday, sum up the week.", "2026-03-02"),
@@ -168,10 +171,12 @@ def test_time_inputs_are_what_the_rules_name(rules: str, expected: str) -> None:
     assert time_inputs(rules, NOON) == expected
 
 
-def test_a_clock_rule_makes_the_hour_an_input_and_a_daily_rule_the_date() -> None:
-    hourly, daily = "Post at 9am.", "Post a daily digest."
+def test_a_clock_rule_changes_it_when_the_time_is_reached_and_a_daily_rule_each_day() -> None:
+    at9, daily = "Post at 9am.", "Post a daily digest."
+    early, nine = datetime(2026, 3, 2, 8, 59, tzinfo=UTC), datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     later = datetime(2026, 3, 2, 13, 5, tzinfo=UTC)
     tomorrow = datetime(2026, 3, 3, 12, 5, tzinfo=UTC)
-    assert fp(rules=hourly, when=later) != fp(rules=hourly)
+    assert fp(rules=at9, when=nine) != fp(rules=at9, when=early)
+    assert fp(rules=at9, when=later) == fp(rules=at9, when=nine)
     assert fp(rules=daily, when=later) == fp(rules=daily)
     assert fp(rules=daily, when=tomorrow) != fp(rules=daily)
