@@ -4,9 +4,9 @@
 
 Each run opens the real service in-process (real SQLite in a temporary folder, the real
 scheduler and executor) on a fake clock, and replays one day from local midnight: every thread
-beats every 30 minutes; by day (08:00-20:00) the Ledger gets ``--bursts`` bursts of posts and comments
-and the threads get messages; nights are quiet. The model is a deterministic fake that follows
-the bench's HEARTBEAT.md exactly, reading only what the prompt shows:
+beats every 30 minutes; by day (08:00-20:00) the Ledger gets ``--bursts`` bursts of posts and
+comments and the threads get messages; nights are quiet. The model is a deterministic fake that
+follows the bench's HEARTBEAT.md exactly, reading only what the prompt shows:
 
 - vote up a user's question tagged for this thread (``[t7] ...?``) that has no score yet;
 - when the thread's last user message says "remind me ...", post that reminder once.

@@ -269,7 +269,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         """The LLM call, asked once more after a reply that is not JSON at all."""
         log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
         cfg = run.config
-        ctx = await self.gather_context(run.thread_id, run.thread.title, cfg.timezone)
+        ctx = await self.gather_context(run, cfg.timezone)
         schema = decision_schema([p.id for p in ctx.ledger])
         request = ChatRequest(
             model=run.model,
@@ -408,11 +408,12 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         if finish.effect is not None and target in self.opts.channels:
             await self._notify(self.opts.channels[target], run_to_dict(row))
 
-    async def gather_context(self, thread_id: str, title: str, tz: str) -> Context:
-        now = self.clock.now()
+    async def gather_context(self, run: HeartbeatPlan, tz: str) -> Context:
+        thread_id, title, now = run.thread_id, run.thread.title, self.clock.now()
         found = await self.store.run_context(
             thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
         )
+        self.gate.seen(run, found)
         local = datetime.fromtimestamp(now, ZoneInfo(tz))
         profile = found.profile
         return Context(

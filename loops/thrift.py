@@ -19,6 +19,7 @@ pause, and it stops the effect of a decision that trips the breaker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import msgspec
 
 from ledger.config import HeartbeatConfig
 from ledger.limits import REPEAT_LIMIT
-from ledger.records import BeatMemo, Reason, RunOutcome, RunStatus, Trigger, iso
+from ledger.records import BeatMemo, Reason, RunContext, RunOutcome, RunStatus, Trigger, iso
 from ledger.storage.interface import USER, Storage, Tx
 from loops.clock import Clock
 from loops.fingerprint import fingerprint
@@ -55,11 +56,13 @@ _SCHEDULED = frozenset({Trigger.SCHEDULE, Trigger.CATCH_UP})
 
 @dataclass(frozen=True)
 class Admission:
-    """What ``admit`` learned about a beat: the memo as it stands now and the inputs'
-    fingerprint (None when the beat ended before it was computed)."""
+    """What ``admit`` learned about a beat: the memo as it stands now, the inputs' fingerprint
+    (None when the beat ended before it was computed) and what else the fingerprint reads."""
 
     memo: BeatMemo
     fingerprint: str | None = None
+    rules: str = ""
+    events: tuple[str, ...] = ()
 
 
 def _skip(reason: Reason, summary: str) -> EndRun:
@@ -103,7 +106,7 @@ class BeatGate:
                 )
         local = datetime.fromtimestamp(now, ZoneInfo(cfg.timezone))
         fp = fingerprint(rules, run.thread.title, ctx, local, events)
-        self._admitted[run.id] = Admission(memo, fp)
+        self._admitted[run.id] = Admission(memo, fp, rules, events)
         same = fp == memo.fingerprint
         if same and memo.decision_key is not None and memo.repeats >= REPEAT_LIMIT:
             raise _skip(
@@ -158,6 +161,16 @@ class BeatGate:
             f"skipped: paused, {memo.paused}; the probe failed"
             f" ({health.detail or 'unreachable'}), next at {iso(later.probe_at)}",
         )
+
+    def seen(self, run: RunPlan[HeartbeatConfig], ctx: RunContext) -> None:
+        """The context the model is asked with (read after the wait for capacity, so perhaps
+        newer than the one admitted): the fingerprint a decision is remembered with."""
+        admission = self._admitted.get(run.id)
+        if admission is None or admission.fingerprint is None:
+            return
+        local = datetime.fromtimestamp(self.clock.now(), ZoneInfo(run.config.timezone))
+        fp = fingerprint(admission.rules, run.thread.title, ctx, local, admission.events)
+        self._admitted[run.id] = dataclasses.replace(admission, fingerprint=fp)
 
     def settle(self, tx: Tx, run: RunPlan[HeartbeatConfig], outcome: RunOutcome) -> RunOutcome:
         """Store what the finished beat taught the memo; returns the outcome to record (a
