@@ -204,8 +204,9 @@ async def main() -> None:
     same = off["actions"] == on["actions"]
     print(f"LLM calls {fewer:.1%} fewer with skipping on; actions the same: {same}")
     if not same:
-        print("only off:", sorted(set(off["actions"]) - set(on["actions"]))[:10])
-        print("only on:", sorted(set(on["actions"]) - set(off["actions"]))[:10])
+        taken_off, taken_on = Counter(off["actions"]), Counter(on["actions"])
+        print("missed with skipping on:", sorted((taken_off - taken_on).items())[:10])
+        print("added with skipping on:", sorted((taken_on - taken_off).items())[:10])
     sys.exit(0 if same else 1)
 
 

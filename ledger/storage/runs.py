@@ -103,8 +103,8 @@ class Writes(SqlTx):
     ) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
-            " summary, dry_run, error, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " summary, dry_run, error, prompt_tokens, completion_tokens, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
             (
                 thread_id,
@@ -118,6 +118,8 @@ class Writes(SqlTx):
                 outcome.summary,
                 int(dry_run),
                 outcome.error,
+                outcome.prompt_tokens or 0,  # a run recorded whole never called the model
+                outcome.completion_tokens or 0,
                 self.now,
                 self.now,
             ),
