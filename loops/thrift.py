@@ -147,8 +147,12 @@ class BeatGate:
             raise _skip(
                 Reason.PAUSED, f"skipped: paused, {memo.paused}; next probe at {iso(memo.probe_at)}"
             )
-        health = await self.llm().health(run.model)
-        if health.reachable and health.model_present is not False:
+        try:
+            health = await self.llm().health(run.model)
+            answered, detail = health.reachable and health.model_present is not False, health.detail
+        except Exception as exc:  # a probe that raises is a probe that failed
+            answered, detail = False, f"{type(exc).__name__}: {exc}"
+        if answered:
             log.info("[HEARTBEAT] thread %s resumes: the LLM answers again", run.thread_id)
             return resumed
         pauses = memo.pauses + 1
@@ -159,7 +163,7 @@ class BeatGate:
         raise _skip(
             Reason.PAUSED,
             f"skipped: paused, {memo.paused}; the probe failed"
-            f" ({health.detail or 'unreachable'}), next at {iso(later.probe_at)}",
+            f" ({detail or 'unreachable'}), next at {iso(later.probe_at)}",
         )
 
     def seen(self, run: RunPlan[HeartbeatConfig], ctx: RunContext) -> None:

@@ -186,3 +186,23 @@ async def test_status_shows_each_threads_day(workspace: Path, clock: FakeClock) 
     assert view["decided_today"] == 1 and view["skipped_today"] == {"unchanged": 2}
     assert view["paused"] is False and view["paused_reason"] is None
     assert view["next_run_at"] is not None
+
+
+class _ProbeRaises(ScriptedLLM):
+    async def health(self, model: str) -> Any:
+        raise RuntimeError("no route to host")
+
+
+async def test_a_probe_that_raises_keeps_the_thread_paused(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = _ProbeRaises()
+    llm.enqueue(*[LLMError("model_missing", "no such model")] * PAUSE_AFTER_FAILURES)
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, PAUSE_AFTER_FAILURES + 2)
+        probe, waiting = (await runs(svc))[-2:]
+        assert outcomes([probe, waiting]) == [("skipped", "paused")] * 2
+        assert probe.summary is not None and "RuntimeError: no route to host" in probe.summary
+        assert waiting.summary is not None and "next probe at" in waiting.summary
+        assert len(llm.requests) == PAUSE_AFTER_FAILURES
