@@ -16,7 +16,7 @@ import pytest
 
 from ledger.errors import NotFound
 from ledger.records import Loop, Run
-from ledger.storage.interface import Tx
+from ledger.storage.sqlite import SqliteTx as Tx
 from loops.journal import JournalLoops
 from loops.llm import OllamaProvider
 from tests.conftest import AppFactory, Running
