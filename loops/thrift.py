@@ -63,6 +63,7 @@ class Admission:
     fingerprint: str | None = None
     rules: str = ""
     events: tuple[str, ...] = ()
+    stored: BeatMemo | None = None  # the memo as read (an unchanged one is not written again)
 
 
 def _skip(reason: Reason, summary: str) -> EndRun:
@@ -90,9 +91,10 @@ class BeatGate:
     ) -> None:
         """End the beat (``EndRun``) when it must not call the model; else remember its
         fingerprint for ``settle``. ``events``: text the beat was woken with, an input too."""
-        memo = await self._resume_or_stay(run, await self.store.beat_memo(run.thread_id))
+        stored = await self.store.beat_memo(run.thread_id)
+        memo = await self._resume_or_stay(run, stored)
         cfg, trigger, now = run.config, run.trigger, self.clock.now()
-        self._admitted[run.id] = Admission(memo)
+        self._admitted[run.id] = Admission(memo, stored=stored)
         ctx = await self.store.run_context(
             run.thread_id, messages=self.window, posts=self.ledger_feed
         )
@@ -106,7 +108,7 @@ class BeatGate:
                 )
         local = datetime.fromtimestamp(now, ZoneInfo(cfg.timezone))
         fp = fingerprint(rules, run.thread.title, ctx, local, events)
-        self._admitted[run.id] = Admission(memo, fp, rules, events)
+        self._admitted[run.id] = Admission(memo, fp, rules, events, stored)
         same = fp == memo.fingerprint
         if same and memo.decision_key is not None and memo.repeats >= REPEAT_LIMIT:
             raise _skip(
@@ -143,7 +145,7 @@ class BeatGate:
             return resumed
         now = self.clock.now()
         if memo.probe_at is not None and now < memo.probe_at:
-            self._admitted[run.id] = Admission(memo)
+            self._admitted[run.id] = Admission(memo, stored=memo)
             raise _skip(
                 Reason.PAUSED, f"skipped: paused, {memo.paused}; next probe at {iso(memo.probe_at)}"
             )
@@ -159,7 +161,7 @@ class BeatGate:
         later = msgspec.structs.replace(
             memo, pauses=pauses, probe_at=now + backoff_seconds(pauses, run.config.every_seconds)
         )
-        self._admitted[run.id] = Admission(later)
+        self._admitted[run.id] = Admission(later, stored=memo)
         raise _skip(
             Reason.PAUSED,
             f"skipped: paused, {memo.paused}; the probe failed"
@@ -218,7 +220,8 @@ class BeatGate:
                 log.warning("[HEARTBEAT] thread %s pauses: %s", run.thread_id, memo.paused)
         elif outcome.status == RunStatus.FAILED:
             memo = msgspec.structs.replace(memo, failure=None, failures=0)
-        tx.set_beat_memo(memo)
+        if memo != admission.stored:
+            tx.set_beat_memo(memo)
         return outcome
 
     def forget(self, run_id: int) -> None:
