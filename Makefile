@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/sse.py
 	$(BIN)/python bench/security.py
+	$(BIN)/python bench/day.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

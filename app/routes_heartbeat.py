@@ -21,9 +21,12 @@ from app.service import Service
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
 from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES
-from ledger.records import Loop, iso, run_to_dict
+from ledger.records import Loop, RunStatus, Thread, iso, run_to_dict
 from ledger.redact import redact
+from loops.spend import day_start
 from loops.workspace import read_instructions, write_instructions
+
+_DECIDED = (RunStatus.OK, RunStatus.DRY_RUN, RunStatus.REJECTED)
 
 
 def service(request: Request) -> Service:
@@ -31,8 +34,37 @@ def service(request: Request) -> Service:
     return svc
 
 
+async def beats_today(svc: Service, thread: Thread) -> dict[str, Any]:
+    """A thread's heartbeat today (its local day): tokens and budget, beats decided and skipped
+    by reason, whether it paused itself and why, and its next beat."""
+    cfg, _ = hbconfig.decode_stored(thread.config_json)
+    day = await svc.store.beat_day(thread.id, day_start(svc.clock.now(), cfg.timezone))
+    memo = await svc.store.beat_memo(thread.id)
+    skipped: dict[str, int] = {}
+    for key, count in day.runs.items():
+        status, _, reason = key.partition("/")
+        if status == RunStatus.SKIPPED:
+            skipped[reason or "other"] = skipped.get(reason or "other", 0) + count
+    return {
+        "thread_id": thread.id,
+        "day_started_at": iso(day.since),
+        "tokens_today": day.tokens,
+        "daily_token_budget": cfg.daily_token_budget,
+        "decided_today": sum(n for key, n in day.runs.items() if key.partition("/")[0] in _DECIDED),
+        "skipped_today": skipped,
+        "failed_today": sum(
+            n for key, n in day.runs.items() if key.partition("/")[0] == RunStatus.FAILED
+        ),
+        "paused": memo.paused is not None,
+        "paused_reason": memo.paused,
+        "next_probe_at": iso(memo.probe_at) if memo.paused is not None else None,
+        "next_run_at": iso(thread.next_run) if cfg.enabled else None,
+    }
+
+
 async def status(request: Request) -> JSON:
     svc = service(request)
+    shown = await svc.store.list_threads(limit=PAGES["threads"].default)
     hb = svc.supervisor.kinds[Loop.HEARTBEAT].state
     nxt = svc.scheduler.timers.next_due() if svc.supervisor.is_running(Loop.HEARTBEAT) else None
     loops = {name: kind.state.view() for name, kind in svc.supervisor.kinds.items()}
@@ -58,6 +90,7 @@ async def status(request: Request) -> JSON:
                 "model": svc.executor.opts.default_model,
                 "why": redact(svc.llm_reason),
             },
+            "threads": [await beats_today(svc, t) for t in shown],
         }
     )
 
@@ -90,6 +123,7 @@ async def config_view(svc: Service, tid: str) -> dict[str, Any]:
         last_run_at=iso(thread.last_run),
         anchor_at=iso(thread.anchor),
         limits=dict(CONFIG_RANGES),
+        status=await beats_today(svc, thread),
     )
     if warning:
         body["warning"] = warning

@@ -10,9 +10,10 @@
    it, a temporary workspace holding a HEARTBEAT.md, its own database, default logging (INFO,
    to a file) and ``HEARTBEAT_MAX_CONCURRENCY`` as given.
 3. Seeds 100 Ledger posts, then creates the threads through the API
-   (``POST /api/threads/{id}/heartbeat/config`` with ``every_seconds=60``), paced evenly over
-   one minute: a thread's first run comes one interval after its config, so the runs are then
-   spread evenly over every minute (threads/60 runs/s of demand).
+   (``POST /api/threads/{id}/heartbeat/config`` with ``every_seconds=60`` and skipping off, so
+   every beat calls the model), paced evenly over one minute: a thread's first run comes one
+   interval after its config, so the runs are then spread evenly over every minute (threads/60
+   runs/s of demand).
 4. From the moment the last config is in, measures for a bounded window: runs finished per second
    (``runs.finished_at`` in the window, read with sqlite3 read-only), the service process's CPU
    per finished run (psutil), schedule lateness (slot → run row), and the latency of
@@ -278,8 +279,10 @@ class ServiceBench:
                     return
                 t = time.perf_counter()
                 try:
+                    # every beat calls the model, as the figures measure (none would skip)
                     answer = await client.post(
-                        f"/api/threads/b{i:06d}/heartbeat/config", json={"every_seconds": EVERY}
+                        f"/api/threads/b{i:06d}/heartbeat/config",
+                        json={"every_seconds": EVERY, "skip_unchanged": False},
                     )
                     if answer.status_code != 200:
                         failures[f"HTTP {answer.status_code}"] += 1

@@ -65,6 +65,9 @@ class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: str = "UTC"
     # Ledger events that wake the thread (``ledger.wakes.LEDGER_EVENTS``)
     wake_on: list[str] = msgspec.field(default_factory=list)
+    skip_unchanged: bool = True  # skip the model when nothing the decision reads changed
+    daily_token_budget: int | None = None  # tokens per local day; None: no budget
+    quiet_after_user_seconds: int | None = None  # yield this long after the user wrote
 
 
 def _show(value: object) -> str:
@@ -186,6 +189,9 @@ _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "active_hours_end": lambda v: _optional_int_in("active_hours_end", v),
     "timezone": _timezone,
     "wake_on": _wake_on,
+    "skip_unchanged": lambda v: _bool("skip_unchanged", v),
+    "daily_token_budget": lambda v: _optional_int_in("daily_token_budget", v),
+    "quiet_after_user_seconds": lambda v: _optional_int_in("quiet_after_user_seconds", v),
 }
 
 
@@ -290,8 +296,8 @@ def merge_config(
 ) -> HeartbeatConfig:
     """Return ``current`` with the fields of the JSON object ``patch`` applied, fully validated.
 
-    Accepts the alias ``every`` (seconds or a duration string). ``null`` resets ``model`` and the
-    active hours. Nothing is applied unless everything is valid.
+    Accepts the alias ``every`` (seconds or a duration string). ``null`` resets ``model``, the
+    active hours, the budget and the quiet time. Nothing is applied unless everything is valid.
     """
     return _merge(current, patch, channels)
 

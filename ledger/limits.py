@@ -13,15 +13,20 @@ from typing import Final, NamedTuple
 __all__ = [
     "ACTIVE_HOURS_END",
     "ACTIVE_HOURS_START",
+    "BACKOFF_SECONDS",
     "CONFIG_RANGES",
     "CONFIG_TEXT_MAX",
     "CONTENT_MAX",
+    "DAILY_TOKEN_BUDGET",
     "EVERY_SECONDS",
     "INSTRUCTIONS_MAX_BYTES",
     "MAX_TOKENS",
     "MESSAGE_MAX",
     "PAGES",
+    "PAUSE_AFTER_FAILURES",
     "POST_ID_MAX",
+    "QUIET_AFTER_USER_SECONDS",
+    "REPEAT_LIMIT",
     "STATEMENT_MAX",
     "TEMPERATURE",
     "THREAD_ID_MAX",
@@ -57,6 +62,8 @@ MAX_TOKENS: Final = Range(10, 4000)
 TEMPERATURE: Final = Range(0, 1)
 ACTIVE_HOURS_START: Final = Range(0, 23)  # the first active hour
 ACTIVE_HOURS_END: Final = Range(1, 24)  # the hour the window closes; 24 is midnight
+DAILY_TOKEN_BUDGET: Final = Range(100, 100_000_000)  # tokens a thread may spend a local day
+QUIET_AFTER_USER_SECONDS: Final = Range(10, 86_400)  # how long a beat yields after the user wrote
 
 CONFIG_RANGES: Final[Mapping[str, Range]] = {
     "every_seconds": EVERY_SECONDS,
@@ -64,11 +71,18 @@ CONFIG_RANGES: Final[Mapping[str, Range]] = {
     "temperature": TEMPERATURE,
     "active_hours_start": ACTIVE_HOURS_START,
     "active_hours_end": ACTIVE_HOURS_END,
+    "daily_token_budget": DAILY_TOKEN_BUDGET,
+    "quiet_after_user_seconds": QUIET_AFTER_USER_SECONDS,
 }
 """The config fields with a range, by name."""
 
 CONFIG_TEXT_MAX: Final[Mapping[str, int]] = {"target": 200, "model": 200, "timezone": 64}
 """The config's text fields: at most this many characters after trimming."""
+
+# --- what a heartbeat spends (loops.spend) ------------------------------------------------------
+PAUSE_AFTER_FAILURES: Final = 3  # failures of one kind in a row (unreachable, model, auth)
+BACKOFF_SECONDS: Final = Range(60, 6 * 3600)  # a paused thread's wait before it probes again
+REPEAT_LIMIT: Final = 3  # the same decision this many times on unchanged inputs is stopped
 
 # --- what a person writes through the API: characters after trimming --------------------------
 THREAD_ID_MAX: Final = 128

@@ -53,6 +53,11 @@ class Reason(StrEnum):
     EMPTY_INSTRUCTIONS = "empty_instructions"  # skipped: HEARTBEAT.md holds no instructions
     UNUSABLE_INSTRUCTIONS = "unusable_instructions"  # failed: HEARTBEAT.md cannot be used
     DUPLICATE = "duplicate"  # skipped: another run already stored the same journal result
+    UNCHANGED = "unchanged"  # skipped: nothing the decision reads changed since the last one
+    BUDGET = "budget"  # skipped: the beat would take the thread past its daily token budget
+    USER_ACTIVE = "user_active"  # skipped: deferred, the user wrote in the thread just now
+    REPEATED = "repeated"  # skipped: the same decision again on unchanged inputs (the breaker)
+    PAUSED = "paused"  # skipped: the thread paused itself after repeated LLM failures
     SHUTDOWN = "shutdown"  # interrupted: the service stopped
     PROCESS_DIED = "process_died"  # interrupted: found running after a crash
     TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own
@@ -234,6 +239,31 @@ class SelfReply(msgspec.Struct, kw_only=True):
     content: str
     run_id: int | None
     created_at: float
+
+
+class BeatMemo(msgspec.Struct, kw_only=True):
+    """What a thread's heartbeat remembers between beats: the inputs and decision of the last
+    decided beat (for skipping and the breaker) and its run of LLM failures (for pausing)."""
+
+    thread_id: str
+    fingerprint: str | None = None  # of the last decided beat's inputs
+    decision_key: str | None = None  # the last decision that acted (``loops.spend``)
+    repeats: int = 0  # how many decided beats in a row made it on the same inputs
+    last_cost: int = 0  # tokens the last decided beat spent
+    failure: str | None = None  # the kind (a ``Reason``) of the current run of failures
+    failures: int = 0  # how many in a row
+    paused: str | None = None  # why the thread paused itself; None while it beats
+    pauses: int = 0  # probes failed since it paused (the back-off doubles with each)
+    probe_at: float | None = None  # when a paused thread probes the LLM again
+    paused_config: str | None = None  # the stored config when it paused (a change resumes it)
+
+
+class BeatDay(msgspec.Struct, kw_only=True):
+    """A thread's heartbeat runs of one local day: tokens spent, and runs by status and reason."""
+
+    since: float
+    tokens: int
+    runs: dict[str, int]  # "status" or "status/reason" -> count
 
 
 class RunOutcome(msgspec.Struct, kw_only=True):

@@ -49,6 +49,7 @@ from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
 from loops.llm import ChatRequest, ChatResult, LLMProvider
 from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
 from loops.scheduler import skipped_overlap
+from loops.thrift import BeatGate
 from loops.workspace import InstructionsFile, InstructionsUnusable
 
 log = logging.getLogger(f"heartbeat.{__name__}")
@@ -148,7 +149,10 @@ class HeartbeatExecutor:
         self.in_flight: dict[str, int] = {}  # thread id -> run id (-1 while its row is written)
         self.on_idle: Callable[[str], None] | None = None  # told when a thread's run ended
         self.lifecycle = Lifecycle(store, lambda: self.llm, bus, limiter)
-        self.work = HeartbeatWork(store, bus, clock, options, http)
+        gate = BeatGate(
+            store, clock, lambda: self.llm, window=options.window, ledger_feed=options.ledger_feed
+        )
+        self.work = HeartbeatWork(store, bus, clock, options, http, gate)
 
     @property
     def llm(self) -> LLMProvider:
@@ -254,8 +258,10 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         clock: Clock,
         options: ExecutorOptions,
         http: httpx.AsyncClient | None,
+        gate: BeatGate,
     ) -> None:
         self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
+        self.gate = gate
         self._instructions_file = InstructionsFile(options.heartbeat_md)
 
     async def precheck(self, run: HeartbeatPlan) -> Instructions:
@@ -283,13 +289,14 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
                     summary="skipped: HEARTBEAT.md has no instructions",
                 )
             )
+        await self.gate.admit(run, instructions.raw)
         return instructions
 
     async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
         """The LLM call, asked once more after a reply that is not JSON at all."""
         log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
         cfg = run.config
-        ctx = await self.gather_context(run.thread_id, run.thread.title, cfg.timezone)
+        ctx = await self.gather_context(run, cfg.timezone)
         ctx.events = [run.event] if run.event else []
         schema = decision_schema([p.id for p in ctx.ledger])
         request = ChatRequest(
@@ -370,6 +377,9 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
 
     def write(self, tx: Tx, run: HeartbeatPlan, finish: Finish[Decision]) -> RunOutcome:
         """Carry out the decision's Ledger effect and note the run on the thread."""
+        settled = self.gate.settle(tx, run, finish.outcome)
+        if settled is not finish.outcome:  # the breaker stopped the decision
+            finish = Finish(settled)
         outcome, effect, run_id = finish.outcome, finish.effect, run.id
         executed: list[dict[str, Any]] = []
         match effect:
@@ -415,6 +425,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         )
 
     async def finished(self, run: HeartbeatPlan, row: Run, finish: Finish[Decision]) -> None:
+        self.gate.forget(run.id)
         log.info(
             "[HEARTBEAT] Heartbeat completed for thread %s: %s (%s)",
             run.thread_id,
@@ -425,11 +436,12 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         if finish.effect is not None and target in self.opts.channels:
             await self._notify(self.opts.channels[target], run_to_dict(row))
 
-    async def gather_context(self, thread_id: str, title: str, tz: str) -> Context:
-        now = self.clock.now()
+    async def gather_context(self, run: HeartbeatPlan, tz: str) -> Context:
+        thread_id, title, now = run.thread_id, run.thread.title, self.clock.now()
         found = await self.store.run_context(
             thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
         )
+        self.gate.seen(run, found)
         local = datetime.fromtimestamp(now, ZoneInfo(tz))
         profile = found.profile
         return Context(

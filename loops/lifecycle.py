@@ -22,8 +22,8 @@ shielded from the cancellation. The finishing transaction is never given up for 
 process holds: it is tried again, each wait logged, until it commits (the run's caller waits
 with it); only shutdown cuts that short: the outcome, decision included, is then logged whole
 and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
-Every outcome is recorded with the run's model, and with the time and the token counts of its
-LLM calls when it made any.
+Every outcome is recorded with the run's model and its token counts (0 for a run that got no
+reply), and with the time of its LLM calls when it made any.
 """
 
 from __future__ import annotations
@@ -128,14 +128,15 @@ class Chat:
         return self.reply
 
     def stamp(self, outcome: RunOutcome, model: str) -> RunOutcome:
-        """``outcome`` with the run's model and, when the model was called, time and tokens."""
+        """``outcome`` with the run's model and tokens (0 when no reply came: a silent run
+        costs nothing) and, when the model was called, its time."""
         reply = self.reply
         return msgspec.structs.replace(
             outcome,
             model=model,
             llm_ms=None if self.ms is None else round(self.ms, 1),
-            prompt_tokens=None if reply is None else reply.prompt_tokens,
-            completion_tokens=None if reply is None else reply.completion_tokens,
+            prompt_tokens=0 if reply is None else reply.prompt_tokens,
+            completion_tokens=0 if reply is None else reply.completion_tokens,
         )
 
 

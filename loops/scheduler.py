@@ -52,6 +52,8 @@ def skipped_overlap(model: str | None = None) -> RunOutcome:
         reason=Reason.OVERLAP,
         model=model,
         summary="skipped: the previous run was still going",
+        prompt_tokens=0,
+        completion_tokens=0,
     )
 
 

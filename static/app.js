@@ -336,7 +336,11 @@ function applyLimits(form, properties) {
     const hint = $(`hint-${name}`);
     if (!hint) continue;
     const unit = name === "every_seconds" ? " seconds" : "";
-    const optional = name.startsWith("active_hours") ? "; empty for all day" : "";
+    const optional = name.startsWith("active_hours")
+      ? "; empty for all day"
+      : name === "daily_token_budget" || name === "quiet_after_user_seconds"
+        ? "; empty for none"
+        : "";
     hint.textContent = `${lo}–${hi}${unit}${optional}`;
   }
 }
@@ -355,6 +359,9 @@ const FIELDS = {
   active_hours_end: "number-or-null",
   timezone: "text",
   dry_run: "bool",
+  skip_unchanged: "bool",
+  daily_token_budget: "number-or-null",
+  quiet_after_user_seconds: "number-or-null",
 };
 
 // Reload the config; the form's fields are left alone while they hold unsaved edits.
@@ -390,6 +397,22 @@ function renderTimes(cfg) {
   $("next-run").dataset.iso = (cfg.enabled && cfg.next_run_at) || "";
   setText("last-run", when(cfg.last_run_at, "never"));
   $("last-run").dataset.iso = cfg.last_run_at || "";
+  setText("beats-today", describeDay(cfg.status));
+}
+
+// A thread's day in one line: tokens and budget, beats decided and skipped by reason, a pause.
+function describeDay(day) {
+  if (!day) return "—";
+  const budget = day.daily_token_budget === null ? "" : ` of ${day.daily_token_budget}`;
+  const skipped = Object.entries(day.skipped_today).map(([why, n]) => `${n} ${why}`);
+  const parts = [
+    `${day.tokens_today}${budget} tokens`,
+    `${day.decided_today} decided`,
+    skipped.length ? `skipped: ${skipped.join(", ")}` : "none skipped",
+  ];
+  if (day.failed_today) parts.push(`${day.failed_today} failed`);
+  if (day.paused) parts.push(`PAUSED: ${day.paused_reason}`);
+  return parts.join(" · ");
 }
 
 // The form as a config patch. Bad values go to the API as typed, so its message names them.

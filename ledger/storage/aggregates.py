@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.records import RunContext
-from ledger.storage import forum, journal, messages, runs, threads, wakes
+from ledger.storage import beats, forum, journal, messages, runs, threads, wakes
 from ledger.storage.engine import Engine
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import Storage, Tx
@@ -26,12 +26,26 @@ T = TypeVar("T")
 
 
 class SqlStoreTx(
-    threads.Writes, messages.Writes, forum.Writes, runs.Writes, journal.Writes, wakes.Writes
+    threads.Writes,
+    messages.Writes,
+    forum.Writes,
+    runs.Writes,
+    journal.Writes,
+    wakes.Writes,
+    beats.Writes,
 ):
     """The writes available inside one transaction, run in the writer's thread."""
 
 
-class SqlStore(threads.Reads, messages.Reads, forum.Reads, runs.Reads, journal.Reads, wakes.Reads):
+class SqlStore(
+    threads.Reads,
+    messages.Reads,
+    forum.Reads,
+    runs.Reads,
+    journal.Reads,
+    wakes.Reads,
+    beats.Reads,
+):
     """Reads, and writes as plain functions of a ``SqlStoreTx`` (group commit)."""
 
     _db: Engine[SqlStoreTx]

@@ -33,6 +33,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from ledger.records import (
+    BeatDay,
+    BeatMemo,
     Comment,
     Contradiction,
     Message,
@@ -54,6 +56,8 @@ from ledger.records import (
 __all__ = [
     "AGENT",
     "USER",
+    "BeatReads",
+    "BeatWrites",
     "ForumReads",
     "ForumWrites",
     "JournalReads",
@@ -210,7 +214,26 @@ class WakeWrites(Protocol):
         ...
 
 
-class Tx(ThreadWrites, MessageWrites, ForumWrites, RunWrites, JournalWrites, WakeWrites, Protocol):
+class BeatWrites(Protocol):
+    def beat_memo(self, thread_id: str) -> BeatMemo:
+        """The thread's heartbeat memo (a fresh one when it has none)."""
+        ...
+
+    def set_beat_memo(self, memo: BeatMemo) -> None:
+        """Store the thread's heartbeat memo, replacing the one before."""
+        ...
+
+
+class Tx(
+    ThreadWrites,
+    MessageWrites,
+    ForumWrites,
+    RunWrites,
+    JournalWrites,
+    WakeWrites,
+    BeatWrites,
+    Protocol,
+):
     """The writes available inside one transaction, in the backend's writer thread."""
 
     @property
@@ -360,7 +383,27 @@ class WakeReads(Protocol):
         ...
 
 
-class Storage(ThreadReads, MessageReads, ForumReads, RunReads, JournalReads, WakeReads, Protocol):
+class BeatReads(Protocol):
+    async def beat_memo(self, thread_id: str) -> BeatMemo:
+        """The thread's heartbeat memo (a fresh one when it has none)."""
+        ...
+
+    async def beat_day(self, thread_id: str, since: float) -> BeatDay:
+        """The thread's finished heartbeat runs started at or after ``since``: their tokens and
+        their count by status and reason."""
+        ...
+
+
+class Storage(
+    ThreadReads,
+    MessageReads,
+    ForumReads,
+    RunReads,
+    JournalReads,
+    WakeReads,
+    BeatReads,
+    Protocol,
+):
     """The program's storage: reads, writes as functions of a ``Tx``, shutdown. See above."""
 
     owner: str

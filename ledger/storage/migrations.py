@@ -154,6 +154,23 @@ MIGRATIONS: tuple[str, ...] = (
         last_at REAL NOT NULL
     );
     """,
+    # 3: what a thread's heartbeat remembers between beats; a day's runs of a thread, by time
+    """
+    CREATE TABLE beat_memos (
+        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
+        fingerprint TEXT,
+        decision_key TEXT,
+        repeats INTEGER NOT NULL DEFAULT 0,
+        last_cost INTEGER NOT NULL DEFAULT 0,
+        failure TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        paused TEXT,
+        pauses INTEGER NOT NULL DEFAULT 0,
+        probe_at REAL,
+        paused_config TEXT
+    );
+    CREATE INDEX runs_thread_started ON runs (thread_id, loop, started_at);
+    """,
 )
 
 # A migration whose SQLite text has no PostgreSQL rendering (``ledger.storage.pg_dialect``)

@@ -95,8 +95,8 @@ class Writes(SqlTx):
     def record_run(self, run: RunStart, outcome: RunOutcome) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
-            " summary, dry_run, error, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " summary, dry_run, error, prompt_tokens, completion_tokens, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
             (
                 run.thread_id,
@@ -110,6 +110,8 @@ class Writes(SqlTx):
                 outcome.summary,
                 int(run.dry_run),
                 outcome.error,
+                outcome.prompt_tokens or 0,  # a run recorded whole never called the model
+                outcome.completion_tokens or 0,
                 self.now,
                 self.now,
             ),

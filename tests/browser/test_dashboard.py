@@ -86,6 +86,27 @@ async def _config(page: Any, site: Any) -> None:
     stored = (await site.api.get("/api/threads/default/heartbeat/config")).json()
     assert stored["max_tokens"] == 300 and stored["every_seconds"] == 3600
 
+    budget = page.locator("#hint-daily_token_budget")
+    await expect(budget).to_have_text("100\u2013100000000; empty for none")
+    await expect(page.locator("#beats-today")).to_contain_text("tokens")
+    await page.fill("#cfg-daily_token_budget", "50")
+    await page.click("#config-form button[type=submit]")
+    refused = page.locator('#config-form .field-error[data-field="daily_token_budget"]')
+    await expect(refused).to_have_text("daily_token_budget must be 100..100000000, got 50")
+    await page.fill("#cfg-daily_token_budget", "20000")
+    await page.fill("#cfg-quiet_after_user_seconds", "120")
+    await page.click("#config-form button[type=submit]")
+    await expect(page.locator("#config-status")).to_have_text("Saved.")
+    await expect(page.locator("#beats-today")).to_contain_text("of 20000 tokens")
+    stored = (await site.api.get("/api/threads/default/heartbeat/config")).json()
+    assert (stored["daily_token_budget"], stored["quiet_after_user_seconds"]) == (20000, 120)
+    await page.fill("#cfg-daily_token_budget", "")
+    await page.fill("#cfg-quiet_after_user_seconds", "")
+    await page.click("#config-form button[type=submit]")
+    await expect(page.locator("#config-status")).to_have_text("Saved.")
+    stored = (await site.api.get("/api/threads/default/heartbeat/config")).json()
+    assert (stored["daily_token_budget"], stored["quiet_after_user_seconds"]) == (None, None)
+
 
 async def _heartbeat_md(page: Any, site: Any) -> None:
     await expect(page.locator("#md-state")).to_contain_text("Last modified")

@@ -657,3 +657,70 @@ async def test_journal_routes_show_the_other_loops_results(api: Running, llm: Sc
     assert (await c.get("/api/threads/default/nonsense")).status_code == 404
     status = (await c.get("/api/heartbeat/status")).json()
     assert set(status["loops"]) == {"heartbeat", "reflection", "personality", "self_reply"}
+
+
+THRIFT_FIELDS = {
+    "skip_unchanged": False,
+    "daily_token_budget": 20000,
+    "quiet_after_user_seconds": 60,
+}
+
+
+async def test_the_thrift_fields_are_stored_shown_and_reset_by_null(api: Running) -> None:
+    c = api.client
+    r = await c.post("/api/threads/default/heartbeat/config", json=THRIFT_FIELDS)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {k: body[k] for k in THRIFT_FIELDS} == THRIFT_FIELDS
+    assert body["limits"]["daily_token_budget"] == [100, 100_000_000]
+    assert body["limits"]["quiet_after_user_seconds"] == [10, 86_400]
+    reset = {"daily_token_budget": None, "quiet_after_user_seconds": None}
+    body = (await c.post("/api/threads/default/heartbeat/config", json=reset)).json()
+    assert (body["daily_token_budget"], body["quiet_after_user_seconds"]) == (None, None)
+    assert body["skip_unchanged"] is False
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"skip_unchanged": "no"}, "skip_unchanged"),
+        ({"skip_unchanged": None}, "skip_unchanged"),
+        ({"skip_unchanged": 0}, "skip_unchanged"),
+        ({"daily_token_budget": 99}, "daily_token_budget"),
+        ({"daily_token_budget": 100_000_001}, "daily_token_budget"),
+        ({"daily_token_budget": "5000"}, "daily_token_budget"),
+        ({"daily_token_budget": 1.5}, "daily_token_budget"),
+        ({"daily_token_budget": True}, "daily_token_budget"),
+        ({"daily_token_budget": -1}, "daily_token_budget"),
+        ({"quiet_after_user_seconds": 9}, "quiet_after_user_seconds"),
+        ({"quiet_after_user_seconds": 86_401}, "quiet_after_user_seconds"),
+        ({"quiet_after_user_seconds": "1m"}, "quiet_after_user_seconds"),
+        ({"quiet_after_user_seconds": [60]}, "quiet_after_user_seconds"),
+    ],
+)
+async def test_the_thrift_fields_refuse_bad_values(
+    api: Running, patch: dict[str, Any], field: str
+) -> None:
+    c = api.client
+    before = (await c.get("/api/threads/default/heartbeat/config")).json()
+    r = await c.post("/api/threads/default/heartbeat/config", json=patch)
+    assert r.status_code == 422, r.text
+    assert err(r)["field"] == field
+    assert (await c.get("/api/threads/default/heartbeat/config")).json() == before
+
+
+async def test_status_and_config_show_each_threads_day(api: Running) -> None:
+    c = api.client
+    await c.post("/api/threads/default/heartbeat/config", json={"daily_token_budget": 5000})
+    run = (await c.post("/api/threads/default/heartbeat/run-now")).json()
+    assert run["tokens"]["prompt"] == 10
+    status = (await c.get("/api/heartbeat/status")).json()
+    (day,) = [t for t in status["threads"] if t["thread_id"] == "default"]
+    spent = run["tokens"]["prompt"] + run["tokens"]["completion"]
+    assert day["tokens_today"] == spent and day["daily_token_budget"] == 5000
+    assert (day["decided_today"], day["skipped_today"], day["failed_today"]) == (1, {}, 0)
+    assert (day["paused"], day["paused_reason"], day["next_probe_at"]) == (False, None, None)
+    assert day["day_started_at"].endswith("T00:00:00.000Z")
+    assert "next_run_at" in day
+    view = (await c.get("/api/threads/default/heartbeat/config")).json()
+    assert view["status"] == day

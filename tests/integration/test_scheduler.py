@@ -82,7 +82,8 @@ async def test_first_run_one_interval_after_enable_then_on_the_grid(
     workspace: Path, clock: FakeClock
 ) -> None:
     async with service(workspace, clock) as svc:
-        await svc.set_config("default", {"every_seconds": 600})
+        # every beat decides (nothing changes between them, so none would with skipping on)
+        await svc.set_config("default", {"every_seconds": 600, "skip_unchanged": False})
         anchor = clock.now()
         await clock.advance(599)
         assert await runs(svc) == []
@@ -129,7 +130,8 @@ async def test_restart_after_downtime_owes_exactly_one_catch_up(
     workspace: Path, clock: FakeClock
 ) -> None:
     async with service(workspace, clock) as svc:
-        await svc.set_config("default", {"every_seconds": 600})
+        # the catch-up decides although nothing changed while the service was down
+        await svc.set_config("default", {"every_seconds": 600, "skip_unchanged": False})
         anchor = clock.now()
         await clock.advance(600 * 3)
         assert len(await runs(svc)) == 3
@@ -178,6 +180,8 @@ async def test_slot_during_a_long_run_is_skipped_as_overlap(
         await clock.settle()
         rows = await runs(svc)
         assert [(r.status, r.reason) for r in rows] == [("ok", None), ("skipped", "overlap")]
+        # every run records its cost, the skipped one 0
+        assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(10, 12), (0, 0)]
 
 
 async def test_active_hours_in_local_time(workspace: Path, clock: FakeClock) -> None:
@@ -202,7 +206,8 @@ async def test_wall_clock_jump_ten_years_gives_one_catch_up(
     workspace: Path, clock: FakeClock
 ) -> None:
     async with service(workspace, clock) as svc:
-        await svc.set_config("default", {"every_seconds": 600})
+        # the catch-up decides although nothing changed (skipping would record it skipped)
+        await svc.set_config("default", {"every_seconds": 600, "skip_unchanged": False})
         await clock.advance(600)
         clock.jump(10 * 365 * 86400)
         await clock.advance(125)  # the jump check runs at most once a minute, then the spread
@@ -337,7 +342,8 @@ async def test_catch_ups_after_a_restart_all_come_within_the_first_interval(
     ids = [f"m{i:02d}" for i in range(40)]
     async with service(workspace, clock, timer_slack=0.1) as svc:
         for tid in ids:
-            await svc.set_config(tid, {"every_seconds": 60})
+            # every catch-up decides although nothing changed
+            await svc.set_config(tid, {"every_seconds": 60, "skip_unchanged": False})
         await clock.advance(90)
     clock.jump(600)
     restarted = clock.now()

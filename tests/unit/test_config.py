@@ -35,6 +35,9 @@ DEFAULT_DICT = {
     "active_hours_end": None,
     "timezone": "UTC",
     "wake_on": [],
+    "skip_unchanged": True,
+    "daily_token_budget": None,
+    "quiet_after_user_seconds": None,
 }
 
 
@@ -138,6 +141,12 @@ MERGE_OK = [
         id="wake-on-each-once-in-order",
     ),
     pytest.param({"wake_on": []}, {"wake_on": []}, id="wake-on-nothing"),
+    pytest.param({"skip_unchanged": False}, {"skip_unchanged": False}, id="skip-off"),
+    pytest.param({"daily_token_budget": 100}, {"daily_token_budget": 100}, id="budget-100"),
+    pytest.param({"daily_token_budget": 5e4}, {"daily_token_budget": 50000}, id="budget-float"),
+    pytest.param({"daily_token_budget": None}, {}, id="budget-null"),
+    pytest.param({"quiet_after_user_seconds": 10}, {"quiet_after_user_seconds": 10}, id="quiet"),
+    pytest.param({"quiet_after_user_seconds": None}, {}, id="quiet-null"),
 ]
 
 
@@ -187,8 +196,9 @@ MERGE_ERRORS = [
     pytest.param(
         {"colour": "red"},
         "colour",
-        'unknown field "colour"; allowed: every, active_hours_end, active_hours_start, dry_run,'
-        " enabled, every_seconds, max_tokens, model, target, temperature, timezone",
+        'unknown field "colour"; allowed: every, active_hours_end, active_hours_start,'
+        " daily_token_budget, dry_run, enabled, every_seconds, max_tokens, model,"
+        " quiet_after_user_seconds, skip_unchanged, target, temperature, timezone",
         id="unknown-field",
     ),
     pytest.param(
@@ -409,6 +419,54 @@ MERGE_ERRORS = [
     pytest.param(
         {"timezone": 0}, "timezone", "timezone must be a string, got 0", id="timezone-int"
     ),
+    pytest.param(
+        {"skip_unchanged": "yes"},
+        "skip_unchanged",
+        'skip_unchanged must be a boolean, got "yes"',
+        id="skip-string",
+    ),
+    pytest.param(
+        {"skip_unchanged": None},
+        "skip_unchanged",
+        "skip_unchanged must be a boolean, got null",
+        id="skip-null",
+    ),
+    pytest.param(
+        {"daily_token_budget": 99},
+        "daily_token_budget",
+        "daily_token_budget must be 100..100000000, got 99",
+        id="budget-too-small",
+    ),
+    pytest.param(
+        {"daily_token_budget": 100_000_001},
+        "daily_token_budget",
+        "daily_token_budget must be 100..100000000, got 100000001",
+        id="budget-too-large",
+    ),
+    pytest.param(
+        {"daily_token_budget": "1000"},
+        "daily_token_budget",
+        'daily_token_budget must be an integer, got "1000"',
+        id="budget-string",
+    ),
+    pytest.param(
+        {"daily_token_budget": 1.5},
+        "daily_token_budget",
+        "daily_token_budget must be an integer, got 1.5",
+        id="budget-fraction",
+    ),
+    pytest.param(
+        {"quiet_after_user_seconds": 9},
+        "quiet_after_user_seconds",
+        "quiet_after_user_seconds must be 10..86400, got 9",
+        id="quiet-too-small",
+    ),
+    pytest.param(
+        {"quiet_after_user_seconds": True},
+        "quiet_after_user_seconds",
+        "quiet_after_user_seconds must be an integer, got true",
+        id="quiet-bool",
+    ),
 ]
 
 
@@ -508,8 +566,8 @@ def test_validate_config_accepts(cfg: HeartbeatConfig) -> None:
             '{"enabled": true, "legacy": 1}',
             DEFAULTS,
             'stored config is invalid: unknown field "legacy"; allowed: every, active_hours_end,'
-            " active_hours_start, dry_run, enabled, every_seconds, max_tokens, model, target,"
-            " temperature, timezone",
+            " active_hours_start, daily_token_budget, dry_run, enabled, every_seconds, max_tokens,"
+            " model, quiet_after_user_seconds, skip_unchanged, target, temperature, timezone",
             id="unknown-field",
         ),
     ],

@@ -1,0 +1,84 @@
+"""A thread's heartbeat memo (``beat_memos``) and its day's runs: rows, writes, reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.records import BeatDay, BeatMemo
+from ledger.storage.engine import Engine, SqlTx
+
+_COLS = (
+    "thread_id, fingerprint, decision_key, repeats, last_cost, failure, failures, paused, pauses,"
+    " probe_at, paused_config"
+)
+
+
+def _memo(row: Sequence[Any]) -> BeatMemo:
+    return BeatMemo(
+        thread_id=row[0],
+        fingerprint=row[1],
+        decision_key=row[2],
+        repeats=row[3],
+        last_cost=row[4],
+        failure=row[5],
+        failures=row[6],
+        paused=row[7],
+        pauses=row[8],
+        probe_at=row[9],
+        paused_config=row[10],
+    )
+
+
+class Writes(SqlTx):
+    """The memo writes of a transaction (see ``ledger.storage.interface.BeatWrites``)."""
+
+    def beat_memo(self, thread_id: str) -> BeatMemo:
+        row = self._one(f"SELECT {_COLS} FROM beat_memos WHERE thread_id = ?", (thread_id,))
+        return BeatMemo(thread_id=thread_id) if row is None else _memo(row)
+
+    def set_beat_memo(self, memo: BeatMemo) -> None:
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO beat_memos ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                memo.thread_id,
+                memo.fingerprint,
+                memo.decision_key,
+                memo.repeats,
+                memo.last_cost,
+                memo.failure,
+                memo.failures,
+                memo.paused,
+                memo.pauses,
+                memo.probe_at,
+                memo.paused_config,
+            ),
+        )
+
+
+class Reads:
+    """The memo reads of the store (see ``ledger.storage.interface.BeatReads``)."""
+
+    _db: Engine[Writes]
+
+    async def beat_memo(self, thread_id: str) -> BeatMemo:
+        row = await self._db.row(
+            f"SELECT {_COLS} FROM beat_memos WHERE thread_id = ?", (thread_id,)
+        )
+        return BeatMemo(thread_id=thread_id) if row is None else _memo(row)
+
+    async def beat_day(self, thread_id: str, since: float) -> BeatDay:
+        rows = await self._db.rows(
+            "SELECT status, reason, COUNT(*),"
+            " SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0))"
+            " FROM runs WHERE thread_id = ? AND loop = 'heartbeat' AND started_at >= ?"
+            " AND status != 'running' GROUP BY status, reason",
+            (thread_id, since),
+        )
+        runs: dict[str, int] = {}
+        tokens = 0
+        for status, reason, count, spent in rows:
+            key = status if reason is None else f"{status}/{reason}"
+            runs[key] = runs.get(key, 0) + int(count)
+            tokens += int(spent or 0)
+        return BeatDay(since=since, tokens=tokens, runs=runs)

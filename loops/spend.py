@@ -1,0 +1,83 @@
+"""What a heartbeat may spend, and when it holds back. Pure: times in, verdicts out.
+
+- the day a budget counts is the thread's local calendar day, from local midnight (``day_start``);
+- a beat that would take the day's tokens over the budget is skipped (``over_budget``);
+- after ``PAUSE_AFTER_FAILURES`` failures of one kind in a row (the LLM unreachable, its model
+  missing, refused credentials) a thread pauses, and probes again after a back-off that doubles
+  each time up to a cap (``backoff_seconds``);
+- a beat yields while the user wrote in the thread recently (``user_active``);
+- the same decision ``REPEAT_LIMIT`` times on unchanged inputs trips the breaker (``decision_key``
+  says what "the same" is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, time
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from ledger.limits import BACKOFF_SECONDS, PAUSE_AFTER_FAILURES
+from ledger.records import Reason
+
+__all__ = [
+    "PAUSING_FAILURES",
+    "backoff_seconds",
+    "day_start",
+    "decision_key",
+    "over_budget",
+    "should_pause",
+    "user_active",
+]
+
+PAUSING_FAILURES: Final = frozenset({Reason.UNREACHABLE, Reason.MODEL_MISSING, Reason.AUTH})
+"""The failures that do not go away by asking again soon: a run of them pauses the thread."""
+
+
+def day_start(now: float, timezone: str) -> float:
+    """The POSIX time of the last local midnight at or before ``now`` in ``timezone``.
+
+    A midnight that the zone skips (clocks jump from 00:00) is the day's first instant, the jump;
+    a midnight it repeats counts from its first occurrence.
+    """
+    zone = ZoneInfo(timezone)
+    local = datetime.fromtimestamp(now, zone)
+    midnight = datetime.combine(local.date(), time(0), tzinfo=zone)
+    return midnight.timestamp()
+
+
+def over_budget(used: int, estimate: int, budget: int | None) -> bool:
+    """Whether a beat expected to cost ``estimate`` tokens would take ``used`` past ``budget``
+    (None: no budget)."""
+    return budget is not None and used + estimate > budget
+
+
+def backoff_seconds(pauses: int, every_seconds: int) -> float:
+    """How long a paused thread waits before its ``pauses``-th probe (1, 2, ...): one beat
+    interval, doubling, within ``BACKOFF_SECONDS``."""
+    lo, hi = BACKOFF_SECONDS
+    step = max(lo, every_seconds) * 2 ** min(max(pauses - 1, 0), 30)
+    return float(min(hi, step))
+
+
+def should_pause(failures: int) -> bool:
+    """Whether ``failures`` pausing failures of one kind in a row pause the thread."""
+    return failures >= PAUSE_AFTER_FAILURES
+
+
+def user_active(now: float, last_user_at: float | None, quiet_seconds: int | None) -> bool:
+    """Whether the user wrote within the last ``quiet_seconds`` (None: never yield)."""
+    if quiet_seconds is None or last_user_at is None:
+        return False
+    return now - last_user_at < quiet_seconds
+
+
+def decision_key(decision: dict[str, Any] | None) -> str | None:
+    """What makes two decisions "the same": their action, target and text, not their
+    reasoning. None for no decision and for ``none`` (doing nothing never runs away)."""
+    if not decision or decision.get("action") in (None, "none"):
+        return None
+    data = {k: v for k, v in decision.items() if k not in ("reasoning", "truncated")}
+    return hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest()[:32]

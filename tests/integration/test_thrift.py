@@ -1,0 +1,208 @@
+"""The heartbeat's thrift through the real service: skipping unchanged beats, the daily budget,
+pausing after failures and resuming, yielding to the user, the breaker, the status it shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.limits import PAUSE_AFTER_FAILURES, REPEAT_LIMIT
+from ledger.records import Run
+from loops.clock import FakeClock
+from loops.llm import LLMError
+from tests.fakes.provider import ScriptedLLM
+from tests.integration.test_scheduler import START, runs, service
+
+EVERY = 600
+VOTE = {"action": "vote", "post_id": "p1", "vote_direction": "up", "reasoning": "good"}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+def outcomes(rows: list[Run]) -> list[tuple[str, str | None]]:
+    return [(r.status, r.reason) for r in rows]
+
+
+async def beats(clock: FakeClock, n: int) -> None:
+    for _ in range(n):
+        await clock.advance(EVERY)
+
+
+async def test_unchanged_beats_skip_the_model_and_a_change_decides(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, 3)
+        assert outcomes(await runs(svc)) == [("ok", None)] + [("skipped", "unchanged")] * 2
+        assert len(llm.requests) == 1
+        await svc.store.write(lambda tx: tx.add_message("default", "user", "news!"))
+        await beats(clock, 1)
+        assert outcomes(await runs(svc))[-1] == ("ok", None) and len(llm.requests) == 2
+        skipped = (await runs(svc))[1]
+        assert (skipped.prompt_tokens, skipped.completion_tokens) == (0, 0)
+        assert skipped.trigger == "schedule"
+
+
+async def test_manual_runs_always_decide_and_skipping_can_be_turned_off(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, 1)
+        assert (await svc.run_now("default")).status == "ok"
+        assert len(llm.requests) == 2
+        await svc.set_config("default", {"skip_unchanged": False})
+        await beats(clock, 2)
+        assert len(llm.requests) == 4
+
+
+async def test_a_beat_that_would_pass_the_budget_is_skipped_until_local_midnight(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        # a beat is expected to cost max_tokens until one was paid for; each reply costs 22
+        await svc.set_config(
+            "default",
+            {
+                "every_seconds": EVERY,
+                "daily_token_budget": 100,
+                "max_tokens": 50,
+                "skip_unchanged": False,
+            },
+        )
+        await beats(clock, 6)
+        got = outcomes(await runs(svc))
+        assert got.count(("ok", None)) == 4 and got[-1] == ("skipped", "budget")
+        assert len(llm.requests) == 4
+        # START is 12:00 UTC: from midnight the budget is fresh
+        midnight = START + 12 * 3600
+        await clock.advance(midnight - clock.now() + 6 * EVERY)
+        today = [r for r in await runs(svc) if r.started_at >= midnight]
+        assert today[0].started_at == midnight  # the beat at midnight counts to the new day
+        assert outcomes(today) == [("ok", None)] * 4 + [("skipped", "budget")] * 3
+
+
+async def test_repeated_failures_pause_the_thread_and_a_probe_resumes_it(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    llm.enqueue(*[LLMError("unreachable", "connection refused")] * PAUSE_AFTER_FAILURES)
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, PAUSE_AFTER_FAILURES)
+        memo = await svc.store.beat_memo("default")
+        assert memo.paused is not None and "unreachable" in memo.paused
+        llm.reachable = False
+        calls = len(llm.requests)
+        await beats(clock, 6)
+        assert len(llm.requests) == calls  # paused: the model is never asked
+        rows = await runs(svc)
+        assert outcomes(rows)[-1] == ("skipped", "paused")
+        memo = await svc.store.beat_memo("default")
+        assert memo.pauses >= 3  # each failed probe doubled the wait: 600, 1200, 2400 s
+        probe_at = memo.probe_at
+        assert probe_at is not None
+        llm.reachable = True
+        seen = len(await runs(svc))
+        await clock.advance(probe_at - clock.now())
+        assert (await svc.store.beat_memo("default")).paused is None
+        assert outcomes((await runs(svc))[seen:]) == [("ok", None)]
+
+
+async def test_a_config_change_resumes_a_paused_thread(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    llm.enqueue(*[LLMError("auth", "401")] * PAUSE_AFTER_FAILURES)
+    llm.reachable = False
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, PAUSE_AFTER_FAILURES + 1)
+        assert outcomes(await runs(svc))[-1] == ("skipped", "paused")
+        await svc.set_config("default", {"model": "other"})
+        await beats(clock, 1)
+        assert outcomes(await runs(svc))[-1] == ("ok", None)
+
+
+async def test_different_failures_do_not_add_up_to_a_pause(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    kinds = ["unreachable", "auth", "model_missing", "unreachable", "auth"]
+    llm.enqueue(*[LLMError(k, k) for k in kinds])  # type: ignore[arg-type]
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, len(kinds))
+        assert (await svc.store.beat_memo("default")).paused is None
+
+
+async def test_a_beat_yields_while_the_user_writes(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY, "quiet_after_user_seconds": 900})
+        await clock.advance(EVERY - 60)
+        await svc.store.write(lambda tx: tx.add_message("default", "user", "typing..."))
+        await clock.advance(60)
+        assert outcomes(await runs(svc)) == [("skipped", "user_active")]
+        assert llm.requests == []
+        await beats(clock, 1)  # 660 s after the message: still within 900
+        await beats(clock, 1)
+        assert outcomes(await runs(svc))[-1] == ("ok", None)
+        assert (await svc.run_now("default")).status == "ok"  # manual runs do not yield
+
+
+async def test_the_breaker_stops_the_same_decision_on_unchanged_inputs(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM(default={"action": "comment", "post_id": "p404", "content": "x"})
+    async with service(workspace, clock, llm) as svc:
+        got = [await svc.run_now("default") for _ in range(REPEAT_LIMIT + 2)]
+        statuses = [(r.status, r.reason) for r in got]
+        assert (
+            statuses
+            == [("rejected", "unknown_post")] * (REPEAT_LIMIT - 1) + [("skipped", "repeated")] * 3
+        )
+        assert len(llm.requests) == REPEAT_LIMIT  # past the breaker the model is not asked
+        await svc.store.write(lambda tx: tx.add_message("default", "user", "new input"))
+        assert (await svc.run_now("default")).status == "rejected"  # new inputs reset it
+
+
+async def test_status_shows_each_threads_day(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY, "daily_token_budget": 5000})
+        await beats(clock, 3)
+        from app.routes_heartbeat import beats_today
+
+        view: dict[str, Any] = await beats_today(svc, await svc.store.get_thread("default"))
+    assert view["tokens_today"] == 22 and view["daily_token_budget"] == 5000
+    assert view["decided_today"] == 1 and view["skipped_today"] == {"unchanged": 2}
+    assert view["paused"] is False and view["paused_reason"] is None
+    assert view["next_run_at"] is not None
+
+
+class _ProbeRaises(ScriptedLLM):
+    async def health(self, model: str) -> Any:
+        raise RuntimeError("no route to host")
+
+
+async def test_a_probe_that_raises_keeps_the_thread_paused(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = _ProbeRaises()
+    llm.enqueue(*[LLMError("model_missing", "no such model")] * PAUSE_AFTER_FAILURES)
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, PAUSE_AFTER_FAILURES + 2)
+        probe, waiting = (await runs(svc))[-2:]
+        assert outcomes([probe, waiting]) == [("skipped", "paused")] * 2
+        assert probe.summary is not None and "RuntimeError: no route to host" in probe.summary
+        assert waiting.summary is not None and "next probe at" in waiting.summary
+        assert len(llm.requests) == PAUSE_AFTER_FAILURES

@@ -1,0 +1,182 @@
+"""The fingerprint of a beat's inputs: what changes it, and what must not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from ledger.records import Contradiction, Message, Post, Profile, Run, RunContext
+from loops.fingerprint import fingerprint, time_inputs
+
+RULES = "## Rules\n- If a post asks a question, comment on it.\n"
+NOON = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+
+
+def _post(pid: str, *, created: float = 1.0, score: int = 0, comments: int = 0) -> Post:
+    return Post(
+        id=pid,
+        author="user",
+        title=f"Title {pid}",
+        content=f"Body of {pid}",
+        created_at=created,
+        score=score,
+        comment_count=comments,
+    )
+
+
+def _run(decision: dict[str, str]) -> Run:
+    return Run(
+        id=1, thread_id="t", loop="heartbeat", trigger="schedule", slot=None, status="ok",
+        reason=None, model="m", action=decision["action"], decision=decision, executed=[],
+        summary=None, dry_run=False, error=None, prompt_tokens=1, completion_tokens=1,
+        llm_ms=1.0, started_at=1.0, finished_at=2.0,
+    )  # fmt: skip
+
+
+BASE = RunContext(
+    messages=[Message(id=1, thread_id="t", role="user", content="hello there", created_at=5.0)],
+    contradictions=[
+        Contradiction(
+            id=1, thread_id="t", statement_a="a", statement_b="b", status="open", created_at=1.0
+        ),
+        Contradiction(
+            id=2, thread_id="t", statement_a="c", statement_b="d", status="open", created_at=1.0
+        ),
+    ],
+    profile=None,
+    posts=[_post("p2"), _post("p1")],
+    recent=[],
+)
+
+
+def fp(ctx: RunContext = BASE, rules: str = RULES, when: datetime = NOON, **kw: object) -> str:
+    return fingerprint(rules, str(kw.get("title", "Default")), ctx, when)
+
+
+def with_(**changes: object) -> RunContext:
+    return msgspec.structs.replace(BASE, **changes)
+
+
+SAME = [
+    pytest.param(with_(posts=[_post("p1"), _post("p2")]), RULES, NOON, id="feed-reordered"),
+    pytest.param(
+        with_(contradictions=list(reversed(BASE.contradictions))),
+        RULES,
+        NOON,
+        id="contradictions-reordered",
+    ),
+    pytest.param(
+        with_(posts=[_post("p2", created=99.0), _post("p1", created=50.0)]),
+        RULES,
+        NOON,
+        id="post-timestamps",
+    ),
+    pytest.param(
+        with_(messages=[msgspec.structs.replace(BASE.messages[0], content="  hello\n there ")]),
+        RULES,
+        NOON,
+        id="message-whitespace",
+    ),
+    pytest.param(
+        with_(messages=[msgspec.structs.replace(BASE.messages[0], created_at=77.0)]),
+        RULES,
+        NOON,
+        id="message-timestamp",
+    ),
+    pytest.param(BASE, RULES.replace("- If", "-   If") + "\n\n", NOON, id="rules-whitespace"),
+    pytest.param(BASE, RULES, datetime(2026, 7, 9, 3, 0, tzinfo=UTC), id="time-unnamed"),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "when"), SAME)
+def test_what_does_not_change_it(ctx: RunContext, rules: str, when: datetime) -> None:
+    assert fp(ctx, rules, when) == fp()
+
+
+CHANGED = [
+    pytest.param(with_(posts=[*BASE.posts, _post("p3")]), RULES, NOON, id="new-post"),
+    pytest.param(with_(posts=[_post("p2", score=1), _post("p1")]), RULES, NOON, id="vote"),
+    pytest.param(with_(posts=[_post("p2", comments=1), _post("p1")]), RULES, NOON, id="comment"),
+    pytest.param(
+        with_(
+            messages=[
+                *BASE.messages,
+                Message(id=2, thread_id="t", role="user", content="more", created_at=6.0),
+            ]
+        ),
+        RULES,
+        NOON,
+        id="new-message",
+    ),
+    pytest.param(with_(contradictions=BASE.contradictions[:1]), RULES, NOON, id="resolved"),
+    pytest.param(
+        with_(recent=[_run({"action": "vote", "post_id": "p1", "vote_direction": "up"})]),
+        RULES,
+        NOON,
+        id="recent-action",
+    ),
+    pytest.param(
+        with_(
+            profile=Profile(
+                id=1,
+                thread_id="t",
+                version=1,
+                traits=["curious"],
+                tone="warm",
+                interests=[],
+                last_message_id=1,
+                run_id=None,
+                created_at=1.0,
+            )
+        ),
+        RULES,
+        NOON,
+        id="profile",
+    ),
+    pytest.param(BASE, RULES + "- Vote up good posts.\n", NOON, id="new-rule"),
+    pytest.param(BASE, RULES.replace("comment", "vote"), NOON, id="rule-edited"),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "when"), CHANGED)
+def test_what_changes_it(ctx: RunContext, rules: str, when: datetime) -> None:
+    assert fp(ctx, rules, when) != fp()
+
+
+def test_the_title_and_wake_events_are_inputs() -> None:
+    assert fp(title="Other") != fp()
+    woken = fingerprint(RULES, "Default", BASE, NOON, ("the build broke",))
+    assert woken != fp()
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ("Post a greeting at 9am.", "2026-03-02 09:00"),
+        ("At 09:30 check the feed.", "2026-03-02 09:30"),
+        ("At 9am and at 5pm sum up.", "2026-03-02 09:00"),
+        ("At 1:15pm post lunch.", "2026-03-02 -"),
+        ("At noon post lunch.", "2026-03-02 12:00"),
+        ("Every morning say hi.", "2026-03-02 afternoon"),
+        ("Post an hourly digest.", "2026-03-02 12"),
+        ("Post a daily digest.", "2026-03-02"),
+        ("On Friday, sum up the week.", "2026-03-02"),
+        ("Comment on questions.", ""),
+        ("Vote on posts with 3+ comments.", ""),
+    ],
+)
+def test_time_inputs_are_what_the_rules_name(rules: str, expected: str) -> None:
+    assert time_inputs(rules, NOON) == expected
+
+
+def test_a_clock_rule_changes_it_when_the_time_is_reached_and_a_daily_rule_each_day() -> None:
+    at9, daily = "Post at 9am.", "Post a daily digest."
+    early, nine = datetime(2026, 3, 2, 8, 59, tzinfo=UTC), datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    later = datetime(2026, 3, 2, 13, 5, tzinfo=UTC)
+    tomorrow = datetime(2026, 3, 3, 12, 5, tzinfo=UTC)
+    assert fp(rules=at9, when=nine) != fp(rules=at9, when=early)
+    assert fp(rules=at9, when=later) == fp(rules=at9, when=nine)
+    assert fp(rules=daily, when=later) == fp(rules=daily)
+    assert fp(rules=daily, when=tomorrow) != fp(rules=daily)
