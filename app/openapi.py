@@ -375,7 +375,7 @@ OPS: list[Op] = [
             "required": ["text"],
             "properties": {
                 "text": _written(WAKE_TEXT_MAX),
-                "mode": {**_enum(WakeMode), "default": "now"},
+                "mode": {**_nullable(_enum(WakeMode)), "default": "now"},  # null: now
             },
         },
         status=202,

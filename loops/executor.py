@@ -289,7 +289,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
                     summary="skipped: HEARTBEAT.md has no instructions",
                 )
             )
-        await self.gate.admit(run, instructions.raw)
+        await self.gate.admit(run, instructions.raw, (run.event,) if run.event else ())
         return instructions
 
     async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:

@@ -115,7 +115,7 @@ class BeatGate:
                 Reason.REPEATED,
                 f"skipped: the same decision {memo.repeats} times on unchanged inputs",
             )
-        if same and cfg.skip_unchanged and trigger in _SCHEDULED:
+        if same and cfg.skip_unchanged and trigger in _SCHEDULED and not events:
             raise _skip(Reason.UNCHANGED, "skipped: nothing changed since the last decision")
         if trigger != Trigger.MANUAL and cfg.daily_token_budget is not None:
             day = await self.store.beat_day(run.thread_id, day_start(now, cfg.timezone))

@@ -13,6 +13,9 @@ _COLS = (
     " probe_at, paused_config"
 )
 
+# every column but the key, replaced by the new row's on an upsert (SQLite and PostgreSQL alike)
+_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _COLS.replace(" ", "").split(",")[1:])
+
 
 def _memo(row: Sequence[Any]) -> BeatMemo:
     return BeatMemo(
@@ -39,7 +42,8 @@ class Writes(SqlTx):
 
     def set_beat_memo(self, memo: BeatMemo) -> None:
         self.conn.execute(
-            f"INSERT OR REPLACE INTO beat_memos ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO beat_memos ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f" ON CONFLICT (thread_id) DO UPDATE SET {_UPDATE}",
             (
                 memo.thread_id,
                 memo.fingerprint,
