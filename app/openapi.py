@@ -609,10 +609,7 @@ def _operation(op: Op) -> Schema:
     if op.created:
         responses["200"] = {**success, "description": "It already existed"}
     for status in sorted(_error_statuses(op)):
-        responses[str(status)] = {
-            "description": _ERRORS[status],
-            "content": {"application/json": {"schema": ERROR}},
-        }
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     out: Schema = {
         "operationId": operation_id(op),
         "summary": op.summary,
@@ -636,7 +633,19 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Heartbeat", "version": "0.1.0"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR},
+            "responses": {
+                f"Error{status}": {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+                for status, description in _ERRORS.items()
+            },
+        },
         "paths": paths,
     }
 
