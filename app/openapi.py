@@ -17,7 +17,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from app.http import CONTROL_CHARACTERS, JSON, POST_ID, THREAD_ID
+from app.http import CONTROL_CHARACTERS, ID_DIGITS_MAX, JSON, POST_ID, THREAD_ID
 from ledger.config import HeartbeatConfig
 from ledger.limits import (
     CONFIG_RANGES,
@@ -283,7 +283,10 @@ _PID = {
     "required": True,
     "schema": _text(pattern=f"^{POST_ID.pattern}$"),
 }
-_NUMBER_CURSOR = _text(pattern="^([0-9]{1,18})?$", description="a next_cursor, unchanged")
+_NUMBER_CURSOR = _text(
+    pattern=f"^([0-9]{{1,{ID_DIGITS_MAX}}})?$", description="a next_cursor, unchanged"
+)
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": 10**ID_DIGITS_MAX - 1}
 _THREAD_CURSOR = _text(pattern=f"^({THREAD_ID.pattern})?$", description="a next_cursor, unchanged")
 
 
@@ -386,9 +389,9 @@ OPS: list[Op] = [
         [
             _query("thread_id", _text(THREAD_ID_MAX, pattern=f"^{THREAD_ID.pattern}$")),
             _query("tokens", {"type": "integer", "enum": [0, 1], "default": 1}),
-            _query("last_event_id", {"type": "integer", "minimum": 0}),
+            _query("last_event_id", _EVENT_ID),
             _query("token", STR, description="the API token (EventSource sets no header)"),
-            {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
         ],
         errors=_STORAGE | {404, 422},
         media="text/event-stream",

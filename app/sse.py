@@ -36,7 +36,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.http import ApiError, check_thread_id
+from app.http import ApiError, check_thread_id, whole_number
 from app.service import Service
 from ledger.records import Run, run_to_dict
 from loops.events import Closed, Event, Overflowed, Subscription
@@ -71,15 +71,15 @@ def last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw.strip() == "":
         return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 18:
+    value = whole_number(raw.strip())
+    if value is None:
         raise ApiError(
             422,
             "invalid_parameter",
             f"Last-Event-ID must be a run id, got {raw[:40]!r}",
             field="last_event_id",
         )
-    return int(raw)
+    return value
 
 
 def wants_tokens(request: Request) -> bool:

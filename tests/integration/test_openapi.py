@@ -111,3 +111,18 @@ async def test_an_unknown_journal_is_not_found_for_any_method(api: Running) -> N
     for method in ("GET", "POST"):
         r = await api.client.request(method, "/api/threads/default/diary")
         assert r.status_code == 404 and err(r)["code"] == "not_found", method
+
+
+async def test_event_ids_past_the_documented_maximum_are_refused(api: Running) -> None:  # noqa: F811
+    """The largest event id documented has as many digits as the stream takes; a longer one,
+    or digits that are not ASCII ("²" is a digit to str.isdigit), is a 422, never a 500."""
+    params = document()["paths"]["/api/heartbeat/events"]["get"]["parameters"]
+    maximum = next(p for p in params if p["name"] == "Last-Event-ID")["schema"]["maximum"]
+    for given in (str(maximum + 1), "\u00b2", "1\u00b9"):
+        for request in (
+            {"headers": {"Last-Event-ID": given.encode()}},
+            {"params": {"last_event_id": given}},
+        ):
+            r = await api.client.get("/api/heartbeat/events", **request)  # type: ignore[arg-type]
+            assert r.status_code == 422, (given, request)
+            assert err(r)["field"] == "last_event_id"
