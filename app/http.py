@@ -198,9 +198,7 @@ def text_field(
         return default
     if not isinstance(value, str):
         raise ApiError(422, "invalid_type", f"{name} must be a string", field=name)
-    value = value.strip()
-    if required and not value:
-        raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
+    # checked as sent, before trimming: what the OpenAPI document's maxLength and pattern say
     bad = control_character(value)
     if bad is not None:
         raise ApiError(
@@ -216,6 +214,9 @@ def text_field(
             f"{name} must be at most {max_len} characters, got {len(value)}",
             field=name,
         )
+    value = value.strip()
+    if required and not value:
+        raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
     return value
 
 

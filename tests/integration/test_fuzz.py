@@ -6,7 +6,8 @@ ones, a bounded number per operation. Each answer must be one the document descr
 status, its content type, its body's shape and headers; never a 5xx but a documented 503. An
 undocumented method must be answered 405 with an ``Allow`` that names the path's methods. An
 event stream that opens is only checked for its status and content type: it never ends. The
-requests are the same on every run (a fixed seed); ``FUZZ_SEED=<n>`` generates others.
+requests are the same on every run (a fixed seed); ``FUZZ_SEED=<n>`` generates others and
+``FUZZ_EXAMPLES=<n>`` more of them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from tests.conftest import DEFAULT_MD, serve
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 40
-STATEFUL_SCENARIOS = 40
+# about half a minute in all; FUZZ_EXAMPLES=<n> for a longer search
+EXAMPLES_PER_OPERATION = STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # the same requests on every run, so the suite stays repeatable; FUZZ_SEED=<n> explores others
 SEED = int(os.environ.get("FUZZ_SEED", "20261203"))
 

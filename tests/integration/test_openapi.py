@@ -3,6 +3,7 @@ the methods the same, and the document itself valid OpenAPI 3.1."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,19 @@ async def test_event_ids_past_the_documented_maximum_are_refused(api: Running) -
             r = await api.client.get("/api/heartbeat/events", **request)  # type: ignore[arg-type]
             assert r.status_code == 422, (given, request)
             assert err(r)["field"] == "last_event_id"
+
+
+async def test_text_is_held_to_its_documented_length_and_pattern_as_sent(
+    api: Running,  # noqa: F811
+) -> None:
+    """maxLength and the pattern describe the string sent: spaces around a title count, and
+    a control character that trimming would drop is refused all the same."""
+    body = document()["paths"]["/api/ledger/posts"]["post"]["requestBody"]
+    title = body["content"]["application/json"]["schema"]["properties"]["title"]
+    size = title["maxLength"]
+    for bad, code in [("  " + "x" * (size - 1), "too_long"), ("\x0bHello", "invalid_value")]:
+        assert not (len(bad) <= size and re.fullmatch(title["pattern"].strip("^$"), bad))
+        r = await api.client.post("/api/ledger/posts", json={"title": bad, "content": "c"})
+        assert r.status_code == 422 and err(r)["code"] == code, r.text
+    r = await api.client.post("/api/ledger/posts", json={"title": " Hello ", "content": "c"})
+    assert r.status_code == 201 and r.json()["title"] == "Hello"
