@@ -6,6 +6,8 @@ statuses it can answer, derived from what it takes (``_error_statuses``): the ed
 (``app.security``) answers 421, 401, 403, 408 and 413 before any route runs. A test walks the
 app's routes against this table both ways, and a fuzzer holds the service to it.
 The dashboard reads its forms' bounds and hints from this document.
+
+One idea over 600 lines: the response schemas and the table of every operation.
 """
 
 from __future__ import annotations

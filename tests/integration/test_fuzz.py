@@ -32,7 +32,7 @@ from tests.conftest import DEFAULT_MD, serve
 
 pytestmark = pytest.mark.slow
 
-# about half a minute in all; FUZZ_EXAMPLES=<n> for a longer search
+# under a minute in all; FUZZ_EXAMPLES=<n> for a longer search
 EXAMPLES_PER_OPERATION = STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # the same requests on every run, so the suite stays repeatable; FUZZ_SEED=<n> explores others
 SEED = int(os.environ.get("FUZZ_SEED", "20261203"))
