@@ -23,6 +23,7 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 THREAD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{THREAD_ID_MAX - 1}}}")  # fullmatch
 POST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{POST_ID_MAX}}}")  # fullmatch
 JSON_DEPTH_MAX = 64  # arrays and objects nested in a request body
+ID_DIGITS_MAX = 18  # a cursor or an event id: at most this many ASCII digits
 CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"  # C0 controls but tab, LF, CR (a class's inside)
 _CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # strings skipped whole
@@ -108,7 +109,7 @@ def json_too_deep(text: bytes, limit: int) -> bool:
     return False
 
 
-def whole_number(raw: str, max_digits: int = 18) -> int | None:
+def whole_number(raw: str, max_digits: int = ID_DIGITS_MAX) -> int | None:
     """``raw`` as an int if it is 1 to ``max_digits`` ASCII digits, else None ("²" is a digit
     to ``str.isdigit`` but not to ``int``)."""
     if 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit():
@@ -197,9 +198,7 @@ def text_field(
         return default
     if not isinstance(value, str):
         raise ApiError(422, "invalid_type", f"{name} must be a string", field=name)
-    value = value.strip()
-    if required and not value:
-        raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
+    # checked as sent, before trimming: what the OpenAPI document's maxLength and pattern say
     bad = control_character(value)
     if bad is not None:
         raise ApiError(
@@ -215,6 +214,9 @@ def text_field(
             f"{name} must be at most {max_len} characters, got {len(value)}",
             field=name,
         )
+    value = value.strip()
+    if required and not value:
+        raise ApiError(422, "invalid_value", f"{name} must not be empty", field=name)
     return value
 
 

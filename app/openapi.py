@@ -6,6 +6,8 @@ statuses it can answer, derived from what it takes (``_error_statuses``): the ed
 (``app.security``) answers 421, 401, 403, 408 and 413 before any route runs. A test walks the
 app's routes against this table both ways, and a fuzzer holds the service to it.
 The dashboard reads its forms' bounds and hints from this document.
+
+One idea over 600 lines: the response schemas and the table of every operation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from app.http import CONTROL_CHARACTERS, JSON, POST_ID, THREAD_ID
+from app.http import CONTROL_CHARACTERS, ID_DIGITS_MAX, JSON, POST_ID, THREAD_ID
 from ledger.config import HeartbeatConfig
 from ledger.limits import (
     CONFIG_RANGES,
@@ -285,7 +287,10 @@ _PID = {
     "required": True,
     "schema": _text(pattern=f"^{POST_ID.pattern}$"),
 }
-_NUMBER_CURSOR = _text(pattern="^([0-9]{1,18})?$", description="a next_cursor, unchanged")
+_NUMBER_CURSOR = _text(
+    pattern=f"^([0-9]{{1,{ID_DIGITS_MAX}}})?$", description="a next_cursor, unchanged"
+)
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": 10**ID_DIGITS_MAX - 1}
 _THREAD_CURSOR = _text(pattern=f"^({THREAD_ID.pattern})?$", description="a next_cursor, unchanged")
 
 
@@ -412,9 +417,9 @@ OPS: list[Op] = [
         [
             _query("thread_id", _text(THREAD_ID_MAX, pattern=f"^{THREAD_ID.pattern}$")),
             _query("tokens", {"type": "integer", "enum": [0, 1], "default": 1}),
-            _query("last_event_id", {"type": "integer", "minimum": 0}),
+            _query("last_event_id", _EVENT_ID),
             _query("token", STR, description="the API token (EventSource sets no header)"),
-            {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
         ],
         errors=_STORAGE | {404, 422},
         media="text/event-stream",
@@ -644,10 +649,7 @@ def _operation(op: Op) -> Schema:
     if op.created:
         responses["200"] = {**success, "description": "It already existed"}
     for status in sorted(_error_statuses(op)):
-        responses[str(status)] = {
-            "description": _ERRORS[status],
-            "content": {"application/json": {"schema": ERROR}},
-        }
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     out: Schema = {
         "operationId": operation_id(op),
         "summary": op.summary,
@@ -671,7 +673,19 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Heartbeat", "version": "0.1.0"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR},
+            "responses": {
+                f"Error{status}": {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+                for status, description in _ERRORS.items()
+            },
+        },
         "paths": paths,
     }
 

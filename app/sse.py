@@ -71,16 +71,15 @@ def last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw.strip() == "":
         return None
-    raw = raw.strip()
-    number = whole_number(raw)
-    if number is None:
+    value = whole_number(raw.strip())
+    if value is None:
         raise ApiError(
             422,
             "invalid_parameter",
             f"Last-Event-ID must be a run id, got {raw[:40]!r}",
             field="last_event_id",
         )
-    return number
+    return value
 
 
 def wants_tokens(request: Request) -> bool:

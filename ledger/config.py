@@ -115,12 +115,12 @@ def _optional_int_in(name: str, value: object) -> int | None:
 def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigError(name, f"{name} must be a string, got {_show(value)}")
+    limit = CONFIG_TEXT_MAX[name]
+    if len(value) > limit:  # as sent, before trimming, as the OpenAPI document's maxLength
+        raise ConfigError(name, f"{name} must be at most {limit} characters, got {len(value)}")
     text = value.strip()
     if not text:
         raise ConfigError(name, f"{name} must not be empty")
-    limit = CONFIG_TEXT_MAX[name]
-    if len(text) > limit:
-        raise ConfigError(name, f"{name} must be at most {limit} characters, got {len(text)}")
     return text
 
 

@@ -77,14 +77,14 @@ CONFIG_RANGES: Final[Mapping[str, Range]] = {
 """The config fields with a range, by name."""
 
 CONFIG_TEXT_MAX: Final[Mapping[str, int]] = {"target": 200, "model": 200, "timezone": 64}
-"""The config's text fields: at most this many characters after trimming."""
+"""The config's text fields: at most this many characters as sent (before trimming)."""
 
 # --- what a heartbeat spends (loops.spend) ------------------------------------------------------
 PAUSE_AFTER_FAILURES: Final = 3  # failures of one kind in a row (unreachable, model, auth)
 BACKOFF_SECONDS: Final = Range(60, 6 * 3600)  # a paused thread's wait before it probes again
 REPEAT_LIMIT: Final = 3  # the same decision this many times on unchanged inputs is stopped
 
-# --- what a person writes through the API: characters after trimming --------------------------
+# --- what a person writes through the API: characters as sent, before trimming ---------------
 THREAD_ID_MAX: Final = 128
 POST_ID_MAX: Final = 128
 TITLE_MAX: Final = 200  # a thread's or a Ledger post's title

@@ -4,9 +4,10 @@ A real ``heartbeat serve`` child process on a free loopback port, its LLM pointe
 nothing listens on, gets requests generated from ``GET /openapi.json``, valid ones and invalid
 ones, a bounded number per operation. Each answer must be one the document describes: its
 status, its content type, its body's shape and headers; never a 5xx but a documented 503. An
-undocumented method must be answered 405 with an ``Allow`` that names the path's methods.
-The event stream is left out: it never ends. The requests are the same on every run (a fixed
-seed); ``FUZZ_SEED=<n>`` generates others.
+undocumented method must be answered 405 with an ``Allow`` that names the path's methods. An
+event stream that opens is only checked for its status and content type: it never ends. The
+requests are the same on every run (a fixed seed); ``FUZZ_SEED=<n>`` generates others and
+``FUZZ_EXAMPLES=<n>`` more of them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import hypothesis
 import hypothesis.errors
 import pytest
+import requests
 import schemathesis
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
@@ -30,33 +32,34 @@ from tests.conftest import DEFAULT_MD, serve
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 40
-STATEFUL_SCENARIOS = 40
+# under a minute in all; FUZZ_EXAMPLES=<n> for a longer search
+EXAMPLES_PER_OPERATION = STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # the same requests on every run, so the suite stays repeatable; FUZZ_SEED=<n> explores others
 SEED = int(os.environ.get("FUZZ_SEED", "20261203"))
 
 # Refused invalid input: 413 too (HEARTBEAT.md over its byte limit), besides the default ones.
 REFUSED = ["400", "401", "403", "404", "405", "409", "413", "415", "422"]
-CONFIG = SchemathesisConfig.from_dict(
-    {
-        "seed": SEED,
-        "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},
-        "checks": {"enabled": True, "negative_data_rejection": {"expected-statuses": REFUSED}},
-        "operations": [
-            {
-                # a config that fits the schema may still break a rule across fields (the
-                # active hours go together), name a channel that is not configured, or a
-                # time zone that does not exist: those are 422s the schema cannot foresee
-                "include-path": "/api/threads/{thread_id}/heartbeat/config",
-                "include-method": "POST",
-                "checks": {"positive_data_acceptance": {"enabled": False}},
-            }
-        ],
-    }
-)
-schema = schemathesis.openapi.from_dict(document(), config=CONFIG).exclude(
-    path="/api/heartbeat/events"
-)
+SETTINGS = {
+    "seed": SEED,
+    "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},
+    "checks": {"enabled": True, "negative_data_rejection": {"expected-statuses": REFUSED}},
+}
+# a config that fits the schema may still break a rule across fields (the active hours go
+# together), name a channel that is not configured, or a time zone that does not exist: those
+# are 422s the schema cannot foresee
+CONFIG_POST = {
+    "include-path": "/api/threads/{thread_id}/heartbeat/config",
+    "include-method": "POST",
+    "checks": {"positive_data_acceptance": {"enabled": False}},
+}
+EVENTS = "/api/heartbeat/events"
+schema = schemathesis.openapi.from_dict(
+    document(), config=SchemathesisConfig.from_dict({**SETTINGS, "operations": [CONFIG_POST]})
+).exclude(path=EVENTS)
+# (its own config: with an "operations" entry, include() would keep every operation)
+events = schemathesis.openapi.from_dict(
+    document(), config=SchemathesisConfig.from_dict(SETTINGS)
+).include(path=EVENTS)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,17 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @schema.parametrize()
 def test_every_answer_is_documented(case: Case, service_url: str) -> None:
     case.call_and_validate(base_url=service_url)
+
+
+@events.parametrize()
+def test_the_event_stream_answers_as_documented(case: Case, service_url: str) -> None:
+    """A stream that opens is only looked at (it never ends); any other answer is checked."""
+    with requests.request(**case.as_transport_kwargs(base_url=service_url), stream=True) as r:
+        if r.status_code == 200 and case.method == "GET":
+            assert r.headers["content-type"].startswith("text/event-stream"), r.headers
+            return
+        r.content  # noqa: B018 - read the whole (finite) answer before it is checked
+    case.validate_response(r)
 
 
 def test_linked_calls_answer_as_documented(service_url: str) -> None:

@@ -3,6 +3,7 @@ the methods the same, and the document itself valid OpenAPI 3.1."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,34 @@ async def test_an_unknown_journal_is_not_found_for_any_method(api: Running) -> N
     for method in ("GET", "POST"):
         r = await api.client.request(method, "/api/threads/default/diary")
         assert r.status_code == 404 and err(r)["code"] == "not_found", method
+
+
+async def test_event_ids_past_the_documented_maximum_are_refused(api: Running) -> None:  # noqa: F811
+    """The largest event id documented has as many digits as the stream takes; a longer one,
+    or digits that are not ASCII ("²" is a digit to str.isdigit), is a 422, never a 500."""
+    params = document()["paths"]["/api/heartbeat/events"]["get"]["parameters"]
+    maximum = next(p for p in params if p["name"] == "Last-Event-ID")["schema"]["maximum"]
+    for given in (str(maximum + 1), "\u00b2", "1\u00b9"):
+        for request in (
+            {"headers": {"Last-Event-ID": given.encode()}},
+            {"params": {"last_event_id": given}},
+        ):
+            r = await api.client.get("/api/heartbeat/events", **request)  # type: ignore[arg-type]
+            assert r.status_code == 422, (given, request)
+            assert err(r)["field"] == "last_event_id"
+
+
+async def test_text_is_held_to_its_documented_length_and_pattern_as_sent(
+    api: Running,  # noqa: F811
+) -> None:
+    """maxLength and the pattern describe the string sent: spaces around a title count, and
+    a control character that trimming would drop is refused all the same."""
+    body = document()["paths"]["/api/ledger/posts"]["post"]["requestBody"]
+    title = body["content"]["application/json"]["schema"]["properties"]["title"]
+    size = title["maxLength"]
+    for bad, code in [("  " + "x" * (size - 1), "too_long"), ("\x0bHello", "invalid_value")]:
+        assert not (len(bad) <= size and re.fullmatch(title["pattern"].strip("^$"), bad))
+        r = await api.client.post("/api/ledger/posts", json={"title": bad, "content": "c"})
+        assert r.status_code == 422 and err(r)["code"] == code, r.text
+    r = await api.client.post("/api/ledger/posts", json={"title": " Hello ", "content": "c"})
+    assert r.status_code == 201 and r.json()["title"] == "Hello"
