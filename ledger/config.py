@@ -18,6 +18,7 @@ from ledger.errors import HeartbeatError
 from ledger.limits import CONFIG_RANGES, CONFIG_TEXT_MAX, EVERY_SECONDS, TEMPERATURE
 
 __all__ = [
+    "STRATEGIES",
     "ConfigError",
     "HeartbeatConfig",
     "decode_stored",
@@ -62,6 +63,12 @@ class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     active_hours_start: int | None = None
     active_hours_end: int | None = None
     timezone: str = "UTC"
+    # how a decision is reached: "auto" picks by provider, "prompt" asks the model for the
+    # whole decision, "procedure" goes through the rules one at a time (for small models)
+    strategy: str = "auto"
+
+
+STRATEGIES: Final = ("auto", "prompt", "procedure")
 
 
 def _show(value: object) -> str:
@@ -161,6 +168,13 @@ def _timezone(value: object) -> str:
     )
 
 
+def _strategy(value: object) -> str:
+    if value not in STRATEGIES:
+        allowed = ", ".join(_show(s) for s in STRATEGIES)
+        raise ConfigError("strategy", f"strategy must be one of {allowed}, got {_show(value)}")
+    return str(value)
+
+
 _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "enabled": lambda v: _bool("enabled", v),
     "every_seconds": _every_seconds,
@@ -172,6 +186,7 @@ _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "active_hours_start": lambda v: _optional_int_in("active_hours_start", v),
     "active_hours_end": lambda v: _optional_int_in("active_hours_end", v),
     "timezone": _timezone,
+    "strategy": _strategy,
 }
 
 

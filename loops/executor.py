@@ -39,20 +39,43 @@ from ledger.decisions import (
     summarize,
 )
 from ledger.errors import Conflict, NotFound
-from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.records import (
+    Loop,
+    Reason,
+    Run,
+    RunContext,
+    RunOutcome,
+    RunStatus,
+    Thread,
+    Trigger,
+    run_to_dict,
+)
 from ledger.reply import parse_reply
 from ledger.storage.interface import AGENT, Storage, Tx
+from loops import procedure
 from loops.clock import Clock
 from loops.events import EventBus
+from loops.facts import PostFacts
 from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
-from loops.llm import ChatRequest, ChatResult, LLMProvider
-from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
+from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider
+from loops.prompt import (
+    COMMENT_SCHEMA,
+    Context,
+    PostView,
+    build_messages,
+    clean_comment,
+    comment_messages,
+    describe_actions,
+    format_age,
+    parse_comment,
+)
 from loops.scheduler import skipped_overlap
 from loops.workspace import InstructionsFile
 
 log = logging.getLogger("heartbeat")
 
 TOKEN_FLUSH_SECONDS = 0.1
+COMMENT_TOKENS = 64  # the most a comment the procedure chose may take to write
 # A reply that is not JSON at all is worth one more try.
 _RETRY_PARSE = frozenset({Reason.NO_JSON, Reason.BAD_JSON})
 # DecisionError reasons that mean "the model said something we refuse", not "garbage".
@@ -68,6 +91,15 @@ _REFUSALS = frozenset(
 )
 
 HeartbeatPlan = RunPlan[hbconfig.HeartbeatConfig]
+
+
+class Asked(msgspec.Struct, frozen=True):
+    """The ask step's answer: the decision and how it was reached (recorded with the run)."""
+
+    decision: Decision
+    strategy: str  # "prompt" or "procedure"
+    rule: str | None = None  # the rule the procedure acted on
+    facts: list[str] = msgspec.field(default_factory=list)
 
 
 class RunInFlight(Conflict, code="run_in_flight"):
@@ -146,7 +178,7 @@ class HeartbeatExecutor:
         self.opts = options
         self.in_flight: dict[str, int] = {}  # thread id -> run id (-1 while its row is written)
         self.lifecycle = Lifecycle(store, lambda: self.llm, bus, limiter)
-        self.work = HeartbeatWork(store, bus, clock, options, http)
+        self.work = HeartbeatWork(store, bus, clock, options, http, lambda: self.llm.name)
 
     @property
     def llm(self) -> LLMProvider:
@@ -224,7 +256,7 @@ class HeartbeatExecutor:
             self.in_flight.pop(plan.thread_id, None)
 
 
-class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decision]):
+class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision]):
     """The heartbeat's steps of a run (see ``loops.lifecycle.Work``)."""
 
     def __init__(
@@ -234,8 +266,10 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         clock: Clock,
         options: ExecutorOptions,
         http: httpx.AsyncClient | None,
+        provider: Callable[[], str] = lambda: "",
     ) -> None:
         self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
+        self.provider = provider  # the name of the provider runs call now
         self._instructions_file = InstructionsFile(options.heartbeat_md)
 
     async def precheck(self, run: HeartbeatPlan) -> Instructions:
@@ -258,7 +292,63 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
             )
         return instructions
 
-    async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
+    async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Asked:
+        """The decision, by the procedure the thread's config and the provider call for."""
+        strategy = procedure.pick_strategy(run.config.strategy, self.provider())
+        if strategy == "procedure":
+            return await self.ask_procedure(run, prepared, chat)
+        return Asked(await self.ask_prompt(run, prepared, chat), "prompt")
+
+    async def ask_procedure(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Asked:
+        """Rule by rule against the computed facts; the model writes a chosen comment's text."""
+        log.info("[HEARTBEAT] Going through the rules for thread %s", run.thread_id)
+        found = await self.store.run_context(
+            run.thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
+        )
+        posts, now = procedure.read_context(
+            found, self.clock.now(), run.config.timezone, prepared.raw
+        )
+        choice = procedure.choose(procedure.rules_of(prepared), posts, now)
+        if choice is None:
+            why = "no rule applies to the posts and messages right now"
+            return Asked(NoneDecision(reasoning=why), "procedure")
+        why = procedure.reasoning(choice)
+        asked = functools.partial(Asked, strategy="procedure", rule=choice.rule.text)
+        post = choice.post
+        if choice.kind == "vote" and post is not None:
+            direction = choice.direction or "up"
+            vote = VoteDecision(post_id=post.post_id, vote_direction=direction, reasoning=why)
+            return asked(vote, facts=choice.facts)
+        if choice.kind == "comment" and post is not None:
+            content = await self._write_comment(run, chat, post, choice.rule.text, found)
+            comment = CommentDecision(post_id=post.post_id, content=content, reasoning=why)
+            return asked(comment, facts=choice.facts)
+        title, content = procedure.post_text(choice, posts, now)
+        return asked(PostDecision(title=title, content=content, reasoning=why), facts=choice.facts)
+
+    async def _write_comment(
+        self, run: HeartbeatPlan, chat: Chat, post: PostFacts, task: str, found: RunContext
+    ) -> str:
+        content = next((p.content for p in found.posts if p.id == post.post_id), "")
+        request = ChatRequest(
+            model=run.model,
+            messages=comment_messages(post.author, post.title, content, task),
+            schema=COMMENT_SCHEMA,
+            temperature=run.config.temperature,
+            max_tokens=min(run.config.max_tokens, COMMENT_TOKENS),
+        )
+        relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
+        written = ""
+        try:
+            result = await chat(request, on_token=relay)
+            written = clean_comment(parse_comment(result.text))
+        except LLMError as err:  # the decision stands; only its wording is lost
+            log.warning("[HEARTBEAT] the comment's text could not be written: %s", err)
+        finally:
+            relay.flush()
+        return written or f"Thanks for posting this, {post.author}."
+
+    async def ask_prompt(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
         """The LLM call, asked once more after a reply that is not JSON at all."""
         log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
         cfg = run.config
@@ -290,9 +380,14 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
                 raise EndRun(_unusable(err, result)) from None
         raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns
 
-    async def judge(self, run: HeartbeatPlan, answer: Decision) -> Finish[Decision]:
-        """Review the decision against the Ledger; a dry run stops short of the effect."""
-        raw = decision_to_dict(answer)
+    async def judge(self, run: HeartbeatPlan, asked: Asked) -> Finish[Decision]:
+        """Review the decision against the Ledger; a dry run stops short of the effect. The
+        decision is recorded with the procedure that reached it (and its rule and facts)."""
+        answer = asked.decision
+        how: dict[str, Any] = {"strategy": asked.strategy}
+        if asked.rule is not None:
+            how |= {"rule": asked.rule, "facts": asked.facts}
+        raw = decision_to_dict(answer) | how
         log.info("[HEARTBEAT] LLM decision: %s", summarize(answer))
         self.bus.publish(
             "decision",
@@ -319,7 +414,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
             )
         log.info("[HEARTBEAT] Validation passed")
         final = verdict.decision
-        decided = decision_to_dict(final)
+        decided = decision_to_dict(final) | how
         if verdict.truncated:
             decided["truncated"] = list(verdict.truncated)
         summary = summarize(final)

@@ -34,6 +34,7 @@ DEFAULT_DICT = {
     "active_hours_start": None,
     "active_hours_end": None,
     "timezone": "UTC",
+    "strategy": "auto",
 }
 
 
@@ -180,7 +181,7 @@ MERGE_ERRORS = [
         {"colour": "red"},
         "colour",
         'unknown field "colour"; allowed: every, active_hours_end, active_hours_start, dry_run,'
-        " enabled, every_seconds, max_tokens, model, target, temperature, timezone",
+        " enabled, every_seconds, max_tokens, model, strategy, target, temperature, timezone",
         id="unknown-field",
     ),
     pytest.param(
@@ -500,8 +501,8 @@ def test_validate_config_accepts(cfg: HeartbeatConfig) -> None:
             '{"enabled": true, "legacy": 1}',
             DEFAULTS,
             'stored config is invalid: unknown field "legacy"; allowed: every, active_hours_end,'
-            " active_hours_start, dry_run, enabled, every_seconds, max_tokens, model, target,"
-            " temperature, timezone",
+            " active_hours_start, dry_run, enabled, every_seconds, max_tokens, model, strategy,"
+            " target, temperature, timezone",
             id="unknown-field",
         ),
     ],
