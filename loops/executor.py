@@ -75,7 +75,10 @@ from loops.workspace import InstructionsFile
 log = logging.getLogger("heartbeat")
 
 TOKEN_FLUSH_SECONDS = 0.1
-COMMENT_TOKENS = 64  # the most a comment the procedure chose may take to write
+COMMENT_TOKENS = 48  # the most a comment the procedure chose may take to write
+# ... and the longest its writing may take: past it the comment gets a plain text instead (the
+# decision stands; a beat must not wait on a slow model for its wording)
+COMMENT_SECONDS = 8.0
 # A reply that is not JSON at all is worth one more try.
 _RETRY_PARSE = frozenset({Reason.NO_JSON, Reason.BAD_JSON})
 # DecisionError reasons that mean "the model said something we refuse", not "garbage".
@@ -100,6 +103,7 @@ class Asked(msgspec.Struct, frozen=True):
     strategy: str  # "prompt" or "procedure"
     rule: str | None = None  # the rule the procedure acted on
     facts: list[str] = msgspec.field(default_factory=list)
+    text_by: str | None = None  # who wrote a chosen comment's text: "model" or "service"
 
 
 class RunInFlight(Conflict, code="run_in_flight"):
@@ -321,14 +325,17 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
             return asked(vote, facts=choice.facts)
         if choice.kind == "comment" and post is not None:
             content = await self._write_comment(run, chat, post, choice.rule.text, found)
+            written = content is not None
+            content = content or f"Thanks for posting this, {post.author}; following up here."
             comment = CommentDecision(post_id=post.post_id, content=content, reasoning=why)
-            return asked(comment, facts=choice.facts)
+            return asked(comment, facts=choice.facts, text_by="model" if written else "service")
         title, content = procedure.post_text(choice, posts, now)
         return asked(PostDecision(title=title, content=content, reasoning=why), facts=choice.facts)
 
     async def _write_comment(
         self, run: HeartbeatPlan, chat: Chat, post: PostFacts, task: str, found: RunContext
-    ) -> str:
+    ) -> str | None:
+        """The model's text for a comment already decided on; None when it wrote none in time."""
         content = next((p.content for p in found.posts if p.id == post.post_id), "")
         request = ChatRequest(
             model=run.model,
@@ -338,15 +345,14 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
             max_tokens=min(run.config.max_tokens, COMMENT_TOKENS),
         )
         relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
-        written = ""
         try:
-            result = await chat(request, on_token=relay)
-            written = clean_comment(parse_comment(result.text))
-        except LLMError as err:  # the decision stands; only its wording is lost
-            log.warning("[HEARTBEAT] the comment's text could not be written: %s", err)
+            result = await asyncio.wait_for(chat(request, on_token=relay), COMMENT_SECONDS)
+            return clean_comment(parse_comment(result.text)) or None
+        except (LLMError, TimeoutError) as err:  # the decision stands; only its wording is lost
+            log.warning("[HEARTBEAT] the comment's text was not written: %r", err)
+            return None
         finally:
             relay.flush()
-        return written or f"Thanks for posting this, {post.author}."
 
     async def ask_prompt(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
         """The LLM call, asked once more after a reply that is not JSON at all."""
@@ -387,6 +393,8 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         how: dict[str, Any] = {"strategy": asked.strategy}
         if asked.rule is not None:
             how |= {"rule": asked.rule, "facts": asked.facts}
+        if asked.text_by is not None:
+            how["text_by"] = asked.text_by
         raw = decision_to_dict(answer) | how
         log.info("[HEARTBEAT] LLM decision: %s", summarize(answer))
         self.bus.publish(

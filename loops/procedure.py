@@ -72,6 +72,8 @@ _VERBS: Final[dict[str, Kind]] = {
     "publish": "post",
     "write": "post",
 }
+_LIGHT_VERBS: Final = frozenset("give leave add cast drop make say greet".split())
+_HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
 _STOP: Final = frozenset(
     "a an the and or of to in on at for from by with is are be it its this that these those "
     "any all each every some no not none nobody anyone has have had who whom if when then "
@@ -131,7 +133,29 @@ def _split(text: str) -> tuple[str, str]:
     m = _X_IF_Y.match(text)
     if m is not None:
         return m.group(2), m.group(1)
+    head, comma, tail = text.partition(",")
+    if comma and _leading_kind(tail) is not None:  # "Every morning, post a summary"
+        return head, tail
     return text, text  # "Vote up questions from core users": the verb leads, the rest is who
+
+
+def _leading_kind(text: str) -> Kind | None:
+    """The action a line's leading verb names ("Vote up …", "Give an upvote to …", "Say hello
+    under …"); None when it does not lead with one ("Monitor posts …", "Help build …")."""
+    tokens = words(text)
+    if not tokens:
+        return None
+    if tokens[0] in _LIGHT_VERBS:
+        if tokens[0] in ("say", "greet"):
+            return "comment"
+        tokens = [t for t in tokens[1:4] if t in ("upvote", "downvote", "vote", "comment", "reply")]
+        if not tokens:
+            return None
+    first = tokens[0]
+    kind = _VERBS.get(first) or _VERBS.get(first.rstrip("s"))
+    if first == "help" and len(tokens) > 1 and tokens[1] not in _HELP_WHOM:
+        return None  # "help build consensus" names a goal, not an action
+    return kind
 
 
 def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
@@ -155,10 +179,12 @@ def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
 
 def parse_rule(text: str, section: str) -> Rule:
     cond, act = _split(text.strip())
-    lead = words(act)[:1]
-    if cond == act and not (lead and (lead[0] in _VERBS or lead[0].rstrip("s") in _VERBS)):
-        kind, direction = None, None  # no separator: only a leading verb names an action
-    else:
+    kind: Kind | None = None
+    direction: Literal["up", "down"] | None = None
+    lead = _leading_kind(act)
+    if lead == "comment" and words(act)[0] in ("say", "greet"):
+        kind = "comment"
+    elif cond != act or lead is not None:  # no separator: only a leading verb names an action
         kind, direction = _action(act)
     cond = re.split(r"\bwith\s*:", cond, maxsplit=1)[0]
     return Rule(text=text.strip(), section=section, kind=kind, direction=direction, condition=cond)

@@ -160,7 +160,7 @@ COMMENT_MAX = 200  # characters of a comment the procedure has the model write
 # A short bound keeps a small model's comment to one sentence that ends (a grammar keeps it).
 COMMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"comment": {"type": "string", "minLength": 8, "maxLength": 64}},
+    "properties": {"comment": {"type": "string", "minLength": 8, "maxLength": 60}},
     "required": ["comment"],
     "additionalProperties": False,
 }

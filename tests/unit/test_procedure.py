@@ -159,3 +159,17 @@ def test_a_written_comment_is_cleaned() -> None:
     assert parse_comment('{"comment": "Try File, then Export."}') == "Try File, then Export."
     assert clean_comment("Comment: Try File, then Export.\n\nMore text") == "Try File, then Export."
     assert clean_comment("ok") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Give an upvote to posts that ask people to agree on something", "vote"),
+        ("Say hello under posts from new member Gina", "comment"),
+        ("Every morning, post a short summary of new posts", "post"),
+        ("Help build consensus on important questions", None),
+        ("Keep comments short and friendly", None),
+    ],
+)
+def test_a_behavior_names_its_action_by_its_leading_verb(text: str, kind: str | None) -> None:
+    assert parse_rule(text, "proactive behaviors").kind == kind
