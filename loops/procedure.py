@@ -46,13 +46,20 @@ _X_IF_Y: Final = re.compile(r"^(.+?)\s+\b(?:if|when|whenever)\b\s+(.+)$", re.I)
 _QUOTED: Final = re.compile(r"[\"“”']([^\"“”']{1,40})[\"“”']")
 _PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
 _AT_LEAST: Final = re.compile(
-    r"(?:(\d+)\s*\+|(?:at least|min(?:imum)?)\s+(\d+)|(?:more than|over|>)\s*(\d+))"
+    r"(?:(\d+)\s*(?:\+|or more\b)|(?:at least|min(?:imum)?)\s+(\d+)|(?:more than|over|>)\s*(\d+))"
 )
+_TIME_FIRST: Final = re.compile(
+    r"^(?:at|every|each|on|daily|weekly|in the)\b.*?\b(?=(?:post|vote|upvote|downvote|comment|"
+    r"reply|write|summarize|summarise|alert|publish)\b)",
+    re.I,
+)
+_WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CLOCK: Final = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm|h|o'clock)?\b", re.I)
 
 _NONE_WORDS: Final = ("heartbeat_ok", "do nothing", "stay quiet", "nothing else")
 _VERBS: Final[dict[str, Kind]] = {
     "vote": "vote",
+    "voting": "vote",
     "upvote": "vote",
     "downvote": "vote",
     "like": "vote",
@@ -72,7 +79,7 @@ _VERBS: Final[dict[str, Kind]] = {
     "publish": "post",
     "write": "post",
 }
-_LIGHT_VERBS: Final = frozenset("give leave add cast drop make say greet".split())
+_LIGHT_VERBS: Final = frozenset("give leave add cast drop make say greet flag".split())
 _HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
 _STOP: Final = frozenset(
     "a an the and or of to in on at for from by with is are be it its this that these those "
@@ -106,6 +113,7 @@ class Situation(msgspec.Struct, frozen=True, kw_only=True):
 
     hour: int
     minute: int
+    weekday: int = -1  # Monday is 0; -1 when unknown
     contradictions: int
     posted_recently: bool  # the agent made a post among its recent actions
     heartbeat_md: str  # the whole file, to look up who "core users" are
@@ -133,6 +141,9 @@ def _split(text: str) -> tuple[str, str]:
     m = _X_IF_Y.match(text)
     if m is not None:
         return m.group(2), m.group(1)
+    m = _TIME_FIRST.match(text)
+    if m is not None:  # "At 8am post a digest": the time is the condition
+        return text, text[m.end() :]
     head, comma, tail = text.partition(",")
     if comma and _leading_kind(tail) is not None:  # "Every morning, post a summary"
         return head, tail
@@ -148,7 +159,8 @@ def _leading_kind(text: str) -> Kind | None:
     if tokens[0] in _LIGHT_VERBS:
         if tokens[0] in ("say", "greet"):
             return "comment"
-        tokens = [t for t in tokens[1:4] if t in ("upvote", "downvote", "vote", "comment", "reply")]
+        verbs = ("upvote", "downvote", "vote", "voting", "comment", "reply")
+        tokens = [t for t in tokens[1:5] if t in verbs]
         if not tokens:
             return None
     first = tokens[0]
@@ -257,9 +269,9 @@ def _keywords(cond: str, authors: set[str]) -> list[str]:
 def _time_ok(cond: str, now: Situation) -> bool | None:
     """None when the condition names no time of day."""
     low = cond.lower()
-    for part, (lo, hi) in _DAYPARTS.items():
-        if contains_keyword(low, part):
-            return lo <= now.hour < hi
+    days = [i for i, day in enumerate(_WEEKDAYS) if contains_keyword(low, day)]
+    if days and now.weekday not in days:
+        return False
     for m in _CLOCK.finditer(low):
         suffix = m.group(3)
         if suffix is None and not re.search(rf"\b(?:at|time is|time)\s+{m.group(0)}", low):
@@ -268,7 +280,10 @@ def _time_ok(cond: str, now: Situation) -> bool | None:
         if suffix == "pm":
             hour += 12
         return now.hour == hour
-    return None
+    for part, (lo, hi) in _DAYPARTS.items():
+        if contains_keyword(low, part):
+            return lo <= now.hour < hi
+    return True if days else None
 
 
 def _count_ok(cond: str, posts: Sequence[PostFacts]) -> bool | None:
@@ -457,6 +472,7 @@ def read_context(
     situation = Situation(
         hour=local.hour,
         minute=local.minute,
+        weekday=local.weekday(),
         contradictions=len(found.contradictions),
         posted_recently=posted_recently,
         heartbeat_md=heartbeat_md,

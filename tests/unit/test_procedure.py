@@ -173,3 +173,26 @@ def test_a_written_comment_is_cleaned() -> None:
 )
 def test_a_behavior_names_its_action_by_its_leading_verb(text: str, kind: str | None) -> None:
     assert parse_rule(text, "proactive behaviors").kind == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "hour", "weekday", "applies"),
+    [
+        ("At 8am post a morning digest", 8, 0, True),
+        ("At 8am post a morning digest", 9, 0, False),
+        ("Post a weekly summary on Monday at 10:00", 10, 0, True),
+        ("Post a weekly summary on Monday at 10:00", 10, 1, False),
+        ("If there are 4 or more new posts, write a summary post", 15, 0, False),
+    ],
+)
+def test_times_and_days(text: str, hour: int, weekday: int, applies: bool) -> None:
+    now = Situation(
+        hour=hour,
+        minute=0,
+        weekday=weekday,
+        contradictions=0,
+        posted_recently=False,
+        heartbeat_md="",
+    )
+    rules = [parse_rule(text, "rules")]
+    assert (choose(rules, [_post("p1", "dave", "Garden update")], now) is not None) is applies
