@@ -326,7 +326,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         if choice.kind == "comment" and post is not None:
             content = await self._write_comment(run, chat, post, choice.rule.text, found)
             written = content is not None
-            content = content or f"Thanks for posting this, {post.author}; following up here."
+            content = content or procedure.plain_comment(choice)
             comment = CommentDecision(post_id=post.post_id, content=content, reasoning=why)
             return asked(comment, facts=choice.facts, text_by="model" if written else "service")
         title, content = procedure.post_text(choice, posts, now)

@@ -31,6 +31,7 @@ __all__ = [
     "choose",
     "parse_rule",
     "pick_strategy",
+    "plain_comment",
     "post_text",
     "read_context",
     "reasoning",
@@ -499,3 +500,13 @@ def reasoning(choice: Choice) -> str:
     target = f" to {choice.post.title!r}" if choice.post is not None else ""
     facts = f" ({'; '.join(choice.facts)})" if choice.facts else ""
     return f"Rule {choice.rule.text!r} applies{target}{facts}"
+
+
+def plain_comment(choice: Choice) -> str:
+    """The service's own words for a chosen comment, when the model wrote none in time."""
+    author = choice.post.author if choice.post is not None else "there"
+    if "asks a question" in choice.facts:
+        return f"Good question, {author}; I am flagging it so someone who knows can answer."
+    if "urgent" in choice.facts:
+        return f"Thanks for the alert, {author}; noted, and flagged for follow-up."
+    return f"Thanks for posting this, {author}; following up here."
