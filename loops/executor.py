@@ -347,7 +347,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
         try:
             result = await asyncio.wait_for(chat(request, on_token=relay), COMMENT_SECONDS)
-            return clean_comment(parse_comment(result.text)) or None
+            return clean_comment(parse_comment(result.text), (post.title, task)) or None
         except (LLMError, TimeoutError) as err:  # the decision stands; only its wording is lost
             log.warning("[HEARTBEAT] the comment's text was not written: %r", err)
             return None

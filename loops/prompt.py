@@ -193,11 +193,20 @@ def parse_comment(reply: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def clean_comment(text: str) -> str:
+def clean_comment(text: str, copied: Sequence[str] = ()) -> str:
     """The model's comment as posted: its first paragraph, without a label, at most
-    ``COMMENT_MAX`` characters; empty when nothing usable is left."""
+    ``COMMENT_MAX`` characters; empty when nothing usable is left, or when it repeats one of
+    ``copied`` (the post's title, the rule: a small model likes to copy its prompt)."""
     first = text.strip().split("\n\n", 1)[0].strip().strip('"').strip()
     for label in ("comment:", "reply:", "answer:"):
         if first.lower().startswith(label):
             first = first[len(label) :].strip()
-    return _clip(" ".join(first.split()), COMMENT_MAX) if len(first.split()) >= 3 else ""
+    first = " ".join(first.split())
+    if len(first.split()) < 3:
+        return ""
+    low = first.lower()
+    for source in copied:
+        head = " ".join(source.lower().split())[:24]
+        if head and (head in low or low in source.lower()):
+            return ""
+    return _clip(first, COMMENT_MAX)

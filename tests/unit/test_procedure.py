@@ -159,6 +159,9 @@ def test_a_written_comment_is_cleaned() -> None:
     assert parse_comment('{"comment": "Try File, then Export."}') == "Try File, then Export."
     assert clean_comment("Comment: Try File, then Export.\n\nMore text") == "Try File, then Export."
     assert clean_comment("ok") == ""
+    rule = "If core user posted, reply with insights"
+    assert clean_comment(f"{rule} jika, {rule}", ("Q3 plan", rule)) == ""
+    assert clean_comment("How do I export my notes to PDF?", ("How do I export my notes?",)) == ""
 
 
 @pytest.mark.parametrize(
