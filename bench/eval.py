@@ -4,6 +4,7 @@
     python bench/eval.py --provider ollama --model llama3.2 [--base-url http://127.0.0.1:11434]
     python bench/eval.py --provider openai --model qwen2.5 --base-url http://127.0.0.1:8080/v1
     python bench/eval.py --provider oracle        # checks the scenarios and this harness: 100 %
+    python bench/eval.py --provider embedded --strategy prompt   # the whole prompt instead
 
 Nothing of the decision path is re-implemented here. For each scenario the harness opens a real
 ``Service`` on a temporary SQLite file and workspace (``Service.open`` with the provider under
@@ -600,6 +601,8 @@ async def main_async(args: argparse.Namespace) -> int:
         overrides["temperature"] = args.temperature
     if args.max_tokens is not None:
         overrides["max_tokens"] = args.max_tokens
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
     health = await inner.health(model)
     label = f"{args.provider} {health.model}"
     print(
@@ -654,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario")
     parser.add_argument("--temperature", type=float, help="override the config's temperature")
     parser.add_argument("--max-tokens", type=int, help="override the config's max_tokens")
+    parser.add_argument(
+        "--strategy", choices=("auto", "prompt", "procedure"), help="override the config's"
+    )
     parser.add_argument("--seed", type=int, help="sampling seed (embedded)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="context window (embedded)")
     parser.add_argument("--repeat-penalty", type=float, default=1.0, help="embedded sampling")
