@@ -40,7 +40,8 @@ _QUESTION_START: Final = frozenset(
 )
 _SPAM_WORDS: Final = frozenset(
     "free win winner click offer deal deals discount cheap buy sale promo coupon limited "
-    "followers subscribe prize casino crypto bitcoin earn cash money bonus guaranteed".split()
+    "followers subscribe prize casino crypto bitcoin earn cash money bonus guaranteed giveaway "
+    "exclusive sponsored unlimited loan loans".split()
 )
 _SPAM_PHRASES: Final = (
     "% off",

@@ -289,9 +289,7 @@ def _time_ok(cond: str, now: Situation) -> bool | None:
 
 def _count_ok(cond: str, posts: Sequence[PostFacts]) -> bool | None:
     low = cond.lower()
-    if not _has(low, "posts", "post"):
-        return None
-    m = _AT_LEAST.search(low)
+    m = re.search(rf"{_AT_LEAST.pattern}\s*(?:new\s+)?posts?\b", low)
     if m is None:
         return None
     if m.group(1) or m.group(2):
@@ -354,6 +352,15 @@ def _post_state(cond: str, post: PostFacts) -> tuple[bool, list[str]]:
         if post.score != 0:
             return False, []
         why.append("no votes")
+    for what, have in (("comments", post.comments), ("votes", post.score)):
+        m = re.search(rf"{_AT_LEAST.pattern}\s*(?:{what}|{what[:-1]})\b", low)
+        if m is not None:
+            need = (
+                int(m.group(1) or m.group(2)) if m.group(1) or m.group(2) else int(m.group(3)) + 1
+            )
+            if have < need:
+                return False, []
+            why.append(f"{have} {what}")
     if _has(low, "high-engagement", "engagement", "popular", "trending", "many comments"):
         if not post.engaged:
             return False, []

@@ -199,3 +199,10 @@ def test_times_and_days(text: str, hour: int, weekday: int, applies: bool) -> No
     )
     rules = [parse_rule(text, "rules")]
     assert (choose(rules, [_post("p1", "dave", "Garden update")], now) is not None) is applies
+
+
+@pytest.mark.parametrize(("comments", "applies"), [(5, True), (4, False)])
+def test_a_rule_may_count_a_posts_comments(comments: int, applies: bool) -> None:
+    rules = [parse_rule("If a post has 5+ comments → comment with a summary", "rules")]
+    posts = [_post("p1", "dave", "Garden update", comments=comments)]
+    assert (choose(rules, posts, NOW) is not None) is applies
