@@ -217,11 +217,18 @@ def _has(cond: str, *keys: str) -> bool:
     return any(contains_keyword(cond, k) for k in keys)
 
 
+def _mentions_user(cond: str) -> bool:
+    """ "The user is mentioned", "mentions me"; not "mentions an outage" (a topic)."""
+    if _has(cond, "@user"):
+        return True
+    return _has(cond, "mention", "mentions", "mentioned") and _has(cond, "user", "me", "you")
+
+
 def _people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
     """The people a condition names (lower case), or None when it names nobody."""
     cond = rule.condition
     low = cond.lower()
-    if _has(low, "mention", "mentions", "mentioned", "@user"):
+    if _mentions_user(low):
         return None  # a mention rule names whom the post mentions, not its author
     names: set[str] = set()
     named = False
@@ -397,7 +404,7 @@ def _applies(rule: Rule, posts: Sequence[PostFacts], now: Situation) -> Choice |
     people = _people(rule, authors, now.heartbeat_md)
     keywords = _keywords(cond, authors)
     low = cond.lower()
-    mention = _has(low, "mention", "mentions", "mentioned")
+    mention = _mentions_user(low)
     for post in posts:  # newest first
         if _acted(rule.kind, post):
             continue

@@ -206,3 +206,12 @@ def test_a_rule_may_count_a_posts_comments(comments: int, applies: bool) -> None
     rules = [parse_rule("If a post has 5+ comments → comment with a summary", "rules")]
     posts = [_post("p1", "dave", "Garden update", comments=comments)]
     assert (choose(rules, posts, NOW) is not None) is applies
+
+
+def test_mentioning_a_topic_is_not_mentioning_the_user() -> None:
+    rules = [parse_rule("If a post mentions an outage → comment with next steps", "rules")]
+    choice = choose(rules, [_post("p1", "erin", "Power outage on floor 3")], NOW)
+    assert choice is not None and choice.kind == "comment"
+    mention = [parse_rule("If the user is mentioned in a post → reply to it", "rules")]
+    assert choose(mention, [_post("p1", "erin", "Power outage on floor 3")], NOW) is None
+    assert choose(mention, [_post("p1", "erin", "Lunch?", "@user coming?")], NOW) is not None
