@@ -42,7 +42,9 @@ Kind = Literal["post", "comment", "vote"]
 
 RECENT_POST_SECONDS: Final = 12 * 3600  # a post of the agent's this recent: no other post yet
 _ARROW: Final = re.compile(r"\s*(?:→|->|=>|⇒)\s*")
-_IF_THEN: Final = re.compile(r"^\s*(?:if|when|whenever)\s+(.+?)(?:,|\bthen\b|:)\s*(.+)$", re.I)
+_IF_THEN: Final = re.compile(
+    r"^\s*(?:if|when|whenever)\s+(.+?)(?:,|\bthen\b|:(?!\d))\s*(.+)$", re.I
+)
 _X_IF_Y: Final = re.compile(r"^(.+?)\s+\b(?:if|when|whenever)\b\s+(.+)$", re.I)
 _QUOTED: Final = re.compile(r"[\"“”']([^\"“”']{1,40})[\"“”']")
 _PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
@@ -282,7 +284,12 @@ def _time_ok(cond: str, now: Situation) -> bool | None:
         return False
     for m in _CLOCK.finditer(low):
         suffix = m.group(3)
-        if suffix is None and not re.search(rf"\b(?:at|time is|time)\s+{m.group(0)}", low):
+        clock_face = m.group(2) is not None  # "9:00" is a time by itself
+        if (
+            suffix is None
+            and not clock_face
+            and not re.search(rf"\b(?:at|time is)\s+{m.group(0)}", low)
+        ):
             continue
         hour = int(m.group(1)) % 12 if suffix in ("am", "pm") else int(m.group(1))
         if suffix == "pm":

@@ -183,6 +183,8 @@ def test_a_behavior_names_its_action_by_its_leading_verb(text: str, kind: str | 
     [
         ("At 8am post a morning digest", 8, 0, True),
         ("At 8am post a morning digest", 9, 0, False),
+        ("When the clock hits 9:00, post a summary", 9, 0, True),
+        ("When the clock hits 9:00, post a summary", 10, 0, False),
         ("Post a weekly summary on Monday at 10:00", 10, 0, True),
         ("Post a weekly summary on Monday at 10:00", 10, 1, False),
         ("If there are 4 or more new posts, write a summary post", 15, 0, False),
