@@ -4,6 +4,7 @@
     python bench/eval.py --provider ollama --model llama3.2 [--base-url http://127.0.0.1:11434]
     python bench/eval.py --provider openai --model qwen2.5 --base-url http://127.0.0.1:8080/v1
     python bench/eval.py --provider oracle        # checks the scenarios and this harness: 100 %
+    python bench/eval.py --provider embedded --strategy prompt   # the whole prompt instead
 
 Nothing of the decision path is re-implemented here. For each scenario the harness opens a real
 ``Service`` on a temporary SQLite file and workspace (``Service.open`` with the provider under
@@ -37,9 +38,10 @@ A scenario file (``bench/eval/*.json``) holds one JSON object:
 when the run was accepted (``ok`` or ``dry_run``), its action is the expected one and, for a
 comment or a vote, it targets the expected post (and, for a vote, in the expected direction).
 
-Printed: a line per run, accuracy per expected action type, the share of replies that were a
-schema-valid decision, the rejected and failed shares, and latency p50/p95 (the whole run, and
-the LLM call alone).
+Printed: a line per run, accuracy per expected action type, the false-action rate (an action
+where ``none`` was expected), the share of replies that were a schema-valid decision, the
+rejected and failed shares, which procedure decided, prompt tokens per decision, latency p50/p95
+(the whole run, and the LLM call alone), and per rule style the accuracy and false-action rate.
 """
 
 from __future__ import annotations
@@ -321,6 +323,8 @@ class Result:
     llm_ms: float | None
     calls: int
     error: str | None
+    prompt_tokens: int | None = None
+    strategy: str | None = None
     replies: list[str | None] = field(default_factory=list)
 
 
@@ -453,6 +457,8 @@ async def run_scenario(
         llm_ms=run.llm_ms,
         calls=len(calls),
         error=run.error,
+        prompt_tokens=run.prompt_tokens,
+        strategy=None if run.decision is None else run.decision.get("strategy"),
         replies=[c.text for c in calls],
     )
 
@@ -480,6 +486,26 @@ def _show(d: dict[str, Any] | None) -> str:
     return action
 
 
+def false_action(r: Result) -> bool:
+    """An action taken where the scenario expects ``none``."""
+    return r.expected["action"] == "none" and (r.got or {}).get("action", "none") != "none"
+
+
+def per_style(results: list[Result]) -> dict[str, dict[str, float]]:
+    """Accuracy and the false-action rate (of the scenarios expecting none) per rule style."""
+    out: dict[str, dict[str, float]] = {}
+    for style in sorted({r.style for r in results}):
+        rows = [r for r in results if r.style == style]
+        nones = [r for r in rows if r.expected["action"] == "none"]
+        out[style] = {
+            "n": len(rows),
+            "accuracy": sum(r.correct for r in rows) / len(rows),
+            "none_n": len(nones),
+            "false_action_rate": sum(map(false_action, nones)) / len(nones) if nones else math.nan,
+        }
+    return out
+
+
 def summarize(results: list[Result]) -> dict[str, Any]:
     n = len(results)
     per_action: dict[str, dict[str, float]] = {}
@@ -494,6 +520,8 @@ def summarize(results: list[Result]) -> dict[str, Any]:
     failures = Counter(r.reason or "?" for r in results if r.status == "failed")
     rejections = Counter(r.reason or "?" for r in results if r.status == "rejected")
     got_actions = Counter((r.got or {}).get("action", "-") for r in results)
+    nones = [r for r in results if r.expected["action"] == "none"]
+    tokens = [float(r.prompt_tokens) for r in results if r.prompt_tokens is not None]
     return {
         "runs": n,
         "accuracy": sum(r.correct for r in results) / n,
@@ -505,6 +533,11 @@ def summarize(results: list[Result]) -> dict[str, Any]:
         "rejected_reasons": dict(rejections),
         "failed_reasons": dict(failures),
         "decided_actions": dict(got_actions),
+        "false_action_rate": sum(map(false_action, nones)) / len(nones) if nones else math.nan,
+        "per_style": per_style(results),
+        "strategies": dict(Counter(r.strategy or "-" for r in results)),
+        "prompt_tokens_mean": sum(tokens) / len(results) if results else math.nan,
+        "prompt_tokens_p95": percentile(tokens, 95) if tokens else 0.0,
         "run_ms_p50": percentile(run_ms, 50),
         "run_ms_p95": percentile(run_ms, 95),
         "llm_ms_p50": percentile(llm_ms, 50),
@@ -531,12 +564,26 @@ def print_report(label: str, results: list[Result], summary: dict[str, Any]) -> 
         f"accuracy overall  {summary['accuracy'] * 100:5.1f} %  (right action type only: "
         f"{summary['action_accuracy'] * 100:.1f} %)"
     )
+    print(
+        f"false actions     {summary['false_action_rate'] * 100:5.1f} %  (of the scenarios "
+        "expecting none)"
+    )
     print(f"schema-valid      {summary['schema_valid_rate'] * 100:5.1f} %")
     print(
         f"rejected          {summary['rejected_rate'] * 100:5.1f} %  {summary['rejected_reasons']}"
     )
     print(f"failed            {summary['failed_rate'] * 100:5.1f} %  {summary['failed_reasons']}")
     print(f"decided actions   {summary['decided_actions']}")
+    print(f"decided by        {summary['strategies']}")
+    print(
+        f"prompt tokens     {summary['prompt_tokens_mean']:.0f} per decision "
+        f"(p95 of calls {summary['prompt_tokens_p95']:.0f}; a decision without a call counts 0)"
+    )
+    print(f"\n{'style':<48} {'n':>3} {'accuracy':>9} {'false actions':>14}")
+    for style, row in summary["per_style"].items():
+        fa = row["false_action_rate"]
+        shown = "-" if math.isnan(fa) else f"{fa * 100:.0f} % of {int(row['none_n'])}"
+        print(f"{style[:48]:<48} {int(row['n']):>3} {row['accuracy'] * 100:8.1f} % {shown:>14}")
     print(
         f"latency run       p50 {summary['run_ms_p50']:.0f} ms  p95 {summary['run_ms_p95']:.0f} ms"
         f"   (LLM call p50 {summary['llm_ms_p50']:.0f} ms  p95 {summary['llm_ms_p95']:.0f} ms)"
@@ -557,6 +604,8 @@ async def main_async(args: argparse.Namespace) -> int:
         overrides["temperature"] = args.temperature
     if args.max_tokens is not None:
         overrides["max_tokens"] = args.max_tokens
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
     health = await inner.health(model)
     label = f"{args.provider} {health.model}"
     print(
@@ -611,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario")
     parser.add_argument("--temperature", type=float, help="override the config's temperature")
     parser.add_argument("--max-tokens", type=int, help="override the config's max_tokens")
+    parser.add_argument(
+        "--strategy", choices=("auto", "prompt", "procedure"), help="override the config's"
+    )
     parser.add_argument("--seed", type=int, help="sampling seed (embedded)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="context window (embedded)")
     parser.add_argument("--repeat-penalty", type=float, default=1.0, help="embedded sampling")

@@ -19,6 +19,7 @@ from ledger.limits import CONFIG_RANGES, CONFIG_TEXT_MAX, EVERY_SECONDS, TEMPERA
 from ledger.wakes import LEDGER_EVENTS
 
 __all__ = [
+    "STRATEGIES",
     "ConfigError",
     "HeartbeatConfig",
     "decode_stored",
@@ -68,6 +69,12 @@ class HeartbeatConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     skip_unchanged: bool = True  # skip the model when nothing the decision reads changed
     daily_token_budget: int | None = None  # tokens per local day; None: no budget
     quiet_after_user_seconds: int | None = None  # yield this long after the user wrote
+    # how a decision is reached: "auto" picks by provider, "prompt" asks the model for the
+    # whole decision, "procedure" goes through the rules one at a time (for small models)
+    strategy: str = "auto"
+
+
+STRATEGIES: Final = ("auto", "prompt", "procedure")
 
 
 def _show(value: object) -> str:
@@ -177,6 +184,13 @@ def _wake_on(value: object) -> list[str]:
     return [e for e in LEDGER_EVENTS if e in value]  # each once, in one order
 
 
+def _strategy(value: object) -> str:
+    if value not in STRATEGIES:
+        allowed = ", ".join(_show(s) for s in STRATEGIES)
+        raise ConfigError("strategy", f"strategy must be one of {allowed}, got {_show(value)}")
+    return str(value)
+
+
 _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "enabled": lambda v: _bool("enabled", v),
     "every_seconds": _every_seconds,
@@ -192,6 +206,7 @@ _CHECKERS: Final[Mapping[str, Callable[[object], object]]] = {
     "skip_unchanged": lambda v: _bool("skip_unchanged", v),
     "daily_token_budget": lambda v: _optional_int_in("daily_token_budget", v),
     "quiet_after_user_seconds": lambda v: _optional_int_in("quiet_after_user_seconds", v),
+    "strategy": _strategy,
 }
 
 

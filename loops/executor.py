@@ -39,15 +39,37 @@ from ledger.decisions import (
     summarize,
 )
 from ledger.errors import Conflict, NotFound
-from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
+from ledger.records import (
+    Loop,
+    Reason,
+    Run,
+    RunContext,
+    RunOutcome,
+    RunStatus,
+    Thread,
+    Trigger,
+    run_to_dict,
+)
 from ledger.redact import redact
 from ledger.reply import parse_reply
 from ledger.storage.interface import AGENT, Storage, Tx
+from loops import procedure
 from loops.clock import Clock
 from loops.events import EventBus
+from loops.facts import PostFacts
 from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
-from loops.llm import ChatRequest, ChatResult, LLMProvider
-from loops.prompt import Context, PostView, build_messages, describe_actions, format_age
+from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider
+from loops.prompt import (
+    COMMENT_SCHEMA,
+    Context,
+    PostView,
+    build_messages,
+    clean_comment,
+    comment_messages,
+    describe_actions,
+    format_age,
+    parse_comment,
+)
 from loops.scheduler import skipped_overlap
 from loops.thrift import BeatGate
 from loops.workspace import InstructionsFile, InstructionsUnusable
@@ -55,6 +77,10 @@ from loops.workspace import InstructionsFile, InstructionsUnusable
 log = logging.getLogger(f"heartbeat.{__name__}")
 
 TOKEN_FLUSH_SECONDS = 0.1
+COMMENT_TOKENS = 48  # the most a comment the procedure chose may take to write
+# ... and the longest its writing may take: past it the comment gets a plain text instead (the
+# decision stands; a beat must not wait on a slow model for its wording)
+COMMENT_SECONDS = 8.0
 # A reply that is not JSON at all is worth one more try.
 _RETRY_PARSE = frozenset({Reason.NO_JSON, Reason.BAD_JSON})
 # DecisionError reasons that mean "the model said something we refuse", not "garbage".
@@ -70,6 +96,16 @@ _REFUSALS = frozenset(
 )
 
 HeartbeatPlan = RunPlan[hbconfig.HeartbeatConfig]
+
+
+class Asked(msgspec.Struct, frozen=True):
+    """The ask step's answer: the decision and how it was reached (recorded with the run)."""
+
+    decision: Decision
+    strategy: str  # "prompt" or "procedure"
+    rule: str | None = None  # the rule the procedure acted on
+    facts: list[str] = msgspec.field(default_factory=list)
+    text_by: str | None = None  # who wrote a chosen comment's text: "model" or "service"
 
 
 class RunInFlight(Conflict, code="run_in_flight"):
@@ -152,7 +188,7 @@ class HeartbeatExecutor:
         gate = BeatGate(
             store, clock, lambda: self.llm, window=options.window, ledger_feed=options.ledger_feed
         )
-        self.work = HeartbeatWork(store, bus, clock, options, http, gate)
+        self.work = HeartbeatWork(store, bus, clock, options, http, gate, lambda: self.llm.name)
 
     @property
     def llm(self) -> LLMProvider:
@@ -248,7 +284,7 @@ class HeartbeatExecutor:
             self.on_idle(thread_id)
 
 
-class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decision]):
+class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision]):
     """The heartbeat's steps of a run (see ``loops.lifecycle.Work``)."""
 
     def __init__(
@@ -259,9 +295,11 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         options: ExecutorOptions,
         http: httpx.AsyncClient | None,
         gate: BeatGate,
+        provider: Callable[[], str] = lambda: "",
     ) -> None:
         self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
         self.gate = gate
+        self.provider = provider  # the name of the provider runs call now
         self._instructions_file = InstructionsFile(options.heartbeat_md)
 
     async def precheck(self, run: HeartbeatPlan) -> Instructions:
@@ -292,7 +330,66 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
         await self.gate.admit(run, instructions.raw, (run.event,) if run.event else ())
         return instructions
 
-    async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
+    async def ask(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Asked:
+        """The decision, by the procedure the thread's config and the provider call for."""
+        strategy = procedure.pick_strategy(run.config.strategy, self.provider())
+        if strategy == "procedure":
+            return await self.ask_procedure(run, prepared, chat)
+        return Asked(await self.ask_prompt(run, prepared, chat), "prompt")
+
+    async def ask_procedure(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Asked:
+        """Rule by rule against the computed facts; the model writes a chosen comment's text."""
+        log.info("[HEARTBEAT] Going through the rules for thread %s", run.thread_id)
+        found = await self.store.run_context(
+            run.thread_id, messages=self.opts.window, posts=self.opts.ledger_feed
+        )
+        self.gate.seen(run, found)
+        posts, now = procedure.read_context(
+            found, self.clock.now(), run.config.timezone, prepared.raw
+        )
+        choice = procedure.choose(procedure.rules_of(prepared), posts, now)
+        if choice is None:
+            why = "no rule applies to the posts and messages right now"
+            return Asked(NoneDecision(reasoning=why), "procedure")
+        why = procedure.reasoning(choice)
+        asked = functools.partial(Asked, strategy="procedure", rule=choice.rule.text)
+        post = choice.post
+        if choice.kind == "vote" and post is not None:
+            direction = choice.direction or "up"
+            vote = VoteDecision(post_id=post.post_id, vote_direction=direction, reasoning=why)
+            return asked(vote, facts=choice.facts)
+        if choice.kind == "comment" and post is not None:
+            content = await self._write_comment(run, chat, post, choice.rule.text, found)
+            written = content is not None
+            content = content or procedure.plain_comment(choice)
+            comment = CommentDecision(post_id=post.post_id, content=content, reasoning=why)
+            return asked(comment, facts=choice.facts, text_by="model" if written else "service")
+        title, content = procedure.post_text(choice, posts, now)
+        return asked(PostDecision(title=title, content=content, reasoning=why), facts=choice.facts)
+
+    async def _write_comment(
+        self, run: HeartbeatPlan, chat: Chat, post: PostFacts, task: str, found: RunContext
+    ) -> str | None:
+        """The model's text for a comment already decided on; None when it wrote none in time."""
+        content = next((p.content for p in found.posts if p.id == post.post_id), "")
+        request = ChatRequest(
+            model=run.model,
+            messages=comment_messages(post.author, post.title, content, task),
+            schema=COMMENT_SCHEMA,
+            temperature=run.config.temperature,
+            max_tokens=min(run.config.max_tokens, COMMENT_TOKENS),
+        )
+        relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
+        try:
+            result = await asyncio.wait_for(chat(request, on_token=relay), COMMENT_SECONDS)
+            return clean_comment(parse_comment(result.text), (post.title, task)) or None
+        except (LLMError, TimeoutError) as err:  # the decision stands; only its wording is lost
+            log.warning("[HEARTBEAT] the comment's text was not written: %r", err)
+            return None
+        finally:
+            relay.flush()
+
+    async def ask_prompt(self, run: HeartbeatPlan, prepared: Instructions, chat: Chat) -> Decision:
         """The LLM call, asked once more after a reply that is not JSON at all."""
         log.info("[HEARTBEAT] Gathering context for thread %s", run.thread_id)
         cfg = run.config
@@ -325,9 +422,16 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
                 raise EndRun(_unusable(err, result)) from None
         raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns
 
-    async def judge(self, run: HeartbeatPlan, answer: Decision) -> Finish[Decision]:
-        """Review the decision against the Ledger; a dry run stops short of the effect."""
-        raw = decision_to_dict(answer)
+    async def judge(self, run: HeartbeatPlan, asked: Asked) -> Finish[Decision]:
+        """Review the decision against the Ledger; a dry run stops short of the effect. The
+        decision is recorded with the procedure that reached it (and its rule and facts)."""
+        answer = asked.decision
+        how: dict[str, Any] = {"strategy": asked.strategy}
+        if asked.rule is not None:
+            how |= {"rule": asked.rule, "facts": asked.facts}
+        if asked.text_by is not None:
+            how["text_by"] = asked.text_by
+        raw = decision_to_dict(answer) | how
         log.info("[HEARTBEAT] LLM decision: %s", summarize(answer))
         self.bus.publish(
             "decision",
@@ -354,7 +458,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Decision, Decis
             )
         log.info("[HEARTBEAT] Validation passed")
         final = verdict.decision
-        decided = decision_to_dict(final)
+        decided = decision_to_dict(final) | how
         if verdict.truncated:
             decided["truncated"] = list(verdict.truncated)
         summary = summarize(final)

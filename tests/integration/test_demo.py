@@ -165,3 +165,57 @@ async def test_the_demo_makes_a_real_decision_soon_after_start(
     finally:
         clock.idle = None
         await svc.close()
+
+
+class SmallModel(ScriptedLLM):
+    """A scripted model standing in for the embedded one (the procedure is picked by name)."""
+
+    name = "embedded"
+
+
+async def test_with_the_embedded_model_the_first_beat_acts_on_the_obvious_case(
+    empty_workspace: Path, clock: FakeClock
+) -> None:
+    """The rule-by-rule procedure answers the unanswered question; the run records the rule and
+    the facts it acted on, and the reasoning the dashboard shows names them."""
+    llm = SmallModel()
+    llm.enqueue({"comment": "Use File, then Export as PDF."})
+    svc = await Service.open(Settings.for_workspace(empty_workspace), clock=clock, llm=llm)
+    try:
+        assert await seed_demo(svc.store, empty_workspace) is True
+        question = next(p for p in await svc.store.posts(limit=10) if "PDF" in p.title)
+        run = await svc.run_now("default")
+        assert (run.status, run.action) == ("ok", "comment")
+        assert run.decision is not None and run.decision["post_id"] == question.id
+        assert run.decision["content"] == "Use File, then Export as PDF."
+        assert run.decision["strategy"] == "procedure"
+        assert run.decision["rule"].startswith("If a post asks a question and has no comments")
+        assert {"asks a question", "no comments"} <= set(run.decision["facts"])
+        assert "If a post asks a question" in run.decision["reasoning"]
+        # the model was asked only for the comment's text, about that post
+        (request,) = llm.requests
+        assert "How do I export my notes to PDF?" in json.dumps(request.messages)
+        assert request.schema is not None and "comment" in request.schema["properties"]
+    finally:
+        await svc.close()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "decided_by"), [("auto", "prompt"), ("procedure", "procedure")]
+)
+async def test_a_thread_config_picks_the_procedure(
+    empty_workspace: Path, clock: FakeClock, strategy: str, decided_by: str
+) -> None:
+    """A served model keeps the whole prompt unless the thread's ``strategy`` says otherwise."""
+    llm = ScriptedLLM()  # its default reply is the whole decision "none"
+    if decided_by == "procedure":
+        llm.enqueue({"comment": "Use File, then Export as PDF."})
+    svc = await Service.open(Settings.for_workspace(empty_workspace), clock=clock, llm=llm)
+    try:
+        assert await seed_demo(svc.store, empty_workspace) is True
+        await svc.set_config("default", {"strategy": strategy, "dry_run": True})
+        run = await svc.run_now("default")
+        assert run.decision is not None and run.decision["strategy"] == decided_by
+        assert run.action == ("comment" if decided_by == "procedure" else "none")
+    finally:
+        await svc.close()

@@ -38,6 +38,7 @@ DEFAULT_DICT = {
     "skip_unchanged": True,
     "daily_token_budget": None,
     "quiet_after_user_seconds": None,
+    "strategy": "auto",
 }
 
 
@@ -198,7 +199,8 @@ MERGE_ERRORS = [
         "colour",
         'unknown field "colour"; allowed: every, active_hours_end, active_hours_start,'
         " daily_token_budget, dry_run, enabled, every_seconds, max_tokens, model,"
-        " quiet_after_user_seconds, skip_unchanged, target, temperature, timezone",
+        " quiet_after_user_seconds, skip_unchanged, strategy, target, temperature, timezone,"
+        " wake_on",
         id="unknown-field",
     ),
     pytest.param(
@@ -567,7 +569,8 @@ def test_validate_config_accepts(cfg: HeartbeatConfig) -> None:
             DEFAULTS,
             'stored config is invalid: unknown field "legacy"; allowed: every, active_hours_end,'
             " active_hours_start, daily_token_budget, dry_run, enabled, every_seconds, max_tokens,"
-            " model, quiet_after_user_seconds, skip_unchanged, target, temperature, timezone",
+            " model, quiet_after_user_seconds, skip_unchanged, strategy, target, temperature,"
+            " timezone, wake_on",
             id="unknown-field",
         ),
     ],

@@ -1,0 +1,211 @@
+"""Facts the service computes itself about the Ledger, for the rule-by-rule decision procedure.
+
+Pure: posts in, facts out. A small model is near chance when asked whether a post "is spam" or
+"asks a question"; these few surface signals are checked by code instead, and every fact carries
+the words that made it true so a person can see why a rule was taken to apply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "NEW_SECONDS",
+    "PostFacts",
+    "asks_for_votes",
+    "asks_question",
+    "contains_keyword",
+    "is_controversial",
+    "is_engaged",
+    "is_urgent",
+    "mentions",
+    "post_facts",
+    "spam_signals",
+    "words",
+]
+
+NEW_SECONDS: Final = 24 * 3600  # a post younger than a day counts as new
+ENGAGED_COMMENTS: Final = 5
+ENGAGED_SCORE: Final = 5
+CONTROVERSIAL_COMMENTS: Final = 3
+
+_WORD: Final = re.compile(r"[a-z0-9@']+")
+_QUESTION_START: Final = frozenset(
+    "how what why when where who which whom whose can could should would is are does do did "
+    "will anyone anybody any".split()
+)
+_SPAM_WORDS: Final = frozenset(
+    "free win winner click offer deal deals discount cheap buy sale promo coupon limited "
+    "followers subscribe prize casino crypto bitcoin earn cash money bonus guaranteed giveaway "
+    "exclusive sponsored unlimited loan loans".split()
+)
+_SPAM_PHRASES: Final = (
+    "% off",
+    "act fast",
+    "act now",
+    "click here",
+    "click the link",
+    "only today",
+)
+_VOTE_PHRASES: Final = (
+    "agree?",
+    "consensus",
+    "please vote",
+    "vote on",
+    "votes?",
+    "+1",
+    "thumbs up",
+    "do we agree",
+    "do you agree",
+    "who is in",
+    "show of hands",
+)
+_URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken".split())
+_CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
+
+
+class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What the procedure knows about one Ledger post, each true fact with its evidence."""
+
+    post_id: str
+    author: str
+    title: str
+    age_seconds: float
+    score: int
+    comments: int
+    new: bool
+    question: bool
+    asks_votes: bool
+    spam: list[str]  # the spam signals found; empty when it does not look like spam
+    urgent: bool
+    controversial: bool
+    engaged: bool
+    voted: bool  # the agent already voted on it
+    commented: bool  # the agent already commented on it
+    text: str  # title and content, lower case, for keyword rules
+
+    def describe(self) -> list[str]:
+        """The true facts in words."""
+        out = []
+        if self.new:
+            out.append("new")
+        if self.question:
+            out.append("asks a question")
+        if self.comments == 0:
+            out.append("no comments")
+        if self.asks_votes:
+            out.append("asks for votes")
+        if self.spam:
+            out.append(f"looks like spam ({', '.join(self.spam)})")
+        if self.urgent:
+            out.append("urgent")
+        if self.controversial:
+            out.append("controversial")
+        if self.engaged:
+            out.append("high engagement")
+        if self.voted:
+            out.append("you already voted")
+        if self.commented:
+            out.append("you already commented")
+        return out
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def asks_question(title: str, content: str) -> bool:
+    """A question mark in the title or text, or a title that opens like a question."""
+    if "?" in title or "?" in content:
+        return True
+    first = words(title)[:1]
+    return bool(first) and first[0] in _QUESTION_START
+
+
+def spam_signals(title: str, content: str) -> list[str]:
+    """The advertising signals in a post: selling words, shouting, a link to click."""
+    text = f"{title} {content}"
+    low = text.lower()
+    found = sorted({w for w in words(low) if w in _SPAM_WORDS})
+    found += [p for p in _SPAM_PHRASES if p in low]
+    if text.count("!") >= 3:
+        found.append("!!!")
+    letters = [c for c in title if c.isalpha()]
+    if len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7:
+        found.append("all caps")
+    if "http://" in low or "https://" in low or "www." in low:
+        found.append("link")
+    # One selling word alone ("free time", "a good deal") is not advertising.
+    return found if len(found) >= 2 else []
+
+
+def asks_for_votes(title: str, content: str) -> bool:
+    low = f"{title} {content}".lower()
+    return any(p in low for p in _VOTE_PHRASES)
+
+
+def is_urgent(title: str, content: str) -> bool:
+    return any(w in _URGENT_WORDS for w in words(f"{title} {content}"))
+
+
+def is_controversial(title: str, content: str, score: int, comments: int) -> bool:
+    """Named controversial, or much discussed while the votes cancel out."""
+    if any(w in _CONTROVERSY_WORDS for w in words(f"{title} {content}")):
+        return True
+    return comments >= CONTROVERSIAL_COMMENTS and abs(score) <= 1
+
+
+def is_engaged(score: int, comments: int) -> bool:
+    return comments >= ENGAGED_COMMENTS or score >= ENGAGED_SCORE
+
+
+def mentions(text: str, names: Iterable[str]) -> bool:
+    """``@name`` for any of ``names`` in the text."""
+    tokens = set(words(text))
+    return any(f"@{n.lower()}" in tokens for n in names)
+
+
+def contains_keyword(text: str, keyword: str) -> bool:
+    """The keyword (a word or a phrase) in the text, case-insensitively, at word bounds."""
+    key = keyword.strip().lower()
+    if not key:
+        return False
+    if not key[-1].isalnum():  # "agree?" keeps its punctuation
+        return key in text.lower()
+    return re.search(rf"(?<![a-z0-9]){re.escape(key)}(?![a-z0-9])", text.lower()) is not None
+
+
+def post_facts(
+    *,
+    post_id: str,
+    author: str,
+    title: str,
+    content: str,
+    age_seconds: float,
+    score: int,
+    comments: int,
+    voted: bool,
+    commented: bool,
+) -> PostFacts:
+    return PostFacts(
+        post_id=post_id,
+        author=author,
+        title=title,
+        age_seconds=age_seconds,
+        score=score,
+        comments=comments,
+        new=age_seconds < NEW_SECONDS,
+        question=asks_question(title, content),
+        asks_votes=asks_for_votes(title, content),
+        spam=spam_signals(title, content),
+        urgent=is_urgent(title, content),
+        controversial=is_controversial(title, content, score, comments),
+        engaged=is_engaged(score, comments),
+        voted=voted,
+        commented=commented,
+        text=f"{title}\n{content}".lower(),
+    )

@@ -1,0 +1,219 @@
+"""The facts the service computes about posts and the rule-by-rule procedure (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from heartbeat_md import parse
+from loops.facts import PostFacts, asks_for_votes, asks_question, post_facts, spam_signals
+from loops.procedure import Situation, choose, parse_rule, pick_strategy, rules_of
+from loops.prompt import clean_comment, parse_comment
+
+
+@pytest.mark.parametrize(
+    ("title", "content", "expected"),
+    [
+        ("How do I export my notes to PDF?", "", True),
+        ("Which bus goes to the lake", "", True),
+        ("Garden update", "The tomatoes are red.", False),
+        ("Plan", "Is Tuesday fine for everyone?", True),
+    ],
+)
+def test_asks_question(title: str, content: str, expected: bool) -> None:
+    assert asks_question(title, content) is expected
+
+
+@pytest.mark.parametrize(
+    ("title", "content", "spam"),
+    [
+        ("WIN A FREE PHONE!!! Click now", "Limited offer!!!", True),
+        ("50% off sneakers this weekend", "Buy two, get a discount.", True),
+        ("Cheap followers", "Get followers fast.", True),
+        ("Free afternoon at the museum", "The city museum is free on Sunday.", False),
+        ("Garden update", "The tomatoes are red.", False),
+    ],
+)
+def test_spam_signals(title: str, content: str, spam: bool) -> None:
+    assert bool(spam_signals(title, content)) is spam
+
+
+def test_asks_for_votes() -> None:
+    assert asks_for_votes("Move stand-up to 10:00, agree?", "")
+    assert not asks_for_votes("I agree with the notes", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction"),
+    [
+        ("If a post is spam or an advertisement → vote it down.", "vote", "down"),
+        ("downvote anything that looks like an ad", "vote", "down"),
+        ("Vote up questions from core users", "vote", "up"),
+        ("if nobody answered Carol, help her", "comment", None),
+        ("Alert if contradiction detected", "post", None),
+        ("If nothing needs doing → reply HEARTBEAT_OK.", None, None),
+        ("Monitor for posts from core users (Alice, Bob)", None, None),
+        ("If 3+ new posts since yesterday → include them", None, None),
+        (
+            "If the user is mentioned in a post → reply to that post with a comment.",
+            "comment",
+            None,
+        ),
+    ],
+)
+def test_parse_rule_names_the_action(text: str, kind: str | None, direction: str | None) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction) == (kind, direction)
+
+
+def _post(pid: str, author: str, title: str, content: str = "", **kw: object) -> PostFacts:
+    fields: dict[str, object] = {
+        "age_seconds": 600.0,
+        "score": 0,
+        "comments": 0,
+        "voted": False,
+        "commented": False,
+    }
+    fields.update(kw)
+    return post_facts(post_id=pid, author=author, title=title, content=content, **fields)  # type: ignore[arg-type]
+
+
+NOW = Situation(hour=15, minute=0, contradictions=0, posted_recently=False, heartbeat_md="")
+DEMO = """## Rules
+If a post asks a question and has no comments → comment with a short, helpful answer.
+If a post is spam or an advertisement → vote it down.
+If nothing needs doing → reply HEARTBEAT_OK.
+"""
+
+
+def test_the_first_rule_that_applies_is_chosen_with_its_facts() -> None:
+    posts = [
+        _post("p4", "carol", "How do I export my notes to PDF?"),
+        _post("p3", "promo_bot", "WIN A FREE PHONE!!! Click now", "Limited offer!!!"),
+    ]
+    choice = choose(rules_of(parse(DEMO)), posts, NOW)
+    assert choice is not None and choice.post is not None
+    assert (choice.kind, choice.post.post_id) == ("comment", "p4")
+    assert "asks a question" in choice.facts and "no comments" in choice.facts
+
+
+def test_an_answered_question_and_an_advert_already_voted_leave_nothing_to_do() -> None:
+    posts = [
+        _post("p4", "carol", "How do I export my notes to PDF?", comments=2),
+        _post("p3", "promo_bot", "WIN A FREE PHONE!!! Click now", "Limited!!!", voted=True),
+    ]
+    assert choose(rules_of(parse(DEMO)), posts, NOW) is None
+
+
+def test_a_rule_about_a_person_who_did_not_post_does_not_apply() -> None:
+    rules = rules_of(parse("## Rules\n- if nobody answered Carol, help her\n"))
+    assert choose(rules, [_post("p1", "frank", "Where is the key?")], NOW) is None
+    choice = choose(rules, [_post("p1", "carol", "Where is the key?")], NOW)
+    assert choice is not None and choice.kind == "comment"
+
+
+def test_core_users_are_looked_up_in_the_file() -> None:
+    md = (
+        "## Proactive Behaviors\n- Vote up questions from core users\n\n"
+        "## Notes\nCore users are alice and bob.\n"
+    )
+    rules = rules_of(parse(md))
+    now = Situation(hour=15, minute=0, contradictions=0, posted_recently=False, heartbeat_md=md)
+    assert choose(rules, [_post("p1", "zoe", "How do we book the room?")], now) is None
+    choice = choose(rules, [_post("p1", "bob", "How do we book the room?")], now)
+    assert choice is not None and (choice.kind, choice.direction) == ("vote", "up")
+
+
+@pytest.mark.parametrize(("hour", "applies"), [(9, True), (10, False), (21, False)])
+def test_a_time_of_day_rule_applies_at_its_hour(hour: int, applies: bool) -> None:
+    rules = rules_of(parse("## Proactive Behaviors\n- Post daily summary at 9am\n"))
+    now = Situation(hour=hour, minute=0, contradictions=0, posted_recently=False, heartbeat_md="")
+    assert (choose(rules, [], now) is not None) is applies
+
+
+def test_a_summary_is_not_posted_again_soon_after_the_last() -> None:
+    rules = rules_of(parse("## Rules\nAt 9:00 → post a summary\n"))
+    now = Situation(hour=9, minute=0, contradictions=0, posted_recently=True, heartbeat_md="")
+    assert choose(rules, [], now) is None
+
+
+def test_a_rule_whose_condition_is_not_understood_never_applies() -> None:
+    rules = rules_of(parse("## Proactive Behaviors\n- Vote early to signal support\n"))
+    assert choose(rules, [_post("p1", "dave", "Garden update")], NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("configured", "provider", "expected"),
+    [
+        ("auto", "embedded", "procedure"),
+        ("auto", "ollama", "prompt"),
+        ("auto", "openai", "prompt"),
+        ("procedure", "ollama", "procedure"),
+        ("prompt", "embedded", "prompt"),
+    ],
+)
+def test_pick_strategy(configured: str, provider: str, expected: str) -> None:
+    assert pick_strategy(configured, provider) == expected
+
+
+def test_a_written_comment_is_cleaned() -> None:
+    assert parse_comment('{"comment": "Try File, then Export."}') == "Try File, then Export."
+    assert clean_comment("Comment: Try File, then Export.\n\nMore text") == "Try File, then Export."
+    assert clean_comment("ok") == ""
+    rule = "If core user posted, reply with insights"
+    assert clean_comment(f"{rule} jika, {rule}", ("Q3 plan", rule)) == ""
+    assert clean_comment("How do I export my notes to PDF?", ("How do I export my notes?",)) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Give an upvote to posts that ask people to agree on something", "vote"),
+        ("Say hello under posts from new member Gina", "comment"),
+        ("Every morning, post a short summary of new posts", "post"),
+        ("Help build consensus on important questions", None),
+        ("Keep comments short and friendly", None),
+    ],
+)
+def test_a_behavior_names_its_action_by_its_leading_verb(text: str, kind: str | None) -> None:
+    assert parse_rule(text, "proactive behaviors").kind == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "hour", "weekday", "applies"),
+    [
+        ("At 8am post a morning digest", 8, 0, True),
+        ("At 8am post a morning digest", 9, 0, False),
+        ("When the clock hits 9:00, post a summary", 9, 0, True),
+        ("When the clock hits 9:00, post a summary", 10, 0, False),
+        ("Post a weekly summary on Monday at 10:00", 10, 0, True),
+        ("Post a weekly summary on Monday at 10:00", 10, 1, False),
+        ("If there are 4 or more new posts, write a summary post", 15, 0, False),
+    ],
+)
+def test_times_and_days(text: str, hour: int, weekday: int, applies: bool) -> None:
+    now = Situation(
+        hour=hour,
+        minute=0,
+        weekday=weekday,
+        contradictions=0,
+        posted_recently=False,
+        heartbeat_md="",
+    )
+    rules = [parse_rule(text, "rules")]
+    assert (choose(rules, [_post("p1", "dave", "Garden update")], now) is not None) is applies
+
+
+@pytest.mark.parametrize(("comments", "applies"), [(5, True), (4, False)])
+def test_a_rule_may_count_a_posts_comments(comments: int, applies: bool) -> None:
+    rules = [parse_rule("If a post has 5+ comments → comment with a summary", "rules")]
+    posts = [_post("p1", "dave", "Garden update", comments=comments)]
+    assert (choose(rules, posts, NOW) is not None) is applies
+
+
+def test_mentioning_a_topic_is_not_mentioning_the_user() -> None:
+    rules = [parse_rule("If a post mentions an outage → comment with next steps", "rules")]
+    choice = choose(rules, [_post("p1", "erin", "Power outage on floor 3")], NOW)
+    assert choice is not None and choice.kind == "comment"
+    mention = [parse_rule("If the user is mentioned in a post → reply to it", "rules")]
+    assert choose(mention, [_post("p1", "erin", "Power outage on floor 3")], NOW) is None
+    assert choose(mention, [_post("p1", "erin", "Lunch?", "@user coming?")], NOW) is not None
