@@ -72,11 +72,11 @@ from loops.prompt import (
 )
 from loops.scheduler import skipped_overlap
 from loops.thrift import BeatGate
+from loops.tokens import TokenRelay
 from loops.workspace import InstructionsFile, InstructionsUnusable
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
-TOKEN_FLUSH_SECONDS = 0.1
 COMMENT_TOKENS = 48  # the most a comment the procedure chose may take to write
 # ... and the longest its writing may take: past it the comment gets a plain text instead (the
 # decision stands; a beat must not wait on a slow model for its wording)
@@ -129,40 +129,6 @@ class ExecutorOptions:
     channels: dict[str, str] = field(default_factory=dict)
     run_deadline: float = 300.0
     ledger_feed: int = 15
-
-
-class _TokenRelay:
-    """Forwards streamed text to the event bus, coalesced to one event per flush interval."""
-
-    def __init__(self, bus: EventBus, run_id: int, thread_id: str, clock: Clock) -> None:
-        self.bus, self.run_id, self.thread_id, self.clock = bus, run_id, thread_id, clock
-        self.buf: list[str] = []
-        self.last = clock.monotonic()
-
-    def __call__(self, text: str) -> None:
-        self.buf.append(text)
-        if self.clock.monotonic() - self.last >= TOKEN_FLUSH_SECONDS:
-            self.flush()
-
-    def reset(self) -> None:
-        """Tell viewers to discard the text streamed so far (the model is asked again)."""
-        self.buf.clear()
-        if self.bus.subscriber_count:
-            self.bus.publish(
-                "token",
-                {"run_id": self.run_id, "thread_id": self.thread_id, "text": "", "reset": True},
-                thread_id=self.thread_id,
-            )
-
-    def flush(self) -> None:
-        if self.buf and self.bus.subscriber_count:
-            self.bus.publish(
-                "token",
-                {"run_id": self.run_id, "thread_id": self.thread_id, "text": "".join(self.buf)},
-                thread_id=self.thread_id,
-            )
-        self.buf.clear()
-        self.last = self.clock.monotonic()
 
 
 class HeartbeatExecutor:
@@ -379,7 +345,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
             temperature=run.config.temperature,
             max_tokens=min(run.config.max_tokens, COMMENT_TOKENS),
         )
-        relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
+        relay = TokenRelay(self.bus, run.id, run.thread_id, self.clock)
         try:
             result = await asyncio.wait_for(chat(request, on_token=relay), COMMENT_SECONDS)
             return clean_comment(parse_comment(result.text), (post.title, task)) or None
@@ -403,7 +369,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
         )
-        relay = _TokenRelay(self.bus, run.id, run.thread_id, self.clock)
+        relay = TokenRelay(self.bus, run.id, run.thread_id, self.clock)
         for attempt in (1, 2):
             try:
                 result = await chat(request, on_token=relay)
