@@ -7,6 +7,17 @@ All times are stored as REAL POSIX seconds (UTC).
 
 from __future__ import annotations
 
+# wakes held for a thread's next scheduled beat (migration 2, the same on both backends)
+_HELD_WAKES = """
+    CREATE TABLE held_wakes (
+        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
+        event_text TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL
+    );
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole first schema
     """
@@ -146,14 +157,8 @@ MIGRATIONS: tuple[str, ...] = (
         SET sql = replace(sql, '''catch_up'')', '''catch_up'', ''ledger_event'')')
         WHERE type = 'table' AND name = 'runs';
     PRAGMA writable_schema = RESET;
-    CREATE TABLE held_wakes (
-        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
-        event_text TEXT NOT NULL,
-        events INTEGER NOT NULL,
-        first_at REAL NOT NULL,
-        last_at REAL NOT NULL
-    );
-    """,
+    """
+    + _HELD_WAKES,
     # 3: what a thread's heartbeat remembers between beats; a day's runs of a thread, by time
     """
     CREATE TABLE beat_memos (
@@ -182,12 +187,6 @@ POSTGRES_SCRIPTS: dict[int, str] = {
     ALTER TABLE runs DROP CONSTRAINT runs_trigger_check;
     ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
         CHECK (trigger IN ('schedule', 'manual', 'wake', 'catch_up', 'ledger_event'));
-    CREATE TABLE held_wakes (
-        thread_id TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
-        event_text TEXT NOT NULL,
-        events INTEGER NOT NULL,
-        first_at REAL NOT NULL,
-        last_at REAL NOT NULL
-    );
-    """,
+    """
+    + _HELD_WAKES,
 }
