@@ -5,6 +5,8 @@
     python bench/eval.py --provider openai --model qwen2.5 --base-url http://127.0.0.1:8080/v1
     python bench/eval.py --provider oracle        # checks the scenarios and this harness: 100 %
     python bench/eval.py --provider embedded --strategy prompt   # the whole prompt instead
+    python bench/eval.py --provider oracle --strategy procedure  # the rules alone, no model
+    python bench/eval.py --scenarios bench/eval bench/eval/holdout  # each set, then together
 
 Nothing of the decision path is re-implemented here. For each scenario the harness opens a real
 ``Service`` on a temporary SQLite file and workspace (``Service.open`` with the provider under
@@ -594,9 +596,13 @@ def print_report(label: str, results: list[Result], summary: dict[str, Any]) -> 
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    scenarios = load_scenarios(Path(args.scenarios))
+    sets = [(Path(folder), load_scenarios(Path(folder))) for folder in args.scenarios]
     if args.only:
-        scenarios = [(p, s) for p, s in scenarios if any(o in s.id for o in args.only)]
+        sets = [
+            (f, [(p, s) for p, s in group if any(o in s.id for o in args.only)])
+            for f, group in sets
+        ]
+    scenarios = [item for _, group in sets for item in group]
     inner, model = build_provider(args)
     provider = Borrowed(inner)
     overrides: dict[str, Any] = {}
@@ -631,9 +637,17 @@ async def main_async(args: argparse.Namespace) -> int:
                         )
     finally:
         await inner.aclose()
-    summary = summarize(results)
     if args.temperature is not None:
         label += f", temperature {args.temperature:g}"
+    per_set: dict[str, dict[str, Any]] = {}
+    for folder, group in sets:  # each folder is reported on its own, then all of them together
+        ids = {sc.id for _, sc in group}
+        rows = [r for r in results if r.scenario in ids]
+        if rows and len(sets) > 1:
+            per_set[str(folder)] = summarize(rows)
+            shown = f"{label}, {folder.name}: {len(group)} scenarios x {args.repeat}"
+            print_report(shown, rows, per_set[str(folder)])
+    summary = summarize(results)
     print_report(f"{label}, {len(scenarios)} scenarios x {args.repeat}", results, summary)
     if args.json:
         payload = {
@@ -641,6 +655,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "model": health.model,
             "overrides": overrides,
             "summary": summary,
+            "per_set": per_set,
             "results": [asdict(r) for r in results],
         }
         Path(args.json).write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
@@ -655,7 +670,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model name (embedded: a model name or a .gguf path)")
     parser.add_argument("--base-url", help="server address for ollama / openai")
     parser.add_argument("--api-key", help="bearer token for openai (or HEARTBEAT_LLM_API_KEY)")
-    parser.add_argument("--scenarios", default=str(REPO / "bench" / "eval"), help="folder")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=[str(REPO / "bench" / "eval")],
+        help="one or more folders of scenario files, each reported on its own",
+    )
     parser.add_argument("--only", nargs="*", help="run only scenarios whose id contains this")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario")
     parser.add_argument("--temperature", type=float, help="override the config's temperature")
