@@ -33,7 +33,7 @@ ENGAGED_COMMENTS: Final = 5
 ENGAGED_SCORE: Final = 5
 CONTROVERSIAL_COMMENTS: Final = 3
 
-_WORD: Final = re.compile(r"[a-z0-9@']+")
+_WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
 _QUESTION_START: Final = frozenset(
     "how what why when where who which whom whose can could should would is are does do did "
     "will anyone anybody any".split()
@@ -41,7 +41,9 @@ _QUESTION_START: Final = frozenset(
 _SPAM_WORDS: Final = frozenset(
     "free win winner click offer deal deals discount cheap buy sale promo coupon limited "
     "followers subscribe prize casino crypto bitcoin earn cash money bonus guaranteed giveaway "
-    "exclusive sponsored unlimited loan loans".split()
+    "exclusive sponsored unlimited loan loans replica replicas lookalikes wholesale shipping "
+    "order password suspended verify refund jackpot lottery viagra pills mlm dm unsubscribe "
+    "profit profits income investment trading forex signals".split()
 )
 _SPAM_PHRASES: Final = (
     "% off",
@@ -50,6 +52,34 @@ _SPAM_PHRASES: Final = (
     "click here",
     "click the link",
     "only today",
+    "order now",
+    "order today",
+    "buy now",
+    "shop now",
+    "sign up now",
+    "join now",
+    "visit our",
+    "our store",
+    "our shop",
+    "dm me",
+    "message me",
+    "from home",
+    "one trick",
+    "no experience",
+    "make money",
+    "earn money",
+    "per day",
+    "a day from",
+    "risk free",
+    "risk-free",
+    "100% free",
+    "best price",
+    "lowest price",
+    "verify your",
+    "confirm your",
+    "your account",
+    "lose access",
+    "$$$",
 )
 _VOTE_PHRASES: Final = (
     "agree?",
@@ -64,7 +94,8 @@ _VOTE_PHRASES: Final = (
     "who is in",
     "show of hands",
 )
-_URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken".split())
+_URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken fire".split())
+_URGENT_PHRASES: Final = ("is down", "server down", "site down", "went down", "not working")
 _CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
 
 
@@ -149,7 +180,9 @@ def asks_for_votes(title: str, content: str) -> bool:
 
 
 def is_urgent(title: str, content: str) -> bool:
-    return any(w in _URGENT_WORDS for w in words(f"{title} {content}"))
+    text = f"{title} {content}"
+    low = text.lower()
+    return any(w in _URGENT_WORDS for w in words(text)) or any(p in low for p in _URGENT_PHRASES)
 
 
 def is_controversial(title: str, content: str, score: int, comments: int) -> bool:

@@ -22,6 +22,7 @@ import msgspec
 from heartbeat_md import Instructions
 from ledger.records import RunContext
 from ledger.storage.interface import AGENT
+from loops import timewords, wording
 from loops.facts import PostFacts, contains_keyword, mentions, post_facts, words
 
 __all__ = [
@@ -42,63 +43,42 @@ Kind = Literal["post", "comment", "vote"]
 
 RECENT_POST_SECONDS: Final = 12 * 3600  # a post of the agent's this recent: no other post yet
 _ARROW: Final = re.compile(r"\s*(?:→|->|=>|⇒)\s*")
-_IF_THEN: Final = re.compile(
-    r"^\s*(?:if|when|whenever)\s+(.+?)(?:,|\bthen\b|:(?!\d))\s*(.+)$", re.I
+_COND_LEAD: Final = (
+    r"(?:if|when|whenever|once|as soon as|in case|each time|every time|any time|anytime|should)"
 )
-_X_IF_Y: Final = re.compile(r"^(.+?)\s+\b(?:if|when|whenever)\b\s+(.+)$", re.I)
+_LEADING_COND: Final = re.compile(rf"^\s*{_COND_LEAD}\s+", re.I)
+_X_IF_Y: Final = re.compile(
+    r"^(.+?)\s+\b(?:if|when|whenever|once|as soon as|each time|every time)\b\s+(.+)$", re.I
+)
 _QUOTED: Final = re.compile(r"[\"“”']([^\"“”']{1,40})[\"“”']")
 _PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
-_AT_LEAST: Final = re.compile(
-    r"(?:(\d+)\s*(?:\+|or more\b)|(?:at least|min(?:imum)?)\s+(\d+)|(?:more than|over|>)\s*(\d+))"
-)
-_TIME_FIRST: Final = re.compile(
-    r"^(?:at|every|each|on|daily|weekly|in the)\b.*?\b(?=(?:post|vote|upvote|downvote|comment|"
-    r"reply|write|summarize|summarise|alert|publish)\b)",
+_SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
+_LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
+_NEGATED: Final = re.compile(
+    r"^\s*(?:please\s+)?(?:don't|dont|do not|never|avoid|stop|refrain from|no)\s+(?:ever\s+)?",
     re.I,
 )
-_WEEKDAYS: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_CLOCK: Final = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm|h|o'clock)?\b", re.I)
-
-_NONE_WORDS: Final = ("heartbeat_ok", "do nothing", "stay quiet", "nothing else")
-_VERBS: Final[dict[str, Kind]] = {
-    "vote": "vote",
-    "voting": "vote",
-    "upvote": "vote",
-    "downvote": "vote",
-    "like": "vote",
-    "comment": "comment",
-    "reply": "comment",
-    "respond": "comment",
-    "answer": "comment",
-    "help": "comment",
-    "welcome": "comment",
-    "thank": "comment",
-    "ask": "comment",
-    "post": "post",
-    "alert": "post",
-    "summarize": "post",
-    "summarise": "post",
-    "announce": "post",
-    "publish": "post",
-    "write": "post",
-}
-_LIGHT_VERBS: Final = frozenset("give leave add cast drop make say greet flag".split())
+_NOT: Final = re.compile(r"\b(?:not|isn't|aren't|doesn't|don't|never|non)\b")
 _HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
 _STOP: Final = frozenset(
     "a an the and or of to in on at for from by with is are be it its this that these those "
     "any all each every some no not none nobody anyone has have had who whom if when then "
     "post posts posted posting user users core vip key team people person member members "
     "question questions comment comments reply vote up down their them her his him she he they "
-    "yet answered answer help monitor check look watch keep new ledger".split()
+    "yet answered answer help monitor check look watch keep new ledger i i'm me my "
+    "january february march april may june july august september october november december".split()
+)
+_NOT_NAMES: Final = (
+    _STOP
+    | frozenset(wording.VERBS)
+    | frozenset(timewords.WEEKDAYS)
+    | frozenset(d + "s" for d in timewords.WEEKDAYS)
+    | frozenset(w for words_ in wording.CONCEPTS.values() for w in words_)
+    | wording.NEGATIONS
+    | frozenset("never don't please always only also otherwise".split())
 )
 _GROUP_WORDS: Final = ("core", "vip", "key", "important", "trusted", "favorite", "favourite")
-_DAYPARTS: Final[dict[str, tuple[int, int]]] = {
-    "morning": (6, 12),
-    "noon": (12, 13),
-    "afternoon": (12, 18),
-    "evening": (18, 23),
-    "night": (21, 24),
-}
+_NAME: Final = r"@?([^\W\d_][\w.-]*)"
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +88,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
     section: str
     kind: Kind | None  # None: the line names no action (or "reply HEARTBEAT_OK")
     direction: Literal["up", "down"] | None
-    condition: str  # the condition part, lower case
+    condition: str  # the condition part
+    negated: bool = False  # "Never upvote anything from Wei": what it names is not done
+    quiet: bool = False  # "Between 22:00 and 07:00 do nothing"
 
 
 class Situation(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,98 +114,194 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     facts: list[str] = msgspec.field(default_factory=list)
 
 
+def _separator(text: str) -> tuple[int, int] | None:
+    """Where the first ',' / ':' / 'then' outside brackets and quotes ends a condition (a colon
+    inside a clock time does not)."""
+    depth = 0
+    quote = ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote or (quote == "“" and ch == "”") else quote
+            continue
+        if ch in '"“':
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0 and ch == ",":
+            return i, i + 1
+        elif (
+            depth == 0
+            and ch == ":"
+            and not (text[i - 1 : i].isdigit() and text[i + 1 : i + 2].isdigit())
+        ):
+            return i, i + 1
+        elif depth == 0 and text[i : i + 6].lower() == " then ":
+            return i, i + 6
+    return None
+
+
 def _split(text: str) -> tuple[str, str]:
     """(condition, action) parts of a rule line."""
     parts = _ARROW.split(text, maxsplit=1)
     if len(parts) == 2:
-        cond = re.sub(r"^\s*(?:if|when|whenever)\s+", "", parts[0], flags=re.I)
-        return cond, parts[1]
-    m = _IF_THEN.match(text)
-    if m is not None:
-        return m.group(1), m.group(2)
+        return _LEADING_COND.sub("", parts[0]), parts[1]
+    lead = _LEADING_COND.match(text)
+    if lead is not None:
+        rest = text[lead.end() :]
+        sep = _separator(rest)
+        if sep is not None:
+            return rest[: sep[0]], rest[sep[1] :]
+    m = _X_IF_Y.match(text)
+    if m is not None and _leading_kind(m.group(1)) is not None:
+        return m.group(2), m.group(1)
+    sep = _separator(text)
+    if sep is not None and (_leading_kind(text[sep[1] :]) or _quiet_lead(text[sep[1] :])):
+        return text[: sep[0]], text[sep[1] :]  # "Every morning, post a summary"; "Mornings: …"
+    if _leading_kind(text) is None and timewords.read_time(text) is not None:
+        tokens = list(re.finditer(r"\S+", text))  # "At 8am post a digest": the time leads
+        for tok in tokens[1:]:
+            tail = text[tok.start() :]
+            if _leading_kind(tail) is not None or _quiet_lead(tail):
+                return text[: tok.start()], tail
     m = _X_IF_Y.match(text)
     if m is not None:
         return m.group(2), m.group(1)
-    m = _TIME_FIRST.match(text)
-    if m is not None:  # "At 8am post a digest": the time is the condition
-        return text, text[m.end() :]
-    head, comma, tail = text.partition(",")
-    if comma and _leading_kind(tail) is not None:  # "Every morning, post a summary"
-        return head, tail
     return text, text  # "Vote up questions from core users": the verb leads, the rest is who
+
+
+def _is_quiet(text: str) -> bool:
+    return wording.has_any(text, wording.QUIET_PHRASES) is not None
+
+
+def _quiet_lead(text: str) -> bool:
+    low = text.lower().lstrip()
+    return any(low.startswith(p) for p in wording.QUIET_PHRASES)
+
+
+def _verb(token: str) -> Kind | None:
+    """The action a verb names in any of its forms ("replies", "posting", "voting")."""
+    for form in (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-2], token[:-1]):
+        kind = wording.VERBS.get(form)
+        if kind is not None and len(form) >= 3:
+            return kind
+    return None
 
 
 def _leading_kind(text: str) -> Kind | None:
     """The action a line's leading verb names ("Vote up …", "Give an upvote to …", "Say hello
-    under …"); None when it does not lead with one ("Monitor posts …", "Help build …")."""
-    tokens = words(text)
+    under …", "Post an answer …"); None when it does not lead with one ("Monitor posts …",
+    "Help build …")."""
+    tokens = words(wording.normalize(text))
     if not tokens:
         return None
-    if tokens[0] in _LIGHT_VERBS:
-        if tokens[0] in ("say", "greet"):
-            return "comment"
-        verbs = ("upvote", "downvote", "vote", "voting", "comment", "reply")
-        tokens = [t for t in tokens[1:5] if t in verbs]
-        if not tokens:
-            return None
     first = tokens[0]
-    kind = _VERBS.get(first) or _VERBS.get(first.rstrip("s"))
+    if first in wording.LIGHT_VERBS or first in ("post", "write"):
+        for tok in tokens[1:5]:
+            noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
+            if noun is not None:
+                return noun
+        if first in wording.LIGHT_VERBS:
+            return None
     if first == "help" and len(tokens) > 1 and tokens[1] not in _HELP_WHOM:
         return None  # "help build consensus" names a goal, not an action
-    return kind
+    return _verb(first)
 
 
 def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
-    low = text.lower()
-    if any(w in low for w in _NONE_WORDS):
+    low = wording.normalize(text).lower()
+    if _is_quiet(low):
         return None, None
     tokens = words(low)
     # the action part's leading verb; a separated action part may name it anywhere
     for i, tok in enumerate(tokens):
-        kind = _VERBS.get(tok) or _VERBS.get(tok.rstrip("s"))
+        kind = _leading_kind(" ".join(tokens[i:])) if i == 0 else _verb(tok)
+        if kind is None and tok in wording.ACTION_NOUNS and i > 0:
+            kind = wording.ACTION_NOUNS[tok]
         if kind is None:
             continue
-        if tok in ("like", "ask") and i > 0:
+        if tok in ("like", "ask", "share") and i > 0:
             continue
         if kind == "vote":
-            down = tok == "downvote" or "down" in tokens[i : i + 4]
+            down = any(t in wording.DOWN_WORDS for t in tokens[i : i + 5])
             return "vote", "down" if down else "up"
         return kind, None
     return None, None
 
 
 def parse_rule(text: str, section: str) -> Rule:
-    cond, act = _split(text.strip())
+    raw = text.strip()
+    norm = wording.normalize(raw)
+    cond, act = _split(norm)
+    negated = False
+    neg = _NEGATED.match(act)
+    if neg is not None and (_leading_kind(act[neg.end() :]) is not None):
+        negated, act = True, act[neg.end() :]
+        if cond.strip() == norm.strip():
+            cond = act
     kind: Kind | None = None
     direction: Literal["up", "down"] | None = None
-    lead = _leading_kind(act)
-    if lead == "comment" and words(act)[0] in ("say", "greet"):
-        kind = "comment"
-    elif cond != act or lead is not None:  # no separator: only a leading verb names an action
-        kind, direction = _action(act)
+    quiet = _is_quiet(act) and not negated
+    if not quiet and (cond != act or _leading_kind(act) is not None):
+        kind, direction = _action(act)  # no separator: only a leading verb names an action
     cond = re.split(r"\bwith\s*:", cond, maxsplit=1)[0]
-    return Rule(text=text.strip(), section=section, kind=kind, direction=direction, condition=cond)
+    return Rule(
+        text=raw,
+        section=section,
+        kind=kind,
+        direction=direction,
+        condition=cond,
+        negated=negated,
+        quiet=quiet,
+    )
+
+
+def _items(body: str) -> list[str]:
+    """The lines of a section that is neither rules nor behaviors, list marks taken off."""
+    out: list[str] = []
+    for line in body.splitlines():
+        if not line.strip() or line.lstrip().startswith(("```", "~~~", "#", ">", "|")):
+            continue
+        if line.startswith(("  ", "\t")) and out and not _LIST_MARK.match(line):
+            out[-1] += " " + line.strip()
+            continue
+        out.append(_LIST_MARK.sub("", line).strip())
+    return out
 
 
 def rules_of(instructions: Instructions) -> list[Rule]:
-    """Rules, then proactive behaviors, in the file's order."""
-    return [parse_rule(t, "rules") for t in instructions.rules] + [
-        parse_rule(t, "proactive behaviors") for t in instructions.proactive_behaviors
-    ]
+    """Rules, then proactive behaviors, then the lines of any other section (a user's own
+    heading: "## What to do"), in the file's order; an item of several sentences is read
+    sentence by sentence."""
+    found: list[tuple[str, str]] = [(t, "rules") for t in instructions.rules]
+    found += [(t, "proactive behaviors") for t in instructions.proactive_behaviors]
+    for name, body in instructions.sections.items():
+        found += [(t, name or "preamble") for t in _items(body)]
+    out: list[Rule] = []
+    for text, section in found:
+        for sentence in _SENTENCE.split(text):
+            if sentence.strip():
+                out.append(parse_rule(sentence, section))
+    return out
 
 
 # --- conditions ------------------------------------------------------------------------------
 
 
 def _has(cond: str, *keys: str) -> bool:
-    return any(contains_keyword(cond, k) for k in keys)
+    return wording.has_any(cond, keys) is not None
+
+
+def _concept(cond: str, name: str) -> bool:
+    return wording.has_any(cond, wording.CONCEPTS[name]) is not None
 
 
 def _mentions_user(cond: str) -> bool:
-    """ "The user is mentioned", "mentions me"; not "mentions an outage" (a topic)."""
-    if _has(cond, "@user"):
+    """ "The user is mentioned", "mentions me", "when I'm tagged"; not "mentions an outage"."""
+    if _has(cond, "@user", "@me"):
         return True
-    return _has(cond, "mention", "mentions", "mentioned") and _has(cond, "user", "me", "you")
+    return _concept(cond, "mention_verb") and _concept(cond, "self")
 
 
 def _people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
@@ -250,18 +328,19 @@ def _people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None
     ):
         names.add("user")
         named = True
-    for m in re.finditer(r"\b(?:from|by)\s+@?([a-z][a-z0-9_]*)", low):
-        if m.group(1) not in _STOP:
-            names.add(m.group(1))
+    for m in re.finditer(rf"\b(?:from|by)\s+{_NAME}", low):
+        name = m.group(1).rstrip(".")
+        if name not in _NOT_NAMES:
+            names.add(name)
             named = True
-    # a capitalised name inside the condition ("if nobody answered Carol")
-    tokens = re.findall(r"[A-Za-z][A-Za-z0-9_]*", _PARENS.sub(" ", cond))
+    # a capitalised name inside the condition ("if nobody answered Carol", "whatever Björn")
+    tokens = re.findall(r"[^\W\d_][\w'-]*", _PARENS.sub(" ", _QUOTED.sub(" ", cond)))
     for tok in tokens[1:]:
-        if tok[0].isupper() and not tok.isupper() and tok.lower() not in _STOP:
+        if tok[0].isupper() and not tok.isupper() and tok.lower() not in _NOT_NAMES:
             names.add(tok.lower())
             named = True
     for tok in words(low):
-        if tok in authors and tok not in _STOP:
+        if tok in authors and tok not in _NOT_NAMES:
             names.add(tok)
             named = True
     return names if named else None
@@ -272,80 +351,81 @@ def _keywords(cond: str, authors: set[str]) -> list[str]:
     for m in _PARENS.finditer(cond):
         items = [i.strip() for i in re.split(r",|\bor\b", m.group(1))]
         if not {w for i in items for w in words(i)} & authors:
-            found += [i for i in items if i]
+            found += [i for i in items if i and timewords.read_time(i) is None]
     return found
 
 
+_KNOWN_STEMS: Final = frozenset(
+    wording.stem(w)
+    for w in [*(x for v in wording.CONCEPTS.values() for x in v), *_STOP, *wording.VERBS]
+)
+
+
+def _topics(cond: str) -> list[list[str]]:
+    """The topics a condition names beyond the facts the service knows by name."""
+    return [t for t in wording.topic_phrases(cond) if not set(t) <= _KNOWN_STEMS]
+
+
 def _time_ok(cond: str, now: Situation) -> bool | None:
-    """None when the condition names no time of day."""
-    low = cond.lower()
-    days = [i for i, day in enumerate(_WEEKDAYS) if contains_keyword(low, day)]
-    if days and now.weekday not in days:
-        return False
-    for m in _CLOCK.finditer(low):
-        suffix = m.group(3)
-        clock_face = m.group(2) is not None  # "9:00" is a time by itself
-        if (
-            suffix is None
-            and not clock_face
-            and not re.search(rf"\b(?:at|time is)\s+{m.group(0)}", low)
-        ):
-            continue
-        hour = int(m.group(1)) % 12 if suffix in ("am", "pm") else int(m.group(1))
-        if suffix == "pm":
-            hour += 12
-        return now.hour == hour
-    for part, (lo, hi) in _DAYPARTS.items():
-        if contains_keyword(low, part):
-            return lo <= now.hour < hi
-    return True if days else None
+    """None when the condition names no time of day or day of the week."""
+    when = timewords.read_time(cond)
+    return None if when is None else when.holds(now.hour, now.minute, now.weekday)
+
+
+def _compare(have: int, want: wording.Compare) -> bool:
+    return have >= want[1] if want[0] == ">=" else have <= want[1]
+
+
+_POST_NOUNS: Final = r"posts?|messages|entries|updates|threads"
 
 
 def _count_ok(cond: str, posts: Sequence[PostFacts]) -> bool | None:
-    low = cond.lower()
-    m = re.search(rf"{_AT_LEAST.pattern}\s*(?:new\s+)?posts?\b", low)
-    if m is None:
+    want = wording.count_condition(cond, _POST_NOUNS)
+    if want is None:
         return None
-    if m.group(1) or m.group(2):
-        need = int(m.group(1) or m.group(2))
-    else:
-        need = int(m.group(3)) + 1
-    pool = [p for p in posts if p.new] if _has(low, "new", "since", "last day", "today") else posts
-    return len(pool) >= need
+    fresh = ("new", "since", "last day", "today", "recent", "fresh", "unread", "arrive")
+    pool = [p for p in posts if p.new] if _has(cond, *fresh) else list(posts)
+    return _compare(len(pool), want)
 
 
 def _contradictions_ok(cond: str, now: Situation) -> bool | None:
-    low = cond.lower()
-    if not _has(low, "contradiction", "contradictions", "contradicts", "conflicting"):
+    if not _concept(cond, "contradiction"):
         return None
-    m = _AT_LEAST.search(low)
-    if m is None:
+    want = wording.count_condition(
+        cond, r"contradictions?|conflicts?|inconsistenc(?:y|ies)|notes?|statements?"
+    )
+    if want is not None:
+        return _compare(now.contradictions, want)
+    m = re.search(r"(?:>=|>|more than|over|above|at least)\s*(\d+)", cond.lower())
+    if m is None:  # "if contradiction count > 3"
         return now.contradictions >= 1
-    if m.group(3):
-        return now.contradictions > int(m.group(3))
-    return now.contradictions >= int(m.group(1) or m.group(2))
+    n = int(m.group(1))
+    return now.contradictions >= (n if m.group(0).startswith(("at least", ">=")) else n + 1)
 
 
-def _post_topics(cond: str, post: PostFacts, keywords: list[str]) -> tuple[bool, list[str]] | None:
+def _post_topics(
+    cond: str, post: PostFacts, keywords: list[str], topics: list[list[str]]
+) -> tuple[bool, list[str]] | None:
     """Does the post have the topic the condition names? None when it names none."""
-    low = cond.lower()
     checks: list[tuple[bool, str]] = []
-    if _has(
-        low, "spam", "spam-like", "ad", "ads", "advert", "advertisement", "advertising"
-    ) or _has(low, "promo", "promotion", "promotional", "scam", "selling"):
+    if _concept(cond, "spam"):
         checks.append((bool(post.spam), f"looks like spam ({', '.join(post.spam)})"))
-    votes = _has(low, "consensus", "agree", "agreement", "agree?", "asks for votes", "poll")
+    votes = _concept(cond, "votes")
     if votes:
         checks.append((post.asks_votes, "asks for votes"))
-    if _has(low, "urgent", "emergency", "outage"):
+    if _concept(cond, "urgent"):
         checks.append((post.urgent, "urgent"))
-    if _has(low, "controversial", "divisive", "debate", "heated"):
+    if _concept(cond, "controversial"):
         checks.append((post.controversial, "controversial"))
     # "a consensus question" is about the votes; "questions from core users" about a question
-    if not votes and _has(low, "question", "questions", "asks", "asking"):
+    if not votes and _concept(cond, "question"):
         checks.append((post.question, "asks a question"))
     for key in keywords:
         checks.append((contains_keyword(post.text, key), f"contains {key!r}"))
+    if topics:
+        have = set(wording.stems(post.text))
+        for topic in topics:
+            checks.append((set(topic) <= have, f"about {' '.join(topic)!r}"))
     if not checks:
         return None
     hits = [why for ok, why in checks if ok]
@@ -354,28 +434,25 @@ def _post_topics(cond: str, post: PostFacts, keywords: list[str]) -> tuple[bool,
 
 def _post_state(cond: str, post: PostFacts) -> tuple[bool, list[str]]:
     """The state conditions (no comments, no votes, engagement, new), all of them."""
-    low = cond.lower()
     why: list[str] = []
-    if _has(low, "no comments", "no comment", "no replies", "no answers", "unanswered") or _has(
-        low, "nobody", "no one", "not answered", "without comments", "without replies"
-    ):
+    if _concept(cond, "no_comments"):
         if post.comments:
             return False, []
         why.append("no comments")
-    if _has(low, "0 votes", "no votes", "zero votes"):
+    if _concept(cond, "no_votes"):
         if post.score != 0:
             return False, []
         why.append("no votes")
-    for what, have in (("comments", post.comments), ("votes", post.score)):
-        m = re.search(rf"{_AT_LEAST.pattern}\s*(?:{what}|{what[:-1]})\b", low)
-        if m is not None:
-            need = (
-                int(m.group(1) or m.group(2)) if m.group(1) or m.group(2) else int(m.group(3)) + 1
-            )
-            if have < need:
+    for what, nouns, have in (
+        ("comments", r"comments?|replies|answers?|responses?", post.comments),
+        ("votes", r"votes?|upvotes?|points?|likes?", post.score),
+    ):
+        want = wording.count_condition(cond, nouns)
+        if want is not None and want != (">=", 0):
+            if not _compare(have, want):
                 return False, []
             why.append(f"{have} {what}")
-    if _has(low, "high-engagement", "engagement", "popular", "trending", "many comments"):
+    if _concept(cond, "engaged"):
         if not post.engaged:
             return False, []
         why.append(f"high engagement ({post.comments} comments, score {post.score})")
@@ -386,12 +463,19 @@ def _acted(kind: Kind, post: PostFacts) -> bool:
     return post.voted if kind == "vote" else post.commented
 
 
-def _applies(rule: Rule, posts: Sequence[PostFacts], now: Situation) -> Choice | None:
-    if rule.kind is None:
-        return None
+def _negation_unread(cond: str) -> bool:
+    """A condition that negates something other than the comments ("if a post is not spam"):
+    not understood, so the rule never applies."""
+    stripped = cond.lower()
+    for phrase in wording.CONCEPTS["no_comments"] + wording.CONCEPTS["no_votes"]:
+        stripped = stripped.replace(phrase, " ")
+    return _NOT.search(stripped) is not None
+
+
+def _moment(rule: Rule, posts: Sequence[PostFacts], now: Situation) -> tuple[bool, list[str]]:
+    """(all the moment's conditions hold, their facts); facts empty when none is named."""
     cond = rule.condition
     facts: list[str] = []
-    understood = False
     for check, label in (
         (_time_ok(cond, now), f"local time {now.hour:02d}:{now.minute:02d}"),
         (_contradictions_ok(cond, now), f"{now.contradictions} open contradiction(s)"),
@@ -400,49 +484,105 @@ def _applies(rule: Rule, posts: Sequence[PostFacts], now: Situation) -> Choice |
         if check is None:
             continue
         if not check:
-            return None
-        understood = True
+            return False, []
         facts.append(label)
-    if rule.kind == "post":
-        if not understood or now.posted_recently:
-            return None
-        return Choice(rule=rule, kind="post", facts=facts)
-    authors = {p.author.lower() for p in posts}
+    return True, facts
+
+
+def _matches(rule: Rule, post: PostFacts, authors: set[str], now: Situation) -> list[str] | None:
+    """What about the post meets the rule's post conditions; None when it does not, or when
+    the rule names nothing about a post."""
+    cond = rule.condition
     people = _people(rule, authors, now.heartbeat_md)
-    keywords = _keywords(cond, authors)
-    low = cond.lower()
-    mention = _mentions_user(low)
-    for post in posts:  # newest first
-        if _acted(rule.kind, post):
+    why: list[str] = []
+    if people is not None:
+        if post.author.lower() not in people:
+            return None
+        why.append(f"posted by {post.author}")
+    mention = _mentions_user(cond)
+    if mention:
+        if not mentions(post.text, ("user", "me", "you")):
+            return None
+        why.append("mentions the user")
+    topics = _post_topics(cond, post, _keywords(cond, authors), _topics(cond))
+    if topics is not None:
+        if not topics[0]:
+            return None
+        why += topics[1]
+    ok, state = _post_state(cond, post)
+    if not ok:
+        return None
+    why += state
+    if not why and not (people or mention):
+        return None  # nothing about the post was understood
+    return why
+
+
+def _blocked(kind: Kind, post: PostFacts | None, rules: Sequence[Rule], ctx: _Ctx) -> bool:
+    """A "don't" rule forbids this action (on this post)."""
+    for rule in rules:
+        if not rule.negated or rule.kind not in (kind, None):
             continue
-        why = list(facts)
-        if people is not None:
-            if post.author.lower() not in people:
-                continue
-            why.append(f"posted by {post.author}")
-        if mention:
-            if not mentions(post.text, ("user", "me", "you")):
-                continue
-            why.append("mentions the user")
-        topics = _post_topics(cond, post, keywords)
-        if topics is not None:
-            if not topics[0]:
-                continue
-            why += topics[1]
-        ok, state = _post_state(cond, post)
+        ok, moment = _moment(rule, ctx.posts, ctx.now)
         if not ok:
             continue
-        why += state
-        if len(why) == len(facts) and not (people or mention):
-            continue  # nothing about the post was understood
-        return Choice(rule=rule, kind=rule.kind, direction=rule.direction, post=post, facts=why)
+        about_post = None if post is None else _matches(rule, post, ctx.authors, ctx.now)
+        if about_post is not None or (moment and not _names_a_post(rule, ctx)):
+            return True
+    return False
+
+
+def _names_a_post(rule: Rule, ctx: _Ctx) -> bool:
+    return any(_matches(rule, p, ctx.authors, ctx.now) is not None for p in ctx.probe)
+
+
+class _Ctx(msgspec.Struct, frozen=True):
+    posts: Sequence[PostFacts]
+    now: Situation
+    authors: set[str]
+    probe: Sequence[PostFacts]  # posts to learn whether a rule names anything about a post
+
+
+def _applies(rule: Rule, rules: Sequence[Rule], ctx: _Ctx) -> Choice | None:
+    if rule.kind is None or rule.negated or rule.quiet or _negation_unread(rule.condition):
+        return None
+    ok, facts = _moment(rule, ctx.posts, ctx.now)
+    if not ok:
+        return None
+    if rule.kind == "post":
+        if ctx.now.posted_recently or _blocked("post", None, rules, ctx):
+            return None
+        if facts:
+            return Choice(rule=rule, kind="post", facts=facts)
+        for post in ctx.posts:  # "When an outage is reported, post an alert"
+            if post.new and (why := _matches(rule, post, ctx.authors, ctx.now)):
+                return Choice(rule=rule, kind="post", facts=why)
+        return None
+    for post in ctx.posts:  # newest first
+        if _acted(rule.kind, post):
+            continue
+        why = _matches(rule, post, ctx.authors, ctx.now)
+        if why is None or _blocked(rule.kind, post, rules, ctx):
+            continue
+        return Choice(
+            rule=rule, kind=rule.kind, direction=rule.direction, post=post, facts=facts + why
+        )
     return None
 
 
+def _quiet_now(rules: Sequence[Rule], now: Situation) -> bool:
+    """A "do nothing" rule whose time holds now ("Between 22:00 and 07:00 do nothing")."""
+    return any(r.quiet and _time_ok(r.condition, now) for r in rules)
+
+
 def choose(rules: Sequence[Rule], posts: Sequence[PostFacts], now: Situation) -> Choice | None:
-    """The first rule that applies, with what it applies to; None when none does."""
+    """The first rule that applies, with what it applies to; None when none does (or a quiet
+    rule's hours hold)."""
+    if _quiet_now(rules, now):
+        return None
+    ctx = _Ctx(posts=posts, now=now, authors={p.author.lower() for p in posts}, probe=posts)
     for rule in rules:
-        choice = _applies(rule, posts, now)
+        choice = _applies(rule, rules, ctx)
         if choice is not None:
             return choice
     return None
@@ -504,7 +644,7 @@ def read_context(
 
 def post_text(choice: Choice, posts: Sequence[PostFacts], now: Situation) -> tuple[str, str]:
     """Title and content of a post the procedure chose, written from the facts."""
-    if _has(choice.rule.condition, "contradiction", "contradictions", "conflicting"):
+    if _concept(choice.rule.condition, "contradiction"):
         title = f"Alert: {now.contradictions} open contradiction(s)"
         body = "Some statements in our notes disagree; please check and settle them."
         return title, body

@@ -1,0 +1,420 @@
+"""The words a HEARTBEAT.md rule may use, each table defined once (pure).
+
+The rule-by-rule procedure (``loops.procedure``) reads a rule by these tables: which verbs name
+which action, which words name which fact about a post, which phrases say "do nothing" or
+"don't", how numbers and topics are written. A word missing here leaves a rule not understood,
+and a rule not understood never applies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+__all__ = [
+    "CONCEPTS",
+    "LIGHT_VERBS",
+    "NEGATIONS",
+    "QUIET_PHRASES",
+    "VERBS",
+    "Compare",
+    "count_condition",
+    "has_any",
+    "normalize",
+    "number",
+    "stem",
+    "stems",
+    "topic_phrases",
+]
+
+Kind = Literal["post", "comment", "vote"]
+Compare = tuple[Literal[">=", "<="], int]
+
+# Phrases rewritten to one verb before a rule is read ("give a thumbs-up" is "give an upvote").
+_PHRASES: Final[tuple[tuple[str, str], ...]] = (
+    (r"thumbs?[\s-]*up", "upvote"),
+    (r"thumbs?[\s-]*down", "downvote"),
+    (r"up[\s-]vote", "upvote"),
+    (r"down[\s-]vote", "downvote"),
+    (r"(?<![\w])\+1(?![\w])", "upvote"),
+    (r"(?<![\w])-1(?![\w])", "downvote"),
+    (r"weigh\s+in", "comment"),
+    (r"chime\s+in", "comment"),
+    (r"jump\s+in", "comment"),
+    (r"speak\s+up", "comment"),
+    (r"write\s+back", "reply"),
+    (r"get\s+back\s+to", "reply to"),
+    (r"reach\s+out\s+to", "reply to"),
+    (r"follow\s+up\s+(?=on|with|under)", "comment "),
+    (r"(?:raise|sound|send|issue)\s+(?:a|an|the)\s+(?:flag|alarm|alert|warning)", "alert"),
+    (
+        r"(?:start|open|create|make|write|put up)\s+(?:a|an)\s+(?:new\s+)?(?:post|thread|topic)",
+        "post",
+    ),
+    (r"put\s+together", "write"),
+    (r"round\s+up", "summarize"),
+    (r"sum\s+up", "summarize"),
+)
+
+VERBS: Final[dict[str, Kind]] = {
+    "vote": "vote",
+    "upvote": "vote",
+    "downvote": "vote",
+    "like": "vote",
+    "endorse": "vote",
+    "boost": "vote",
+    "comment": "comment",
+    "reply": "comment",
+    "respond": "comment",
+    "answer": "comment",
+    "help": "comment",
+    "welcome": "comment",
+    "thank": "comment",
+    "ask": "comment",
+    "greet": "comment",
+    "congratulate": "comment",
+    "encourage": "comment",
+    "advise": "comment",
+    "explain": "comment",
+    "suggest": "comment",
+    "post": "post",
+    "alert": "post",
+    "warn": "post",
+    "summarize": "post",
+    "summarise": "post",
+    "recap": "post",
+    "announce": "post",
+    "publish": "post",
+    "broadcast": "post",
+    "write": "post",
+    "compile": "post",
+    "share": "post",
+}
+# verbs that name no action of their own: "give an upvote", "leave a comment", "say hello"
+LIGHT_VERBS: Final = frozenset(
+    "give leave add cast drop make say flag send put offer provide".split()
+)
+# nouns that make the action of a light verb (or of "post", "write": "post an answer")
+ACTION_NOUNS: Final[dict[str, Kind]] = {
+    "comment": "comment",
+    "reply": "comment",
+    "answer": "comment",
+    "response": "comment",
+    "note": "comment",
+    "hello": "comment",
+    "hi": "comment",
+    "welcome": "comment",
+    "upvote": "vote",
+    "downvote": "vote",
+    "vote": "vote",
+    "like": "vote",
+}
+# words within a few of a vote that turn it down
+DOWN_WORDS: Final = frozenset("downvote down against negative".split())
+NEGATIONS: Final = frozenset("don't dont never not no avoid stop skip refrain".split())
+QUIET_PHRASES: Final = (
+    "heartbeat_ok",
+    "do nothing",
+    "nothing else",
+    "stay quiet",
+    "stay silent",
+    "keep quiet",
+    "keep silent",
+    "be quiet",
+    "be silent",
+    "remain quiet",
+    "remain silent",
+    "silent",
+    "no action",
+    "no actions",
+    "take no action",
+    "don't act",
+    "do not act",
+    "don't do anything",
+    "do not do anything",
+    "sleep",
+)
+
+# condition words for each fact the service computes about a post (``loops.facts``)
+CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
+    "spam": (
+        "spam",
+        "spammy",
+        "spam-like",
+        "spammer",
+        "spammers",
+        "ad",
+        "ads",
+        "advert",
+        "adverts",
+        "advertisement",
+        "advertisements",
+        "advertising",
+        "advertises",
+        "promo",
+        "promos",
+        "promotion",
+        "promotional",
+        "promoting",
+        "self-promotion",
+        "scam",
+        "scams",
+        "scammy",
+        "scammer",
+        "scammers",
+        "phishing",
+        "fraud",
+        "selling",
+        "sells",
+        "sales pitch",
+        "marketing",
+        "commercial",
+        "junk",
+    ),
+    "votes": (
+        "consensus",
+        "agree",
+        "agree?",
+        "agreement",
+        "poll",
+        "polls",
+        "survey",
+        "surveys",
+        "asks for votes",
+        "asking for votes",
+        "ask for votes",
+        "to vote",
+        "vote on",
+        "calls for a vote",
+        "show of hands",
+    ),
+    "urgent": (
+        "urgent",
+        "urgently",
+        "emergency",
+        "emergencies",
+        "outage",
+        "outages",
+        "critical",
+        "incident",
+        "incidents",
+        "asap",
+        "on fire",
+    ),
+    "controversial": (
+        "controversial",
+        "controversy",
+        "divisive",
+        "debate",
+        "debates",
+        "heated",
+        "argument",
+        "arguments",
+        "polarizing",
+        "polarising",
+        "disputed",
+        "flame war",
+    ),
+    "question": ("question", "questions", "asks", "asking", "asked", "unanswered"),
+    "engaged": (
+        "high-engagement",
+        "engagement",
+        "popular",
+        "trending",
+        "viral",
+        "many comments",
+        "lots of comments",
+        "busy",
+        "lively",
+    ),
+    "contradiction": (
+        "contradiction",
+        "contradictions",
+        "contradict",
+        "contradicts",
+        "contradicting",
+        "contradictory",
+        "conflicting",
+        "conflict",
+        "conflicts",
+        "inconsistent",
+        "inconsistency",
+        "inconsistencies",
+    ),
+    "no_comments": (
+        "no comments",
+        "no comment",
+        "no replies",
+        "no reply",
+        "no answers",
+        "no answer",
+        "no responses",
+        "no response",
+        "unanswered",
+        "nobody",
+        "no one",
+        "noone",
+        "not answered",
+        "not been answered",
+        "not yet answered",
+        "hasn't been answered",
+        "without comments",
+        "without a comment",
+        "without replies",
+        "without a reply",
+        "without an answer",
+        "without answers",
+        "zero comments",
+        "0 comments",
+        "zero replies",
+        "0 replies",
+    ),
+    "no_votes": ("0 votes", "no votes", "zero votes", "no upvotes", "without votes"),
+    # the user being named in a post: a verb of naming and a word for the user
+    "mention_verb": (
+        "mention",
+        "mentions",
+        "mentioned",
+        "tag",
+        "tags",
+        "tagged",
+        "ping",
+        "pings",
+        "pinged",
+        "addresses",
+        "addressed",
+        "names",
+        "named",
+    ),
+    "self": ("user", "me", "i", "i'm", "myself", "my name", "my handle", "my username", "you"),
+}
+
+NUMBER_WORDS: Final[dict[str, int]] = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"a dozen": 12, "dozen": 12, "a couple of": 2, "a couple": 2}
+_NUMBER: Final = r"(\d+|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")"
+
+# what a rule names as a post's topic follows one of these ("posts about the garden project")
+_TOPIC_MARKERS: Final = (
+    r"about",
+    r"regarding",
+    r"concerning",
+    r"related to",
+    r"on the (?:topic|subject) of",
+    r"that (?:share|shares|mention|mentions|discuss|discusses|talk about|talks about)",
+    r"where (?:someone|somebody|people|a user|anyone) (?:shares?|mentions?|talks? about)",
+    r"sharing",
+    r"shares",
+    r"mentioning",
+    r"mentions",
+    r"discussing",
+    r"containing",
+    r"contains",
+    r"with the words?",
+    r"titled",
+)
+_TOPIC: Final = re.compile(r"\b(?:" + "|".join(_TOPIC_MARKERS) + r")\s+(.+)", re.I)
+_TOPIC_END: Final = re.compile(
+    r"\s*(?:[,.;:!?()→]|->|=>|\b(?:from|by|with|that|which|who|if|when|whenever|then|and|but|"
+    r"unless|in the|on the ledger|on the forum|in the feed)\b)",
+    re.I,
+)
+_DETERMINERS: Final = frozenset(
+    "a an the any some this that these those their his her its my our your new".split()
+)
+_WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
+
+
+def normalize(text: str) -> str:
+    """The rule with its multi-word verbs rewritten to one ("chime in" to "comment")."""
+    out = text
+    for pattern, verb in _PHRASES:
+        out = re.sub(pattern, verb, out, flags=re.I)
+    return out
+
+
+def stem(word: str) -> str:
+    """A crude English stem, enough to match "recipes" with "recipe", "shares" with "share"."""
+    w = word.lower().strip("'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("es", "e"), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
+            return w[: -len(suffix)] + repl
+    return w
+
+
+def stems(text: str) -> list[str]:
+    return [stem(w) for w in _WORD.findall(text.lower())]
+
+
+def has_any(text: str, phrases: tuple[str, ...] | frozenset[str]) -> str | None:
+    """The first of ``phrases`` found in ``text`` at word bounds (case-insensitively)."""
+    low = text.lower()
+    for phrase in phrases:
+        p = phrase.lower()
+        tail = r"(?![\w])" if p[-1].isalnum() else ""
+        if re.search(rf"(?<![\w@]){re.escape(p)}{tail}", low):
+            return phrase
+    return None
+
+
+def number(text: str) -> int | None:
+    t = text.lower().strip()
+    return int(t) if t.isdigit() else NUMBER_WORDS.get(t)
+
+
+def count_condition(text: str, nouns: str) -> Compare | None:
+    """How many of ``nouns`` (a regex: "posts?", "comments?|replies") a condition asks for:
+    ("5+ new posts", "more than four posts", "at least 3 comments", "fewer than 2 votes")."""
+    low = text.lower()
+    tail = rf"\s*(?:new\s+|more\s+|or more\s+|unread\s+|fresh\s+)?(?:{nouns})\b"
+    m = re.search(rf"{_NUMBER}\s*(?:\+|or more\b){tail}", low) or re.search(
+        rf"{_NUMBER}\s*\+?\s*(?:or more\s+)?(?:new\s+|unread\s+|fresh\s+)?(?:{nouns})\s+or more\b",
+        low,
+    )
+    if m is not None:
+        n = number(m.group(1))
+        return None if n is None else (">=", n)
+    m = re.search(
+        rf"(at least|min(?:imum)?|more than|over|above|>=|>|fewer than|less than|under|below|"
+        rf"at most|no more than|<=|<)\s*(?:of\s+)?{_NUMBER}{tail}",
+        low,
+    )
+    if m is not None:
+        n = number(m.group(2))
+        if n is None:
+            return None
+        op = m.group(1)
+        if op in ("at least", "min", "minimum", ">="):
+            return (">=", n)
+        if op in ("more than", "over", "above", ">"):
+            return (">=", n + 1)
+        if op in ("at most", "no more than", "<="):
+            return ("<=", n)
+        return ("<=", n - 1)
+    m = re.search(rf"(?<![\w.]){_NUMBER}{tail}", low)
+    if m is not None and m.group(1) not in ("zero", "0"):  # "3 new posts": at least three
+        n = number(m.group(1))
+        return None if n is None else (">=", n)
+    return None
+
+
+def topic_phrases(text: str) -> list[list[str]]:
+    """The topics a condition names ("posts about the garden project" → [["garden",
+    "project"]]); each as its word stems without determiners; alternatives ("cats or dogs")
+    apart."""
+    out: list[list[str]] = []
+    for m in _TOPIC.finditer(text):
+        rest = m.group(1)
+        end = _TOPIC_END.search(rest)
+        phrase = rest[: end.start()] if end is not None else rest
+        for alt in re.split(r"\bor\b|/", phrase):
+            words = [w for w in _WORD.findall(alt.lower()) if w not in _DETERMINERS]
+            if words:
+                out.append([stem(w) for w in words])
+    return out
