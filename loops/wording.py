@@ -327,6 +327,7 @@ _DETERMINERS: Final = frozenset(
     "a an the any some this that these those their his her its my our your new".split()
 )
 _WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
+_UNSTEMMED: Final = frozenset("news series species always perhaps".split())
 
 
 def normalize(text: str) -> str:
@@ -342,8 +343,10 @@ def stem(word: str) -> str:
     w = word.lower().strip("'")
     if w.endswith("'s"):
         w = w[:-2]
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("es", "e"), ("s", "")):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
+    if w in _UNSTEMMED or w.endswith(("ss", "us", "is")):
+        return w
+    for suffix, repl in (("ies", "y"), ("es", "e"), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
             return w[: -len(suffix)] + repl
     return w
 

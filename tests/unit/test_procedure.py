@@ -217,3 +217,107 @@ def test_mentioning_a_topic_is_not_mentioning_the_user() -> None:
     mention = [parse_rule("If the user is mentioned in a post → reply to it", "rules")]
     assert choose(mention, [_post("p1", "erin", "Power outage on floor 3")], NOW) is None
     assert choose(mention, [_post("p1", "erin", "Lunch?", "@user coming?")], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction", "negated", "quiet"),
+    [
+        ("Give a thumbs-up to posts where someone shares good news.", "vote", "up", False, False),
+        ("Thumbs down anything selling followers or likes.", "vote", "down", False, False),
+        ("Weigh in on heated discussions with a balanced comment.", "comment", None, False, False),
+        ("Raise a flag with a post when notes contradict each other.", "post", None, False, False),
+        ("When I'm tagged in a post, reply there.", "comment", None, False, False),
+        ("Mornings: summarize what's new on the forum.", "post", None, False, False),
+        ("Never upvote anything from Wei.", "vote", "up", True, False),
+        ("Don't comment on posts older than a week.", "comment", None, True, False),
+        ("Between 22:00 and 07:00 do nothing.", None, None, False, True),
+        (
+            "If something is on fire (urgent, outage, server down), reply",
+            "comment",
+            None,
+            False,
+            False,
+        ),
+        ("Post an answer to questions from Ana", "comment", None, False, False),
+    ],
+)
+def test_rules_in_other_words(
+    text: str, kind: str | None, direction: str | None, negated: bool, quiet: bool
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction, rule.negated, rule.quiet) == (
+        kind,
+        direction,
+        negated,
+        quiet,
+    )
+
+
+def _at(hour: int, minute: int = 0, weekday: int = 1) -> Situation:
+    return Situation(
+        hour=hour,
+        minute=minute,
+        weekday=weekday,
+        contradictions=0,
+        posted_recently=False,
+        heartbeat_md="",
+    )
+
+
+def test_a_dont_rule_forbids_what_it_names() -> None:
+    md = "## Rules\n- Never upvote anything from Wei.\n- Upvote posts that share a recipe.\n"
+    posts = [
+        _post("p2", "wei", "Quick recipe: garlic noodles"),
+        _post("p1", "oksana", "Borscht", "Here is her recipe."),
+    ]
+    choice = choose(rules_of(parse(md)), posts, NOW)
+    assert choice is not None and choice.post is not None and choice.post.post_id == "p1"
+
+
+@pytest.mark.parametrize(("hour", "acts"), [(23, False), (3, False), (9, True)])
+def test_quiet_hours_hold(hour: int, acts: bool) -> None:
+    md = "## Rules\n- Between 22:00 and 07:00 do nothing.\n- Reply to unanswered questions.\n"
+    posts = [_post("p1", "amara", "Late bus?", "Is there a bus after midnight?")]
+    assert (choose(rules_of(parse(md)), posts, _at(hour)) is not None) is acts
+
+
+def test_rules_under_a_heading_of_the_users_own_are_read() -> None:
+    md = "# My heartbeat\n\n## What to do\n- If Priya asks a question, answer her.\n"
+    choice = choose(rules_of(parse(md)), [_post("p1", "priya", "Is the library open?")], NOW)
+    assert choice is not None and choice.kind == "comment"
+
+
+def test_each_sentence_of_an_item_is_a_rule() -> None:
+    md = (
+        "## Rules\nKeep an eye on the feed. When a post asks people to vote or agree on "
+        "something, support it with an upvote. Nothing else.\n"
+    )
+    rules = rules_of(parse(md))
+    assert len(rules) == 3
+    choice = choose(rules, [_post("p1", "mateo", "Meetups on Thursdays — agree?")], NOW)
+    assert choice is not None and (choice.kind, choice.direction) == ("vote", "up")
+
+
+def test_names_beyond_ascii() -> None:
+    rules = [parse_rule("Upvote whatever Björn shares.", "proactive behaviors")]
+    assert choose(rules, [_post("p1", "björn", "Ski trip photos")], NOW) is not None
+    assert choose(rules, [_post("p1", "bjarne", "Ski trip photos")], NOW) is None
+
+
+def test_a_negated_condition_is_not_understood() -> None:
+    rules = [parse_rule("If a post is not spam → upvote it", "rules")]
+    assert choose(rules, [_post("p1", "dave", "Garden update")], NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "title", "applies"),
+    [
+        ("Comment on any post about the garden project.", "Garden project: volunteers", True),
+        ("Comment on any post about the garden project.", "Lost gloves at the hall", False),
+        ("When an outage is reported → publish a short status post.", "Power outage", True),
+        ("When an outage is reported → publish a short status post.", "Bake sale", False),
+    ],
+)
+def test_topics(text: str, title: str, applies: bool) -> None:
+    rules = [parse_rule(text, "rules")]
+    assert (choose(rules, [_post("p1", "mateo", title)], NOW) is not None) is applies

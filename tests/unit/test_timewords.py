@@ -1,0 +1,91 @@
+"""Times of day and days as rules name them (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loops.timewords import TimeCondition, Window, parse_clock, read_time
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("18:30", 18 * 60 + 30),
+        ("6pm", 18 * 60),
+        ("6 p.m.", 18 * 60),
+        ("9:00 AM", 9 * 60),
+        ("12am", 0),
+        ("12pm", 12 * 60),
+        ("noon", 12 * 60),
+        ("midnight", 0),
+        ("9 o'clock", 9 * 60),
+        ("18h30", 18 * 60 + 30),
+        ("9", 9 * 60),
+        ("25:00", None),
+        ("13pm", None),
+        ("hello", None),
+    ],
+)
+def test_parse_clock(text: str, minutes: int | None) -> None:
+    assert parse_clock(text) == minutes
+
+
+H = 60
+
+
+@pytest.mark.parametrize(
+    ("text", "windows", "days"),
+    [
+        ("At 18:00", [(18 * H, 19 * H)], set()),
+        ("Publish an evening wrap-up at 6pm", [(18 * H, 19 * H)], set()),
+        ("at 6 in the evening", [(18 * H, 19 * H)], set()),
+        ("Around 18:30", [(18 * H, 19 * H + 30)], set()),
+        ("Between 22:00 and 07:00 do nothing", [(22 * H, 7 * H)], set()),
+        ("from 9 to 5", [(9 * H, 17 * H)], set()),
+        ("9-11am", [(9 * H, 11 * H)], set()),
+        ("after 22:00", [(22 * H, 24 * H)], set()),
+        ("before 9am", [(0, 9 * H)], set()),
+        ("Mornings", [(6 * H, 12 * H)], set()),
+        ("Every Monday morning", [(6 * H, 12 * H)], {0}),
+        ("Monday to Friday at 8", [(8 * H, 9 * H)], {0, 1, 2, 3, 4}),
+        ("on weekends", [], {5, 6}),
+    ],
+)
+def test_read_time(text: str, windows: list[tuple[int, int]], days: set[int]) -> None:
+    found = read_time(text)
+    assert found is not None
+    assert [(w.start, w.end) for w in found.windows] == windows
+    assert found.weekdays == days
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "If 3+ new posts",
+        "reply to 3 questions",
+        "more than four new posts",
+        "10k followers",
+        "within 24 hours",
+        "If post has 0 votes but 5+ views",
+        "at least 5 comments",
+    ],
+)
+def test_counts_are_not_times(text: str) -> None:
+    assert read_time(text) is None
+
+
+@pytest.mark.parametrize(
+    ("hour", "minute", "weekday", "holds"),
+    [(23, 30, 1, True), (6, 59, 1, True), (7, 0, 1, False), (12, 0, 1, False)],
+)
+def test_a_window_past_midnight(hour: int, minute: int, weekday: int, holds: bool) -> None:
+    night = TimeCondition(windows=(Window(22 * 60, 7 * 60),))
+    assert night.holds(hour, minute, weekday) is holds
+
+
+def test_days_and_hours_both_hold() -> None:
+    monday_morning = read_time("every Monday morning")
+    assert monday_morning is not None
+    assert monday_morning.holds(8, 30, 0)
+    assert not monday_morning.holds(8, 30, 2)
+    assert not monday_morning.holds(15, 0, 0)

@@ -1,0 +1,62 @@
+"""The words rules use: multi-word verbs, counts, topics, stems (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loops.wording import count_condition, normalize, stem, topic_phrases
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Give a thumbs-up to posts", "Give a upvote to posts"),
+        ("Thumbs down anything selling", "downvote anything selling"),
+        ("Weigh in on heated discussions", "comment on heated discussions"),
+        ("Raise a flag with a post", "alert with a post"),
+        ("+1 posts that agree", "upvote posts that agree"),
+        ("Vote down spam", "Vote down spam"),
+    ],
+)
+def test_normalize(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("If 5+ posts in Ledger", (">=", 5)),
+        ("more than four new posts", (">=", 5)),
+        ("at least 3 new posts", (">=", 3)),
+        ("6 or more posts", (">=", 6)),
+        ("fewer than 2 posts", ("<=", 1)),
+        ("at most three posts", ("<=", 3)),
+        ("when 10 new posts arrive", (">=", 10)),
+        ("a post with 5+ comments", None),
+        ("no one posted", None),
+    ],
+)
+def test_count_condition(text: str, want: tuple[str, int] | None) -> None:
+    assert count_condition(text, "posts?") == want
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("Comment on any post about the garden project.", [["garden", "project"]]),
+        ("Upvote posts that share a recipe", [["recipe"]]),
+        ("posts where someone shares good news", [["good", "news"]]),
+        ("posts about cats or dogs from Ana", [["cat"], ["dog"]]),
+        ("Vote up questions from core users", []),
+    ],
+)
+def test_topic_phrases(text: str, topics: list[list[str]]) -> None:
+    assert topic_phrases(text) == topics
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("recipes", "recipe"), ("stories", "story"), ("news", "news"), ("class", "class")],
+)
+def test_stem(word: str, expected: str) -> None:
+    assert stem(word) == expected
