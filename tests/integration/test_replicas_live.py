@@ -102,7 +102,8 @@ async def test_the_feed_reconnects_and_catches_up_what_others_finished_meanwhile
             with psycopg.connect(url, autocommit=True) as admin:
                 cut = admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE application_name = %s AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')",
+                    " WHERE application_name = %s"
+                    " AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')",
                     (name,),
                 ).fetchall()
             assert len(cut) == 2, cut  # both replicas' feeds (listening, or checking)
