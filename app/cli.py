@@ -1,4 +1,10 @@
-"""``heartbeat serve``: start the service (also ``python -m app``)."""
+"""``heartbeat serve``: start the service (also ``python -m app``).
+
+``heartbeat instructions export [FILE]`` writes the current HEARTBEAT.md (to stdout without
+FILE) and ``heartbeat instructions import FILE`` saves FILE as the next revision, wherever the
+instructions live: the database with ``HEARTBEAT_DATABASE_URL`` (PostgreSQL), else the
+workspace's file. ``--base-revision`` refuses an import once another save came after that
+revision."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import sys
+from pathlib import Path
 
 from app.settings import Settings, SettingsError
 from ledger.redact import RedactSecrets, redact
@@ -37,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="on a new database, seed a demo HEARTBEAT.md, Ledger posts and messages",
     )
+    instructions = sub.add_parser(
+        "instructions", help="import or export HEARTBEAT.md (the database's, with PostgreSQL)"
+    )
+    what = instructions.add_subparsers(dest="action", required=True)
+    imports = what.add_parser("import", help="save FILE as the next revision of HEARTBEAT.md")
+    imports.add_argument("file", help="the file to import")
+    imports.add_argument(
+        "--base-revision", help="refuse the import if another save came after this revision"
+    )
+    exports = what.add_parser("export", help="write the current HEARTBEAT.md")
+    exports.add_argument("file", nargs="?", help="where to write it (default: stdout)")
     args = parser.parse_args(argv)
 
     try:
@@ -44,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"heartbeat: {redact(str(exc))}", file=sys.stderr)
         return 2
+    if args.command == "instructions":
+        return asyncio.run(instructions_command(settings, args))
     if not 0 < args.port < 65536:
         print(f"heartbeat: --port must be 1..65535, got {args.port}", file=sys.stderr)
         return 2
@@ -110,6 +130,43 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0 if server.started else 3  # 3: uvicorn's start-up failure code (port in use...)
+
+
+async def instructions_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``heartbeat instructions import|export``; see the module."""
+    from app.service import open_storage
+    from ledger.errors import HeartbeatError
+    from loops.clock import SystemClock
+    from loops.instructions import FileInstructions, StoredInstructions
+
+    clock = SystemClock()
+    store = await open_storage(settings, clock) if settings.database_url else None
+    source = StoredInstructions(store, clock) if store else FileInstructions(settings.heartbeat_md)
+    try:
+        if args.action == "export":
+            found = await source.current()
+            if args.file:
+                await asyncio.to_thread(Path(args.file).write_text, found.content, encoding="utf-8")
+            else:
+                sys.stdout.write(found.content)
+            print(
+                f"heartbeat: exported revision {found.revision} ({source.where})", file=sys.stderr
+            )
+            return 0
+        try:
+            content = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"heartbeat: cannot read {args.file}: {exc}", file=sys.stderr)
+            return 1
+        saved = await source.save(content, args.base_revision)
+        print(f"heartbeat: imported as revision {saved.revision} ({source.where})", file=sys.stderr)
+        return 0
+    except HeartbeatError as exc:
+        print(f"heartbeat: {redact(exc.message)}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            await store.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

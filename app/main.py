@@ -76,6 +76,7 @@ def create_app(
         app.state.service = service
         try:
             if demo and await seed_demo(service.store, settings.workspace):
+                await service.import_workspace_instructions()  # with PostgreSQL
                 log.info("seeded the demo: HEARTBEAT.md, Ledger posts and messages in 'default'")
             if start_loops:
                 await service.start_loops()

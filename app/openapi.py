@@ -28,6 +28,7 @@ from ledger.limits import (
     INSTRUCTIONS_MAX_BYTES,
     MESSAGE_MAX,
     PAGES,
+    REVISION_MAX,
     STATEMENT_MAX,
     THREAD_ID_MAX,
     TITLE_MAX,
@@ -176,6 +177,12 @@ _MD = _obj(
     content=STR,
     exists=BOOL,
     last_modified=TS_OR_NULL,
+    revision={
+        **STR,
+        "description": "the current revision, to send back as base_revision;"
+        " '0' while nothing is saved",
+    },
+    stored_in=_enum(["file", "database"]),
     empty=BOOL,
     max_bytes=INT,
     sections=_obj(
@@ -398,16 +405,30 @@ OPS: list[Op] = [
     Op(
         "post",
         "/api/heartbeat/heartbeat.md",
-        "Replace HEARTBEAT.md",
+        "Replace HEARTBEAT.md (409 revision_conflict when base_revision is no longer current)",
         _MD,
-        body=_obj(
-            content=_text(
-                INSTRUCTIONS_MAX_BYTES,
-                pattern="^[^\\x00]*$",
-                description=f"at most {INSTRUCTIONS_MAX_BYTES} bytes of UTF-8, no NUL",
-            )
-        ),
-        errors=_STORAGE,
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["content"],
+            "properties": {
+                "content": _text(
+                    INSTRUCTIONS_MAX_BYTES,
+                    pattern="^[^\\x00]*$",
+                    description=f"at most {INSTRUCTIONS_MAX_BYTES} bytes of UTF-8, no NUL",
+                ),
+                "base_revision": _nullable(
+                    _text(
+                        REVISION_MAX,
+                        description="the revision the text was edited from (GET's revision):"
+                        " the save is refused with 409 revision_conflict, naming"
+                        " current_revision, once another save came after it; left out or"
+                        " null, the save replaces whatever is current",
+                    )
+                ),
+            },
+        },
+        errors=_STORAGE | {409},
     ),
     Op(
         "get",
@@ -589,7 +610,8 @@ _ERRORS = {
     403: "A cross-origin write",
     404: "No such record",
     408: "The request body did not arrive in time",
-    409: "The write conflicts with the current state (a run already in flight)",
+    409: "The write conflicts with the current state (a run already in flight, HEARTBEAT.md"
+    " saved meanwhile: current_revision names the current one)",
     413: "The request body (or HEARTBEAT.md) is over its limit",
     415: "The body is not sent as JSON",
     421: "The Host header does not name this service",

@@ -20,11 +20,11 @@ from app.http import (
 from app.service import Service
 from heartbeat_md import parse as parse_instructions
 from ledger import config as hbconfig
-from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES
+from ledger.limits import CONFIG_RANGES, INSTRUCTIONS_MAX_BYTES, PAGES, REVISION_MAX
 from ledger.records import Loop, RunStatus, Thread, iso, run_to_dict
 from ledger.redact import redact
+from loops.instructions import Found
 from loops.spend import day_start
-from loops.workspace import read_instructions, write_instructions
 
 _DECIDED = (RunStatus.OK, RunStatus.DRY_RUN, RunStatus.REJECTED)
 
@@ -168,14 +168,15 @@ async def history(request: Request) -> JSON:
     return JSON({"items": [run_to_dict(r) for r in page], "next_cursor": nxt})
 
 
-async def _md_view(svc: Service) -> dict[str, Any]:
-    found = await read_instructions(svc.settings.heartbeat_md)
-    text, mtime = found if found else ("", None)
-    parsed = parse_instructions(text)
+async def _md_view(svc: Service, found: Found | None = None) -> dict[str, Any]:
+    found = found or await svc.instructions.current()
+    parsed = parse_instructions(found.content)
     return {
-        "content": text,
-        "exists": found is not None,
-        "last_modified": iso(mtime),
+        "content": found.content,
+        "exists": found.exists,
+        "last_modified": iso(found.modified),
+        "revision": found.revision,
+        "stored_in": svc.instructions.where,
         "empty": parsed.is_empty,
         "max_bytes": INSTRUCTIONS_MAX_BYTES,
         "sections": {
@@ -192,16 +193,28 @@ async def get_md(request: Request) -> JSON:
 
 
 async def post_md(request: Request) -> JSON:
+    """Replace HEARTBEAT.md; with ``base_revision`` (the ``revision`` the text was edited
+    from), only while that is still the current one: else 409 ``revision_conflict`` naming the
+    current revision, and nothing is written."""
     svc = service(request)
     data = await read_object(request)
-    only_fields(data, {"content"})
+    only_fields(data, {"content", "base_revision"})
     content = data.get("content")
     if not isinstance(content, str):
         raise ApiError(422, "invalid_type", "content must be a string", field="content")
     if "\x00" in content:
         raise ApiError(422, "invalid_value", "content must not contain NUL bytes", field="content")
-    await write_instructions(svc.settings.heartbeat_md, content)  # InstructionsTooLarge (413)
-    return JSON(await _md_view(svc))
+    base = data.get("base_revision")
+    if base is not None and (not isinstance(base, str) or len(base) > REVISION_MAX):
+        raise ApiError(
+            422,
+            "invalid_type",
+            f"base_revision must be a revision (a string of at most {REVISION_MAX} characters)",
+            field="base_revision",
+        )
+    # InstructionsTooLarge (413), RevisionConflict (409)
+    saved = await svc.instructions.save(content, base)
+    return JSON(await _md_view(svc, saved))
 
 
 routes = [

@@ -25,8 +25,10 @@ from ledger.wakes import WakeMode, ledger_event_text
 from loops.clock import Clock, SystemClock
 from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
+from loops.instructions import FileInstructions, Instructions, StoredInstructions
 from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider
+from loops.relay import RunRelay
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 from loops.unrecorded import record_kept
@@ -69,6 +71,13 @@ class Service:
         self.clock = clock
         self.http = http
         self.bus = EventBus()
+        # HEARTBEAT.md: the workspace file, or with PostgreSQL (replicas on several machines
+        # share no file) the database's revisions
+        self.instructions: Instructions = (
+            StoredInstructions(store, clock)
+            if settings.database_url
+            else FileInstructions(settings.heartbeat_md)
+        )
         self.limiter = asyncio.Semaphore(settings.max_concurrency)
         self.executor = HeartbeatExecutor(
             store,
@@ -84,6 +93,7 @@ class Service:
             ),
             limiter=self.limiter,
             http=http,
+            instructions=self.instructions,
         )
         self.scheduler = HeartbeatScheduler(
             store,
@@ -127,9 +137,24 @@ class Service:
             queue_depth=lambda: self.executor.llm_waiting + self.journal.lifecycle.llm_waiting,
             in_flight=lambda: len(self.executor.in_flight),
         )
+        # one live view across replicas: the runs the others start and finish, from the feed
+        feed = store.change_feed()
+        self.relay: RunRelay | None = None
+        self._relaying: asyncio.Task[None] | None = None
+        if feed is not None:
+            self.relay = RunRelay(
+                store,
+                self.bus,
+                feed,
+                on_instructions=self.instructions.expire
+                if isinstance(self.instructions, StoredInstructions)
+                else None,
+            )
         for lifecycle in (self.executor.lifecycle, self.journal.lifecycle):
             lifecycle.spool = spool_dir(settings)
             lifecycle.observers.append(self.metrics.observe)
+            if self.relay is not None:
+                lifecycle.observers.append(self.relay.observe)
         for kind in journal_kinds(
             self.journal,
             clock,
@@ -169,6 +194,8 @@ class Service:
             log.info("[HEARTBEAT] LLM provider %s", reason)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
             service = cls(settings, store, llm, clock, http, reason)
+            await service.import_workspace_instructions()
+            service.start_relay()
             async for batch in store.iter_threads(batch=2000):
                 for thread in batch:
                     cfg, _ = hbconfig.decode_stored(thread.config_json)
@@ -178,6 +205,27 @@ class Service:
             raise
         return service
 
+    def start_relay(self) -> None:
+        """Follow the other replicas' runs (when the database is shared)."""
+        if self.relay is not None and self._relaying is None:
+            self._relaying = asyncio.create_task(self.relay.run(), name="run-relay")
+
+    async def import_workspace_instructions(self) -> bool:
+        """With the instructions in the database and none saved yet, import the workspace's
+        HEARTBEAT.md (if there is one) as their first revision. True if it did."""
+        if not isinstance(self.instructions, StoredInstructions):
+            return False
+        if await self.store.instructions() is not None:
+            return False
+        found = await self.instructions.import_file(self.settings.heartbeat_md)
+        if found is not None:
+            log.info(
+                "[HEARTBEAT] %s imported into the database as revision %s",
+                self.settings.heartbeat_md,
+                found.revision,
+            )
+        return found is not None
+
     async def start_loops(self) -> None:
         for name, kind in self.supervisor.kinds.items():
             if kind.state.enabled:
@@ -186,6 +234,9 @@ class Service:
     async def close(self) -> None:
         """Stop timers, let in-flight runs finish within the grace period, then cancel."""
         await self.supervisor.stop_all()
+        if self._relaying is not None:
+            self._relaying.cancel()
+            await asyncio.gather(self._relaying, return_exceptions=True)
         await self.waker.close()
         await self.scheduler.drain(SHUTDOWN_GRACE)
         await self.llm.aclose()

@@ -17,6 +17,7 @@ The tree (class, module, status, code)::
     ├── ConfigError          ledger.config          422 invalid_config
     ├── NotFound             ledger.errors          404 not_found
     ├── Conflict             ledger.errors          409 conflict
+    │   ├── RevisionConflict ledger.errors          409 revision_conflict (+ current_revision)
     │   └── RunInFlight      loops.executor         409 run_in_flight (+ run_id)
     ├── WakeRefused          loops.wakes            429 wake_refused (Retry-After; + limit)
     ├── LedgerError          ledger.errors          500 storage_error
@@ -44,6 +45,7 @@ __all__ = [
     "HeartbeatError",
     "LedgerError",
     "NotFound",
+    "RevisionConflict",
     "StorageBusy",
     "StorageFull",
     "StorageReadOnly",
@@ -123,6 +125,20 @@ class NotFound(HeartbeatError, code="not_found", http_status=404):
 
 class Conflict(HeartbeatError, code="conflict", http_status=409):
     """The write conflicts with the current state."""
+
+
+class RevisionConflict(Conflict, code="revision_conflict"):
+    """A save that was made on top of a revision that is no longer the current one."""
+
+    def __init__(self, what: str, base: str, current: str) -> None:
+        super().__init__(
+            f"{what} was saved by someone else meanwhile: this save was made on revision"
+            f" {base!r}, the current revision is {current!r}; reload it and save again",
+            field="base_revision",
+            extra={"current_revision": current},
+        )
+        self.base = base
+        self.current = current
 
 
 class LedgerError(HeartbeatError, code="storage_error"):

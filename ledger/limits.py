@@ -20,6 +20,7 @@ __all__ = [
     "DAILY_TOKEN_BUDGET",
     "EVERY_SECONDS",
     "INSTRUCTIONS_MAX_BYTES",
+    "INSTRUCTIONS_REVISIONS_KEPT",
     "MAX_TOKENS",
     "MESSAGE_MAX",
     "PAGES",
@@ -27,6 +28,7 @@ __all__ = [
     "POST_ID_MAX",
     "QUIET_AFTER_USER_SECONDS",
     "REPEAT_LIMIT",
+    "REVISION_MAX",
     "STATEMENT_MAX",
     "TEMPERATURE",
     "THREAD_ID_MAX",
@@ -92,6 +94,8 @@ CONTENT_MAX: Final = 5000  # a Ledger post's or comment's content
 MESSAGE_MAX: Final = 20_000  # a message of a thread
 STATEMENT_MAX: Final = 2000  # each statement of a contradiction
 INSTRUCTIONS_MAX_BYTES: Final = 64 * 1024  # HEARTBEAT.md, in bytes of UTF-8
+INSTRUCTIONS_REVISIONS_KEPT: Final = 50  # HEARTBEAT.md's revisions the database keeps
+REVISION_MAX: Final = 64  # characters of the revision a save names as its base
 
 # --- listings ----------------------------------------------------------------------------------
 PAGES: Final[Mapping[str, Page]] = {

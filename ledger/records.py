@@ -241,6 +241,38 @@ class SelfReply(msgspec.Struct, kw_only=True):
     created_at: float
 
 
+class RunChange(msgspec.Struct, frozen=True, array_like=True, tag="run"):
+    """A run started (inserted ``running``) or finished, by ``writer`` (a store's own id)."""
+
+    run_id: int
+    thread_id: str
+    started: bool
+    writer: str
+
+
+class InstructionsChange(msgspec.Struct, frozen=True, array_like=True, tag="instructions"):
+    """A revision of HEARTBEAT.md saved, by ``writer``."""
+
+    revision: int
+    writer: str
+
+
+class ChangeBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Changes of a shared database, in commit order. ``resumed``: the feed (re)connected just
+    before them, and changes made while it was away were not told."""
+
+    changes: list[RunChange | InstructionsChange]
+    resumed: bool = False
+
+
+class StoredInstructions(msgspec.Struct, frozen=True, kw_only=True):
+    """A revision of HEARTBEAT.md kept in the database (revisions count up from 1)."""
+
+    revision: int
+    content: str
+    saved_at: float
+
+
 class BeatMemo(msgspec.Struct, kw_only=True):
     """What a thread's heartbeat remembers between beats: the inputs and decision of the last
     decided beat (for skipping and the breaker) and its run of LLM failures (for pausing)."""

@@ -57,6 +57,8 @@ from loops import procedure
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.facts import PostFacts
+from loops.instructions import FileInstructions
+from loops.instructions import Instructions as InstructionsSource
 from loops.lifecycle import Chat, EndRun, Finish, Lifecycle, RunPlan, Work
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider
 from loops.prompt import (
@@ -73,7 +75,7 @@ from loops.prompt import (
 from loops.scheduler import skipped_overlap
 from loops.thrift import BeatGate
 from loops.tokens import TokenRelay
-from loops.workspace import InstructionsFile, InstructionsUnusable
+from loops.workspace import InstructionsUnusable
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -144,6 +146,7 @@ class HeartbeatExecutor:
         *,
         limiter: asyncio.Semaphore,
         http: httpx.AsyncClient | None = None,
+        instructions: InstructionsSource | None = None,
     ) -> None:
         self.store = store
         self._llm = llm
@@ -154,7 +157,16 @@ class HeartbeatExecutor:
         gate = BeatGate(
             store, clock, lambda: self.llm, window=options.window, ledger_feed=options.ledger_feed
         )
-        self.work = HeartbeatWork(store, bus, clock, options, http, gate, lambda: self.llm.name)
+        self.work = HeartbeatWork(
+            store,
+            bus,
+            clock,
+            options,
+            http,
+            gate,
+            lambda: self.llm.name,
+            instructions or FileInstructions(options.heartbeat_md),
+        )
 
     @property
     def llm(self) -> LLMProvider:
@@ -261,12 +273,13 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         options: ExecutorOptions,
         http: httpx.AsyncClient | None,
         gate: BeatGate,
-        provider: Callable[[], str] = lambda: "",
+        provider: Callable[[], str],
+        instructions: InstructionsSource,
     ) -> None:
         self.store, self.bus, self.clock, self.opts, self.http = store, bus, clock, options, http
         self.gate = gate
         self.provider = provider  # the name of the provider runs call now
-        self._instructions_file = InstructionsFile(options.heartbeat_md)
+        self._instructions = instructions  # the workspace file, or the database's revisions
 
     async def precheck(self, run: HeartbeatPlan) -> Instructions:
         log.info(
@@ -276,7 +289,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
             run.trigger,
         )
         try:
-            found = await self._instructions_file.read()
+            found = await self._instructions.read()
         except InstructionsUnusable as err:
             log.warning("[HEARTBEAT] thread %s not run: %s", run.thread_id, err.message)
             outcome = RunOutcome(

@@ -33,6 +33,7 @@ const state = {
   llmProblem: null,
   mdEmpty: false,
   mdMissing: false,
+  mdRevision: null, // the revision of HEARTBEAT.md the editor holds
   configDirty: false,
   historyCursor: null,
   historyIds: new Set(),
@@ -453,6 +454,7 @@ async function saveConfig(ev) {
 
 function renderMd(md) {
   $("md-text").value = md.content;
+  state.mdRevision = md.revision; // sent back with a save: a save made meanwhile is not lost
   state.mdEmpty = md.exists && md.empty;
   state.mdMissing = !md.exists;
   let line = md.exists ? `Last modified ${when(md.last_modified)}` : "No file yet";
@@ -476,7 +478,7 @@ async function saveMd(ev) {
   clearErrors(form);
   setText("md-status", "Saving…");
   try {
-    const body = { content: $("md-text").value };
+    const body = { content: $("md-text").value, base_revision: state.mdRevision ?? null };
     renderMd(await api("/api/heartbeat/heartbeat.md", { method: "POST", body }));
     setText("md-status", "Saved.");
   } catch (error) {

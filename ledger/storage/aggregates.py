@@ -1,7 +1,7 @@
 """The store composed of the aggregates over any ``Engine``: ``SqlStore`` and ``SqlStoreTx``.
 
-The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``journal``, ``wakes``)
-make both:
+The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``journal``, ``wakes``,
+``beats``, ``instructions``) make both:
 ``SqlStoreTx`` holds their writes, ``SqlStore`` their reads, the writes' hand-over to the
 engine and shutdown. A backend (``ledger.storage.sqlite``, ``ledger.storage.postgres``) adds
 only how it is opened and where its data lives.
@@ -14,10 +14,10 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.records import RunContext
-from ledger.storage import beats, forum, journal, messages, runs, threads, wakes
+from ledger.storage import beats, forum, instructions, journal, messages, runs, threads, wakes
 from ledger.storage.engine import Engine
 from ledger.storage.identity import process_owner
-from ledger.storage.interface import Storage, Tx
+from ledger.storage.interface import ChangeFeed, Storage, Tx
 from ledger.storage.messages import contradictions_query, messages_query
 
 log = logging.getLogger(f"heartbeat.{__name__}")
@@ -33,6 +33,7 @@ class SqlStoreTx(
     journal.Writes,
     wakes.Writes,
     beats.Writes,
+    instructions.Writes,
 ):
     """The writes available inside one transaction, run in the writer's thread."""
 
@@ -45,6 +46,7 @@ class SqlStore(
     journal.Reads,
     wakes.Reads,
     beats.Reads,
+    instructions.Reads,
 ):
     """Reads, and writes as plain functions of a ``SqlStoreTx`` (group commit)."""
 
@@ -86,6 +88,9 @@ class SqlStore(
         except Exception as exc:  # the next start marks them
             log.warning("could not mark this process's running runs interrupted: %s", exc)
         await self._db.close()
+
+    def change_feed(self) -> ChangeFeed | None:
+        return None  # a backend whose database other processes share says otherwise
 
     async def run_context(
         self, thread_id: str, *, messages: int, posts: int, recent: int = 5

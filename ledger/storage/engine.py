@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import random
+import re
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -480,7 +481,29 @@ def pending_migrations(current: int, migrations: Sequence[str]) -> Iterator[tupl
         )
     for version, script in enumerate(migrations[current:], start=current + 1):
         log.info("applying database migration %d", version)
-        yield version, [statement for statement in script.split(";") if statement.strip()]
+        yield version, split_statements(script)
+
+
+_DOLLAR_QUOTE = re.compile(r"\$\w*\$")
+
+
+def split_statements(script: str) -> list[str]:
+    """A migration script's statements: split at each ``;`` outside a dollar-quoted body (the
+    body of a PostgreSQL function holds semicolons of its own); blank ones left out."""
+    statements: list[str] = []
+    start = pos = 0
+    while (end := script.find(";", pos)) != -1:
+        quote = _DOLLAR_QUOTE.search(script, pos, end)
+        if quote is not None:  # skip to the end of the quoted body
+            close = script.find(quote.group(0), quote.end())
+            if close == -1:
+                break
+            pos = close + len(quote.group(0))
+            continue
+        statements.append(script[start:end])
+        start = pos = end + 1
+    statements.append(script[start:])
+    return [statement for statement in statements if statement.strip()]
 
 
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol, TypeVar
 from ledger.records import (
     BeatDay,
     BeatMemo,
+    ChangeBatch,
     Comment,
     Contradiction,
     Message,
@@ -49,6 +50,7 @@ from ledger.records import (
     RunOutcome,
     RunStart,
     SelfReply,
+    StoredInstructions,
     Thread,
     Vote,
 )
@@ -58,8 +60,11 @@ __all__ = [
     "USER",
     "BeatReads",
     "BeatWrites",
+    "ChangeFeed",
     "ForumReads",
     "ForumWrites",
+    "InstructionsReads",
+    "InstructionsWrites",
     "JournalReads",
     "JournalWrites",
     "MessageReads",
@@ -224,6 +229,14 @@ class BeatWrites(Protocol):
         ...
 
 
+class InstructionsWrites(Protocol):
+    def save_instructions(self, content: str, base: int | None = None) -> StoredInstructions:
+        """Store the next revision of HEARTBEAT.md; with ``base``, only while ``base`` is the
+        current revision (0: none saved yet), else ``RevisionConflict`` naming the current
+        one. A save that another process's save of the same revision beat is refused alike."""
+        ...
+
+
 class Tx(
     ThreadWrites,
     MessageWrites,
@@ -232,6 +245,7 @@ class Tx(
     JournalWrites,
     WakeWrites,
     BeatWrites,
+    InstructionsWrites,
     Protocol,
 ):
     """The writes available inside one transaction, in the backend's writer thread."""
@@ -327,6 +341,14 @@ class RunReads(Protocol):
 
     async def running_runs(self) -> list[Run]: ...
 
+    async def runs_by_ids(self, ids: Sequence[int]) -> list[Run]:
+        """The runs of ``ids`` that exist, by id."""
+        ...
+
+    async def last_finished_run(self) -> int | None:
+        """The id of the run that finished last (by its finish time), None if none did."""
+        ...
+
     async def recent_actions(self, thread_id: str, *, limit: int = 5) -> list[Run]:
         """A thread's newest heartbeat runs that acted (``ok`` or ``dry_run``), newest first."""
         ...
@@ -394,6 +416,32 @@ class BeatReads(Protocol):
         ...
 
 
+class InstructionsReads(Protocol):
+    async def instructions(self) -> StoredInstructions | None:
+        """HEARTBEAT.md's current revision in the database, None when none was saved."""
+        ...
+
+    async def instruction_revisions(self, *, limit: int = 20) -> list[StoredInstructions]:
+        """Its newest revisions kept, newest first."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """What the processes sharing one database change, told as each change commits.
+
+    ``batches`` yields, oldest first, the changes of every writer (this store's too: each names
+    its ``writer``); it reconnects by itself when its connection is lost, and the first batch
+    after each (re)connection has ``resumed`` set: changes made before it may have been missed,
+    and whoever follows the feed reads them back from the database."""
+
+    @property
+    def writer(self) -> str:
+        """This store's writer, as the changes it makes name it."""
+        ...
+
+    def batches(self) -> AsyncIterator[ChangeBatch]: ...
+
+
 class Storage(
     ThreadReads,
     MessageReads,
@@ -402,6 +450,7 @@ class Storage(
     JournalReads,
     WakeReads,
     BeatReads,
+    InstructionsReads,
     Protocol,
 ):
     """The program's storage: reads, writes as functions of a ``Tx``, shutdown. See above."""
@@ -441,6 +490,11 @@ class Storage(
 
     async def close(self) -> None:
         """Finish queued writes, mark this process's unfinished runs interrupted, then close."""
+        ...
+
+    def change_feed(self) -> ChangeFeed | None:
+        """A feed of the changes of every process sharing the database (PostgreSQL's), None
+        where one process has the data to itself (SQLite). Each call makes a feed of its own."""
         ...
 
     async def run_context(

@@ -18,6 +18,45 @@ _HELD_WAKES = """
     );
 """
 
+# HEARTBEAT.md's revisions (migration 5, the same table on both backends)
+_INSTRUCTIONS = """
+    CREATE TABLE instructions (
+        revision INTEGER PRIMARY KEY,
+        content TEXT NOT NULL,
+        saved_at REAL NOT NULL
+    );
+"""
+
+# PostgreSQL tells the replicas sharing the database what changed (``NOTIFY``), in the
+# transaction that changed it: a run started (inserted ``running``) or finished (left
+# ``running``), and a revision of the instructions saved. The channel is named after the
+# table's schema (one database may hold several), the payload is a JSON array:
+# ``["run", run id, thread id, started, writer]`` or ``["instructions", revision, writer]``,
+# where ``writer`` is the ``heartbeat.writer`` setting of the connection that wrote it.
+_NOTIFY = """
+    CREATE FUNCTION heartbeat_run_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify(left('heartbeat ' || TG_TABLE_SCHEMA, 63), json_build_array(
+            'run', NEW.id, NEW.thread_id, NEW.status = 'running',
+            coalesce(current_setting('heartbeat.writer', true), ''))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER runs_started AFTER INSERT ON runs
+        FOR EACH ROW WHEN (NEW.status = 'running') EXECUTE FUNCTION heartbeat_run_changed();
+    CREATE TRIGGER runs_finished AFTER UPDATE OF status ON runs
+        FOR EACH ROW WHEN (OLD.status = 'running' AND NEW.status <> 'running')
+        EXECUTE FUNCTION heartbeat_run_changed();
+    CREATE FUNCTION heartbeat_instructions_saved() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify(left('heartbeat ' || TG_TABLE_SCHEMA, 63), json_build_array(
+            'instructions', NEW.revision,
+            coalesce(current_setting('heartbeat.writer', true), ''))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER instructions_saved AFTER INSERT ON instructions
+        FOR EACH ROW EXECUTE FUNCTION heartbeat_instructions_saved();
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole first schema
     """
@@ -176,6 +215,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_thread_started ON runs (thread_id, loop, started_at);
     """,
+    # 4: reserved for the replicas' leases (an empty script until they take it)
+    "",
+    # 5: HEARTBEAT.md stored in the database (PostgreSQL keeps the instructions there), by
+    # revision: the newest row is the current text
+    _INSTRUCTIONS,
 )
 
 # A migration whose SQLite text has no PostgreSQL rendering (``ledger.storage.pg_dialect``)
@@ -189,4 +233,6 @@ POSTGRES_SCRIPTS: dict[int, str] = {
         CHECK (trigger IN ('schedule', 'manual', 'wake', 'catch_up', 'ledger_event'));
     """
     + _HELD_WAKES,
+    # 5: the same table, and the notifications of what changed
+    5: _INSTRUCTIONS + _NOTIFY,
 }

@@ -23,25 +23,37 @@ Open with ``await PostgresStore.open("postgresql://...", now=...)``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql as pg_sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
+from ledger.records import ChangeBatch, InstructionsChange, RunChange
 from ledger.storage.aggregates import SqlStore, SqlStoreTx
 from ledger.storage.engine import READERS, Engine, Locked, Query, apply_writes, pending_migrations
-from ledger.storage.interface import Storage
+from ledger.storage.interface import ChangeFeed, Storage
 from ledger.storage.migrations import MIGRATIONS, POSTGRES_SCRIPTS
 from ledger.storage.pg_dialect import Dialect, render_migration
 
 T = TypeVar("T")
 TxT_co = TypeVar("TxT_co", covariant=True)
 
+log = logging.getLogger(f"heartbeat.{__name__}")
+
 MIGRATION_LOCK = 0x6862_6D69  # the advisory lock key the migration transaction holds
+WRITER_ID_BYTES = 6  # a store's writer id: this many random bytes, in hex
+FEED_CHECK = 10.0  # seconds of silence after which the change feed checks its connection
+FEED_RETRY_FIRST = 0.5  # seconds before the change feed's first attempt to reconnect, at most
+FEED_RETRY_MAX = 30.0  # its longest wait between two attempts
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 SyncConn = psycopg.Connection[tuple[Any, ...]]
@@ -68,8 +80,12 @@ def location(url: str) -> str:
     )
 
 
-def _connect(url: str) -> SyncConn:
-    return psycopg.connect(url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+def _connect(url: str, writer: str) -> SyncConn:
+    """The writer's connection; its ``heartbeat.writer`` setting names it in the changes it
+    makes (``ledger.storage.migrations``' notifications)."""
+    conn = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+    conn.execute("SELECT set_config('heartbeat.writer', %s, false)", (writer,))
+    return conn
 
 
 async def _connect_async(url: str) -> AsyncConn:
@@ -96,9 +112,10 @@ class PgConnection:
     """The writer's connection as the aggregates use it (``ledger.storage.engine.Connection``):
     their SQLite SQL, rendered by the dialect, run on psycopg. Only in the writer's thread."""
 
-    def __init__(self, url: str, dialect: Dialect) -> None:
+    def __init__(self, url: str, dialect: Dialect, writer: str) -> None:
         self.url = url
-        self.raw = _connect(url)
+        self.writer = writer
+        self.raw = _connect(url, writer)
         self._dialect = dialect
 
     def begin(self) -> None:
@@ -110,7 +127,7 @@ class PgConnection:
             if not self.raw.broken:
                 raise
             self.raw.close()
-            self.raw = _connect(self.url)
+            self.raw = _connect(self.url, self.writer)
             self.raw.execute("BEGIN")
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Result:
@@ -203,6 +220,11 @@ class PostgresEngine(Engine[TxT_co]):
         self._make_tx = make_tx
         self._dialect = dialect
 
+    @property
+    def writer(self) -> str:
+        """This engine's writer in the notifications of its changes."""
+        return self._w.writer
+
     async def _disconnect(self) -> None:
         for reader in self._readers:
             await reader.close()
@@ -271,7 +293,9 @@ async def open_engine(
     opened: list[AsyncConn] = []
     writer: PgConnection | None = None
     try:
-        writer = await loop.run_in_executor(thread, PgConnection, url, dialect)
+        writer = await loop.run_in_executor(
+            thread, PgConnection, url, dialect, secrets.token_hex(WRITER_ID_BYTES)
+        )
         await loop.run_in_executor(thread, migrate, writer.raw, migrations)
         for _ in range(max(1, readers)):
             opened.append(await _connect_async(url))
@@ -285,12 +309,118 @@ async def open_engine(
     return PostgresEngine(url, writer, thread, opened, now, make_tx, dialect)
 
 
+def channel_name(schema: str) -> str:
+    """The channel the notifications of the tables in ``schema`` go out on (as the triggers
+    of ``ledger.storage.migrations`` name it: at most 63 characters)."""
+    return f"heartbeat {schema}"[:63]
+
+
+_decode_change = msgspec.json.Decoder(RunChange | InstructionsChange).decode
+
+
+class PgChangeFeed:
+    """``LISTEN`` on a connection of its own (``ChangeFeed``): the notifications the triggers
+    send as each change commits, in commit order, a batch at a time (whatever arrived while
+    the last batch was being handled).
+
+    A connection that is lost (or silent for ``FEED_CHECK`` seconds and then found broken) is
+    replaced, with backoff from ``FEED_RETRY_FIRST`` to ``FEED_RETRY_MAX`` seconds while the
+    server does not answer; the first batch on each new connection is ``resumed``."""
+
+    def __init__(self, url: str, writer: str) -> None:
+        self._url = url
+        self._writer = writer
+        self.connections = 0  # connections made so far (the first, then each reconnection)
+
+    @property
+    def writer(self) -> str:
+        return self._writer
+
+    async def _connect(self) -> AsyncConn:
+        """A listening connection; waits, with backoff, for the server."""
+        delay = FEED_RETRY_FIRST
+        while True:
+            conn: AsyncConn | None = None
+            try:
+                conn = await _connect_async(self._url)
+                row = await (await conn.execute("SELECT current_schema()")).fetchone()
+                channel = channel_name(str(row[0]) if row else "public")
+                await conn.execute(pg_sql.SQL("LISTEN {}").format(pg_sql.Identifier(channel)))
+            except psycopg.OperationalError as exc:
+                if conn is not None:
+                    await conn.close()
+                log.warning(
+                    "change feed: cannot listen on %s (%s); trying again in %.1f s",
+                    location(self._url),
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, FEED_RETRY_MAX)
+                continue
+            self.connections += 1
+            return conn
+
+    @staticmethod
+    async def _pump(
+        conn: AsyncConn, arrived: list[RunChange | InstructionsChange], ready: asyncio.Event
+    ) -> None:
+        """Queue the connection's notifications until it fails."""
+        while True:
+            async for note in conn.notifies(timeout=FEED_CHECK):
+                try:
+                    arrived.append(_decode_change(note.payload))
+                except msgspec.DecodeError:
+                    log.warning("change feed: a notification not understood: %.200r", note.payload)
+                    continue
+                ready.set()
+            await conn.execute("SELECT 1")  # silent for a while: is the connection still there?
+
+    async def batches(self) -> AsyncIterator[ChangeBatch]:
+        while True:
+            conn = await self._connect()
+            arrived: list[RunChange | InstructionsChange] = []
+            ready = asyncio.Event()
+            pump = asyncio.create_task(self._pump(conn, arrived, ready), name="change-feed")
+            try:
+                yield ChangeBatch(changes=[], resumed=True)
+                while True:
+                    waiter = asyncio.ensure_future(ready.wait())
+                    try:
+                        await asyncio.wait((waiter, pump), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                    if arrived:
+                        batch = arrived[:]
+                        arrived.clear()
+                        ready.clear()
+                        yield ChangeBatch(changes=batch)
+                    elif pump.done():
+                        break
+                exc = pump.exception()
+                log.warning(
+                    "change feed: lost its connection to %s (%s); reconnecting",
+                    location(self._url),
+                    exc if exc is not None else "closed",
+                )
+            finally:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+                await conn.close()
+
+
 class PostgresStore(SqlStore):
     """A PostgreSQL database: reads, and writes as plain functions of a ``Tx`` (group commit)."""
 
-    def __init__(self, db: Engine[SqlStoreTx], url: str) -> None:
+    _db: PostgresEngine[SqlStoreTx]
+
+    def __init__(self, db: PostgresEngine[SqlStoreTx], url: str) -> None:
         super().__init__(db)
+        self._url = url
         self._location = location(url)
+
+    def change_feed(self) -> PgChangeFeed:
+        return PgChangeFeed(self._url, self._db.writer)
 
     @classmethod
     async def open(
@@ -308,3 +438,4 @@ class PostgresStore(SqlStore):
 
 if TYPE_CHECKING:  # the type checker verifies that PostgresStore implements Storage
     _: type[Storage] = PostgresStore
+    _feed: type[ChangeFeed] = PgChangeFeed

@@ -21,6 +21,7 @@ from ledger.storage.identity import owner_alive
 log = logging.getLogger(f"heartbeat.{__name__}")
 
 INTERRUPTED_ERROR = "the service stopped while this run was in flight"
+BY_IDS_CHUNK = 400  # ids per query of ``runs_by_ids``
 
 _COLS = (
     "id, thread_id, loop, trigger, slot, status, reason, model, action, decision_json, "
@@ -195,6 +196,26 @@ class Reads:
     async def running_runs(self) -> list[Run]:
         rows = await self._db.rows(f"SELECT {_COLS} FROM runs WHERE status = 'running'")
         return [_run(r) for r in rows]
+
+    async def runs_by_ids(self, ids: Sequence[int]) -> list[Run]:
+        runs: list[Run] = []
+        for i in range(0, len(ids), BY_IDS_CHUNK):
+            chunk = ids[i : i + BY_IDS_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            runs.extend(
+                _run(r)
+                for r in await self._db.rows(
+                    f"SELECT {_COLS} FROM runs WHERE id IN ({marks})", tuple(chunk)
+                )
+            )
+        return sorted(runs, key=lambda run: run.id)
+
+    async def last_finished_run(self) -> int | None:
+        row = await self._db.row(
+            "SELECT id FROM runs WHERE finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC, id DESC LIMIT 1"
+        )
+        return None if row is None else int(row[0])
 
     async def recent_actions(self, thread_id: str, *, limit: int = 5) -> list[Run]:
         return await self._db.fetch(recent_actions_query(thread_id, limit))

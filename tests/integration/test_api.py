@@ -501,7 +501,7 @@ async def test_every_documented_length_is_the_enforced_one(api: Running) -> None
             assert over.status_code in (413, 422), (path, name)
             assert err(over)["field"] == name and f"{size}" in err(over)["message"], over.text
             probed += 1
-    assert probed == 13  # every text field with a documented length
+    assert probed == 14  # every text field with a documented length
 
 
 async def test_every_documented_page_size_is_the_enforced_one(api: Running) -> None:
