@@ -1,6 +1,7 @@
 """The store composed of the aggregates over any ``Engine``: ``SqlStore`` and ``SqlStoreTx``.
 
-The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``journal``, ``wakes``)
+The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``replicas``,
+``journal``, ``wakes``, ``beats``)
 make both:
 ``SqlStoreTx`` holds their writes, ``SqlStore`` their reads, the writes' hand-over to the
 engine and shutdown. A backend (``ledger.storage.sqlite``, ``ledger.storage.postgres``) adds
@@ -14,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.records import RunContext
-from ledger.storage import beats, forum, journal, messages, runs, threads, wakes
+from ledger.storage import beats, forum, journal, messages, replicas, runs, threads, wakes
 from ledger.storage.engine import Engine
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import Storage, Tx
@@ -29,6 +30,7 @@ class SqlStoreTx(
     threads.Writes,
     messages.Writes,
     forum.Writes,
+    replicas.Writes,
     runs.Writes,
     journal.Writes,
     wakes.Writes,
@@ -42,6 +44,7 @@ class SqlStore(
     messages.Reads,
     forum.Reads,
     runs.Reads,
+    replicas.Reads,
     journal.Reads,
     wakes.Reads,
     beats.Reads,
@@ -56,6 +59,10 @@ class SqlStore(
 
     @property
     def location(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def shared(self) -> bool:
         raise NotImplementedError
 
     @property

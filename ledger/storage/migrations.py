@@ -176,6 +176,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_thread_started ON runs (thread_id, loop, started_at);
     """,
+    # 4: the leases of the replicas sharing the database; threads by their last change (what
+    # a replica re-reads of the threads another replica changed)
+    """
+    CREATE TABLE replicas (
+        owner TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        renewed_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX threads_updated ON threads (updated_at);
+    """,
 )
 
 # A migration whose SQLite text has no PostgreSQL rendering (``ledger.storage.pg_dialect``)

@@ -3,7 +3,8 @@
 A run is inserted ``running`` (owned by its process, see ``ledger.storage.identity``) and later
 finished with its outcome; a slot's run is unique per (thread, loop, slot). Runs whose process
 stopped are marked ``interrupted``: on shutdown by the process itself, after a crash by the next
-start.
+start or, for a replica holding a lease (``ledger.storage.replicas``), by the replica that ends
+its lease.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from ledger.errors import NotFound
 from ledger.records import Reason, Run, RunOutcome, RunStart, RunStatus
 from ledger.storage.columns import dumps, loads_dict, loads_list
 from ledger.storage.engine import Engine, Query, SqlTx
-from ledger.storage.identity import owner_alive
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -31,6 +31,12 @@ _INTERRUPT = (
     "UPDATE runs SET status = 'interrupted', reason = ?, error = ?, finished_at = ?"
     " WHERE status = 'running'"
 )
+
+
+def interrupt_owner(tx: SqlTx, owner: str, reason: Reason) -> int:
+    """Mark the ``running`` rows of ``owner`` ``interrupted``; how many there were."""
+    cur = tx.conn.execute(f"{_INTERRUPT} AND owner = ?", (reason, INTERRUPTED_ERROR, tx.now, owner))
+    return max(cur.rowcount, 0)
 
 
 def _run(row: Sequence[Any]) -> Run:
@@ -152,10 +158,10 @@ class Writes(SqlTx):
         )
 
     def interrupt_own_runs(self, owner: str) -> None:
-        """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``."""
-        self.conn.execute(
-            f"{_INTERRUPT} AND owner = ?", ("shutdown", INTERRUPTED_ERROR, self.now, owner)
-        )
+        """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``
+        and give up its lease."""
+        interrupt_owner(self, owner, Reason.SHUTDOWN)
+        self.conn.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
 
 
 class Reads:
@@ -219,10 +225,3 @@ class Reads:
         except Exception:
             if not self._db.closed:
                 log.exception("could not record interrupted run %d", run_id)
-
-    async def mark_interrupted(self) -> int:
-        rows = await self._db.rows("SELECT id, owner FROM runs WHERE status = 'running'")
-        dead = [r[0] for r in rows if not owner_alive(r[1])]
-        if dead:
-            await self._db.write(lambda tx: tx.interrupt_dead_runs(dead))
-        return len(dead)
