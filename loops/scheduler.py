@@ -324,8 +324,21 @@ class HeartbeatScheduler:
                         outcome,
                     )
             started = []
+            # a run of the thread in flight on another replica (the claim holds the threads'
+            # row locks, which its start took too): the slot is skipped as an overlap
+            busy = tx.running_heartbeat_threads() if starts else set()
             for plan in starts:
-                if plan.thread_id in won and (run := _start_told(tx, plan, owner)) is not None:
+                if plan.thread_id not in won:
+                    continue
+                if plan.thread_id in busy:
+                    start = RunStart(
+                        thread_id=plan.thread_id,
+                        loop=Loop.HEARTBEAT,
+                        trigger=plan.trigger,
+                        slot=plan.slot,
+                    )
+                    tx.record_run(start, skipped_overlap(plan.model))
+                elif (run := _start_told(tx, plan, owner)) is not None:
                     started.append(run)
             return _Claimed(won, started)
 

@@ -180,6 +180,15 @@ class RunWrites(Protocol):
         """Insert an already finished row (e.g. a ``skipped`` slot); None if the slot is taken."""
         ...
 
+    def running_heartbeat(self, thread_id: str) -> int | None:
+        """The id of the thread's heartbeat run in flight on any replica, if one is; takes the
+        thread's row lock, so two replicas' checks of one thread are made one after the other."""
+        ...
+
+    def running_heartbeat_threads(self) -> set[str]:
+        """The threads whose heartbeat is in flight, on any replica."""
+        ...
+
     def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
         """Record a run's outcome; returns the finished row. ``NotFound`` if there is none."""
         ...

@@ -124,6 +124,26 @@ class Writes(SqlTx):
         )
         return cur.lastrowid if cur.rowcount == 1 else None
 
+    def running_heartbeat(self, thread_id: str) -> int | None:
+        # the thread's row lock first (PostgreSQL), so replicas starting one thread's run at
+        # once are made one after the other and the second sees the first's row
+        self.conn.execute(
+            "UPDATE threads SET heartbeat_last_run = heartbeat_last_run WHERE id = ?",
+            (thread_id,),
+        )
+        row = self._one(
+            "SELECT id FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
+            " AND status = 'running' ORDER BY id LIMIT 1",
+            (thread_id,),
+        )
+        return None if row is None else int(row[0])
+
+    def running_heartbeat_threads(self) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT thread_id FROM runs WHERE status = 'running' AND loop = 'heartbeat'"
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
         row = self._one(
             "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
