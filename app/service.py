@@ -29,6 +29,7 @@ from loops.instructions import FileInstructions, Instructions, StoredInstruction
 from loops.journal import JournalLoops, journal_kinds
 from loops.llm import LLMProvider
 from loops.relay import RunRelay
+from loops.replicas import ReplicaSet, take_lease
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 from loops.unrecorded import record_kept
@@ -78,6 +79,7 @@ class Service:
             if settings.database_url
             else FileInstructions(settings.heartbeat_md)
         )
+        self.replicas = ReplicaSet(store, clock)
         self.limiter = asyncio.Semaphore(settings.max_concurrency)
         self.executor = HeartbeatExecutor(
             store,
@@ -102,7 +104,10 @@ class Service:
             is_running=self.executor.in_flight.get,
             plan=self.executor.plan,
             slack=settings.timer_slack,
+            owns=self.replicas.owns,
         )
+        self.replicas.on_change = self._replicas_changed
+        self.replicas.on_threads = self._threads_changed
         self.waker = Waker(
             store,
             self._wake_beat,
@@ -178,6 +183,7 @@ class Service:
         clock = clock or SystemClock()
         store = await open_storage(settings, clock)
         try:
+            await take_lease(store)  # before any run of this replica is written
             if kept := await record_kept(store, spool_dir(settings)):
                 log.warning("[HEARTBEAT] %d run outcome(s) kept at shutdown recorded", kept)
             interrupted = await store.mark_interrupted()
@@ -196,6 +202,8 @@ class Service:
             service = cls(settings, store, llm, clock, http, reason)
             await service.import_workspace_instructions()
             service.start_relay()
+            await service.replicas.refresh()
+            service.replicas.start()
             async for batch in store.iter_threads(batch=2000):
                 for thread in batch:
                     cfg, _ = hbconfig.decode_stored(thread.config_json)
@@ -237,6 +245,7 @@ class Service:
         if self._relaying is not None:
             self._relaying.cancel()
             await asyncio.gather(self._relaying, return_exceptions=True)
+        await self.replicas.stop()
         await self.waker.close()
         await self.scheduler.drain(SHUTDOWN_GRACE)
         await self.llm.aclose()
@@ -245,6 +254,17 @@ class Service:
 
     async def _heartbeat_stopped(self) -> None:
         self.scheduler.disarm_all()
+
+    async def _replicas_changed(self) -> None:
+        """A replica came or went: arm this replica's share of the threads anew."""
+        if self.supervisor.is_running(Loop.HEARTBEAT):
+            armed = await self.scheduler.arm_all()
+            log.info("[HEARTBEAT] %d thread(s) armed on this replica", armed)
+
+    async def _threads_changed(self, threads: list[Thread]) -> None:
+        """Threads another replica changed (a config saved there): arm those that are ours."""
+        if self.supervisor.is_running(Loop.HEARTBEAT):
+            await self.scheduler.arm_threads(threads)
 
     # -- operations used by the API ------------------------------------------------------
     async def run_now(self, thread_id: str) -> Run:

@@ -21,6 +21,8 @@ __all__ = [
     "EVERY_SECONDS",
     "INSTRUCTIONS_MAX_BYTES",
     "INSTRUCTIONS_REVISIONS_KEPT",
+    "LEASE_RENEW_SECONDS",
+    "LEASE_SECONDS",
     "MAX_TOKENS",
     "MESSAGE_MAX",
     "PAGES",
@@ -85,6 +87,14 @@ CONFIG_TEXT_MAX: Final[Mapping[str, int]] = {"target": 200, "model": 200, "timez
 PAUSE_AFTER_FAILURES: Final = 3  # failures of one kind in a row (unreachable, model, auth)
 BACKOFF_SECONDS: Final = Range(60, 6 * 3600)  # a paused thread's wait before it probes again
 REPEAT_LIMIT: Final = 3  # the same decision this many times on unchanged inputs is stopped
+
+# --- replicas on one database (loops.replicas) -------------------------------------------------
+# A replica's lease lasts this long past its last renewal; renewed this often. Past its lease a
+# replica counts as gone: its running runs are marked interrupted and its threads move to the
+# others. Lease plus one renewal, plus a catch-up's spread (half an interval at most), stays
+# under the shortest interval, so a moved thread's beat is never a whole interval late.
+LEASE_SECONDS: Final = 15.0
+LEASE_RENEW_SECONDS: Final = 5.0
 
 # --- what a person writes through the API: characters as sent, before trimming ---------------
 THREAD_ID_MAX: Final = 128

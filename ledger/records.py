@@ -181,6 +181,16 @@ class PlanFix(NamedTuple):
     config_json: str | None
 
 
+class Lease(NamedTuple):
+    """A replica's lease on the database: its ``runs.owner``, when it started, when it last
+    renewed the lease and when the lease runs out."""
+
+    owner: str
+    started_at: float
+    renewed_at: float
+    expires_at: float
+
+
 class RunStart(msgspec.Struct, frozen=True, kw_only=True):
     """A ``runs`` row to insert: ``running`` (``Tx.start_run``, owned by the process ``owner``)
     or already finished (``Tx.record_run``: no owner; the outcome's model, if any, wins)."""

@@ -227,7 +227,7 @@ class HeartbeatExecutor:
         self.in_flight[thread_id] = -1
         try:
             plan = await self.lifecycle.start(
-                lambda tx: self.plan(tx.get_thread(thread_id), trigger, slot, event=event)
+                lambda tx: self.plan(_idle_thread(tx, thread_id), trigger, slot, event=event)
             )
             if plan is None:
                 return None
@@ -260,6 +260,15 @@ class HeartbeatExecutor:
         self.in_flight.pop(thread_id, None)
         if self.on_idle is not None:
             self.on_idle(thread_id)
+
+
+def _idle_thread(tx: Tx, thread_id: str) -> Thread:
+    """The thread, if no heartbeat of it is in flight on another replica (else ``RunInFlight``)."""
+    thread = tx.get_thread(thread_id)
+    running = tx.running_heartbeat(thread_id)
+    if running is not None:
+        raise RunInFlight(thread_id, running)
+    return thread
 
 
 class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision]):

@@ -125,6 +125,7 @@ class HeartbeatScheduler:
         plan: Planner,
         spread: float = CATCH_UP_SPREAD,
         slack: float = TIMER_SLACK,
+        owns: Callable[[str], bool] = lambda _thread_id: True,
     ) -> None:
         from loops.timers import TimerSet
 
@@ -135,6 +136,7 @@ class HeartbeatScheduler:
         self.plan = plan
         self.spread = spread
         self.slack = slack
+        self.owns = owns  # whether this replica's timers hold a thread (``loops.replicas``)
         self.timers = TimerSet(clock)
         self._catch_up: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -144,22 +146,27 @@ class HeartbeatScheduler:
     # -- arming -------------------------------------------------------------------------
     async def arm_all(self) -> int:
         """Arm every enabled thread from the database, applying the catch-up rule."""
-        now = self.clock.now()
         armed = 0
         async for batch in self.store.iter_threads(batch=2000):
-            fixes: list[PlanFix] = []
-            for thread in batch:
-                due = self._plan_arm(thread, now, fixes)
-                if due is not None:
-                    self.timers.arm(thread.id, due)
-                    armed += 1
-            if fixes:
-                # awaited here, before ``fixes`` is bound to the next batch's list
-                stored = await self.store.write(lambda tx: tx.store_plans(fixes))  # noqa: B023
-                for fix in fixes:
-                    if fix.thread_id not in stored:  # its config changed since the read
-                        await self.rearm(fix.thread_id)
+            armed += await self.arm_threads(batch)
             await asyncio.sleep(0)
+        return armed
+
+    async def arm_threads(self, threads: list[Thread]) -> int:
+        """Arm (or disarm) these threads as read, applying the catch-up rule; how many armed."""
+        now = self.clock.now()
+        armed = 0
+        fixes: list[PlanFix] = []
+        for thread in threads:
+            due = self._plan_arm(thread, now, fixes)
+            if due is not None:
+                self.timers.arm(thread.id, due)
+                armed += 1
+        if fixes:
+            stored = await self.store.write(lambda tx: tx.store_plans(fixes))
+            for fix in fixes:
+                if fix.thread_id not in stored:  # its config changed since the read
+                    await self.rearm(fix.thread_id)
         return armed
 
     def _plan_arm(
@@ -168,6 +175,10 @@ class HeartbeatScheduler:
         now: float,
         fixes: list[PlanFix],
     ) -> float | None:
+        if not self.owns(thread.id):  # another replica's timers hold it
+            self.timers.disarm(thread.id)
+            self._catch_up.pop(thread.id, None)
+            return None
         cfg, schedule = _decoded(thread.config_json)
         if not cfg.enabled:
             self.timers.disarm(thread.id)
@@ -278,7 +289,8 @@ class HeartbeatScheduler:
         claimed = await self._claim(claims, skipped, starts)
         for thread_id, _slot, nxt in claims:
             if thread_id in claimed.won:
-                self.timers.arm(thread_id, nxt)
+                if self.owns(thread_id):
+                    self.timers.arm(thread_id, nxt)
             else:
                 self.lost_claims += 1
                 await self.rearm(thread_id)
@@ -312,8 +324,21 @@ class HeartbeatScheduler:
                         outcome,
                     )
             started = []
+            # a run of the thread in flight on another replica (the claim holds the threads'
+            # row locks, which its start took too): the slot is skipped as an overlap
+            busy = tx.running_heartbeat_threads() if starts else set()
             for plan in starts:
-                if plan.thread_id in won and (run := _start_told(tx, plan, owner)) is not None:
+                if plan.thread_id not in won:
+                    continue
+                if plan.thread_id in busy:
+                    start = RunStart(
+                        thread_id=plan.thread_id,
+                        loop=Loop.HEARTBEAT,
+                        trigger=plan.trigger,
+                        slot=plan.slot,
+                    )
+                    tx.record_run(start, skipped_overlap(plan.model))
+                elif (run := _start_told(tx, plan, owner)) is not None:
                     started.append(run)
             return _Claimed(won, started)
 

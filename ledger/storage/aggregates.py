@@ -1,7 +1,7 @@
 """The store composed of the aggregates over any ``Engine``: ``SqlStore`` and ``SqlStoreTx``.
 
-The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``journal``, ``wakes``,
-``beats``, ``instructions``) make both:
+The aggregates' halves (``threads``, ``messages``, ``forum``, ``runs``, ``replicas``,
+``journal``, ``wakes``, ``beats``, ``instructions``) make both:
 ``SqlStoreTx`` holds their writes, ``SqlStore`` their reads, the writes' hand-over to the
 engine and shutdown. A backend (``ledger.storage.sqlite``, ``ledger.storage.postgres``) adds
 only how it is opened and where its data lives.
@@ -14,7 +14,17 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.records import RunContext
-from ledger.storage import beats, forum, instructions, journal, messages, runs, threads, wakes
+from ledger.storage import (
+    beats,
+    forum,
+    instructions,
+    journal,
+    messages,
+    replicas,
+    runs,
+    threads,
+    wakes,
+)
 from ledger.storage.engine import Engine
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import ChangeFeed, Storage, Tx
@@ -29,6 +39,7 @@ class SqlStoreTx(
     threads.Writes,
     messages.Writes,
     forum.Writes,
+    replicas.Writes,
     runs.Writes,
     journal.Writes,
     wakes.Writes,
@@ -43,6 +54,7 @@ class SqlStore(
     messages.Reads,
     forum.Reads,
     runs.Reads,
+    replicas.Reads,
     journal.Reads,
     wakes.Reads,
     beats.Reads,
@@ -58,6 +70,10 @@ class SqlStore(
 
     @property
     def location(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def shared(self) -> bool:
         raise NotImplementedError
 
     @property

@@ -1,4 +1,5 @@
-"""Which start of which process owns a ``running`` row (``host:pid:start``), and whether it lives.
+"""Which start of which process owns a ``running`` row (``host:pid:start``), and whether it lives:
+by its process (on this host) and by its lease (any host, see ``lease_expired``).
 
 A restart marks the rows of dead owners ``interrupted`` and leaves live processes' rows alone,
 so two processes can share one database file. The PID alone cannot tell one start of the
@@ -8,6 +9,10 @@ since boot, from ``/proc/<pid>/stat``) where the system tells it, else a random 
 per process. A row is alive only when its PID lives and, for this process or any process whose
 start time can be read, that start is the row's. Rows written as ``host:pid`` (before the start
 was recorded) are judged by the PID alone.
+
+Replicas on other hosts cannot be seen this way: a replica sharing a database with others holds
+a lease (a ``replicas`` row it renews, ``ledger.storage.replicas``), and counts as gone once
+the lease runs out or, on this host, once its process is seen gone (``lease_expired``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import os
 import secrets
 import socket
 from functools import cache
+
+from ledger.records import Lease
 
 
 def start_time(pid: int) -> str | None:
@@ -45,13 +52,21 @@ def process_owner() -> str:
 def owner_alive(owner: str | None) -> bool:
     """Whether ``owner`` names a live start of a process on this host (another host's counts as
     dead)."""
+    return owner_state(owner) is True
+
+
+def owner_state(owner: str | None) -> bool | None:
+    """Whether ``owner``'s process lives: True or False where this host can tell, None for a
+    process of another host (only its lease can tell)."""
     if not owner:
         return False
     parts = owner.split(":")
     if len(parts) not in (2, 3):
         return False
     host, pid, start = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
-    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit() and len(pid) < 10):
+    if host != socket.gethostname():
+        return None
+    if not (pid.isascii() and pid.isdigit() and len(pid) < 10):
         return False
     number = int(pid)
     if number == os.getpid():
@@ -65,3 +80,15 @@ def owner_alive(owner: str | None) -> bool:
     if start and not start.startswith("r"):  # a start time: the PID's process must match it
         return start_time(number) in (start, None)
     return True
+
+
+def lease_expired(lease: Lease, now: float, process: bool | None) -> bool:
+    """Whether the replica holding ``lease`` is gone at ``now``. Pure.
+
+    ``process`` is what this host knows of the replica's process (``owner_state``): False when
+    it is seen gone, None on another host. A lease runs out at ``expires_at``; a process seen
+    gone ends its lease early (a restart on one host need not wait for it), and a live process
+    whose lease ran out is gone all the same (it could not renew it: its threads are others'
+    now).
+    """
+    return process is False or now >= lease.expires_at

@@ -25,6 +25,10 @@ contract:
 - Run rows carry their process in ``owner``: ``close()`` marks this process's ``running`` runs
   ``interrupted`` (reason ``shutdown``) and ``mark_interrupted()``, at start-up, those of
   processes that are gone (reason ``process_died``).
+- Replicas sharing a database (``shared``: PostgreSQL) each hold a lease keyed by ``owner``
+  and renew it (``Tx.hold_lease``); ``mark_interrupted()`` also ends the leases that ran out
+  (``ledger.storage.identity.lease_expired``), each exactly once, interrupting their runs.
+  ``close()`` gives this process's lease up.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ledger.records import (
     ChangeBatch,
     Comment,
     Contradiction,
+    Lease,
     Message,
     NewProfile,
     NewReflection,
@@ -72,6 +77,8 @@ __all__ = [
     "NewProfile",
     "NewReflection",
     "PlanFix",
+    "ReplicaReads",
+    "ReplicaWrites",
     "RunReads",
     "RunStart",
     "RunWrites",
@@ -178,8 +185,34 @@ class RunWrites(Protocol):
         """Insert an already finished row (e.g. a ``skipped`` slot); None if the slot is taken."""
         ...
 
+    def running_heartbeat(self, thread_id: str) -> int | None:
+        """The id of the thread's heartbeat run in flight on any replica, if one is; takes the
+        thread's row lock, so two replicas' checks of one thread are made one after the other."""
+        ...
+
+    def running_heartbeat_threads(self) -> set[str]:
+        """The threads whose heartbeat is in flight, on any replica."""
+        ...
+
     def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
         """Record a run's outcome; returns the finished row. ``NotFound`` if there is none."""
+        ...
+
+
+class ReplicaWrites(Protocol):
+    def hold_lease(self, owner: str, expires_at: float) -> bool:
+        """Renew ``owner``'s lease to ``expires_at``, or take one if it holds none (it never
+        did, or its lease ran out and another replica ended it): True if it was renewed."""
+        ...
+
+    def release_lease(self, owner: str) -> None:
+        """Give ``owner``'s lease up (it stops)."""
+        ...
+
+    def end_lease(self, lease: Lease) -> int | None:
+        """End a gone replica's ``lease`` as read: delete it and mark its ``running`` runs
+        ``interrupted`` (``process_died``); how many. None, and nothing written, if the lease
+        is no longer the one read (another replica ended it, or it was renewed)."""
         ...
 
 
@@ -242,6 +275,7 @@ class Tx(
     MessageWrites,
     ForumWrites,
     RunWrites,
+    ReplicaWrites,
     JournalWrites,
     WakeWrites,
     BeatWrites,
@@ -267,6 +301,11 @@ class ThreadReads(Protocol):
         ...
 
     async def thread_exists(self, thread_id: str) -> bool: ...
+
+    async def threads_changed_since(self, since: float) -> list[Thread]:
+        """The threads created, configured or written to at ``since`` or later, oldest change
+        first."""
+        ...
 
     async def list_threads(self, *, limit: int = 100, after: str | None = None) -> list[Thread]:
         """At most ``limit`` threads whose id sorts after ``after``, by id."""
@@ -361,7 +400,14 @@ class RunReads(Protocol):
         ...
 
     async def mark_interrupted(self) -> int:
-        """Mark ``running`` rows whose process is gone as ``interrupted``; returns how many."""
+        """Mark ``running`` rows whose process is gone as ``interrupted``, and end the leases
+        that ran out (interrupting their runs); returns how many runs."""
+        ...
+
+
+class ReplicaReads(Protocol):
+    async def leases(self) -> list[Lease]:
+        """The leases held on the database, by owner."""
         ...
 
 
@@ -447,6 +493,7 @@ class Storage(
     MessageReads,
     ForumReads,
     RunReads,
+    ReplicaReads,
     JournalReads,
     WakeReads,
     BeatReads,
@@ -461,6 +508,11 @@ class Storage(
     @property
     def location(self) -> str:
         """Where the data lives, for log lines (a file's path, a server's address)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas on other hosts may share the database (they then hold leases)."""
         ...
 
     @property

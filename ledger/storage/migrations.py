@@ -215,8 +215,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_thread_started ON runs (thread_id, loop, started_at);
     """,
-    # 4: reserved for the replicas' leases (an empty script until they take it)
-    "",
+    # 4: the leases of the replicas sharing the database; threads by their last change (what
+    # a replica re-reads of the threads another replica changed)
+    """
+    CREATE TABLE replicas (
+        owner TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        renewed_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX threads_updated ON threads (updated_at);
+    """,
     # 5: HEARTBEAT.md stored in the database (PostgreSQL keeps the instructions there), by
     # revision: the newest row is the current text
     _INSTRUCTIONS,

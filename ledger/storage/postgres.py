@@ -432,6 +432,10 @@ class PostgresStore(SqlStore):
         return cls(db, url)
 
     @property
+    def shared(self) -> bool:
+        return True
+
+    @property
     def location(self) -> str:
         return self._location
 

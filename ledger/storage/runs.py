@@ -3,7 +3,8 @@
 A run is inserted ``running`` (owned by its process, see ``ledger.storage.identity``) and later
 finished with its outcome; a slot's run is unique per (thread, loop, slot). Runs whose process
 stopped are marked ``interrupted``: on shutdown by the process itself, after a crash by the next
-start.
+start or, for a replica holding a lease (``ledger.storage.replicas``), by the replica that ends
+its lease.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from ledger.errors import NotFound
 from ledger.records import Reason, Run, RunOutcome, RunStart, RunStatus
 from ledger.storage.columns import dumps, loads_dict, loads_list
 from ledger.storage.engine import Engine, Query, SqlTx
-from ledger.storage.identity import owner_alive
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -32,6 +32,12 @@ _INTERRUPT = (
     "UPDATE runs SET status = 'interrupted', reason = ?, error = ?, finished_at = ?"
     " WHERE status = 'running'"
 )
+
+
+def interrupt_owner(tx: SqlTx, owner: str, reason: Reason) -> int:
+    """Mark the ``running`` rows of ``owner`` ``interrupted``; how many there were."""
+    cur = tx.conn.execute(f"{_INTERRUPT} AND owner = ?", (reason, INTERRUPTED_ERROR, tx.now, owner))
+    return max(cur.rowcount, 0)
 
 
 def _run(row: Sequence[Any]) -> Run:
@@ -119,6 +125,26 @@ class Writes(SqlTx):
         )
         return cur.lastrowid if cur.rowcount == 1 else None
 
+    def running_heartbeat(self, thread_id: str) -> int | None:
+        # the thread's row lock first (PostgreSQL), so replicas starting one thread's run at
+        # once are made one after the other and the second sees the first's row
+        self.conn.execute(
+            "UPDATE threads SET heartbeat_last_run = heartbeat_last_run WHERE id = ?",
+            (thread_id,),
+        )
+        row = self._one(
+            "SELECT id FROM runs WHERE thread_id = ? AND loop = 'heartbeat'"
+            " AND status = 'running' ORDER BY id LIMIT 1",
+            (thread_id,),
+        )
+        return None if row is None else int(row[0])
+
+    def running_heartbeat_threads(self) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT thread_id FROM runs WHERE status = 'running' AND loop = 'heartbeat'"
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
         row = self._one(
             "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
@@ -153,10 +179,10 @@ class Writes(SqlTx):
         )
 
     def interrupt_own_runs(self, owner: str) -> None:
-        """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``."""
-        self.conn.execute(
-            f"{_INTERRUPT} AND owner = ?", ("shutdown", INTERRUPTED_ERROR, self.now, owner)
-        )
+        """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``
+        and give up its lease."""
+        interrupt_owner(self, owner, Reason.SHUTDOWN)
+        self.conn.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
 
 
 class Reads:
@@ -240,10 +266,3 @@ class Reads:
         except Exception:
             if not self._db.closed:
                 log.exception("could not record interrupted run %d", run_id)
-
-    async def mark_interrupted(self) -> int:
-        rows = await self._db.rows("SELECT id, owner FROM runs WHERE status = 'running'")
-        dead = [r[0] for r in rows if not owner_alive(r[1])]
-        if dead:
-            await self._db.write(lambda tx: tx.interrupt_dead_runs(dead))
-        return len(dead)

@@ -38,6 +38,10 @@ class SqliteStore(SqlStore):
         return cls(db, path)
 
     @property
+    def shared(self) -> bool:
+        return False
+
+    @property
     def location(self) -> str:
         return str(self.path)
 

@@ -123,6 +123,12 @@ class Reads:
     async def thread_exists(self, thread_id: str) -> bool:
         return await self._db.row(_EXISTS, (thread_id,)) is not None
 
+    async def threads_changed_since(self, since: float) -> list[Thread]:
+        rows = await self._db.rows(
+            f"SELECT {_COLS} FROM threads WHERE updated_at >= ? ORDER BY updated_at", (since,)
+        )
+        return [_thread(r) for r in rows]
+
     async def list_threads(self, *, limit: int = 100, after: str | None = None) -> list[Thread]:
         rows = await self._db.rows(
             f"SELECT {_COLS} FROM threads WHERE id > ? ORDER BY id LIMIT ?", (after or "", limit)

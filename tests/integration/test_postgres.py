@@ -197,3 +197,27 @@ async def test_a_serialization_failure_retries_the_whole_transaction(url: str) -
         assert await store.thread_ids() == ["t", "u"]
     finally:
         await store.close()
+
+
+async def test_run_now_is_409_while_another_replica_runs_the_thread(
+    url: str, make_app: AppFactory
+) -> None:
+    api = await make_app(llm=ScriptedLLM(), start_loops=False, database_url=url)
+    other = await PostgresStore.open(url, now=lambda: 1.0)
+    try:
+        run_id = await other.write(
+            lambda tx: tx.start_run(
+                RunStart(
+                    thread_id="default",
+                    loop="heartbeat",
+                    trigger="manual",
+                    owner="other-host:1:1",
+                )
+            )
+        )
+        refused = await api.client.post("/api/threads/default/heartbeat/run-now")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "run_in_flight"
+        assert f"run {run_id}" in refused.json()["error"]["message"]
+    finally:
+        await other.close()
