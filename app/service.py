@@ -105,7 +105,11 @@ class Service:
             plan=self.executor.plan,
             slack=settings.timer_slack,
             owns=self.replicas.owns,
+            window=settings.loop_window,
         )
+        # a beat that yields to the user is owed again at the quiet end (``scheduler.defer``)
+        self.executor.work.gate.on_defer = self.scheduler.defer
+        self.executor.lifecycle.observers.append(self.scheduler.finished)
         self.replicas.on_change = self._replicas_changed
         self.replicas.on_threads = self._threads_changed
         self.waker = Waker(

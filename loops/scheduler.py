@@ -5,6 +5,13 @@ fires, the slot is claimed in the database by compare-and-set of the stored next
 processes on one file never run a slot twice), the next slot is stored, and the run starts.
 Claims are made in batches with a yield between batches, so thousands of due threads never stall
 the event loop. Pure schedule math lives in ``loops.schedule``.
+
+A beat that yielded to the user (``user_active``) is owed once the thread has been quiet for
+``quiet_after_user_seconds``: ``defer`` keeps that instant and the thread's one timer fires at
+the earlier of it and the next slot. When it fires the quiet end is computed anew from the
+thread's messages (a newer message puts it off, with no row), and the beat starts with trigger
+``schedule``, its slot the quiet end, told the wakes held for it. Any other heartbeat run of the
+thread that finishes meanwhile (``finished``: a run-now, a wake, a slot) settles what was owed.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import msgspec
 from ledger import config as hbconfig
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
-from ledger.storage.interface import RunStart, Storage, Tx
+from ledger.storage.interface import USER, RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
+from loops.spend import last_user_at, quiet_until
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -126,6 +134,7 @@ class HeartbeatScheduler:
         spread: float = CATCH_UP_SPREAD,
         slack: float = TIMER_SLACK,
         owns: Callable[[str], bool] = lambda _thread_id: True,
+        window: int = 20,
     ) -> None:
         from loops.timers import TimerSet
 
@@ -137,8 +146,10 @@ class HeartbeatScheduler:
         self.spread = spread
         self.slack = slack
         self.owns = owns  # whether this replica's timers hold a thread (``loops.replicas``)
+        self.window = window  # the messages a beat reads (where the user's last one is found)
         self.timers = TimerSet(clock)
         self._catch_up: dict[str, int] = {}
+        self._deferred: dict[str, float] = {}  # thread id -> when its deferred beat is owed
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_runs = 0
         self.lost_claims = 0
@@ -160,7 +171,7 @@ class HeartbeatScheduler:
         for thread in threads:
             due = self._plan_arm(thread, now, fixes)
             if due is not None:
-                self.timers.arm(thread.id, due)
+                self._arm(thread.id, due)
                 armed += 1
         if fixes:
             stored = await self.store.write(lambda tx: tx.store_plans(fixes))
@@ -178,10 +189,12 @@ class HeartbeatScheduler:
         if not self.owns(thread.id):  # another replica's timers hold it
             self.timers.disarm(thread.id)
             self._catch_up.pop(thread.id, None)
+            self._deferred.pop(thread.id, None)
             return None
         cfg, schedule = _decoded(thread.config_json)
         if not cfg.enabled:
             self.timers.disarm(thread.id)
+            self._deferred.pop(thread.id, None)
             if thread.next_run is not None:
                 fixes.append(PlanFix(thread.id, thread.anchor, None, thread.config_json))
             return None
@@ -190,7 +203,7 @@ class HeartbeatScheduler:
             fixes.append(PlanFix(thread.id, anchor, nxt, thread.config_json))
             return nxt
         if thread.id in self.timers and thread.id not in self._catch_up:
-            if self.timers.due(thread.id) == thread.next_run:
+            if self.timers.due(thread.id) == self._due_with_deferral(thread.id, thread.next_run):
                 return thread.next_run  # a live timer already holds this slot
         if thread.next_run > now - LATE_TOLERANCE:
             self._catch_up.pop(thread.id, None)
@@ -214,11 +227,69 @@ class HeartbeatScheduler:
         if due is None:
             self.timers.disarm(thread_id)
         else:
-            self.timers.arm(thread_id, due)
+            self._arm(thread_id, due)
 
     def disarm_all(self) -> None:
         self.timers.clear()
         self._catch_up.clear()
+        self._deferred.clear()
+
+    def _due_with_deferral(self, thread_id: str, when: float) -> float:
+        deferred = self._deferred.get(thread_id)
+        return when if deferred is None else min(when, deferred)
+
+    def _arm(self, thread_id: str, when: float) -> None:
+        """Arm the thread's timer for ``when`` or its deferred beat, whichever comes first."""
+        self.timers.arm(thread_id, self._due_with_deferral(thread_id, when))
+
+    # -- beats deferred for the user ------------------------------------------------------
+    def defer(self, thread_id: str, until: float) -> None:
+        """A beat of the thread yielded to the user: one is owed at ``until`` (the quiet end,
+        ``loops.spend.quiet_until``), unless another run of the thread settles it first."""
+        if not self.owns(thread_id):
+            return
+        self._deferred[thread_id] = until
+        due = self.timers.due(thread_id)
+        if due is None or until < due:
+            self.timers.arm(thread_id, until)
+
+    def deferred(self, thread_id: str) -> float | None:
+        """When the thread's deferred beat is owed (None: none is)."""
+        return self._deferred.get(thread_id)
+
+    def finished(self, run: Run) -> None:
+        """A run finished (``Lifecycle.observers``): a heartbeat of the thread that did not
+        yield to the user again settles the beat deferred for it."""
+        if run.loop == Loop.HEARTBEAT and run.reason != Reason.USER_ACTIVE:
+            self._deferred.pop(run.thread_id, None)
+
+    async def _deferred_due(self, thread: Thread, now: float) -> HeartbeatPlan | None:
+        """The thread's deferred beat came due: started, put off (the user wrote again) or
+        dropped (disabled, outside its active hours, or a run of it in flight)."""
+        thread_id = thread.id
+        self._deferred.pop(thread_id, None)
+        cfg, s = _decoded(thread.config_json)
+        if not cfg.enabled or thread.anchor is None or not self.owns(thread_id):
+            return None
+        messages = await self.store.messages(thread_id, limit=self.window)
+        until = quiet_until(last_user_at(messages, USER), cfg.quiet_after_user_seconds)
+        if until is not None and until > now:  # the user wrote again: wait for the new end
+            self._deferred[thread_id] = until
+            return None
+        if not sched.in_active_hours(s, now) or self.is_running(thread_id) is not None:
+            return None  # the next slot (in its hours), or the run in flight, decides
+        slot = now if until is None else until
+        owner = self.store.owner
+
+        def start(tx: Tx) -> HeartbeatPlan | None:
+            current = tx.get_thread(thread_id)
+            if not _decoded(current.config_json)[0].enabled:
+                return None
+            if tx.running_heartbeat(thread_id) is not None:
+                return None
+            return _start_told(tx, self.plan(current, Trigger.SCHEDULE, slot), owner)
+
+        return await self.store.write(start, first=True)
 
     # -- firing -------------------------------------------------------------------------
     async def dispatch(self) -> None:
@@ -244,6 +315,7 @@ class HeartbeatScheduler:
         threads = {t.id: t for t in await self._load([tid for tid, _ in due])}
         claims: list[tuple[str, float, float]] = []
         starts: list[HeartbeatPlan] = []
+        deferred_starts: list[HeartbeatPlan] = []  # beats deferred for the user, started
         skipped: list[tuple[str, Trigger, RunOutcome, float | None]] = []
         for thread_id, _when in due:
             thread = threads.get(thread_id)
@@ -251,10 +323,18 @@ class HeartbeatScheduler:
                 continue
             cfg, s = _decoded(thread.config_json)
             if not cfg.enabled or thread.anchor is None:
+                self._deferred.pop(thread_id, None)
                 continue
             if thread.next_run > now:  # moved by a config change or another process
-                self.timers.arm(thread_id, thread.next_run)
+                deferred = self._deferred.get(thread_id)
+                if deferred is not None and deferred <= now:
+                    plan = await self._deferred_due(thread, now)
+                    if plan is not None:
+                        deferred_starts.append(plan)
+                self._arm(thread_id, thread.next_run)
                 continue
+            if self._deferred.get(thread_id, now + 1) <= now:
+                del self._deferred[thread_id]  # the slot's beat is the one owed
             slot = thread.next_run
             missed = self._catch_up.pop(thread_id, 0)
             if not missed and now - slot >= s.every:  # the clock jumped or the host slept
@@ -290,11 +370,13 @@ class HeartbeatScheduler:
         for thread_id, _slot, nxt in claims:
             if thread_id in claimed.won:
                 if self.owns(thread_id):
-                    self.timers.arm(thread_id, nxt)
+                    self._arm(thread_id, nxt)
             else:
                 self.lost_claims += 1
                 await self.rearm(thread_id)
-        return claimed.started
+        for plan in deferred_starts:  # a beat off the grid spaces the next slot, as run-now
+            await self.after_manual_run(plan.thread_id, now)
+        return claimed.started + deferred_starts
 
     async def _load(self, ids: list[str]) -> list[Thread]:
         out: list[Thread] = []
@@ -373,7 +455,7 @@ class HeartbeatScheduler:
 
         moved = await self.store.write(space)
         if moved is not None and thread_id in self.timers:
-            self.timers.arm(thread_id, moved)
+            self._arm(thread_id, moved)
 
     @property
     def in_flight(self) -> int:

@@ -5,7 +5,8 @@
 - after ``PAUSE_AFTER_FAILURES`` failures of one kind in a row (the LLM unreachable, its model
   missing, refused credentials) a thread pauses, and probes again after a back-off that doubles
   each time up to a cap (``backoff_seconds``);
-- a beat yields while the user wrote in the thread recently (``user_active``);
+- a beat yields while the user wrote in the thread recently (``user_active``), and is owed again
+  once the thread has been quiet that long (``quiet_until``, from ``last_user_at``);
 - the same decision ``REPEAT_LIMIT`` times on unchanged inputs trips the breaker (``decision_key``
   says what "the same" is).
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -20,14 +22,16 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from ledger.limits import BACKOFF_SECONDS, PAUSE_AFTER_FAILURES
-from ledger.records import Reason
+from ledger.records import Message, Reason
 
 __all__ = [
     "PAUSING_FAILURES",
     "backoff_seconds",
     "day_start",
     "decision_key",
+    "last_user_at",
     "over_budget",
+    "quiet_until",
     "should_pause",
     "user_active",
 ]
@@ -67,11 +71,23 @@ def should_pause(failures: int) -> bool:
     return failures >= PAUSE_AFTER_FAILURES
 
 
+def last_user_at(messages: Iterable[Message], user: str) -> float | None:
+    """When ``user`` last wrote among ``messages`` (None: not among them)."""
+    return max((m.created_at for m in messages if m.role == user), default=None)
+
+
+def quiet_until(last_user_at: float | None, quiet_seconds: int | None) -> float | None:
+    """The instant the thread has been quiet for ``quiet_seconds`` since the user last wrote:
+    when a beat deferred for the user is owed (None: nothing to wait for)."""
+    if quiet_seconds is None or last_user_at is None:
+        return None
+    return last_user_at + quiet_seconds
+
+
 def user_active(now: float, last_user_at: float | None, quiet_seconds: int | None) -> bool:
     """Whether the user wrote within the last ``quiet_seconds`` (None: never yield)."""
-    if quiet_seconds is None or last_user_at is None:
-        return False
-    return now - last_user_at < quiet_seconds
+    until = quiet_until(last_user_at, quiet_seconds)
+    return until is not None and now < until
 
 
 def decision_key(decision: dict[str, Any] | None) -> str | None:

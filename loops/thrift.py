@@ -6,7 +6,9 @@ inputs and ends the beat, recorded ``skipped``, when calling the model would be 
 - ``paused``: the thread paused itself after failures of one kind in a row; it probes the LLM's
   cheap health check once its back-off has passed (resuming when it answers) and resumes at
   once when its config changed;
-- ``user_active``: the user wrote in the thread within ``quiet_after_user_seconds``;
+- ``user_active``: the user wrote in the thread within ``quiet_after_user_seconds``; the gate
+  tells ``on_defer`` when the thread will have been quiet that long (the scheduler arms the
+  deferred beat then), and the skip gives back the wakes held for the beat, for the next one;
 - ``repeated``: the breaker tripped on these inputs (the same decision ``REPEAT_LIMIT`` times);
 - ``unchanged``: nothing the decision reads changed since the last decided beat;
 - ``budget``: the beat would take the thread's tokens today past ``daily_token_budget``.
@@ -29,7 +31,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from ledger.config import HeartbeatConfig
-from ledger.limits import REPEAT_LIMIT
+from ledger.limits import REPEAT_LIMIT, WAKE_EVENTS_MAX
 from ledger.records import BeatMemo, Reason, RunContext, RunOutcome, RunStatus, Trigger, iso
 from ledger.storage.interface import USER, Storage, Tx
 from loops.clock import Clock
@@ -41,7 +43,9 @@ from loops.spend import (
     backoff_seconds,
     day_start,
     decision_key,
+    last_user_at,
     over_budget,
+    quiet_until,
     should_pause,
     user_active,
 )
@@ -85,6 +89,8 @@ class BeatGate:
         self.store, self.clock, self.llm = store, clock, llm
         self.window, self.ledger_feed = window, ledger_feed
         self._admitted: dict[int, Admission] = {}  # run id -> its admission, until settled
+        # told (thread id, quiet end) when a beat yields to the user (the scheduler's ``defer``)
+        self.on_defer: Callable[[str, float], None] | None = None
 
     async def admit(
         self, run: RunPlan[HeartbeatConfig], rules: str, events: tuple[str, ...] = ()
@@ -99,8 +105,11 @@ class BeatGate:
             run.thread_id, messages=self.window, posts=self.ledger_feed
         )
         if trigger in _SCHEDULED:
-            last_user = max((m.created_at for m in ctx.messages if m.role == USER), default=None)
+            last_user = last_user_at(ctx.messages, USER)
             if user_active(now, last_user, cfg.quiet_after_user_seconds):
+                until = quiet_until(last_user, cfg.quiet_after_user_seconds)
+                if until is not None and self.on_defer is not None:
+                    self.on_defer(run.thread_id, until)
                 raise _skip(
                     Reason.USER_ACTIVE,
                     "skipped: the user wrote in the thread"
@@ -181,6 +190,9 @@ class BeatGate:
     def settle(self, tx: Tx, run: RunPlan[HeartbeatConfig], outcome: RunOutcome) -> RunOutcome:
         """Store what the finished beat taught the memo; returns the outcome to record (a
         decision that trips the breaker is recorded ``skipped``/``repeated`` instead)."""
+        if outcome.reason == Reason.USER_ACTIVE and run.event is not None:
+            # the wakes held for this beat were taken with it: the deferred beat is told them
+            tx.hold_wake(run.thread_id, run.event, max_events=WAKE_EVENTS_MAX)
         admission = self._admitted.get(run.id)
         if admission is None:
             return outcome

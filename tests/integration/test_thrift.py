@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from app.service import Service
 from ledger.limits import PAUSE_AFTER_FAILURES, REPEAT_LIMIT
 from ledger.records import Run
+from ledger.wakes import WakeMode
 from loops.clock import FakeClock
 from loops.llm import LLMError
 from tests.fakes.provider import ScriptedLLM
@@ -153,9 +155,108 @@ async def test_a_beat_yields_while_the_user_writes(workspace: Path, clock: FakeC
         assert outcomes(await runs(svc)) == [("skipped", "user_active")]
         assert llm.requests == []
         await beats(clock, 1)  # 660 s after the message: still within 900
-        await beats(clock, 1)
-        assert outcomes(await runs(svc))[-1] == ("ok", None)
+        assert outcomes(await runs(svc)) == [("skipped", "user_active")] * 2
+        await beats(clock, 1)  # the beat owed ran at the quiet end, 900 s after the message
+        assert outcomes(await runs(svc))[2] == ("ok", None)
         assert (await svc.run_now("default")).status == "ok"  # manual runs do not yield
+
+
+async def say(svc: Service, text: str = "typing...") -> float:
+    await svc.store.write(lambda tx: tx.add_message("default", "user", text))
+    return (await svc.store.messages("default", limit=1))[0].created_at
+
+
+async def writes_before_the_slot(svc: Service, clock: FakeClock, quiet: int) -> tuple[float, float]:
+    """Yield ``quiet`` s to the user, who writes 60 s before the first slot: (anchor, when)."""
+    await svc.set_config("default", {"every_seconds": EVERY, "quiet_after_user_seconds": quiet})
+    anchor = clock.now()
+    await clock.advance(EVERY - 60)
+    return anchor, await say(svc)
+
+
+async def test_a_deferred_beat_runs_at_the_quiet_end_told_the_wakes_held_for_it(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        anchor, said = await writes_before_the_slot(svc, clock, 300)
+        await svc.waker.wake("default", "the build broke", WakeMode.NEXT_HEARTBEAT)
+        await clock.advance(60)  # the slot yields (and takes the held wake with it)
+        assert outcomes(await runs(svc)) == [("skipped", "user_active")]
+        assert svc.scheduler.deferred("default") == said + 300
+        assert await svc.store.held_wake("default") == ("the build broke", 1)  # given back
+        await clock.advance(said + 300 - clock.now() - 1)
+        assert len(await runs(svc)) == 1
+        await clock.advance(1)
+        deferred = (await runs(svc))[1]
+        assert (deferred.status, deferred.trigger) == ("ok", "schedule")
+        assert deferred.started_at == deferred.slot == said + 300
+        assert deferred.event_text == "the build broke" and len(llm.requests) == 1
+        assert await svc.store.held_wake("default") is None
+        await clock.advance(anchor + 2 * EVERY - clock.now())  # the grid goes on
+        after = (await runs(svc))[2:]
+        assert [(r.slot, r.event_text) for r in after] == [(anchor + 2 * EVERY, None)]
+        assert svc.scheduler.deferred("default") is None
+
+
+async def test_a_new_message_puts_the_deferred_beat_off(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        anchor, _ = await writes_before_the_slot(svc, clock, 300)
+        await clock.advance(160)  # the slot yielded; the beat is owed 300 s after the message
+        later = await say(svc, "one more thing")
+        await clock.advance(later + 300 - clock.now() - 1)
+        assert outcomes(await runs(svc)) == [("skipped", "user_active")]  # put off, no row
+        await clock.advance(1)
+        rows = await runs(svc)
+        assert outcomes(rows) == [("skipped", "user_active"), ("ok", None)]
+        assert rows[1].started_at == later + 300
+        # a beat off the grid spaces the next slot as run-now does: anchor + 2·EVERY falls
+        # before it + EVERY/2, so the next run is the slot after
+        assert (await svc.store.get_thread("default")).next_run == anchor + 3 * EVERY
+
+
+async def test_a_run_now_or_a_slot_in_between_settles_the_deferred_beat(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        _, said = await writes_before_the_slot(svc, clock, 300)
+        await clock.advance(100)
+        assert (await svc.run_now("default")).status == "ok"
+        assert svc.scheduler.deferred("default") is None
+        await clock.advance(said + 300 - clock.now() + 1)
+        assert [r.trigger for r in await runs(svc)] == ["schedule", "manual"]
+        assert len(llm.requests) == 1
+
+
+async def test_slots_in_between_yield_again_and_a_slot_at_the_quiet_end_runs_once(
+    workspace: Path, clock: FakeClock
+) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        # the message comes 60 s before the first slot; the beat is owed at the third
+        quiet = 2 * EVERY + 60
+        anchor, said = await writes_before_the_slot(svc, clock, quiet)
+        assert said + quiet == anchor + 3 * EVERY
+        await clock.advance(3 * EVERY)
+        rows = await runs(svc)
+        assert outcomes(rows) == [("skipped", "user_active")] * 2 + [("ok", None)]
+        assert [r.slot for r in rows] == [anchor + k * EVERY for k in (1, 2, 3)]
+        assert len(llm.requests) == 1 and svc.scheduler.deferred("default") is None
+
+
+async def test_a_disabled_thread_runs_no_deferred_beat(workspace: Path, clock: FakeClock) -> None:
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        _, _ = await writes_before_the_slot(svc, clock, 300)
+        await clock.advance(100)
+        assert svc.scheduler.deferred("default") is not None
+        await svc.set_config("default", {"enabled": False})
+        assert svc.scheduler.deferred("default") is None
+        await clock.advance(3 * EVERY)
+        assert outcomes(await runs(svc)) == [("skipped", "user_active")]
+        assert llm.requests == []
 
 
 async def test_the_breaker_stops_the_same_decision_on_unchanged_inputs(

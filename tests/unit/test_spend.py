@@ -13,6 +13,7 @@ from loops.spend import (
     day_start,
     decision_key,
     over_budget,
+    quiet_until,
     should_pause,
     user_active,
 )
@@ -82,6 +83,18 @@ def test_pausing_takes_the_limit_of_failures() -> None:
 )  # fmt: skip
 def test_user_active(now: float, last: float | None, quiet: int | None, active: bool) -> None:
     assert user_active(now, last, quiet) is active
+
+
+@pytest.mark.parametrize(
+    ("last", "quiet", "until"),
+    [(None, 60, None), (100.0, None, None), (100.0, 60, 160.0), (100.5, 10, 110.5)],
+)  # fmt: skip
+def test_quiet_until_is_the_last_message_plus_the_quiet_seconds(
+    last: float | None, quiet: int | None, until: float | None
+) -> None:
+    assert quiet_until(last, quiet) == until
+    if until is not None:  # active just before the quiet end, not at it
+        assert user_active(until - 0.5, last, quiet) and not user_active(until, last, quiet)
 
 
 def test_the_same_decision_is_the_same_action_target_and_text_not_the_reasoning() -> None:
