@@ -141,6 +141,16 @@ class RevisionConflict(Conflict, code="revision_conflict"):
         self.current = current
 
 
+class RunEnded(Conflict, code="run_ended"):
+    """A run's finish came after the run was ended by someone else (marked ``interrupted`` when
+    its replica's lease ran out): the row keeps what it says, the late outcome is not written."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} is {status} already; its late outcome is not recorded")
+        self.run_id = run_id
+        self.status = status
+
+
 class LedgerError(HeartbeatError, code="storage_error"):
     """The storage layer failed."""
 
