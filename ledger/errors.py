@@ -159,6 +159,15 @@ class StorageBusy(LedgerError, code="storage_busy", http_status=503, headers={"R
     """The database stayed locked by another writer; try again shortly."""
 
 
+class StorageUnavailable(StorageBusy, code="storage_unavailable", headers={"Retry-After": "5"}):
+    """The connection to the database was lost and could not be made again yet (the server
+    restarted, the network is away); try again shortly. A ``StorageBusy``: what waits out a
+    lock (a run's finishing write) waits this out too."""
+
+    def __init__(self, message: str = "the database cannot be reached; try again shortly") -> None:
+        super().__init__(message)
+
+
 class StorageFull(LedgerError, code="storage_full", http_status=503):
     """The database's disk is full: nothing can be written until space is freed (reads work)."""
 

@@ -39,7 +39,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError, RunEnded, StorageBusy, StoreClosed
+from ledger.errors import HeartbeatError, RunEnded, StorageBusy, StorageUnavailable, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.redact import redact
 from ledger.storage.interface import RunStart, Storage, Tx
@@ -319,14 +319,15 @@ class Lifecycle:
             while True:
                 try:
                     row = await self.store.write(partial(_finish_tx, plan, work, finish))
-                except StorageBusy:
+                except StorageBusy as exc:
                     locked = True
                     log.warning(
-                        "[%s] run %d for thread %s waits for the database lock to record its"
+                        "[%s] run %d for thread %s waits for the database %s to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",
                         tag,
                         plan.id,
                         plan.thread_id,
+                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
                         finish.outcome.status,
                         waited,
                         delay,
