@@ -141,12 +141,31 @@ class RevisionConflict(Conflict, code="revision_conflict"):
         self.current = current
 
 
+class RunEnded(Conflict, code="run_ended"):
+    """A run's finish came after the run was ended by someone else (marked ``interrupted`` when
+    its replica's lease ran out): the row keeps what it says, the late outcome is not written."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} is {status} already; its late outcome is not recorded")
+        self.run_id = run_id
+        self.status = status
+
+
 class LedgerError(HeartbeatError, code="storage_error"):
     """The storage layer failed."""
 
 
 class StorageBusy(LedgerError, code="storage_busy", http_status=503, headers={"Retry-After": "1"}):
     """The database stayed locked by another writer; try again shortly."""
+
+
+class StorageUnavailable(StorageBusy, code="storage_unavailable", headers={"Retry-After": "5"}):
+    """The connection to the database was lost and could not be made again yet (the server
+    restarted, the network is away); try again shortly. A ``StorageBusy``: what waits out a
+    lock (a run's finishing write) waits this out too."""
+
+    def __init__(self, message: str = "the database cannot be reached; try again shortly") -> None:
+        super().__init__(message)
 
 
 class StorageFull(LedgerError, code="storage_full", http_status=503):

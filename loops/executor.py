@@ -10,6 +10,7 @@ claiming an absent action. A thread runs one heartbeat at a time (``in_flight``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from ledger.decisions import (
     review,
     summarize,
 )
-from ledger.errors import Conflict, NotFound
+from ledger.errors import Conflict, NotFound, RunEnded
 from ledger.records import (
     Loop,
     Reason,
@@ -248,7 +249,8 @@ class HeartbeatExecutor:
                 "[HEARTBEAT] slot for thread %s skipped: run %d in flight", plan.thread_id, busy
             )
             skipped = skipped_overlap(plan.model)
-            await self.store.write(lambda tx: tx.finish_run(plan.id, skipped))
+            with contextlib.suppress(RunEnded):  # ended already: this replica's lease ran out
+                await self.store.write(lambda tx: tx.finish_run(plan.id, skipped))
             return None
         self.in_flight[plan.thread_id] = plan.id
         try:

@@ -39,7 +39,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError, StorageBusy, StoreClosed
+from ledger.errors import HeartbeatError, RunEnded, StorageBusy, StorageUnavailable, StoreClosed
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.redact import redact
 from ledger.storage.interface import RunStart, Storage, Tx
@@ -220,6 +220,7 @@ class Lifecycle:
         # where an outcome is kept when shutdown cuts its wait for a lock (``loops.unrecorded``)
         self.spool: Path | None = None
         self.observers: list[Callable[[Run], None]] = []  # told every finished row (metrics)
+        self.lost_finishes = 0  # runs whose finish came after another replica ended them
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
         """Build the plan and write its start row in one transaction (see ``start_row``)."""
@@ -268,6 +269,8 @@ class Lifecycle:
         finish = Finish(chat.stamp(finish.outcome, plan.model), finish.effect)
         try:
             row = await self._commit(plan, work, finish)
+        except RunEnded as ended:
+            return await self._lost(plan, finish.outcome, ended)
         except Exception as exc:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
@@ -279,12 +282,33 @@ class Lifecycle:
                 )
                 refused = _crashed(exc)
             finish = Finish(chat.stamp(refused, plan.model))
-            row = await self._commit(plan, work, finish)
+            try:
+                row = await self._commit(plan, work, finish)
+            except RunEnded as ended:
+                return await self._lost(plan, finish.outcome, ended)
         self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
         for observe in self.observers:
             observe(row)
         await work.finished(plan, row, finish)
         return row
+
+    async def _lost(self, plan: RunPlan[C], outcome: RunOutcome, ended: RunEnded) -> Run:
+        """The run was ended by another replica before it finished (this replica's lease ran
+        out while it was alive: paused, cut off): its outcome and effect are not written, the
+        row keeps what the other replica wrote (its ``run_finished`` comes through the relay).
+        The late outcome is logged whole; returns the row as it stands."""
+        self.lost_finishes += 1
+        log.error(
+            "[%s] run %d for thread %s finished after it was marked %s by another replica"
+            " (this replica's lease had run out); its outcome is not recorded, its effect not"
+            " written: %s",
+            plan.loop.upper(),
+            plan.id,
+            plan.thread_id,
+            ended.status,
+            msgspec.json.encode(outcome).decode(),
+        )
+        return await self.store.get_run(plan.id)
 
     async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
         """The finishing transaction, tried again for as long as another process holds the
@@ -295,14 +319,15 @@ class Lifecycle:
             while True:
                 try:
                     row = await self.store.write(partial(_finish_tx, plan, work, finish))
-                except StorageBusy:
+                except StorageBusy as exc:
                     locked = True
                     log.warning(
-                        "[%s] run %d for thread %s waits for the database lock to record its"
+                        "[%s] run %d for thread %s waits for the database %s to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",
                         tag,
                         plan.id,
                         plan.thread_id,
+                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
                         finish.outcome.status,
                         waited,
                         delay,

@@ -407,8 +407,12 @@ class HeartbeatScheduler:
                     )
             started = []
             # a run of the thread in flight on another replica (the claim holds the threads'
-            # row locks, which its start took too): the slot is skipped as an overlap
+            # row locks, which its start took too): the slot is skipped as an overlap, unless
+            # that replica's lease ran out: its lease is ended here, its runs interrupted (a
+            # late finish of theirs is refused), and the slot runs
             busy = tx.running_heartbeat_threads() if starts else set()
+            if busy and tx.end_expired_leases():
+                busy = tx.running_heartbeat_threads()
             for plan in starts:
                 if plan.thread_id not in won:
                     continue

@@ -63,6 +63,22 @@ def fresh_schema() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@contextmanager
+def fresh_database(application_name: str | None = None) -> Iterator[str]:
+    """A URL of a new, empty database on the test server (its connections named
+    ``application_name``, if given); the database is dropped after, its connections cut."""
+    base = require_postgres()
+    name = f"hb_test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        named = {"application_name": application_name} if application_name else {}
+        yield make_conninfo(base, dbname=name, **named)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 class Backend:
     """One database of one backend for a test: open stores on it, all closed at the end."""
 

@@ -39,6 +39,7 @@ from ledger.errors import (
     StorageBusy,
     StorageFull,
     StorageReadOnly,
+    StorageUnavailable,
     StoreClosed,
 )
 
@@ -135,6 +136,11 @@ def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> A
 # -- in the writer's thread -------------------------------------------------------------------
 class Locked(HeartbeatError, code="storage_locked"):
     """Another process's writer held the database (or a row) locked: the transaction retries."""
+
+
+class Disconnected(Locked, code="storage_disconnected"):
+    """The connection was cut before the transaction committed (so the server rolled it back):
+    the transaction retries, on a new connection."""
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -336,10 +342,16 @@ class Engine(Generic[TxT_co]):
             except sqlite3.DatabaseError as exc:
                 raise _fault_or(exc) from exc
             except Locked as exc:
+                cut = isinstance(exc, Disconnected)
                 if attempt == attempts:
-                    raise StorageBusy() from exc.__cause__
+                    raise (StorageUnavailable() if cut else StorageBusy()) from exc.__cause__
                 self.busy_retries += 1
-                log.warning("database locked by another writer; retry %d", attempt)
+                if cut:
+                    log.warning(
+                        "lost the database connection (%s); retry %d", exc.__cause__, attempt
+                    )
+                else:
+                    log.warning("database locked by another writer; retry %d", attempt)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
                 continue

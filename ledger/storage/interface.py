@@ -195,7 +195,8 @@ class RunWrites(Protocol):
         ...
 
     def finish_run(self, run_id: int, outcome: RunOutcome) -> Run:
-        """Record a run's outcome; returns the finished row. ``NotFound`` if there is none."""
+        """Record the outcome of a ``running`` run; returns the finished row. ``NotFound`` if
+        there is none, ``RunEnded`` (nothing written) if it is no longer ``running``."""
         ...
 
 
@@ -213,6 +214,11 @@ class ReplicaWrites(Protocol):
         """End a gone replica's ``lease`` as read: delete it and mark its ``running`` runs
         ``interrupted`` (``process_died``); how many. None, and nothing written, if the lease
         is no longer the one read (another replica ended it, or it was renewed)."""
+        ...
+
+    def end_expired_leases(self) -> int:
+        """End every lease that ran out by ``now`` (as ``end_lease``); how many runs that
+        interrupted."""
         ...
 
 

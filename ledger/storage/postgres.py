@@ -37,9 +37,18 @@ from psycopg import sql as pg_sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
+from ledger.errors import StorageUnavailable
 from ledger.records import ChangeBatch, InstructionsChange, RunChange
 from ledger.storage.aggregates import SqlStore, SqlStoreTx
-from ledger.storage.engine import READERS, Engine, Locked, Query, apply_writes, pending_migrations
+from ledger.storage.engine import (
+    READERS,
+    Disconnected,
+    Engine,
+    Locked,
+    Query,
+    apply_writes,
+    pending_migrations,
+)
 from ledger.storage.interface import ChangeFeed, Storage
 from ledger.storage.migrations import MIGRATIONS, POSTGRES_SCRIPTS
 from ledger.storage.pg_dialect import Dialect, render_migration
@@ -120,15 +129,23 @@ class PgConnection:
 
     def begin(self) -> None:
         """Open a transaction; a connection found cut (the server restarted, say) is replaced
-        once, as nothing of the transaction was sent yet."""
-        try:
-            self.raw.execute("BEGIN")
-        except psycopg.OperationalError:
-            if not self.raw.broken:
-                raise
-            self.raw.close()
-            self.raw = _connect(self.url, self.writer)
-            self.raw.execute("BEGIN")
+        once, as nothing of the transaction was sent yet. ``Disconnected`` (the transaction
+        retries) if no new one can be made or it is cut at once."""
+        for attempt in (1, 2):
+            if self.raw.closed or self.raw.broken:
+                self.raw.close()
+                try:
+                    self.raw = _connect(self.url, self.writer)
+                except psycopg.OperationalError as exc:
+                    raise Disconnected() from exc
+            try:
+                self.raw.execute("BEGIN")
+                return
+            except psycopg.OperationalError as exc:
+                if not self.raw.broken:
+                    raise
+                if attempt == 2:
+                    raise Disconnected() from exc
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Result:
         statement = self._dialect.statement(sql)
@@ -136,6 +153,10 @@ class PgConnection:
             cur = self.raw.execute(statement.sql, tuple(parameters))
         except _CONFLICTS as exc:
             raise Locked() from exc
+        except psycopg.OperationalError as exc:
+            if self.raw.broken:  # cut before the commit: the server rolled it back
+                raise Disconnected() from exc
+            raise
         rows = cur.fetchall() if cur.description is not None else []
         if statement.returns_id:
             return _Result(cur.rowcount, rows[0][0] if rows else None, [])
@@ -147,6 +168,10 @@ class PgConnection:
                 cur.executemany(self._dialect.statement(sql).sql, list(parameters))
             except _CONFLICTS as exc:
                 raise Locked() from exc
+            except psycopg.OperationalError as exc:
+                if self.raw.broken:
+                    raise Disconnected() from exc
+                raise
             return _Result(cur.rowcount, None, [])
 
 
@@ -160,9 +185,22 @@ def _apply(
     conn.begin()
     raw = conn.raw
     try:
-        out, still_open = apply_writes(raw.execute, make_tx(conn, now), fns)
+        try:
+            out, still_open = apply_writes(raw.execute, make_tx(conn, now), fns)
+        except psycopg.OperationalError as exc:
+            if raw.broken:  # a savepoint's statement found the connection cut
+                raise Disconnected() from exc
+            raise
         if still_open:
-            raw.execute("COMMIT")
+            try:
+                raw.execute("COMMIT")
+            except psycopg.OperationalError as exc:
+                if not raw.broken:
+                    raise
+                raise StorageUnavailable(  # not retried: it may have committed
+                    "the connection to the database was cut while a write committed; it may"
+                    " or may not have been made"
+                ) from exc
     except BaseException:
         if not raw.broken and raw.info.transaction_status != TransactionStatus.IDLE:
             raw.execute("ROLLBACK")
@@ -243,14 +281,21 @@ class PostgresEngine(Engine[TxT_co]):
         try:
             try:
                 return await self._read_on(reader, queries)
-            except psycopg.OperationalError:
-                if not reader.broken:
+            except psycopg.OperationalError as exc:
+                if not (reader.broken or reader.closed):
                     raise
-            fresh = await _connect_async(self._url)
-            self._readers[self._readers.index(reader)] = fresh
-            await reader.close()
-            reader = fresh
-            return await self._read_on(reader, queries)
+                cut: psycopg.OperationalError = exc
+            try:
+                fresh = await _connect_async(self._url)
+                self._readers[self._readers.index(reader)] = fresh
+                await reader.close()
+                reader = fresh
+                return await self._read_on(reader, queries)
+            except psycopg.OperationalError as exc:
+                if not (reader.broken or reader.closed):
+                    raise
+                cut = exc
+            raise StorageUnavailable() from cut
         finally:
             self._free.put_nowait(reader)
 

@@ -56,6 +56,22 @@ class Writes(runs.Writes):
             return None
         return runs.interrupt_owner(self, lease.owner, Reason.PROCESS_DIED)
 
+    def end_expired_leases(self) -> int:
+        rows = self.conn.execute(
+            f"SELECT {_COLS} FROM replicas WHERE expires_at <= ?", (self.now,)
+        ).fetchall()
+        total = 0
+        for row in rows:
+            ended = self.end_lease(_lease(row))
+            if ended is not None:
+                log.warning(
+                    "[HEARTBEAT] replica %s is gone (its lease ran out): %d run(s) interrupted",
+                    row[0],
+                    ended,
+                )
+                total += ended
+        return total
+
 
 class Reads:
     """The lease reads of the store (see ``ledger.storage.interface.ReplicaReads``)."""

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.errors import NotFound
+from ledger.errors import NotFound, RunEnded
 from ledger.records import Reason, Run, RunOutcome, RunStart, RunStatus
 from ledger.storage.columns import dumps, loads_dict, loads_list
 from ledger.storage.engine import Engine, Query, SqlTx
@@ -150,7 +150,7 @@ class Writes(SqlTx):
             "UPDATE runs SET status = ?, reason = ?, model = COALESCE(?, model), action = ?,"
             " decision_json = ?, executed_json = ?, summary = ?, error = ?, prompt_tokens = ?,"
             " completion_tokens = ?, llm_ms = ?, finished_at = ? WHERE id = ?"
-            f" RETURNING {_COLS}",
+            f" AND status = 'running' RETURNING {_COLS}",
             (
                 outcome.status,
                 outcome.reason,
@@ -168,7 +168,12 @@ class Writes(SqlTx):
             ),
         )
         if row is None:
-            raise NotFound("run", str(run_id))
+            # ended meanwhile by someone else (interrupted when its replica's lease ran out):
+            # the late outcome is refused, and the caller's effect rolls back with it
+            now = self._one("SELECT status FROM runs WHERE id = ?", (run_id,))
+            if now is None:
+                raise NotFound("run", str(run_id))
+            raise RunEnded(run_id, str(now[0]))
         return _run(row)
 
     def interrupt_dead_runs(self, run_ids: Sequence[int]) -> None:
@@ -263,6 +268,8 @@ class Reads:
         )
         try:
             await self._db.write(lambda tx: tx.finish_run(run_id, outcome))
+        except RunEnded:
+            pass  # ended already by another replica, which found this one's lease run out
         except Exception:
             if not self._db.closed:
                 log.exception("could not record interrupted run %d", run_id)

@@ -1,0 +1,160 @@
+"""A service on PostgreSQL that loses its database connections and gets them back.
+
+The real service (its HTTP server on loopback, a fake clock for the schedule) on a database of
+its own; its connections, all named by the URL's ``application_name``, are cut from another
+connection with ``pg_terminate_backend``: while a write waits for a row lock (the transaction
+is replayed on a new connection), while a run is in flight (its finish is recorded), and while
+no new connection can be made (the API answers 503 ``storage_unavailable``, then recovers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from app.main import create_app
+from app.service import Service
+from app.settings import Settings
+from loops.clock import FakeClock
+from tests.backends import fresh_database, require_postgres
+from tests.conftest import live_server
+from tests.fakes.provider import ScriptedLLM
+from tests.integration.test_scheduler import START, _idle
+
+NAME = "hb-cut"  # the application_name of the service's connections
+
+
+class Cut:
+    """The service under test: its URL and client, and the admin's hand on its connections."""
+
+    def __init__(self, url: str, client: httpx.AsyncClient, service: Service) -> None:
+        self.url = url
+        self.client = client
+        self.service = service
+        self.database = conninfo_to_dict(url)["dbname"]
+
+    def admin(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(require_postgres(), autocommit=True) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def terminate(self) -> int:
+        """Cut every connection of the service; how many there were."""
+        return len(
+            self.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = %s",
+                NAME,
+                self.database,
+            )
+        )
+
+    def waiting_for_a_lock(self) -> list[int]:
+        rows = self.admin(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+            " AND wait_event_type = 'Lock'",
+            NAME,
+            self.database,
+        )
+        return [r[0] for r in rows]
+
+    async def until(self, what: str, condition: Any, timeout: float = 20) -> Any:
+        async with asyncio.timeout(timeout):
+            while not (found := await asyncio.to_thread(condition)):
+                await asyncio.sleep(0.05)
+        assert found, what
+        return found
+
+
+@asynccontextmanager
+async def cut_service(tmp_path: Path, clock: FakeClock, llm: ScriptedLLM) -> AsyncIterator[Cut]:
+    with fresh_database(NAME) as url:
+        settings = Settings.for_workspace(tmp_path, database_url=url, timer_slack=0.0)
+        app = create_app(settings, clock=clock, llm=llm)
+        async with (
+            live_server(app) as base,
+            httpx.AsyncClient(base_url=base, timeout=30) as client,
+        ):
+            service: Service = app.state.service
+            clock.idle = _idle(service)
+            try:
+                yield Cut(url, client, service)
+            finally:
+                clock.idle = None
+
+
+async def _run_now(cut: Cut) -> httpx.Response:
+    return await cut.client.post("/api/threads/default/heartbeat/run-now")
+
+
+async def test_cut_connections_are_made_again_and_the_beat_goes_on(tmp_path: Path) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with cut_service(tmp_path, clock, llm) as cut:
+        store = cut.service.store
+        config = {"every_seconds": 60, "skip_unchanged": False}
+        r = await cut.client.post("/api/threads/default/heartbeat/config", json=config)
+        assert r.status_code == 200, r.text
+        anchor = clock.now()
+
+        # 1. cut in the middle of a transaction: run-now's start waits for the thread's row,
+        # which another connection holds locked; the cut transaction is made again, whole
+        with psycopg.connect(cut.url.replace(NAME, "hb-admin")) as holder:
+            holder.execute("SELECT id FROM threads WHERE id = 'default' FOR UPDATE")
+            running = asyncio.create_task(_run_now(cut))
+            first = await cut.until("run-now waits for the lock", cut.waiting_for_a_lock)
+            assert cut.terminate() >= 4  # the writer, the readers, the change feed
+            again = await cut.until(
+                "the transaction made again on a new connection",
+                lambda: [pid for pid in cut.waiting_for_a_lock() if pid not in first],
+            )
+            assert again
+            holder.rollback()
+        answer = await running
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "ok"
+
+        # 2. cut while a run is in flight: its finish is recorded on a new connection
+        llm.gate = asyncio.Event()
+        running = asyncio.create_task(_run_now(cut))
+        async with asyncio.timeout(20):
+            while llm.active == 0:
+                await asyncio.sleep(0.01)
+        assert cut.terminate() >= 1
+        llm.gate.set()
+        answer = await running
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "ok"
+        llm.gate = None
+
+        # 3. an outage: no connection can be made; the API answers 503 with a clear body
+        cut.admin(f"ALTER DATABASE {cut.database} WITH ALLOW_CONNECTIONS false")
+        try:
+            assert cut.terminate() >= 1
+            for answer in (
+                await cut.client.get("/api/threads/default/heartbeat/history"),
+                await _run_now(cut),
+            ):
+                assert answer.status_code == 503, answer.text
+                error = answer.json()["error"]
+                assert error["code"] == "storage_unavailable", error
+                assert "database" in error["message"]
+                assert "Traceback" not in answer.text
+                assert answer.headers["Retry-After"] == "5"
+        finally:
+            cut.admin(f"ALTER DATABASE {cut.database} WITH ALLOW_CONNECTIONS true")
+        r = await cut.client.get("/api/threads/default/heartbeat/history")
+        assert r.status_code == 200, r.text
+
+        # the beat goes on: the next slots run on the grid, and no run is left running
+        await clock.advance(60 * 3)
+        rows = list(reversed(await store.history("default", limit=100)))
+        scheduled = [(r.slot, r.status) for r in rows if r.trigger == "schedule"]
+        assert scheduled == [(anchor + 60 * k, "ok") for k in (1, 2, 3)], scheduled
+        assert await store.count_runs(status="running") == 0
