@@ -1,6 +1,6 @@
 """A simulated day of 100 threads: LLM calls and tokens with skipping on and off, same actions.
 
-    python bench/day.py [--threads 100] [--seed 7]
+    python bench/day.py [--threads 100] [--seed 7] [--bursts 8] [--rules tagged|named]
 
 Each run opens the real service in-process (real SQLite in a temporary folder, the real
 scheduler and executor) on a fake clock, and replays one day from local midnight: every thread
@@ -10,6 +10,12 @@ follows the bench's HEARTBEAT.md exactly, reading only what the prompt shows:
 
 - vote up a user's question tagged for this thread (``[t7] ...?``) that has no score yet;
 - when the thread's last user message says "remind me ...", post that reminder once.
+
+``--rules named`` replays the same day against one rule the rule reader understands in full
+("Vote up questions from carol that have no votes", the posts written by alice, bob, carol and
+dave in turn), so that skipping can narrow the fingerprint to carol's posts and their votes
+(docs/scheduling.md, Scope of the fingerprint); the bench's own two rules name a thread tag and
+reminders, words the reader does not read, so they keep the full fingerprint.
 
 The day is replayed twice, with ``skip_unchanged`` on and off, and the figures printed side by
 side: heartbeat LLM calls, tokens, runs by outcome, and the actions taken (kind and target),
@@ -48,6 +54,13 @@ RULES = """# Heartbeat
 - Vote up a question from the user that is tagged for this thread and has no votes yet.
 - When the user asks to be reminded of something, post the reminder once.
 """
+NAMED_RULES = """# Heartbeat
+
+## Rules
+- Vote up questions from carol that have no votes.
+"""
+RULE_SETS = {"tagged": RULES, "named": NAMED_RULES}
+AUTHORS = ("alice", "bob", "carol", "dave")
 _FEED_LINE = re.compile(r"^  (\{.*\})$", re.M)
 _THREAD = re.compile(r"^thread: (\{.*\})$", re.M)
 
@@ -58,7 +71,8 @@ class RuleFollower:
     name = "rule-follower"
     base_url = "memory://rules"
 
-    def __init__(self) -> None:
+    def __init__(self, rules: str = "tagged") -> None:
+        self.rules = rules
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -68,6 +82,12 @@ class RuleFollower:
         rows = [json.loads(m) for m in _FEED_LINE.findall(prompt)]
         feed = [r for r in rows if "post_id" in r]
         said = [r["content"] for r in rows if r.get("role") == USER]
+        if self.rules == "named":
+            for post in feed:
+                if post["author"] == "carol" and post["title"].endswith("?") and not post["score"]:
+                    return {"action": "vote", "post_id": post["post_id"], "vote_direction": "up",
+                            "reasoning": "a question from carol"}  # fmt: skip
+            return {"action": "none", "reasoning": "no rule applies"}
         for post in feed:
             title = post["title"]
             if post["author"] == USER and title.startswith(f"[{thread}] ") and title.endswith("?"):
@@ -125,12 +145,17 @@ def _idle(svc: Service) -> Any:
     return idle
 
 
-async def apply(svc: Service, kind: str, tid: str, text: str, posts: list[str]) -> None:
+async def apply(
+    svc: Service, kind: str, tid: str, text: str, posts: list[str], rules: str = "tagged"
+) -> None:
+    # with the named rules the posts are written by alice, bob, carol and dave in turn
+    author = USER if rules == "tagged" else AUTHORS[int(text.split(":")[1]) % len(AUTHORS)]
+
     def write(tx: Any) -> None:
         if kind == "question":
-            posts.append(tx.create_post(USER, f"[{tid}] what about {text}?", "asking").id)
+            posts.append(tx.create_post(author, f"[{tid}] what about {text}?", "asking").id)
         elif kind == "post":
-            posts.append(tx.create_post(USER, f"news {text}", "an update").id)
+            posts.append(tx.create_post(author, f"news {text}", "an update").id)
         elif kind == "comment" and posts:
             tx.add_comment(posts[-1], USER, f"re {text}")
         elif kind == "message":
@@ -141,12 +166,14 @@ async def apply(svc: Service, kind: str, tid: str, text: str, posts: list[str]) 
     await svc.store.write(write)
 
 
-async def replay(threads: int, seed: int, bursts: int, skip: bool) -> dict[str, Any]:
+async def replay(
+    threads: int, seed: int, bursts: int, skip: bool, rules: str = "tagged"
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
-        (ws / "HEARTBEAT.md").write_text(RULES, encoding="utf-8")
+        (ws / "HEARTBEAT.md").write_text(RULE_SETS[rules], encoding="utf-8")
         clock = FakeClock(START - EVERY)
-        llm = RuleFollower()
+        llm = RuleFollower(rules)
         settings = Settings.for_workspace(ws, timer_slack=0.0, max_concurrency=1)
         svc = await Service.open(settings, clock=clock, llm=llm)
         clock.idle = _idle(svc)
@@ -158,19 +185,24 @@ async def replay(threads: int, seed: int, bursts: int, skip: bool) -> dict[str, 
             await clock.settle()
             for at, kind, tid, text in day_events(threads, seed, bursts):
                 await clock.advance(at - clock.now())
-                await apply(svc, kind, tid, text, posts)
+                await apply(svc, kind, tid, text, posts, rules)
             await clock.advance(START + DAY - clock.now())
             await svc.supervisor.stop(Loop.HEARTBEAT)
             outcomes: Counter[str] = Counter()
             actions: list[tuple[str, str, str]] = []
-            for i in range(threads):
-                for run in await svc.store.history(f"t{i}", limit=1000, loop=Loop.HEARTBEAT):
-                    outcomes[
-                        run.status if run.reason is None else f"{run.status}/{run.reason}"
-                    ] += 1
+            # the named rule is every thread's (the service's own "default" thread's too):
+            # which thread votes first is the order of a slot's runs, the vote is the action
+            tids = [f"t{i}" for i in range(threads)] + (["default"] if rules == "named" else [])
+            for tid in tids:
+                for run in await svc.store.history(tid, limit=1000, loop=Loop.HEARTBEAT):
+                    if tid != "default":
+                        outcomes[
+                            run.status if run.reason is None else f"{run.status}/{run.reason}"
+                        ] += 1
                     for done in run.executed or []:
                         post = await svc.store.get_post(done["post_id"])
-                        actions.append((f"t{i}", done["type"], post.title))
+                        by = tid if rules == "tagged" else "a thread"
+                        actions.append((by, done["type"], post.title))
         finally:
             clock.idle = None
             await svc.close()
@@ -192,12 +224,20 @@ async def main() -> None:
         action="store_true",
         help="compare skipping off with itself (run-to-run noise)",
     )
+    parser.add_argument(
+        "--rules",
+        choices=sorted(RULE_SETS),
+        default="tagged",
+        help="the bench's two rules (tagged), or one the rule reader understands (named)",
+    )
     args = parser.parse_args()
-    off = await replay(args.threads, args.seed, args.bursts, skip=False)
-    on = await replay(args.threads, args.seed, args.bursts, skip=not args.baseline)
+    off = await replay(args.threads, args.seed, args.bursts, skip=False, rules=args.rules)
+    on = await replay(
+        args.threads, args.seed, args.bursts, skip=not args.baseline, rules=args.rules
+    )
     print(
         f"{args.threads} threads, one day, a beat every {EVERY // 60} min,"
-        f" {args.bursts} bursts of activity by day (seed {args.seed})"
+        f" {args.bursts} bursts of activity by day (seed {args.seed}, {args.rules} rules)"
     )
     print(f"{'':24}{'skipping off':>14}{'skipping on':>14}")
     print(f"{'LLM calls':24}{off['calls']:>14}{on['calls']:>14}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -20,6 +20,7 @@ import msgspec
 
 from ledger.records import RunContext
 from loops.prompt import describe_actions
+from loops.scope import FULL, Scope, in_scope
 
 __all__ = ["fingerprint", "normalize", "time_inputs"]
 
@@ -97,12 +98,18 @@ def fingerprint(
     ctx: RunContext,
     local: datetime,
     events: Sequence[str] = (),
+    scope: Scope = FULL,
 ) -> str:
     """A hex digest of a beat's inputs: the HEARTBEAT.md text, the thread's title and messages,
     its personality, the Ledger feed, open contradictions, recent actions (as the prompt lists
-    them), the local time the rules name and ``events`` (text a beat is woken with, if any)."""
+    them), the local time the rules name and ``events`` (text a beat is woken with, if any).
+
+    ``scope`` (``loops.scope.scope_of``) narrows it to what the rules can act on; the default,
+    ``FULL``, covers everything."""
     lines = [normalize(line) for line in rules.splitlines()]
     profile = ctx.profile
+    if not scope.full:
+        return _digest(_scoped(lines, title, ctx, local, events, scope, rules))
     data = {
         "rules": [line for line in lines if line],
         "title": normalize(title),
@@ -121,4 +128,51 @@ def fingerprint(
         "time": time_inputs(rules, local),
         "events": [normalize(e) for e in events],
     }
+    return _digest(data)
+
+
+def _digest(data: Mapping[str, object]) -> str:
     return hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest()
+
+
+def _scoped(
+    lines: list[str],
+    title: str,
+    ctx: RunContext,
+    local: datetime,
+    events: Sequence[str],
+    scope: Scope,
+    rules: str,
+) -> dict[str, object]:
+    """The inputs ``scope`` keeps, each normalized as in the full fingerprint."""
+    profile = ctx.profile
+    return {
+        "scope": scope.decider,
+        "rules": [line for line in lines if line],
+        "title": normalize(title),
+        "messages": [(m.role, normalize(m.content)) for m in ctx.messages]
+        if scope.messages
+        else None,
+        "profile": None
+        if profile is None or not scope.profile
+        else (sorted(profile.traits), normalize(profile.tone), sorted(profile.interests)),
+        "ledger": sorted(
+            (
+                p.id,
+                p.author,
+                normalize(p.title),
+                normalize(p.content),
+                p.score if scope.scores else None,
+                p.comment_count if scope.comments else None,
+            )
+            for p in in_scope(scope, rules, ctx.posts)
+        ),
+        "contradictions": sorted(
+            (normalize(c.statement_a), normalize(c.statement_b)) for c in ctx.contradictions
+        )
+        if scope.contradictions
+        else None,
+        "recent": describe_actions([r.decision for r in ctx.recent if r.decision]),
+        "time": time_inputs(rules, local),
+        "events": [normalize(e) for e in events],
+    }

@@ -27,14 +27,17 @@ from loops.facts import PostFacts, contains_keyword, mentions, post_facts, words
 
 __all__ = [
     "Choice",
+    "Reading",
     "Rule",
     "Situation",
+    "about",
     "choose",
     "parse_rule",
     "pick_strategy",
     "plain_comment",
     "post_text",
     "read_context",
+    "reading",
     "reasoning",
     "rules_of",
 ]
@@ -671,3 +674,101 @@ def plain_comment(choice: Choice) -> str:
     if "urgent" in choice.facts:
         return f"Thanks for the alert, {author}; noted, and flagged for follow-up."
     return f"Thanks for posting this, {author}; following up here."
+
+
+# --- what a rule reads ------------------------------------------------------------------------
+
+_READ_WORDS: Final = frozenset(
+    "please always only also otherwise ever than least most more fewer less under below over "
+    "above min minimum or once whenever case time times anytime as soon should ago since "
+    "between after before until till around noon midday midnight am pm o'clock hour hours "
+    "minute minutes day days week weeks weekly daily today tonight weekday weekdays workday "
+    "workdays weekend weekends lunch lunchtime overnight nightly regarding concerning related "
+    "topic subject share shares discuss discusses talk talks where someone somebody sharing "
+    "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
+    "recent last summary".split()
+)
+_KNOWN_WORDS: Final = (
+    _NOT_NAMES
+    | _READ_WORDS
+    | frozenset(wording.LIGHT_VERBS)
+    | frozenset(wording.ACTION_NOUNS)
+    | wording.DOWN_WORDS
+    | frozenset(w for p in wording.QUIET_PHRASES for w in words(p))
+    | frozenset(w for p in wording.NUMBER_WORDS for w in words(p))
+    | frozenset(w for p in (*wording.CONCEPTS.values(),) for x in p for w in words(x))
+    | frozenset(timewords.DAYPARTS)
+)
+
+
+class Reading(msgspec.Struct, frozen=True, kw_only=True):
+    """What the procedure reads of the world for one rule (``reading``): whose posts, which of
+    their numbers, whether it counts posts or contradictions; ``unknown`` holds the words of
+    the rule it cannot account for (a rule with any is not understood)."""
+
+    unknown: tuple[str, ...]
+    people: frozenset[str] | None  # the authors whose posts it can act on; None: anyone's
+    counts_posts: bool  # "when 3 new posts arrive": every post counts
+    scores: bool  # it reads a post's votes ("no votes yet", "5+ upvotes", engagement)
+    comments: bool  # it reads a post's comments ("unanswered", "no replies", engagement)
+    contradictions: bool
+
+    @property
+    def understood(self) -> bool:
+        return not self.unknown
+
+
+def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
+    """Which facts the rule's condition reads, and the words of the rule it cannot read.
+
+    A word is accounted for when one of the reader's tables knows it (verbs, the words for each
+    fact, times, numbers, topic markers, filler words), or when the reader took it as a name, a
+    quoted keyword or a topic of the condition. A condition that negates something the reader
+    does not read ("if a post is not spam") leaves the rule not understood as a whole.
+    """
+    cond = rule.condition
+    people = _people(rule, authors, heartbeat_md)
+    named = set(people or ())
+    named |= {w for k in _keywords(cond, authors) for w in words(k)}
+    topics = {w for t in wording.topic_phrases(cond) for w in t}
+    unknown: list[str] = []
+    for tok in words(wording.normalize(rule.text)):
+        tok = tok.lstrip("@")
+        if (
+            not tok
+            or any(c.isdigit() for c in tok)
+            or tok in _KNOWN_WORDS
+            or tok in named
+            or _verb(tok) is not None
+            or wording.stem(tok) in _KNOWN_STEMS
+            or wording.stem(tok) in topics
+        ):
+            continue
+        unknown.append(tok)
+    if _negation_unread(cond):
+        unknown.append("not")
+    engaged = _concept(cond, "engaged") or _concept(cond, "controversial")
+    votes = wording.count_condition(cond, r"votes?|upvotes?|points?|likes?")
+    replies = wording.count_condition(cond, r"comments?|replies|answers?|responses?")
+    return Reading(
+        unknown=tuple(dict.fromkeys(unknown)),
+        people=None if people is None else frozenset(people),
+        counts_posts=wording.count_condition(cond, _POST_NOUNS) is not None,
+        scores=engaged or _concept(cond, "no_votes") or votes is not None,
+        comments=engaged or _concept(cond, "no_comments") or replies is not None,
+        contradictions=_concept(cond, "contradiction"),
+    )
+
+
+def about(rule: Rule, post: PostFacts, authors: set[str], heartbeat_md: str) -> bool:
+    """Whether the rule can be about the post, whatever its votes and comments: its author is
+    among the people the rule names, and its text meets the rule's topics (an upper bound of
+    ``_matches``: the state conditions are left out)."""
+    people = _people(rule, authors, heartbeat_md)
+    if people is not None and post.author.lower() not in people:
+        return False
+    cond = rule.condition
+    if _mentions_user(cond) and not mentions(post.text, ("user", "me", "you")):
+        return False
+    topics = _post_topics(cond, post, _keywords(cond, authors), _topics(cond))
+    return topics is None or topics[0]

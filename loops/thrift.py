@@ -38,6 +38,8 @@ from loops.clock import Clock
 from loops.fingerprint import fingerprint
 from loops.lifecycle import EndRun, RunPlan
 from loops.llm import LLMProvider
+from loops.procedure import pick_strategy
+from loops.scope import scope_of
 from loops.spend import (
     PAUSING_FAILURES,
     backoff_seconds,
@@ -115,8 +117,7 @@ class BeatGate:
                     "skipped: the user wrote in the thread"
                     f" less than {cfg.quiet_after_user_seconds} s ago",
                 )
-        local = datetime.fromtimestamp(now, ZoneInfo(cfg.timezone))
-        fp = fingerprint(rules, run.thread.title, ctx, local, events)
+        fp = self._fingerprint(run, rules, ctx, events)
         self._admitted[run.id] = Admission(memo, fp, rules, events, stored)
         same = fp == memo.fingerprint
         if same and memo.decision_key is not None and memo.repeats >= REPEAT_LIMIT:
@@ -183,9 +184,17 @@ class BeatGate:
         admission = self._admitted.get(run.id)
         if admission is None or admission.fingerprint is None:
             return
-        local = datetime.fromtimestamp(self.clock.now(), ZoneInfo(run.config.timezone))
-        fp = fingerprint(admission.rules, run.thread.title, ctx, local, admission.events)
+        fp = self._fingerprint(run, admission.rules, ctx, admission.events)
         self._admitted[run.id] = dataclasses.replace(admission, fingerprint=fp)
+
+    def _fingerprint(
+        self, run: RunPlan[HeartbeatConfig], rules: str, ctx: RunContext, events: tuple[str, ...]
+    ) -> str:
+        """The fingerprint of what the beat's decider can act on under the thread's rules."""
+        local = datetime.fromtimestamp(self.clock.now(), ZoneInfo(run.config.timezone))
+        decider = pick_strategy(run.config.strategy, self.llm().name)
+        scope = scope_of(rules, ctx, decider)
+        return fingerprint(rules, run.thread.title, ctx, local, events, scope)
 
     def settle(self, tx: Tx, run: RunPlan[HeartbeatConfig], outcome: RunOutcome) -> RunOutcome:
         """Store what the finished beat taught the memo; returns the outcome to record (a

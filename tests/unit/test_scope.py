@@ -1,0 +1,140 @@
+"""The scoped fingerprint: what the thread's rules can act on changes it, nothing else does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from ledger.records import Message, Post, RunContext
+from ledger.storage.interface import AGENT
+from loops.fingerprint import fingerprint
+from loops.scope import Decider, scope_of
+from tests.unit.test_fingerprint import _run
+
+NOON = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+ALICE = "## Rules\n- Vote up questions from alice.\n"  # names whose posts count
+GARDEN = "## Rules\n- Comment on posts about the garden project.\n"  # names a topic
+UNVOTED = "## Rules\n- Vote up posts from alice with no votes.\n"  # reads the votes
+UNKNOWN = "## Rules\n- Vote up whatever feels right to you.\n"  # not understood
+POSTS = "## Rules\n- Post a short summary when 3 new posts arrive.\n"  # counts every post
+
+
+def _post(pid: str, author: str = "alice", title: str = "", **kw: object) -> Post:
+    fields: dict[str, object] = {"created_at": 1.0, "score": 0, "comment_count": 0} | kw
+    return Post(
+        id=pid,
+        author=author,
+        title=title or f"What about {pid}?",
+        content=f"Body of {pid}",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _message(mid: int, content: str) -> Message:
+    return Message(id=mid, thread_id="t", role="user", content=content, created_at=float(mid))
+
+
+BASE = RunContext(
+    messages=[_message(1, "hello there")],
+    contradictions=[],
+    profile=None,
+    posts=[
+        _post("p1"),
+        _post("p2", "bob", "Cooking tips"),
+        _post("p3", "carol", "The garden project needs hands"),
+    ],
+    recent=[],
+)
+
+
+def with_(**changes: object) -> RunContext:
+    return msgspec.structs.replace(BASE, **changes)
+
+
+def posts(*extra: Post, replace: dict[str, Post] | None = None) -> RunContext:
+    swap = replace or {}
+    return with_(posts=[swap.get(p.id, p) for p in BASE.posts] + list(extra))
+
+
+def sfp(ctx: RunContext, rules: str, decider: Decider) -> str:
+    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider))
+
+
+P2_VOTED = {"p2": _post("p2", "bob", "Cooking tips", score=3)}
+P1_VOTED = {"p1": _post("p1", score=1)}
+P1_COMMENTED = {"p1": _post("p1", comment_count=2)}
+ON_TOPIC = _post("p9", "dave", "Garden project: the beds are dug")
+OFF_TOPIC = _post("p9", "dave", "A recipe for soup")
+MESSAGE = with_(messages=[*BASE.messages, _message(2, "remind me to water the beds")])
+VOTED = with_(recent=[_run({"action": "vote", "post_id": "p1", "vote_direction": "up"})])
+
+SAME = [
+    pytest.param(posts(_post("p9", "bob", "Cheap shoes?")), ALICE, "prompt", id="unnamed-author"),
+    pytest.param(posts(OFF_TOPIC), GARDEN, "procedure", id="off-topic-post"),
+    pytest.param(posts(replace=P2_VOTED), ALICE, "prompt", id="vote-on-post-no-rule-reads"),
+    pytest.param(posts(replace=P1_VOTED), ALICE, "prompt", id="vote-no-rule-reads-votes"),
+    pytest.param(posts(replace=P2_VOTED), UNVOTED, "prompt", id="vote-on-unnamed-authors-post"),
+    pytest.param(posts(replace=P1_COMMENTED), ALICE, "procedure", id="comment-unread"),
+    pytest.param(with_(posts=BASE.posts[::-1]), ALICE, "prompt", id="reordered"),
+    pytest.param(
+        posts(replace={"p1": _post("p1", title="  What   about\np1? ")}),
+        ALICE,
+        "prompt",
+        id="whitespace",
+    ),
+    pytest.param(
+        posts(replace={"p1": _post("p1", created_at=99.0)}), ALICE, "prompt", id="post-timestamp"
+    ),
+    pytest.param(MESSAGE, ALICE, "procedure", id="message-procedure-reads-none"),
+    pytest.param(
+        posts(_post("p9", AGENT, "My summary")), ALICE, "prompt", id="own-post-no-rule-posts"
+    ),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "decider"), SAME)
+def test_what_does_not_change_the_scoped_fingerprint(
+    ctx: RunContext, rules: str, decider: Decider
+) -> None:
+    assert sfp(ctx, rules, decider) == sfp(BASE, rules, decider)
+
+
+CHANGED = [
+    pytest.param(posts(_post("p9")), ALICE, "prompt", id="named-authors-new-post"),
+    pytest.param(posts(ON_TOPIC), GARDEN, "procedure", id="on-topic-post"),
+    pytest.param(posts(OFF_TOPIC), GARDEN, "prompt", id="any-post-when-the-model-reads-topics"),
+    pytest.param(posts(replace=P1_VOTED), UNVOTED, "prompt", id="vote-a-rule-reads"),
+    pytest.param(posts(replace=P1_VOTED), UNVOTED, "procedure", id="vote-a-rule-reads-proc"),
+    pytest.param(MESSAGE, ALICE, "prompt", id="message-the-model-reads"),
+    pytest.param(MESSAGE, UNKNOWN, "procedure", id="message-rule-not-understood"),
+    pytest.param(posts(OFF_TOPIC), UNKNOWN, "procedure", id="any-post-rule-not-understood"),
+    pytest.param(posts(OFF_TOPIC), POSTS, "procedure", id="any-post-a-rule-counts"),
+    pytest.param(posts(_post("p9", AGENT, "Summary")), POSTS, "prompt", id="own-post-rule-posts"),
+    pytest.param(VOTED, ALICE, "procedure", id="recent-action"),
+    pytest.param(with_(posts=BASE.posts[:2]), GARDEN, "procedure", id="on-topic-post-leaves-feed"),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "decider"), CHANGED)
+def test_what_changes_the_scoped_fingerprint(ctx: RunContext, rules: str, decider: Decider) -> None:
+    assert sfp(ctx, rules, decider) != sfp(BASE, rules, decider)
+
+
+def test_a_rule_not_understood_gives_the_full_fingerprint() -> None:
+    rules = ALICE + "- Vote up whatever feels right to you.\n"
+    scope = scope_of(rules, BASE, "prompt")
+    assert scope.full
+    assert "whatever" in scope.why
+    assert sfp(BASE, rules, "prompt") == fingerprint(rules, "T", BASE, NOON)
+    assert not scope_of(ALICE, BASE, "prompt").full
+
+
+def test_what_the_scope_keeps_by_decider() -> None:
+    model, proc = scope_of(UNVOTED, BASE, "prompt"), scope_of(UNVOTED, BASE, "procedure")
+    assert model.people == proc.people == frozenset({"alice"})
+    assert model.scores and not model.comments
+    assert model.messages and model.profile and model.contradictions
+    assert not (proc.messages or proc.profile or proc.contradictions)
+    assert proc.topics and not model.topics
