@@ -2,14 +2,19 @@
 
 Every finished run of every loop is counted as it finishes (``Lifecycle.observers``): runs by
 loop, trigger, status and reason, skips by reason, the LLM's latency and the tokens it read and
-wrote. Read when scraped: wakes by outcome, runs waiting for LLM capacity (the queue depth) and
-runs in flight. Each service has its own registry (tests open many services in one process).
-With an API token set, ``/metrics`` asks for it as ``/api`` does (``app.security``).
+wrote. The rows the scheduler records without a run are counted the same way as it writes them
+(``HeartbeatScheduler.skip_observers``): a slot skipped as an ``overlap`` and the ``missed`` row
+of a catch-up. Read when scraped: wakes by outcome, runs waiting for LLM capacity (the queue
+depth), runs in flight, the grid slots coalesced into catch-ups, the slots another process
+claimed first, and the beats owed after yielding to the user. Each service has its own
+registry (tests open many services in one process). With an API token set, ``/metrics`` asks
+for it as ``/api`` does (``app.security``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ledger.records import Run, RunStatus
+from ledger.records import Loop, Run, RunOutcome, RunStatus, Trigger
 
 __all__ = ["Metrics", "routes"]
 
@@ -35,8 +40,10 @@ class _Live(Collector):
         wakes: Callable[[], Mapping[str, int]],
         queue_depth: Callable[[], int],
         in_flight: Callable[[], int],
+        scheduler: Callable[[], SchedulerCounts],
     ) -> None:
         self.wakes, self.queue_depth, self.in_flight = wakes, queue_depth, in_flight
+        self.scheduler = scheduler
 
     def collect(self) -> Iterable[Metric]:
         wakes = CounterMetricFamily(
@@ -53,6 +60,35 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "heartbeat_runs_in_flight", "Heartbeat runs in flight now", value=self.in_flight()
         )
+        counts = self.scheduler()
+        yield CounterMetricFamily(
+            "heartbeat_missed_slots",
+            "Grid slots that passed unrun, coalesced into catch-up runs",
+            value=counts.missed_slots,
+        )
+        yield CounterMetricFamily(
+            "heartbeat_lost_claims",
+            "Slots another process claimed first",
+            value=counts.lost_claims,
+        )
+        yield GaugeMetricFamily(
+            "heartbeat_deferred_beats",
+            "Threads owed a beat deferred for the user (user_active), now",
+            value=counts.deferred_beats,
+        )
+
+
+class SchedulerCounts(Protocol):
+    """What the scrape reads of the scheduler (``loops.scheduler.HeartbeatScheduler``)."""
+
+    @property
+    def missed_slots(self) -> int: ...
+
+    @property
+    def lost_claims(self) -> int: ...
+
+    @property
+    def deferred_beats(self) -> int: ...
 
 
 class Metrics:
@@ -64,6 +100,7 @@ class Metrics:
         wakes: Callable[[], Mapping[str, int]],
         queue_depth: Callable[[], int],
         in_flight: Callable[[], int],
+        scheduler: Callable[[], SchedulerCounts],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter(
@@ -91,19 +128,25 @@ class Metrics:
             ["loop", "kind"],
             registry=self.registry,
         )
-        self.registry.register(_Live(wakes, queue_depth, in_flight))
+        self.registry.register(_Live(wakes, queue_depth, in_flight, scheduler))
 
     def observe(self, run: Run) -> None:
-        reason = run.reason or ""
-        self.runs.labels(run.loop, run.trigger, run.status, reason).inc()
-        if run.status == RunStatus.SKIPPED:
-            self.skips.labels(run.loop, reason).inc()
+        self._count(run.loop, run.trigger, run.status, run.reason)
         if run.llm_ms is not None:
             self.latency.labels(run.loop).observe(run.llm_ms / 1000)
         if run.prompt_tokens:
             self.tokens.labels(run.loop, "prompt").inc(run.prompt_tokens)
         if run.completion_tokens:
             self.tokens.labels(run.loop, "completion").inc(run.completion_tokens)
+
+    def scheduler_skip(self, trigger: Trigger, outcome: RunOutcome) -> None:
+        """A heartbeat row the scheduler recorded without a run (an overlap, missed slots)."""
+        self._count(Loop.HEARTBEAT, trigger, outcome.status, outcome.reason)
+
+    def _count(self, loop: str, trigger: str, status: str, reason: str | None) -> None:
+        self.runs.labels(loop, trigger, status, reason or "").inc()
+        if status == RunStatus.SKIPPED:
+            self.skips.labels(loop, reason or "").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -145,7 +145,9 @@ class Service:
             wakes=lambda: self.waker.counts,
             queue_depth=lambda: self.executor.llm_waiting + self.journal.lifecycle.llm_waiting,
             in_flight=lambda: len(self.executor.in_flight),
+            scheduler=lambda: self.scheduler,
         )
+        self.scheduler.skip_observers.append(self.metrics.scheduler_skip)
         # one live view across replicas: the runs the others start and finish, from the feed
         feed = store.change_feed()
         self.relay: RunRelay | None = None

@@ -49,8 +49,11 @@ TIMER_SLACK = 0.1
 HeartbeatPlan = RunPlan[hbconfig.HeartbeatConfig]
 # What a run of the thread (as read at the claim) needs, for a trigger and a slot.
 Planner = Callable[[Thread, Trigger, float], HeartbeatPlan]
-# Carries out a claimed run, given its plan with the id of the ``running`` row the claim wrote.
+# Carries out a claimed run, given its plan with the id of the ``running`` row the claim wrote;
+# None when it recorded the row a skipped overlap instead (a run of the thread had started).
 Runner = Callable[[HeartbeatPlan], Awaitable[Run | None]]
+# Told each row the scheduler records itself, without a run: (trigger, outcome) (metrics).
+SkipObserver = Callable[[Trigger, RunOutcome], None]
 
 
 def skipped_overlap(model: str | None = None) -> RunOutcome:
@@ -120,6 +123,7 @@ def _start_told(tx: Tx, plan: HeartbeatPlan, owner: str | None) -> HeartbeatPlan
 class _Claimed:
     won: set[str]  # the threads whose slots this process claimed
     started: list[HeartbeatPlan]  # their runs, with the ids of the ``running`` rows written
+    recorded: list[tuple[Trigger, RunOutcome]]  # the skips written (overlaps, missed slots)
 
 
 class HeartbeatScheduler:
@@ -152,7 +156,9 @@ class HeartbeatScheduler:
         self._deferred: dict[str, float] = {}  # thread id -> when its deferred beat is owed
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_runs = 0
-        self.lost_claims = 0
+        self.lost_claims = 0  # slots another process claimed first
+        self.missed_slots = 0  # grid slots coalesced into catch-up runs
+        self.skip_observers: list[SkipObserver] = []  # told each skip recorded without a run
 
     # -- arming -------------------------------------------------------------------------
     async def arm_all(self) -> int:
@@ -257,6 +263,15 @@ class HeartbeatScheduler:
         """When the thread's deferred beat is owed (None: none is)."""
         return self._deferred.get(thread_id)
 
+    @property
+    def deferred_beats(self) -> int:
+        """Threads owed a beat deferred for the user."""
+        return len(self._deferred)
+
+    def _skipped(self, trigger: Trigger, outcome: RunOutcome) -> None:
+        for observe in self.skip_observers:
+            observe(trigger, outcome)
+
     def finished(self, run: Run) -> None:
         """A run finished (``Lifecycle.observers``): a heartbeat of the thread that did not
         yield to the user again settles the beat deferred for it."""
@@ -317,6 +332,7 @@ class HeartbeatScheduler:
         starts: list[HeartbeatPlan] = []
         deferred_starts: list[HeartbeatPlan] = []  # beats deferred for the user, started
         skipped: list[tuple[str, Trigger, RunOutcome, float | None]] = []
+        coalesced: dict[str, int] = {}  # thread id -> the slots its catch-up coalesces
         for thread_id, _when in due:
             thread = threads.get(thread_id)
             if thread is None or thread.next_run is None:
@@ -353,6 +369,7 @@ class HeartbeatScheduler:
             trigger = Trigger.SCHEDULE
             if missed > 0:
                 trigger = Trigger.CATCH_UP
+                coalesced[thread_id] = missed
                 skipped.append(
                     (
                         thread_id,
@@ -367,6 +384,9 @@ class HeartbeatScheduler:
                 )
             starts.append(self.plan(thread, trigger, slot))
         claimed = await self._claim(claims, skipped, starts)
+        for trigger, outcome in claimed.recorded:
+            self._skipped(trigger, outcome)
+        self.missed_slots += sum(n for tid, n in coalesced.items() if tid in claimed.won)
         for thread_id, _slot, nxt in claims:
             if thread_id in claimed.won:
                 if self.owns(thread_id):
@@ -392,19 +412,19 @@ class HeartbeatScheduler:
     ) -> _Claimed:
         """One transaction: move the won slots on, record skips, write the ``running`` rows."""
         if not claims:
-            return _Claimed(set(), [])
+            return _Claimed(set(), [], [])
         owner = self.store.owner
 
         def claim(tx: Tx) -> _Claimed:
             won = tx.claim_slots(claims)
+            recorded: list[tuple[Trigger, RunOutcome]] = []
             for thread_id, trigger, outcome, slot in skipped:
                 if thread_id in won:
-                    tx.record_run(
-                        RunStart(
-                            thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=trigger, slot=slot
-                        ),
-                        outcome,
+                    start = RunStart(
+                        thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=trigger, slot=slot
                     )
+                    if tx.record_run(start, outcome) is not None:
+                        recorded.append((trigger, outcome))
             started = []
             # a run of the thread in flight on another replica (the claim holds the threads'
             # row locks, which its start took too): the slot is skipped as an overlap, unless
@@ -423,10 +443,12 @@ class HeartbeatScheduler:
                         trigger=plan.trigger,
                         slot=plan.slot,
                     )
-                    tx.record_run(start, skipped_overlap(plan.model))
+                    overlap = skipped_overlap(plan.model)
+                    if tx.record_run(start, overlap) is not None:
+                        recorded.append((plan.trigger, overlap))
                 elif (run := _start_told(tx, plan, owner)) is not None:
                     started.append(run)
-            return _Claimed(won, started)
+            return _Claimed(won, started, recorded)
 
         return await self.store.write(claim, first=True)
 
@@ -438,7 +460,8 @@ class HeartbeatScheduler:
     async def _run(self, plan: HeartbeatPlan) -> None:
         self.started_runs += 1
         try:
-            await self.runner(plan)
+            if await self.runner(plan) is None:  # a run of the thread had started meanwhile
+                self._skipped(plan.trigger, skipped_overlap(plan.model))
         except Exception:
             log.exception("[HEARTBEAT] scheduled run for thread %s failed", plan.thread_id)
 

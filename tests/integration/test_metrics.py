@@ -6,8 +6,10 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from loops.clock import FakeClock
 from tests.conftest import AppFactory
 from tests.fakes.provider import ScriptedLLM
+from tests.integration.test_scheduler import START, _idle, runs
 
 WAKE = "/api/threads/default/heartbeat/wake"
 
@@ -28,7 +30,8 @@ async def test_metrics_count_runs_skips_tokens_latency_and_wakes(make_app: AppFa
     assert (await c.post(WAKE, json={"text": "b"})).status_code == 202  # joins the first
     assert (await c.post(WAKE, json={"text": "c"})).status_code == 429
     for _ in range(300):
-        if len(await api.service.store.history("default")) == 2 and not api.service.waker.waiting:
+        done = [r for r in await api.service.store.history("default") if r.finished_at]
+        if len(done) == 2 and not api.service.waker.waiting:  # the wake's beat finished too
             break
         await asyncio.sleep(0.01)
     await c.post("/api/heartbeat/heartbeat.md", json={"content": ""})
@@ -61,3 +64,72 @@ async def test_metrics_need_the_api_token_when_one_is_set(make_app: AppFactory) 
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
     r = await c.get("/metrics", headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200 and "heartbeat_runs_total" in r.text
+
+
+async def test_metrics_count_the_schedulers_own_skips(make_app: AppFactory) -> None:
+    """Missed slots coalesced into a catch-up and a slot skipped as an overlap are recorded by
+    the scheduler, without a run: they are counted all the same."""
+    clock, llm = FakeClock(START), ScriptedLLM()
+    api = await make_app(llm=llm, clock=clock, timer_slack=0.0)
+    svc = api.service
+    clock.idle = _idle(svc)
+    await svc.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
+    await clock.advance(60)  # the first slot runs
+    clock.jump(60 * 10 + 5)  # the host slept: the next slot's timer fires ten slots late
+    await clock.advance(1)
+    llm.gate = asyncio.Event()
+    clock.idle = lambda: bool(svc.scheduler.timers.waiting)
+    await clock.advance(60)  # a slot's run starts and hangs on the gate
+    await clock.advance(60)  # the next slot comes due while it is still going
+    llm.gate.set()
+    clock.idle = _idle(svc)
+    await clock.settle()
+    rows = await runs(svc)
+    missed = [r for r in rows if r.reason == "missed"]
+    assert len(missed) == 1 and missed[0].summary is not None
+    coalesced = int(missed[0].summary.split()[0])
+    assert coalesced >= 10
+    assert [r.reason for r in rows].count("overlap") == 1
+
+    got = samples((await api.client.get("/metrics")).text)
+
+    def runs_total(trigger: str, status: str, reason: str = "") -> float:
+        labels = {"loop": "heartbeat", "trigger": trigger, "status": status, "reason": reason}
+        return got.get(("heartbeat_runs_total", tuple(sorted(labels.items()))), 0.0)
+
+    def skips_total(reason: str) -> float:
+        return got.get(("heartbeat_skips_total", (("loop", "heartbeat"), ("reason", reason))), 0)
+
+    assert runs_total("catch_up", "skipped", "missed") == 1 and skips_total("missed") == 1
+    assert runs_total("schedule", "skipped", "overlap") == 1 and skips_total("overlap") == 1
+    assert runs_total("catch_up", "ok") == 1
+    assert runs_total("schedule", "ok") == sum(
+        r.trigger == "schedule" and r.status == "ok" for r in rows
+    )
+    assert got[("heartbeat_missed_slots_total", ())] == coalesced
+    assert got[("heartbeat_lost_claims_total", ())] == 0
+    assert got[("heartbeat_deferred_beats", ())] == 0
+    clock.idle = None
+
+
+async def test_metrics_show_a_beat_owed_to_a_quiet_thread(make_app: AppFactory) -> None:
+    clock = FakeClock(START)
+    api = await make_app(llm=ScriptedLLM(), clock=clock, timer_slack=0.0)
+    svc = api.service
+    clock.idle = _idle(svc)
+    await svc.set_config("default", {"every_seconds": 600, "quiet_after_user_seconds": 300})
+    await clock.advance(500)
+    await svc.store.write(lambda tx: tx.add_message("default", "user", "hi"))
+    await clock.advance(100)  # the slot yields to the user
+
+    def scrape(text: str) -> tuple[float, float]:
+        got = samples(text)
+        skip = got.get(
+            ("heartbeat_skips_total", (("loop", "heartbeat"), ("reason", "user_active")))
+        )
+        return got[("heartbeat_deferred_beats", ())], skip or 0.0
+
+    assert scrape((await api.client.get("/metrics")).text) == (1, 1)
+    await clock.advance(200)  # the quiet end: the beat owed runs
+    assert scrape((await api.client.get("/metrics")).text) == (0, 1)
+    clock.idle = None
