@@ -83,17 +83,20 @@ DOWNTIME = 600.0
 # ================================================================================================
 
 
-async def _insert_threads(store: Any, dues: list[float], every: int) -> None:
+async def insert_threads(
+    store: Any, dues: list[float], every: int, *, skip_unchanged: bool = True
+) -> None:
     """One row per thread: an encoded config, anchor = due - every, next run = due."""
     from ledger import config as hbconfig
     from ledger.records import PlanFix
 
-    cfg = hbconfig.encode(hbconfig.HeartbeatConfig(every_seconds=every))
+    config = hbconfig.HeartbeatConfig(every_seconds=every, skip_unchanged=skip_unchanged)
+    cfg = hbconfig.encode(config)
     plans = [PlanFix(f"t{i:06d}", due - every, due, cfg) for i, due in enumerate(dues)]
 
     def insert(tx: Any) -> None:
-        for i, (thread_id, _, _) in enumerate(plans):
-            tx.create_thread(thread_id, f"bench {i}", cfg)
+        for i, plan in enumerate(plans):
+            tx.create_thread(plan.thread_id, f"bench {i}", cfg)
         tx.store_plans(plans)
 
     await store.write(insert)
@@ -106,7 +109,7 @@ async def create_heartbeat_db(path: str, dues: list[float], every: int) -> float
     started = time.perf_counter()
     store = await SqliteStore.open(path, now=time.time)
     try:
-        await _insert_threads(store, dues, every)
+        await insert_threads(store, dues, every)
     finally:
         await store.close()
     return time.perf_counter() - started
@@ -248,7 +251,7 @@ async def heartbeat_load(spec: dict[str, Any]) -> dict[str, Any]:
     store, scheduler, runner = await _open_ours(spec["db"], expected=n if mode == "herd" else 0)
     t0 = time.time() + 3.0 + n * 100e-6
     dues = [t0 + i * every / n for i in range(n)] if mode == "steady" else [t0] * n
-    await _insert_threads(store, dues, every)
+    await insert_threads(store, dues, every)
     started = time.perf_counter()
     armed = await scheduler.arm_all()
     arm_s = time.perf_counter() - started

@@ -114,6 +114,60 @@ def heartbeat_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "app"]
 
 
+def start_fake_ollama(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The instant fake Ollama in its own process, output to ``log``; returns it and its URL."""
+    with open(log, "wb") as out:
+        fake = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.llm_servers",
+                "--protocol",
+                "ollama",
+                "--port",
+                "0",
+                "--reply-json",
+                json.dumps(DECISION),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return fake, wait_for_line(log, "LISTENING ", fake, 20).split()[1]
+
+
+def serve_env(
+    ollama: str, *, workspace: Path, db: Path, database_url: str | None, concurrency: int
+) -> dict[str, str]:
+    """The environment of a ``heartbeat serve`` on the fake Ollama, logging INFO."""
+    env = {
+        **os.environ,
+        "HEARTBEAT_LLM_PROVIDER": "ollama",
+        "OLLAMA_HOST": ollama,
+        "HEARTBEAT_WORKSPACE": str(workspace),
+        "HEARTBEAT_DB": str(db),
+        **({"HEARTBEAT_DATABASE_URL": database_url} if database_url else {}),
+        "HEARTBEAT_MAX_CONCURRENCY": str(concurrency),
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("HEARTBEAT_API_TOKEN", None)
+    if not database_url:
+        env.pop("HEARTBEAT_DATABASE_URL", None)
+    return env
+
+
+def start_serve(port: int, *, cwd: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``heartbeat serve`` on ``port`` as a process of its own, its output to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [*heartbeat_command(), "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 class Sampler:
     """GETs one path at a fixed rate, open loop: a request starts on every tick whether or not
     the previous ones have answered (so a slow answer cannot hide the ones it delays); at most
@@ -175,44 +229,20 @@ class ServiceBench:
 
     # -- processes --------------------------------------------------------------------------
     def start(self) -> None:
-        with open(self.fake_log, "wb") as out:
-            self.fake = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.fakes.llm_servers",
-                    "--protocol",
-                    "ollama",
-                    "--port",
-                    "0",
-                    "--reply-json",
-                    json.dumps(DECISION),
-                ],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        url = wait_for_line(self.fake_log, "LISTENING ", self.fake, 20).split()[1]
+        self.fake, url = start_fake_ollama(self.fake_log)
         progress(f"fake Ollama listening on {url} (pid {self.fake.pid})")
-        env = {
-            **os.environ,
-            "HEARTBEAT_LLM_PROVIDER": "ollama",
-            "OLLAMA_HOST": url,
-            "HEARTBEAT_WORKSPACE": str(self.workspace),
-            "HEARTBEAT_DB": str(self.db),
-            **({"HEARTBEAT_DATABASE_URL": self.database_url} if self.database_url else {}),
-            "HEARTBEAT_MAX_CONCURRENCY": str(self.args.concurrency),
-            "LOG_LEVEL": "INFO",
-        }
-        env.pop("HEARTBEAT_API_TOKEN", None)
-        with open(self.service_log, "wb") as out:
-            self.service = subprocess.Popen(
-                [*heartbeat_command(), "serve", "--port", str(self.port)],
-                cwd=self.tmp,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.service = start_serve(
+            self.port,
+            cwd=self.tmp,
+            log=self.service_log,
+            env=serve_env(
+                url,
+                workspace=self.workspace,
+                db=self.db,
+                database_url=self.database_url,
+                concurrency=self.args.concurrency,
+            ),
+        )
         progress(f"started {' '.join(heartbeat_command())} serve (pid {self.service.pid})")
 
     def close(self) -> None:
@@ -496,23 +526,36 @@ def _count_runs(where: Path | str) -> int:
     return int(_query(where, "SELECT COUNT(*) FROM runs")[0][0])
 
 
-def _runs_between(where: Path | str, begin: float, end: float) -> dict[str, Any]:
+def owner_pid(owner: str | None) -> int | None:
+    """The process id in a run's ``owner`` (``host:pid:start``)."""
+    parts = (owner or "").split(":")
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def _runs_between(
+    where: Path | str, begin: float, end: float, names: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """The heartbeat runs finished in [begin, end); with ``names`` (process id → name), how
+    many each of those processes finished (``by_owner``)."""
     rows = _query(
         where,
-        "SELECT status, reason, error, slot, started_at, finished_at FROM runs"
+        "SELECT status, reason, error, slot, started_at, finished_at, owner FROM runs"
         " WHERE loop = 'heartbeat' AND finished_at >= ? AND finished_at < ?",
         (begin, end),
     )
     by_status: Counter[str] = Counter()
+    by_owner: Counter[str] = Counter()
     problems: Counter[tuple[str, str, str]] = Counter()
     late, done = [], []
     finished = 0
-    for status, reason, error, slot, started, ended in rows:
+    for status, reason, error, slot, started, ended, owner in rows:
         by_status[status] += 1
         if status == "skipped":
             problems[(status, reason or "", error or "")] += 1
             continue
         finished += 1
+        if names and (pid := owner_pid(owner)) in names:
+            by_owner[names[pid]] += 1
         if status not in ("ok", "dry_run"):
             problems[(status, reason or "", (error or "")[:160])] += 1
         if slot is not None:
@@ -521,6 +564,7 @@ def _runs_between(where: Path | str, begin: float, end: float) -> dict[str, Any]
     return {
         "finished": finished,
         "by_status": dict(by_status),
+        "by_owner": dict(by_owner),
         "problems": problems,
         "late": lateness(late),
         "done": lateness(done),
