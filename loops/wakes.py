@@ -103,24 +103,25 @@ def _hold_if_enabled(tx: Tx, thread_id: str, text: str) -> int | None:
     return tx.hold_wake(thread_id, text, max_events=WAKE_EVENTS_MAX)
 
 
-def drop_held_wakes(tx: Tx, thread_id: str) -> str | None:
+def drop_held_wakes(tx: Tx, thread_id: str) -> RunOutcome | None:
     """The thread's heartbeat is being disabled: the wakes it held are dropped, recorded as a
     ``skipped`` wake row (reason ``disabled``) keeping their text, so that they never reach a
-    beat after it is enabled again. Returns the text dropped (None: none was held)."""
+    beat after it is enabled again. Returns the outcome recorded (None: none was held)."""
     held = tx.take_held_wake(thread_id)
-    if held is not None:
-        start = RunStart(
-            thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=Trigger.WAKE, event_text=held
-        )
-        outcome = RunOutcome(
-            status=RunStatus.SKIPPED,
-            reason=Reason.DISABLED,
-            summary="dropped: the heartbeat was disabled while these wakes waited for a beat",
-            prompt_tokens=0,
-            completion_tokens=0,
-        )
-        tx.record_run(start, outcome)
-    return held
+    if held is None:
+        return None
+    start = RunStart(
+        thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=Trigger.WAKE, event_text=held
+    )
+    outcome = RunOutcome(
+        status=RunStatus.SKIPPED,
+        reason=Reason.DISABLED,
+        summary="dropped: the heartbeat was disabled while these wakes waited for a beat",
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
+    tx.record_run(start, outcome)
+    return outcome
 
 
 class WakeResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -290,6 +290,11 @@ async def test_disabling_a_thread_drops_its_held_wakes_with_a_record(
     assert [(r.trigger, r.status, r.reason) for r in rows] == [("wake", "skipped", "disabled")]
     assert rows[0].event_text is not None
     assert "first" in rows[0].event_text and "second" in rows[0].event_text
+    scraped = (await c.get("/metrics")).text
+    assert (
+        'heartbeat_runs_total{loop="heartbeat",reason="disabled",status="skipped",trigger="wake"}'
+        " 1.0" in scraped
+    )
     # enabled again (days later): its next beat is told nothing of them
     assert (await c.post(config, json={"enabled": True})).status_code == 200
     assert await api.service.store.held_wake("default") is None
