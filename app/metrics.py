@@ -139,8 +139,9 @@ class Metrics:
         if run.completion_tokens:
             self.tokens.labels(run.loop, "completion").inc(run.completion_tokens)
 
-    def scheduler_skip(self, trigger: Trigger, outcome: RunOutcome) -> None:
-        """A heartbeat row the scheduler recorded without a run (an overlap, missed slots)."""
+    def recorded(self, trigger: Trigger, outcome: RunOutcome) -> None:
+        """A heartbeat row recorded without a run: by the scheduler (an overlap, missed slots),
+        or held wakes dropped when the thread was disabled."""
         self._count(Loop.HEARTBEAT, trigger, outcome.status, outcome.reason)
 
     def _count(self, loop: str, trigger: str, status: str, reason: str | None) -> None:

@@ -372,7 +372,8 @@ OPS: list[Op] = [
     Op(
         "post",
         "/api/threads/{thread_id}/heartbeat/wake",
-        "Wake the thread: a beat now, or the text held for its next beat (429 when flooded)",
+        "Wake the thread: a beat now, or the text held for its next beat (429 when flooded;"
+        " 409 thread_disabled to hold one for a thread whose heartbeat is off)",
         _obj(
             ok=BOOL,
             thread_id=STR,
@@ -391,7 +392,7 @@ OPS: list[Op] = [
             },
         },
         status=202,
-        errors=_STORAGE | {429},
+        errors=_STORAGE | {409, 429},
     ),
     Op(
         "get",
@@ -611,7 +612,8 @@ _ERRORS = {
     404: "No such record",
     408: "The request body did not arrive in time",
     409: "The write conflicts with the current state (a run already in flight, HEARTBEAT.md"
-    " saved meanwhile: current_revision names the current one)",
+    " saved meanwhile: current_revision names the current one, a wake held for a thread whose"
+    " heartbeat is disabled)",
     413: "The request body (or HEARTBEAT.md) is over its limit",
     415: "The body is not sent as JSON",
     421: "The Host header does not name this service",

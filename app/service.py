@@ -18,8 +18,8 @@ from app.metrics import Metrics
 from app.settings import Settings
 from ledger import config as hbconfig
 from ledger.errors import NotFound
-from ledger.records import Loop, Run, Thread, Trigger
-from ledger.storage.interface import Storage
+from ledger.records import Loop, Run, RunOutcome, Thread, Trigger
+from ledger.storage.interface import Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 from ledger.wakes import WakeMode, ledger_event_text
 from loops.clock import Clock, SystemClock
@@ -33,7 +33,7 @@ from loops.replicas import ReplicaSet, take_lease
 from loops.scheduler import HeartbeatScheduler, plan_config_change
 from loops.supervisor import LoopKind, LoopState, Supervisor, heartbeat_body
 from loops.unrecorded import record_kept
-from loops.wakes import FloodGuard, WakeOnIndex, Waker, WakeRefused
+from loops.wakes import FloodGuard, WakeOnIndex, Waker, WakeRefused, drop_held_wakes
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -147,7 +147,7 @@ class Service:
             in_flight=lambda: len(self.executor.in_flight),
             scheduler=lambda: self.scheduler,
         )
-        self.scheduler.skip_observers.append(self.metrics.scheduler_skip)
+        self.scheduler.skip_observers.append(self.metrics.recorded)
         # one live view across replicas: the runs the others start and finish, from the feed
         feed = store.change_feed()
         self.relay: RunRelay | None = None
@@ -326,7 +326,15 @@ class Service:
             now,
         )
         encoded = hbconfig.encode(new)
-        await self.store.write(lambda tx: tx.set_config(thread_id, encoded, anchor, next_run))
+
+        def save(tx: Tx) -> RunOutcome | None:
+            tx.set_config(thread_id, encoded, anchor, next_run)
+            if not new.enabled:  # no next beat: what was held for it is dropped, recorded
+                return drop_held_wakes(tx, thread_id)
+            return None
+
+        if (dropped := await self.store.write(save)) is not None:
+            self.metrics.recorded(Trigger.WAKE, dropped)
         self.wake_on.update(thread_id, new.wake_on)
         if self.supervisor.is_running(Loop.HEARTBEAT):
             await self.scheduler.rearm(thread_id)

@@ -58,6 +58,7 @@ class Reason(StrEnum):
     USER_ACTIVE = "user_active"  # skipped: deferred, the user wrote in the thread just now
     REPEATED = "repeated"  # skipped: the same decision again on unchanged inputs (the breaker)
     PAUSED = "paused"  # skipped: the thread paused itself after repeated LLM failures
+    DISABLED = "disabled"  # skipped: wakes held for a beat dropped, the heartbeat was disabled
     SHUTDOWN = "shutdown"  # interrupted: the service stopped
     PROCESS_DIED = "process_died"  # interrupted: found running after a crash
     TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own

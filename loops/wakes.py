@@ -6,7 +6,10 @@
   the thread waits to start (behind the run in flight, or for the flood guard's spacing), more
   wakes coalesce into it: their texts are joined, oldest first, and it still runs once.
 - ``next-heartbeat``: the text is held in storage for the thread's next scheduled beat (which
-  the scheduler's claim takes with its ``running`` row).
+  the scheduler's claim takes with its ``running`` row). A thread whose heartbeat is disabled
+  has no next beat: the wake is refused (``ThreadDisabled``, HTTP 409), checked in the
+  transaction that would hold it; disabling a thread drops what it held, with a record
+  (``drop_held_wakes``).
 
 The flood guard (``FloodGuard``, per thread, its rules the pure ``flood_verdict`` and
 ``start_delay``) starts a wake's beat no sooner than ``min_spacing`` seconds after the last one
@@ -28,20 +31,23 @@ from typing import Any
 
 import msgspec
 
-from ledger.errors import HeartbeatError, NotFound
+from ledger import config as hbconfig
+from ledger.errors import Conflict, HeartbeatError, NotFound
 from ledger.limits import WAKE_EVENTS_MAX
-from ledger.records import Run, Trigger
-from ledger.storage.interface import AGENT, Storage
+from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Trigger
+from ledger.storage.interface import AGENT, RunStart, Storage, Tx
 from ledger.wakes import WakeMode, join_all, wakes_on
 from loops.clock import Clock
 
 __all__ = [
     "FloodGuard",
+    "ThreadDisabled",
     "WakeOnIndex",
     "WakeOutcome",
     "WakeRefused",
     "WakeResult",
     "Waker",
+    "drop_held_wakes",
     "flood_verdict",
     "start_delay",
 ]
@@ -75,6 +81,47 @@ class WakeRefused(HeartbeatError, code="wake_refused", http_status=429):
             headers={"Retry-After": str(wait)},
             extra={"limit": limit, "retry_after_seconds": wait},
         )
+
+
+class ThreadDisabled(Conflict, code="thread_disabled"):
+    """A wake held for the next scheduled beat of a thread whose heartbeat is disabled."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} has its heartbeat disabled: it has no next scheduled beat to"
+            " hold the wake for (wake it with mode 'now', or enable its heartbeat first)",
+            field="thread_id",
+            extra={"reason": "heartbeat_disabled"},
+        )
+
+
+def _hold_if_enabled(tx: Tx, thread_id: str, text: str) -> int | None:
+    """Hold the wake in the transaction that reads the thread: never for a disabled one."""
+    cfg, _ = hbconfig.decode_stored(tx.get_thread(thread_id).config_json)
+    if not cfg.enabled:
+        raise ThreadDisabled(thread_id)
+    return tx.hold_wake(thread_id, text, max_events=WAKE_EVENTS_MAX)
+
+
+def drop_held_wakes(tx: Tx, thread_id: str) -> RunOutcome | None:
+    """The thread's heartbeat is being disabled: the wakes it held are dropped, recorded as a
+    ``skipped`` wake row (reason ``disabled``) keeping their text, so that they never reach a
+    beat after it is enabled again. Returns the outcome recorded (None: none was held)."""
+    held = tx.take_held_wake(thread_id)
+    if held is None:
+        return None
+    start = RunStart(
+        thread_id=thread_id, loop=Loop.HEARTBEAT, trigger=Trigger.WAKE, event_text=held
+    )
+    outcome = RunOutcome(
+        status=RunStatus.SKIPPED,
+        reason=Reason.DISABLED,
+        summary="dropped: the heartbeat was disabled while these wakes waited for a beat",
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
+    tx.record_run(start, outcome)
+    return outcome
 
 
 class WakeResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,9 +243,7 @@ class Waker:
         if not await self.store.thread_exists(thread_id):
             raise NotFound("thread", thread_id)
         self._admit(thread_id)
-        held = await self.store.write(
-            lambda tx: tx.hold_wake(thread_id, text, max_events=WAKE_EVENTS_MAX)
-        )
+        held = await self.store.write(lambda tx: _hold_if_enabled(tx, thread_id, text))
         if held is None:
             raise WakeRefused(
                 thread_id,

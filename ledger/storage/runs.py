@@ -102,8 +102,8 @@ class Writes(SqlTx):
     def record_run(self, run: RunStart, outcome: RunOutcome) -> int | None:
         cur = self.conn.execute(
             "INSERT INTO runs (thread_id, loop, trigger, slot, status, reason, model, action,"
-            " summary, dry_run, error, prompt_tokens, completion_tokens, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " summary, dry_run, error, prompt_tokens, completion_tokens, started_at, finished_at,"
+            " event_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (thread_id, loop, slot) DO NOTHING",
             (
                 run.thread_id,
@@ -121,6 +121,7 @@ class Writes(SqlTx):
                 outcome.completion_tokens or 0,
                 self.now,
                 self.now,
+                run.event_text,
             ),
         )
         return cur.lastrowid if cur.rowcount == 1 else None

@@ -14,6 +14,7 @@ from ledger.limits import WAKE_TEXT_MAX
 from ledger.records import Run, Trigger
 from ledger.wakes import WakeMode
 from loops.clock import FakeClock
+from tests.backends import Backend
 from tests.conftest import AppFactory, Running
 from tests.fakes.provider import ScriptedLLM
 from tests.integration.test_scheduler import START, runs, service
@@ -247,3 +248,58 @@ async def test_wake_on_is_known_after_a_restart(make_app: AppFactory, llm: Scrip
     await first.client.post("/api/threads/default/heartbeat/config", json={"wake_on": ["post"]})
     second = await make_app(llm=ScriptedLLM(), start_loops=False)  # the same database file
     assert second.service.wake_on.threads_for("post", "user", "x") == ["default"]
+
+
+async def test_a_wake_held_for_a_disabled_thread_is_refused_409(
+    backend: Backend, make_app: AppFactory, llm: ScriptedLLM
+) -> None:
+    api = await make_app(llm=llm, start_loops=False, **backend.settings())
+    c = api.client
+    await c.post("/api/threads/default/heartbeat/config", json={"enabled": False})
+    r = await c.post(URL, json={"text": "build failed", "mode": "next-heartbeat"})
+    assert r.status_code == 409
+    body = error(r)
+    assert (body["code"], body["field"], body["reason"]) == (
+        "thread_disabled",
+        "thread_id",
+        "heartbeat_disabled",
+    )
+    assert "disabled" in body["message"]
+    assert await api.service.store.held_wake("default") is None
+    # a wake now is an explicit request, as run-now: it runs while disabled
+    r = await c.post(URL, json={"text": "build failed", "mode": "now"})
+    assert r.status_code == 202
+    r = await c.post(
+        "/api/threads/nosuch/heartbeat/wake", json={"text": "x", "mode": "next-heartbeat"}
+    )
+    assert r.status_code == 404
+
+
+async def test_disabling_a_thread_drops_its_held_wakes_with_a_record(
+    backend: Backend, make_app: AppFactory, llm: ScriptedLLM
+) -> None:
+    api = await make_app(llm=llm, start_loops=False, **backend.settings())
+    c, config = api.client, "/api/threads/default/heartbeat/config"
+    await c.post(config, json={"every_seconds": 600})
+    for text in ("first", "second"):
+        r = await c.post(URL, json={"text": text, "mode": "next-heartbeat"})
+        assert r.status_code == 202 and r.json()["outcome"] == "held"
+    assert (await c.post(config, json={"enabled": False})).status_code == 200
+    assert await api.service.store.held_wake("default") is None
+    rows = await runs(api.service)
+    assert [(r.trigger, r.status, r.reason) for r in rows] == [("wake", "skipped", "disabled")]
+    assert rows[0].event_text is not None
+    assert "first" in rows[0].event_text and "second" in rows[0].event_text
+    scraped = (await c.get("/metrics")).text
+    assert (
+        'heartbeat_runs_total{loop="heartbeat",reason="disabled",status="skipped",trigger="wake"}'
+        " 1.0" in scraped
+    )
+    # enabled again (days later): its next beat is told nothing of them
+    assert (await c.post(config, json={"enabled": True})).status_code == 200
+    assert await api.service.store.held_wake("default") is None
+    run = await api.service.run_now("default")
+    assert run.event_text is None and len(llm.requests) == 1
+    # disabling a thread that holds nothing records nothing
+    await c.post(config, json={"enabled": False})
+    assert len(await runs(api.service)) == 2
