@@ -230,6 +230,7 @@ async def main() -> None:
         default="tagged",
         help="the bench's two rules (tagged), or one the rule reader understands (named)",
     )
+    parser.add_argument("--no-flood", action="store_true", help="leave out the wake flood")
     args = parser.parse_args()
     off = await replay(args.threads, args.seed, args.bursts, skip=False, rules=args.rules)
     on = await replay(
@@ -254,7 +255,22 @@ async def main() -> None:
         taken_off, taken_on = Counter(off["actions"]), Counter(on["actions"])
         print("missed with skipping on:", sorted((taken_off - taken_on).items())[:10])
         print("added with skipping on:", sorted((taken_on - taken_off).items())[:10])
-    sys.exit(0 if same else 1)
+    flood_ok = args.no_flood or await wake_flood()
+    sys.exit(0 if same and flood_ok else 1)
+
+
+async def wake_flood() -> bool:
+    """``bench/wakes.py``'s flood of 1,000 wakes in one second, its guard at the defaults."""
+    from wakes import flood
+
+    flags = argparse.Namespace(wakes=1000, seconds=1.0, llm_ms=200.0, threads=1)
+    got = await flood(flags, 10.0, 30)
+    answers = " ".join(f"{k}:{v}" for k, v in sorted(got["by_status"].items()))
+    print(
+        f"a flood of 1000 wakes in {got['sent_in']:.2f} s to one thread: answers {answers},"
+        f" {got['server_errors']} server errors, {got['runs']} runs, {got['llm_calls']} LLM calls"
+    )
+    return bool(got["server_errors"] == 0)
 
 
 if __name__ == "__main__":
