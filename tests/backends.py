@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -63,6 +64,16 @@ def fresh_schema() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def database_url(base: str, dbname: str, application_name: str | None = None) -> str:
+    """The ``postgresql://`` URL of ``base`` (a URL) for database ``dbname`` (its connections
+    named ``application_name``, if given), as ``HEARTBEAT_DATABASE_URL`` takes it."""
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    if application_name:
+        query["application_name"] = application_name
+    return urlunsplit(parts._replace(path=f"/{dbname}", query=urlencode(query)))
+
+
 @contextmanager
 def fresh_database(application_name: str | None = None) -> Iterator[str]:
     """A URL of a new, empty database on the test server (its connections named
@@ -72,8 +83,7 @@ def fresh_database(application_name: str | None = None) -> Iterator[str]:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     try:
-        named = {"application_name": application_name} if application_name else {}
-        yield make_conninfo(base, dbname=name, **named)
+        yield database_url(base, name, application_name)
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
