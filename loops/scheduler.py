@@ -389,6 +389,9 @@ class HeartbeatScheduler:
         self.missed_slots += sum(n for tid, n in coalesced.items() if tid in claimed.won)
         for thread_id, _slot, nxt in claims:
             if thread_id in claimed.won:
+                # the stored next run is ``nxt`` now: a catch-up planned meanwhile by a re-arm
+                # that read the missed slot (the jump detector's pass) is owed no more
+                self._catch_up.pop(thread_id, None)
                 if self.owns(thread_id):
                     self._arm(thread_id, nxt)
             else:

@@ -218,6 +218,40 @@ async def test_wall_clock_jump_ten_years_gives_one_catch_up(
         assert missed[0].summary is not None and int(missed[0].summary.split()[0]) > 500_000
 
 
+async def test_a_reconcile_pass_during_a_late_claim_owes_no_second_catch_up(
+    workspace: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jump detector's re-arm can read the thread while a late slot's claim is in flight
+    (the stored next run still the missed slot): it must not leave a catch-up planned once the
+    claim has moved the slot on, or the next slot is recorded as a second catch-up."""
+    async with service(workspace, clock) as svc:
+        await svc.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
+        await clock.advance(60)
+        scheduler = svc.scheduler
+        claim = scheduler._claim
+        reconciled: list[int] = []
+
+        async def reconcile_first(*args: Any) -> Any:
+            reconciled.append(await scheduler.arm_all())  # reads the row before the claim
+            return await claim(*args)
+
+        monkeypatch.setattr(scheduler, "_claim", reconcile_first)
+        clock.jump(600 + 5)  # the host slept: the next slot's timer fires ten slots late
+        await clock.advance(1)
+        assert reconciled == [1]
+        monkeypatch.setattr(scheduler, "_claim", claim)
+        await clock.advance(60 * 3)
+        rows = await runs(svc)
+        assert [r.reason for r in rows].count("missed") == 1
+        assert [r.trigger for r in rows if r.status == "ok"] == [
+            "schedule",
+            "catch_up",
+            "schedule",
+            "schedule",
+            "schedule",
+        ]
+
+
 async def test_wall_clock_jump_back_one_hour_runs_no_slot_twice(
     workspace: Path, clock: FakeClock
 ) -> None:
