@@ -20,6 +20,7 @@ may have changed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -86,16 +87,21 @@ class RunRelay:
 
     async def run(self) -> None:
         """Follow the feed until cancelled."""
-        async for batch in self.feed.batches():
-            try:
-                if batch.resumed:
-                    await self._resume()
-                await self._relay(batch.changes)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database is away: the feed reconnects, then catches up
-                log.exception("could not relay %d change(s) of other replicas", len(batch.changes))
-                await asyncio.sleep(RETRY_SECONDS)
+        # Closed as the loop stops, wherever it is cancelled: a feed left suspended would keep
+        # its connection open until the garbage collector found it.
+        async with contextlib.aclosing(self.feed.batches()) as batches:
+            async for batch in batches:
+                try:
+                    if batch.resumed:
+                        await self._resume()
+                    await self._relay(batch.changes)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database is away: the feed reconnects, then catches up
+                    log.exception(
+                        "could not relay %d change(s) of other replicas", len(batch.changes)
+                    )
+                    await asyncio.sleep(RETRY_SECONDS)
 
     async def _resume(self) -> None:
         self.resumes += 1

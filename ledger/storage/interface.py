@@ -33,7 +33,7 @@ contract:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from ledger.records import (
@@ -484,14 +484,15 @@ class ChangeFeed(Protocol):
     ``batches`` yields, oldest first, the changes of every writer (this store's too: each names
     its ``writer``); it reconnects by itself when its connection is lost, and the first batch
     after each (re)connection has ``resumed`` set: changes made before it may have been missed,
-    and whoever follows the feed reads them back from the database."""
+    and whoever follows the feed reads them back from the database. The feed holds a
+    connection while it is followed: whoever stops following it closes it (``aclose``)."""
 
     @property
     def writer(self) -> str:
         """This store's writer, as the changes it makes name it."""
         ...
 
-    def batches(self) -> AsyncIterator[ChangeBatch]: ...
+    def batches(self) -> AsyncGenerator[ChangeBatch, None]: ...
 
 
 class Storage(

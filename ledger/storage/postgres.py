@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -391,9 +391,11 @@ class PgChangeFeed:
                 row = await (await conn.execute("SELECT current_schema()")).fetchone()
                 channel = channel_name(str(row[0]) if row else "public")
                 await conn.execute(pg_sql.SQL("LISTEN {}").format(pg_sql.Identifier(channel)))
-            except psycopg.OperationalError as exc:
+            except BaseException as exc:
                 if conn is not None:
                     await conn.close()
+                if not isinstance(exc, psycopg.OperationalError):
+                    raise
                 log.warning(
                     "change feed: cannot listen on %s (%s); trying again in %.1f s",
                     location(self._url),
@@ -421,7 +423,7 @@ class PgChangeFeed:
                 ready.set()
             await conn.execute("SELECT 1")  # silent for a while: is the connection still there?
 
-    async def batches(self) -> AsyncIterator[ChangeBatch]:
+    async def batches(self) -> AsyncGenerator[ChangeBatch, None]:
         while True:
             conn = await self._connect()
             arrived: list[RunChange | InstructionsChange] = []
@@ -450,8 +452,10 @@ class PgChangeFeed:
                 )
             finally:
                 pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-                await conn.close()
+                try:
+                    await asyncio.gather(pump, return_exceptions=True)
+                finally:
+                    await conn.close()
 
 
 class PostgresStore(SqlStore):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from ledger.records import ChangeBatch, InstructionsChange, RunChange, RunOutcome, RunStart
@@ -22,10 +22,34 @@ class ScriptedFeed:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[ChangeBatch] = asyncio.Queue()
+        self.closed = False  # a real feed closes its connection here
 
-    async def batches(self) -> AsyncIterator[ChangeBatch]:
-        while True:
-            yield await self.queue.get()
+        # Each feed handed out, kept here: one left suspended is then found by no garbage
+        # collector, as one held in a reference cycle may not be for a long while.
+        self.handed_out: list[AsyncGenerator[ChangeBatch, None]] = []
+
+    def batches(self) -> AsyncGenerator[ChangeBatch, None]:
+        self.handed_out.append(self._batches())
+        return self.handed_out[-1]
+
+    async def _batches(self) -> AsyncGenerator[ChangeBatch, None]:
+        try:
+            while True:
+                yield await self.queue.get()
+        finally:
+            self.closed = True
+
+
+class StalledStore(SqliteStore):
+    """A store whose read of the last finished run waits until released."""
+
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def last_finished_run(self) -> int | None:
+        self.entered.set()
+        await self.release.wait()
+        return await super().last_finished_run()
 
 
 async def run(store: Storage, owner: str) -> int:
@@ -88,4 +112,23 @@ async def test_others_runs_are_published_ours_skipped_and_a_gap_caught_up(tmp_pa
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def test_a_relay_cancelled_while_it_handles_a_batch_closes_the_feed(tmp_path: Path) -> None:
+    # Cancelled between two batches, with the feed suspended where it yielded: the feed must
+    # still be closed then, not when the garbage collector finds it (its connection open).
+    store = await StalledStore.open(tmp_path / "db", now=lambda: 1.0)
+    StalledStore.entered, StalledStore.release = asyncio.Event(), asyncio.Event()
+    feed = ScriptedFeed()
+    task = asyncio.create_task(RunRelay(store, EventBus(), feed).run())
+    try:
+        feed.queue.put_nowait(ChangeBatch(changes=[], resumed=True))
+        await asyncio.wait_for(StalledStore.entered.wait(), 5)
+        assert not feed.closed
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        assert feed.closed
+    finally:
         await store.close()
