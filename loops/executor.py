@@ -54,7 +54,7 @@ from ledger.records import (
 from ledger.redact import redact
 from ledger.reply import parse_reply
 from ledger.storage.interface import AGENT, Storage, Tx
-from loops import procedure
+from loops import procedure, reader
 from loops.clock import Clock
 from loops.events import EventBus
 from loops.facts import PostFacts
@@ -337,7 +337,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         posts, now = procedure.read_context(
             found, self.clock.now(), run.config.timezone, prepared.raw
         )
-        choice = procedure.choose(procedure.rules_of(prepared), posts, now)
+        choice = procedure.choose(reader.rules_of(prepared), posts, now)
         if choice is None:
             why = "no rule applies to the posts and messages right now"
             return Asked(NoneDecision(reasoning=why), "procedure")

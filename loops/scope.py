@@ -2,7 +2,7 @@
 
 The threads share one Ledger, so a post or vote anywhere changes every thread's feed, although
 most such changes cannot matter to a thread's rules. ``scope_of`` reads the rules with the rule
-reader (``loops.procedure.reading``) and returns a ``Scope``: whose posts, which of their
+reader (``loops.reader.reading``) and returns a ``Scope``: whose posts, which of their
 numbers and which other inputs a decision can depend on; ``loops.fingerprint`` hashes only
 those. The scope is an upper bound of what the decider reads, never a guess below it:
 
@@ -32,7 +32,7 @@ import msgspec
 from heartbeat_md import parse
 from ledger.records import Post, RunContext
 from ledger.storage.interface import AGENT
-from loops import procedure
+from loops import procedure, reader
 from loops.facts import post_facts
 
 __all__ = ["Decider", "Scope", "in_scope", "scope_of"]
@@ -60,8 +60,8 @@ FULL = Scope(full=True)
 
 
 @functools.lru_cache(maxsize=64)
-def _rules(heartbeat_md: str) -> tuple[procedure.Rule, ...]:
-    return tuple(procedure.rules_of(parse(heartbeat_md)))
+def _rules(heartbeat_md: str) -> tuple[reader.Rule, ...]:
+    return tuple(reader.rules_of(parse(heartbeat_md)))
 
 
 def _authors(ctx: RunContext) -> set[str]:
@@ -75,7 +75,7 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider) -> Scope:
     if not rules:
         return msgspec.structs.replace(FULL, why="no rule the reader can read")
     authors = _authors(ctx)
-    readings = [(r, procedure.reading(r, authors, heartbeat_md)) for r in rules]
+    readings = [(r, reader.reading(r, authors, heartbeat_md)) for r in rules]
     for rule, read in readings:
         if not read.understood:
             return msgspec.structs.replace(
@@ -124,7 +124,7 @@ def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Pos
 
 
 def _about_any(
-    rules: Sequence[procedure.Rule], post: Post, authors: set[str], heartbeat_md: str
+    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str
 ) -> bool:
     facts = post_facts(
         post_id=post.id,

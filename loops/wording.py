@@ -1,6 +1,6 @@
 """The words a HEARTBEAT.md rule may use, each table defined once (pure).
 
-The rule-by-rule procedure (``loops.procedure``) reads a rule by these tables: which verbs name
+The rule reader (``loops.reader``) reads a rule by these tables: which verbs name
 which action, which words name which fact about a post, which phrases say "do nothing" or
 "don't", how numbers and topics are written. A word missing here leaves a rule not understood,
 and a rule not understood never applies.

@@ -6,8 +6,9 @@ import pytest
 
 from heartbeat_md import parse
 from loops.facts import PostFacts, asks_for_votes, asks_question, post_facts, spam_signals
-from loops.procedure import Situation, choose, parse_rule, pick_strategy, rules_of
+from loops.procedure import Situation, choose, pick_strategy
 from loops.prompt import clean_comment, parse_comment
+from loops.reader import parse_rule, rules_of
 
 
 @pytest.mark.parametrize(
