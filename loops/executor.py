@@ -335,7 +335,7 @@ class HeartbeatWork(Work[hbconfig.HeartbeatConfig, Instructions, Asked, Decision
         )
         self.gate.seen(run, found)
         posts, now = procedure.read_context(
-            found, self.clock.now(), run.config.timezone, prepared.raw
+            found, self.clock.now(), run.config.timezone, prepared.raw, run.thread_id
         )
         choice = procedure.choose(reader.rules_of(prepared), posts, now)
         if choice is None:

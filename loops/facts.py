@@ -23,7 +23,9 @@ __all__ = [
     "is_engaged",
     "is_urgent",
     "mentions",
+    "names_thread",
     "post_facts",
+    "reminder_request",
     "spam_signals",
     "words",
 ]
@@ -97,6 +99,18 @@ _VOTE_PHRASES: Final = (
 _URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken fire".split())
 _URGENT_PHRASES: Final = ("is down", "server down", "site down", "went down", "not working")
 _CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
+# a request to be reminded, and what of: "remind me to …", "don't let me forget …"
+_REMINDER: Final = re.compile(
+    r"\b(?:remind\s+me|(?:do\s+not|don't|dont)\s+let\s+me\s+forget|"
+    r"(?:i\s+want|i'd\s+like|i\s+would\s+like|i\s+need)\s+(?:to\s+be\s+reminded|a\s+reminder)|"
+    r"set\s+(?:me\s+)?a\s+reminder)"
+    r"(?:\s+(?:to|about|of|that|for))?\s+(?P<what>[^.!?\n]*[^\s.!?])",
+    re.I,
+)
+# words before a request that take it back: "no need to remind me", "don't remind me"
+_NOT_ASKED: Final = re.compile(
+    r"(?:\bnot|n't|\bnever|\bno\s+need\s+to|\bstop|\bwithout)\s+(?:\w+\s+){0,2}$", re.I
+)
 
 
 class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,6 +132,8 @@ class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
     voted: bool  # the agent already voted on it
     commented: bool  # the agent already commented on it
     text: str  # title and content, lower case, for keyword rules
+    tagged: bool = False  # it carries the thread's tag ([t7], #t7 or @t7)
+    reminder: str | None = None  # what it asks to be reminded of ("remind me to …")
 
     def describe(self) -> list[str]:
         """The true facts in words."""
@@ -138,6 +154,10 @@ class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
             out.append("controversial")
         if self.engaged:
             out.append("high engagement")
+        if self.tagged:
+            out.append("tagged for this thread")
+        if self.reminder is not None:
+            out.append(f"asks to be reminded of {self.reminder!r}")
         if self.voted:
             out.append("you already voted")
         if self.commented:
@@ -202,6 +222,31 @@ def mentions(text: str, names: Iterable[str]) -> bool:
     return any(f"@{n.lower()}" in tokens for n in names)
 
 
+def names_thread(text: str, thread_id: str, *, loosely: bool = False) -> bool:
+    """The thread's tag in the text: its id written ``[id]``, ``#id`` or ``@id``
+    (case-insensitively); ``loosely``: the id as a word in any dress ("for t7", "(t7)")."""
+    tid = thread_id.strip().lower()
+    if not tid:
+        return False
+    low = text.lower()
+    tail = r"(?![\w-])"
+    if loosely:
+        return re.search(rf"(?<![\w-]){re.escape(tid)}{tail}", low) is not None
+    return (
+        re.search(rf"(?:\[{re.escape(tid)}\]|(?<![\w#@])[#@]{re.escape(tid)}{tail})", low)
+        is not None
+    )
+
+
+def reminder_request(text: str) -> str | None:
+    """What the text asks to be reminded of ("remind me to call Ana" → "call Ana"); None when
+    it asks for no reminder ("this reminds me of …", "no need to remind me")."""
+    for m in _REMINDER.finditer(text):
+        if _NOT_ASKED.search(text[: m.start()]) is None:
+            return m.group("what").strip()
+    return None
+
+
 def contains_keyword(text: str, keyword: str) -> bool:
     """The keyword (a word or a phrase) in the text, case-insensitively, at word bounds."""
     key = keyword.strip().lower()
@@ -223,7 +268,9 @@ def post_facts(
     comments: int,
     voted: bool,
     commented: bool,
+    thread_id: str = "",
 ) -> PostFacts:
+    """The facts of one post; ``thread_id``: the thread deciding, whose tag the post may carry."""
     return PostFacts(
         post_id=post_id,
         author=author,
@@ -241,4 +288,6 @@ def post_facts(
         voted=voted,
         commented=commented,
         text=f"{title}\n{content}".lower(),
+        tagged=names_thread(f"{title}\n{content}", thread_id),
+        reminder=reminder_request(f"{title}\n{content}"),
     )

@@ -11,6 +11,7 @@ asked only for the text of a comment or post already chosen.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,10 +20,17 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from ledger.records import RunContext
-from ledger.storage.interface import AGENT
+from ledger.records import Message, RunContext
+from ledger.storage.interface import AGENT, USER
 from loops import reader, timewords, wording
-from loops.facts import PostFacts, contains_keyword, mentions, post_facts
+from loops.facts import (
+    NEW_SECONDS,
+    PostFacts,
+    contains_keyword,
+    mentions,
+    post_facts,
+    reminder_request,
+)
 from loops.reader import Kind, Rule
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "post_text",
     "read_context",
     "reasoning",
+    "reminder_title",
 ]
 
 RECENT_POST_SECONDS: Final = 12 * 3600  # a post of the agent's this recent: no other post yet
@@ -49,6 +58,8 @@ class Situation(msgspec.Struct, frozen=True, kw_only=True):
     contradictions: int
     posted_recently: bool  # the agent made a post among its recent actions
     heartbeat_md: str  # the whole file, to look up who "core users" are
+    reminder: str | None = None  # what the user's last message asks to be reminded of
+    posted_titles: frozenset[str] = frozenset()  # titles of the agent's posts it can see
 
 
 class Choice(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +70,7 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     direction: Literal["up", "down"] | None = None
     post: PostFacts | None = None
     facts: list[str] = msgspec.field(default_factory=list)
+    reminder: str | None = None  # a reminder to post: what someone asked to be reminded of
 
 
 def _time_ok(cond: str, now: Situation) -> bool | None:
@@ -187,6 +199,10 @@ def _matches(rule: Rule, post: PostFacts, authors: set[str], now: Situation) -> 
         if not mentions(post.text, ("user", "me", "you")):
             return None
         why.append("mentions the user")
+    addressed = _addressed(cond, post)
+    if addressed is None:
+        return None
+    why += addressed
     topics = _post_topics(cond, post, reader.keywords(cond, authors), reader.topics(cond))
     if topics is not None:
         if not topics[0]:
@@ -198,6 +214,21 @@ def _matches(rule: Rule, post: PostFacts, authors: set[str], now: Situation) -> 
     why += state
     if not why and not (people or mention):
         return None  # nothing about the post was understood
+    return why
+
+
+def _addressed(cond: str, post: PostFacts) -> list[str] | None:
+    """The post meets the condition's whole-phrase cases, all of them ("tagged for this
+    thread": it carries the thread's tag; "asks to be reminded": it asks); None when not."""
+    why: list[str] = []
+    if reader.thread_tag(cond):
+        if not post.tagged:
+            return None
+        why.append("tagged for this thread")
+    if reader.reminder(cond):
+        if post.reminder is None:
+            return None
+        why.append(f"asks to be reminded of {post.reminder!r}")
     return why
 
 
@@ -233,13 +264,23 @@ def _applies(rule: Rule, rules: Sequence[Rule], ctx: _Ctx) -> Choice | None:
     if not ok:
         return None
     if rule.kind == "post":
-        if ctx.now.posted_recently or _blocked("post", None, rules, ctx):
+        if _blocked("post", None, rules, ctx):
+            return None
+        asked = _reminder_asked(rule, ctx)
+        if asked is not None:  # "When the user asks to be reminded …, post the reminder once"
+            said = [*facts, f"the user asked to be reminded of {asked!r}"]
+            return Choice(rule=rule, kind="post", facts=said, reminder=asked)
+        if ctx.now.posted_recently:
             return None
         if facts:
             return Choice(rule=rule, kind="post", facts=facts)
         for post in ctx.posts:  # "When an outage is reported, post an alert"
-            if post.new and (why := _matches(rule, post, ctx.authors, ctx.now)):
-                return Choice(rule=rule, kind="post", facts=why)
+            if post.new and (found := _matches(rule, post, ctx.authors, ctx.now)):
+                if post.reminder is not None and reader.reminder(rule.condition):
+                    if reminder_title(post.reminder) in ctx.now.posted_titles:
+                        continue  # reminded once already
+                    return Choice(rule=rule, kind="post", facts=found, reminder=post.reminder)
+                return Choice(rule=rule, kind="post", facts=found)
         return None
     for post in ctx.posts:  # newest first
         if _acted(rule.kind, post):
@@ -251,6 +292,24 @@ def _applies(rule: Rule, rules: Sequence[Rule], ctx: _Ctx) -> Choice | None:
             rule=rule, kind=rule.kind, direction=rule.direction, post=post, facts=facts + why
         )
     return None
+
+
+def _reminder_asked(rule: Rule, ctx: _Ctx) -> str | None:
+    """What the user's last message in the thread asks to be reminded of, when the rule is
+    about such a request (and names the user or nobody) and the reminder is not posted yet."""
+    if not reader.reminder(rule.condition) or ctx.now.reminder is None:
+        return None
+    people = reader.people(rule, ctx.authors, ctx.now.heartbeat_md)
+    if people is not None and USER not in people:
+        return None  # "when carol asks to be reminded": not the thread's user
+    if reminder_title(ctx.now.reminder) in ctx.now.posted_titles:
+        return None
+    return ctx.now.reminder
+
+
+def reminder_title(what: str) -> str:
+    """The title of the post that reminds of ``what``."""
+    return f"Reminder: {what}"
 
 
 def _quiet_now(rules: Sequence[Rule], now: Situation) -> bool:
@@ -283,12 +342,14 @@ def pick_strategy(configured: str, provider: str) -> Literal["prompt", "procedur
 
 
 def read_context(
-    found: RunContext, now: float, tz: str, heartbeat_md: str
+    found: RunContext, now: float, tz: str, heartbeat_md: str, thread_id: str = ""
 ) -> tuple[list[PostFacts], Situation]:
-    """The facts of the posts others wrote (newest first) and of the moment."""
+    """The facts of the posts others wrote (newest first) and of the moment; ``thread_id``
+    is the deciding thread's, whose tag a post may carry."""
     voted: set[str] = set()
     commented: set[str] = set()
     posted_recently = False
+    titles = {html.unescape(p.title) for p in found.posts if p.author == AGENT}
     for run in found.recent:
         d = run.decision or {}
         pid = str(d.get("post_id", "")).strip()
@@ -296,8 +357,9 @@ def read_context(
             voted.add(pid)
         elif d.get("action") == "comment":
             commented.add(pid)
-        elif d.get("action") == "post" and now - run.started_at < RECENT_POST_SECONDS:
-            posted_recently = True
+        elif d.get("action") == "post":
+            titles.add(html.unescape(str(d.get("title", ""))))
+            posted_recently = posted_recently or now - run.started_at < RECENT_POST_SECONDS
     posts = [
         post_facts(
             post_id=p.id,
@@ -309,6 +371,7 @@ def read_context(
             comments=p.comment_count,
             voted=p.id in voted,
             commented=p.id in commented,
+            thread_id=thread_id,
         )
         for p in sorted(found.posts, key=lambda p: -p.created_at)
         if p.author != AGENT
@@ -321,12 +384,25 @@ def read_context(
         contradictions=len(found.contradictions),
         posted_recently=posted_recently,
         heartbeat_md=heartbeat_md,
+        reminder=_asked_of(found.messages, now),
+        posted_titles=frozenset(titles),
     )
     return posts, situation
 
 
+def _asked_of(messages: Sequence[Message], now: float) -> str | None:
+    """What the user's last message asks to be reminded of, if it is younger than a day (an
+    older request is taken as done: the agent's posts of it may have left its sight)."""
+    said = [m for m in messages if m.role == USER]
+    if not said or now - said[-1].created_at >= NEW_SECONDS:
+        return None
+    return reminder_request(said[-1].content)
+
+
 def post_text(choice: Choice, posts: Sequence[PostFacts], now: Situation) -> tuple[str, str]:
     """Title and content of a post the procedure chose, written from the facts."""
+    if choice.reminder is not None:
+        return reminder_title(choice.reminder), f"You asked to be reminded: {choice.reminder}"
     if reader.concept(choice.rule.condition, "contradiction"):
         title = f"Alert: {now.contradictions} open contradiction(s)"
         body = "Some statements in our notes disagree; please check and settle them."
@@ -368,6 +444,8 @@ def about(rule: Rule, post: PostFacts, authors: set[str], heartbeat_md: str) -> 
         return False
     cond = rule.condition
     if reader.mentions_user(cond) and not mentions(post.text, ("user", "me", "you")):
+        return False
+    if _addressed(cond, post) is None:
         return False
     topics = _post_topics(cond, post, reader.keywords(cond, authors), reader.topics(cond))
     return topics is None or topics[0]

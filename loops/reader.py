@@ -34,7 +34,9 @@ __all__ = [
     "parse_rule",
     "people",
     "reading",
+    "reminder",
     "rules_of",
+    "thread_tag",
     "topics",
 ]
 
@@ -266,24 +268,58 @@ def rules_of(instructions: Instructions) -> list[Rule]:
 # --- conditions ------------------------------------------------------------------------------
 
 
+def bare(cond: str) -> str:
+    """The condition without the phrases of the two cases read as a whole ("tagged for this
+    thread", "asks to be reminded of something"), so that their words ("tagged", "asks",
+    "don't") are not read as a mention, a question or a negation."""
+    return wording.REMINDER_ASKED.sub(" ", wording.THREAD_TAGGED.sub(" ", cond))
+
+
 def has(cond: str, *keys: str) -> bool:
-    return wording.has_any(cond, keys) is not None
+    return wording.has_any(bare(cond), keys) is not None
 
 
 def concept(cond: str, name: str) -> bool:
-    return wording.has_any(cond, wording.CONCEPTS[name]) is not None
+    return wording.has_any(bare(cond), wording.CONCEPTS[name]) is not None
+
+
+def thread_tag(cond: str) -> bool:
+    """The condition asks for posts addressed to this thread ("questions tagged for this
+    thread"): posts that carry the thread's tag."""
+    return wording.THREAD_TAGGED.search(cond) is not None
+
+
+def reminder(cond: str) -> bool:
+    """The condition names a request to be reminded ("when the user asks to be reminded",
+    "if someone says remind me")."""
+    return wording.REMINDER_ASKED.search(cond) is not None
+
+
+_SELF: Final = r"(?:the\s+user|user|me|myself|my\s+(?:name|handle|username)|you|i'm|i\s+am|i)"
+_MENTIONED: Final = re.compile(
+    # the verb names the user ("mentions me", "tags the user", "addressed to me") ...
+    r"\b(?:mentions?|mentioning|mentioned|tags?|tagging|tagged|pings?|pinging|pinged|names|"
+    r"naming|addresses|addressing|addressed)\s+(?:(?:to|for|at)\s+)?" + _SELF + r"(?![\w'])"
+    # ... or the user is named ("the user is mentioned", "when I'm tagged", "I get pinged")
+    r"|(?<![\w'])" + _SELF + r"\s+(?:(?:is|are|am|was|were|gets?|got|has\s+been|have\s+been|"
+    r"being)\s+)?(?:mentioned|tagged|pinged|named|addressed)\b",
+    re.I,
+)
 
 
 def mentions_user(cond: str) -> bool:
-    """ "The user is mentioned", "mentions me", "when I'm tagged"; not "mentions an outage"."""
+    """ "The user is mentioned", "mentions me", "when I'm tagged"; not "mentions an outage",
+    nor "tagged for this thread" or "a question from the user that is tagged …" (the verb
+    must name the user)."""
     if has(cond, "@user", "@me"):
         return True
-    return concept(cond, "mention_verb") and concept(cond, "self")
+    return _MENTIONED.search(bare(cond)) is not None
 
 
 def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
     """The people a condition names (lower case), or None when it names nobody."""
-    cond = rule.condition
+    whole = rule.condition.lower()
+    cond = bare(rule.condition)
     low = cond.lower()
     if mentions_user(low):
         return None  # a mention rule names whom the post mentions, not its author
@@ -301,7 +337,7 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
                 if group in words(line):
                     names |= {w for w in words(line) if w not in _STOP}
     if re.search(r"\b(?:from|by)\s+(?:the\s+)?user\b", low) or re.search(
-        r"\bthe user('s)?\s+(?:post|posts|posted|asks|asked|writes|wrote)", low
+        r"\bthe user('s)?\s+(?:post|posts|posted|asks|asked|writes|wrote|says|wants)", whole
     ):
         names.add("user")
         named = True
@@ -324,6 +360,7 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
 
 
 def keywords(cond: str, authors: set[str]) -> list[str]:
+    cond = bare(cond)
     found = [m.group(1) for m in _QUOTED.finditer(cond)]
     for m in _PARENS.finditer(cond):
         items = [i.strip() for i in re.split(r",|\bor\b", m.group(1))]
@@ -340,7 +377,7 @@ _KNOWN_STEMS: Final = frozenset(
 
 def topics(cond: str) -> list[list[str]]:
     """The topics a condition names beyond the facts the service knows by name."""
-    return [t for t in wording.topic_phrases(cond) if not set(t) <= _KNOWN_STEMS]
+    return [t for t in wording.topic_phrases(bare(cond)) if not set(t) <= _KNOWN_STEMS]
 
 
 POST_NOUNS: Final = r"posts?|messages|entries|updates|threads"
@@ -349,7 +386,7 @@ POST_NOUNS: Final = r"posts?|messages|entries|updates|threads"
 def negation_unread(cond: str) -> bool:
     """A condition that negates something other than the comments ("if a post is not spam"):
     not understood, so the rule never applies."""
-    stripped = cond.lower()
+    stripped = bare(cond).lower()
     for phrase in wording.CONCEPTS["no_comments"] + wording.CONCEPTS["no_votes"]:
         stripped = stripped.replace(phrase, " ")
     return _NOT.search(stripped) is not None
@@ -391,6 +428,8 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True):
     scores: bool  # it reads a post's votes ("no votes yet", "5+ upvotes", engagement)
     comments: bool  # it reads a post's comments ("unanswered", "no replies", engagement)
     contradictions: bool
+    messages: bool = False  # it reads the thread's messages (a request to be reminded)
+    tagged: bool = False  # it acts only on posts that carry the thread's tag
 
     @property
     def understood(self) -> bool:
@@ -410,8 +449,11 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
     named = set(whose or ())
     named |= {w for k in keywords(cond, authors) for w in words(k)}
     on_topic = {w for t in wording.topic_phrases(cond) for w in t}
+    text = bare(wording.normalize(rule.text))
+    if reminder(cond):
+        text = re.sub(r"\breminders?\b", " ", text, flags=re.I)  # "post the reminder once"
     unknown: list[str] = []
-    for tok in words(wording.normalize(rule.text)):
+    for tok in words(text):
         tok = tok.lstrip("@")
         if (
             not tok
@@ -436,4 +478,6 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
         scores=engaged or concept(cond, "no_votes") or votes is not None,
         comments=engaged or concept(cond, "no_comments") or replies is not None,
         contradictions=concept(cond, "contradiction"),
+        messages=reminder(cond),
+        tagged=thread_tag(cond),
     )

@@ -9,14 +9,16 @@ those. The scope is an upper bound of what the decider reads, never a guess belo
 - any rule the reader does not understand (a word none of its tables accounts for) makes the
   scope ``full``: the whole fingerprint, as if nothing were scoped;
 - a post is in when some rule can be about it: its author among the people every such rule
-  names, and, when the procedure decides, its text on the rule's topics. When the model
-  decides, topics do not narrow the posts (a model reads meaning, the reader reads words), only
-  authors do, and the agent's own posts stay in when a rule posts (it reads what it posted);
+  names, the thread's tag on it when the rule asks for posts tagged for this thread, and, when
+  the procedure decides, its text on the rule's topics. When the model decides, topics do not
+  narrow the posts (a model reads meaning, the reader reads words), only authors and the tag do
+  (the thread's id anywhere in the post, in any dress), and the agent's own posts stay in when
+  a rule posts (it reads what it posted);
 - a post's score and comment count are in only when a rule reads votes or comments; a rule
   that counts posts takes every post in;
 - the thread's messages, personality and open contradictions are in whenever the model
   decides (it reads them all); the procedure reads none of them but the contradictions a rule
-  names;
+  names and the messages when a rule reads a request to be reminded;
 - the rules, the thread's title, the agent's recent actions, a wake's events and the local
   time the rules name are always in.
 """
@@ -33,7 +35,7 @@ from heartbeat_md import parse
 from ledger.records import Post, RunContext
 from ledger.storage.interface import AGENT
 from loops import procedure, reader
-from loops.facts import post_facts
+from loops.facts import names_thread, post_facts
 
 __all__ = ["Decider", "Scope", "in_scope", "scope_of"]
 
@@ -45,6 +47,7 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
 
     full: bool = False
     decider: Decider = "prompt"
+    thread: str = ""  # the deciding thread, whose tag a post may carry
     why: str = ""  # why the scope is full, for a person reading the logs
     people: frozenset[str] | None = None  # authors whose posts count (lower case); None: all
     topics: bool = False  # posts also narrowed by the rules' topics (the procedure decides)
@@ -68,9 +71,9 @@ def _authors(ctx: RunContext) -> set[str]:
     return {p.author.lower() for p in ctx.posts}
 
 
-def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider) -> Scope:
-    """The scope of a beat's inputs for these rules (HEARTBEAT.md's text) and this decider;
-    ``FULL`` when any rule is not understood, or when there is no rule to read."""
+def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: str) -> Scope:
+    """The scope of a beat's inputs for these rules (HEARTBEAT.md's text), this decider and
+    this thread; ``FULL`` when any rule is not understood, or when there is no rule to read."""
     rules = [r for r in _rules(heartbeat_md) if decider == "prompt" or r.kind or r.quiet]
     if not rules:
         return msgspec.structs.replace(FULL, why="no rule the reader can read")
@@ -92,12 +95,14 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider) -> Scope:
     counts = any(read.counts_posts for _, read in acting)
     return Scope(
         decider=decider,
+        thread=thread_id,
         people=None if people is None else frozenset(people),
         topics=not by_model and not counts,
-        own_posts=by_model and any(r.kind == "post" for r, _ in acting),
+        # the model reads what it posted; the procedure only the titles of its reminders
+        own_posts=any(r.kind == "post" and (by_model or read.messages) for r, read in acting),
         scores=any(read.scores for _, read in readings),
         comments=any(read.comments for _, read in readings),
-        messages=by_model,
+        messages=by_model or any(read.messages for _, read in readings),
         profile=by_model,
         contradictions=by_model or any(read.contradictions for _, read in readings),
     )
@@ -109,22 +114,44 @@ def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Pos
         return list(posts)
     authors = {p.author.lower() for p in posts}
     rules = [r for r in _rules(heartbeat_md) if r.kind is not None and not r.quiet]
+    tagged = any(reader.thread_tag(r.condition) for r in rules)
     out = []
     for p in posts:
         if p.author == AGENT:
             if scope.own_posts or (scope.decider == "prompt" and scope.people is None):
-                out.append(p)  # the procedure never reads the agent's own posts
+                out.append(p)  # the procedure reads no other of the agent's own posts
             continue
         if scope.people is not None and p.author.lower() not in scope.people:
             continue
-        if scope.topics and not _about_any(rules, p, authors, heartbeat_md):
+        if scope.topics and not _about_any(rules, p, authors, heartbeat_md, scope.thread):
+            continue
+        if not scope.topics and tagged and not _named_any(rules, p, authors, heartbeat_md, scope):
             continue
         out.append(p)
     return out
 
 
+def _named_any(
+    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str, scope: Scope
+) -> bool:
+    """Some rule can be about the post by the names it reads (when the model decides): the
+    post's author among the people it names, and the thread's id in the post, in any dress,
+    when it asks for posts tagged for this thread. A rule counting posts takes every post."""
+    text = f"{post.title}\n{post.content}"
+    for rule in rules:
+        read = reader.reading(rule, authors, heartbeat_md)
+        if read.counts_posts:
+            return True
+        if read.people is not None and post.author.lower() not in read.people:
+            continue
+        if read.tagged and not names_thread(text, scope.thread, loosely=True):
+            continue
+        return True
+    return False
+
+
 def _about_any(
-    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str
+    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str, thread: str
 ) -> bool:
     facts = post_facts(
         post_id=post.id,
@@ -136,5 +163,6 @@ def _about_any(
         comments=post.comment_count,
         voted=False,
         commented=False,
+        thread_id=thread,
     )
     return any(procedure.about(r, facts, authors, heartbeat_md) for r in rules)

@@ -193,7 +193,7 @@ class BeatGate:
         """The fingerprint of what the beat's decider can act on under the thread's rules."""
         local = datetime.fromtimestamp(self.clock.now(), ZoneInfo(run.config.timezone))
         decider = pick_strategy(run.config.strategy, self.llm().name)
-        scope = scope_of(rules, ctx, decider)
+        scope = scope_of(rules, ctx, decider, run.thread_id)
         return fingerprint(rules, run.thread.title, ctx, local, events, scope)
 
     def settle(self, tx: Tx, run: RunPlan[HeartbeatConfig], outcome: RunOutcome) -> RunOutcome:

@@ -16,6 +16,8 @@ __all__ = [
     "LIGHT_VERBS",
     "NEGATIONS",
     "QUIET_PHRASES",
+    "REMINDER_ASKED",
+    "THREAD_TAGGED",
     "VERBS",
     "Compare",
     "count_condition",
@@ -288,6 +290,26 @@ CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "self": ("user", "me", "i", "i'm", "myself", "my name", "my handle", "my username", "you"),
 }
+
+# a post addressed to this thread: it carries the thread's tag ([t7], #t7, @t7)
+THREAD_TAGGED: Final = re.compile(
+    r"\b(?:(?:tagged|tag|marked|labell?ed|addressed|meant|intended|directed)\s+(?:for|to|with|at)"
+    r"\s+(?:this|the\s+current|our)\s+(?:thread|conversation|chat)(?:'s\s+(?:tag|id))?"
+    r"|(?:carry|carries|carrying|with|has|have|bears?)\s+(?:this|the)\s+thread's\s+(?:tag|id)"
+    r"|this\s+thread's\s+tag)\b",
+    re.I,
+)
+# someone asking to be reminded of something (in a post or in the thread): "asks to be
+# reminded", "wants a reminder", "says remind me", "don't let me forget"
+REMINDER_ASKED: Final = re.compile(
+    r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:me\s+)?"
+    r"(?:to\s+be\s+reminded|for\s+a\s+reminder|a\s+reminder|to\s+remind\s+(?:them|him|her|me))"
+    r"(?:\s+(?:of|about|to)\s+(?:something|anything|it|that|things))?"
+    r"|\b(?:says?|writes?|types?)\s+[\"“']?remind\s+me[\"”']?"
+    r"|\b(?:says?|writes?)\s+[\"“']?(?:do\s+not|don't)\s+let\s+me\s+forget[\"”']?"
+    r"|\breminder\s+requests?)\b",
+    re.I,
+)
 
 NUMBER_WORDS: Final[dict[str, int]] = {
     w: i

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ledger.records import Message, Post, RunContext
-from ledger.storage.interface import AGENT
+from ledger.storage.interface import AGENT, USER
 from loops.fingerprint import fingerprint
 from loops.scope import Decider, scope_of
 from tests.unit.test_fingerprint import _run
@@ -59,7 +59,7 @@ def posts(*extra: Post, replace: dict[str, Post] | None = None) -> RunContext:
 
 
 def sfp(ctx: RunContext, rules: str, decider: Decider) -> str:
-    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider))
+    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t"))
 
 
 P2_VOTED = {"p2": _post("p2", "bob", "Cooking tips", score=3)}
@@ -124,17 +124,87 @@ def test_what_changes_the_scoped_fingerprint(ctx: RunContext, rules: str, decide
 
 def test_a_rule_not_understood_gives_the_full_fingerprint() -> None:
     rules = ALICE + "- Vote up whatever feels right to you.\n"
-    scope = scope_of(rules, BASE, "prompt")
+    scope = scope_of(rules, BASE, "prompt", "t")
     assert scope.full
     assert "whatever" in scope.why
     assert sfp(BASE, rules, "prompt") == fingerprint(rules, "T", BASE, NOON)
-    assert not scope_of(ALICE, BASE, "prompt").full
+    assert not scope_of(ALICE, BASE, "prompt", "t").full
 
 
 def test_what_the_scope_keeps_by_decider() -> None:
-    model, proc = scope_of(UNVOTED, BASE, "prompt"), scope_of(UNVOTED, BASE, "procedure")
+    model, proc = scope_of(UNVOTED, BASE, "prompt", "t"), scope_of(UNVOTED, BASE, "procedure", "t")
     assert model.people == proc.people == frozenset({"alice"})
     assert model.scores and not model.comments
     assert model.messages and model.profile and model.contradictions
     assert not (proc.messages or proc.profile or proc.contradictions)
     assert proc.topics and not model.topics
+
+
+TWO = (
+    "## Rules\n- Vote up a question from the user that is tagged for this thread and has no"
+    " votes yet.\n- When the user asks to be reminded of something, post the reminder once.\n"
+)
+TAG = "## Rules\n- Vote up a question from the user that is tagged for this thread.\n"
+ASKED = "## Rules\n- When the user asks to be reminded of something, post the reminder once.\n"
+OURS = RunContext(
+    messages=[_message(1, "hello there")],
+    contradictions=[],
+    profile=None,
+    posts=[_post("u1", USER, "[t7] what about the roof?"), _post("u2", USER, "[t8] and the door?")],
+    recent=[],
+)
+
+
+def tfp(ctx: RunContext, rules: str, decider: Decider) -> str:
+    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t7"))
+
+
+def ours(*extra: Post, replace: dict[str, Post] | None = None, **changes: object) -> RunContext:
+    swap = replace or {}
+    new = [swap.get(p.id, p) for p in OURS.posts] + list(extra)
+    return msgspec.structs.replace(OURS, posts=new, **changes)
+
+
+ASKS = ours(messages=[*OURS.messages, _message(2, "remind me to water the beds")])
+U2_VOTED = {"u2": _post("u2", USER, "[t8] and the door?", score=1)}
+U1_VOTED = {"u1": _post("u1", USER, "[t7] what about the roof?", score=1)}
+
+OURS_SAME = [
+    pytest.param(ours(_post("u9", USER, "[t8] why?")), TAG, "prompt", id="other-threads-tag"),
+    pytest.param(ours(_post("u9", USER, "[t8] why?")), TWO, "procedure", id="other-tag-proc"),
+    pytest.param(ours(replace=U2_VOTED), TAG, "prompt", id="vote-on-other-threads-question"),
+    pytest.param(ours(replace=U2_VOTED), TWO, "procedure", id="vote-other-thread-proc"),
+    pytest.param(ours(_post("u9", USER, "news")), TWO, "procedure", id="no-tag-no-request"),
+    pytest.param(ours(_post("u9", "carol", "[t7] why?")), TAG, "prompt", id="tag-not-the-users"),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "decider"), OURS_SAME)
+def test_what_the_two_cases_leave_out(ctx: RunContext, rules: str, decider: Decider) -> None:
+    assert tfp(ctx, rules, decider) == tfp(OURS, rules, decider)
+
+
+OURS_CHANGED = [
+    pytest.param(ours(_post("u9", USER, "[t7] why?")), TAG, "prompt", id="this-threads-tag"),
+    pytest.param(ours(_post("u9", USER, "for t7: why?")), TAG, "prompt", id="the-id-loosely"),
+    pytest.param(ours(_post("u9", USER, "#t7 why?")), TWO, "procedure", id="this-tag-proc"),
+    pytest.param(ours(replace=U1_VOTED), TWO, "procedure", id="vote-on-this-threads-question"),
+    pytest.param(ours(_post("u9", USER, "news")), ASKED, "prompt", id="model-reads-any-user-post"),
+    pytest.param(
+        ours(_post("u9", USER, "Please remind me to call Ana")), TWO, "procedure", id="asks-in-post"
+    ),
+    pytest.param(ASKS, TWO, "procedure", id="asks-in-the-thread"),
+    pytest.param(ours(_post("a9", AGENT, "Reminder: x")), ASKED, "procedure", id="own-reminder"),
+]
+
+
+@pytest.mark.parametrize(("ctx", "rules", "decider"), OURS_CHANGED)
+def test_what_the_two_cases_keep(ctx: RunContext, rules: str, decider: Decider) -> None:
+    assert tfp(ctx, rules, decider) != tfp(OURS, rules, decider)
+
+
+def test_tagged_for_this_thread_is_no_mention_of_the_user() -> None:
+    scope = scope_of(TWO, OURS, "prompt", "t7")
+    assert not scope.full
+    assert scope.people == frozenset({"user"}) and scope.scores and not scope.comments
+    assert scope_of(TWO, OURS, "procedure", "t7").messages

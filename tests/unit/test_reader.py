@@ -1,0 +1,248 @@
+"""The rule reader's two whole-phrase cases: posts tagged for this thread and requests to be
+reminded, read in rules, found in posts and messages, and applied by the procedure (pure)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from ledger.records import Message, Post, RunContext
+from ledger.storage.interface import AGENT, USER
+from loops.facts import PostFacts, names_thread, reminder_request
+from loops.procedure import choose, post_text, read_context
+from loops.reader import mentions_user, parse_rule, reading, reminder, thread_tag
+from tests.unit.test_procedure import NOW, _post
+
+TAGGED = "Vote up a question from the user that is tagged for this thread and has no votes yet."
+REMIND = "When the user asks to be reminded of something, post the reminder once."
+ANSWER = "Answer questions tagged for this thread."
+
+
+@pytest.mark.parametrize(
+    ("cond", "tagged"),
+    [
+        ("questions tagged for this thread", True),
+        ("a post addressed to this conversation", True),
+        ("posts marked for this chat", True),
+        ("posts that carry this thread's tag", True),
+        ("posts with this thread's tag", True),
+        ("posts tagged by the user", False),
+        ("posts tagged #garden", False),
+        ("questions about this thread of discussion", False),
+        ("when I'm tagged in a post", False),
+    ],
+)
+def test_a_condition_asks_for_posts_tagged_for_this_thread(cond: str, tagged: bool) -> None:
+    assert thread_tag(cond) is tagged
+
+
+@pytest.mark.parametrize(
+    ("cond", "mention"),
+    [
+        ("the user is mentioned in a post", True),
+        ("I'm tagged in a post", True),
+        ("a post mentions me", True),
+        ("a post tags the user", True),
+        ("a post is addressed to me", True),
+        ("someone writes @user", True),
+        ("a question from the user that is tagged for this thread", False),
+        ("posts tagged by the user", False),
+        ("a post mentions an outage", False),
+        ("the user asks to be reminded of something", False),
+    ],
+)
+def test_only_a_verb_naming_the_user_is_a_mention_of_the_user(cond: str, mention: bool) -> None:
+    assert mentions_user(cond) is mention
+
+
+@pytest.mark.parametrize(
+    ("cond", "asked"),
+    [
+        ("the user asks to be reminded of something", True),
+        ("someone wants a reminder", True),
+        ("somebody asks for a reminder", True),
+        ('the user says "remind me"', True),
+        ("someone says don't let me forget", True),
+        ("there is a reminder request", True),
+        ("the user is reminded", False),
+        ("a post reminds me of the garden", False),
+        ("a post is about reminders", False),
+    ],
+)
+def test_a_condition_names_a_request_to_be_reminded(cond: str, asked: bool) -> None:
+    assert reminder(cond) is asked
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("remind me about 3:4", "3:4"),
+        ("Please remind me to call Ana tomorrow.", "call Ana tomorrow"),
+        ("don't let me forget the milk", "the milk"),
+        ("I want to be reminded of the vet", "the vet"),
+        ("Can you set a reminder for the dentist?", "the dentist"),
+        ("Don't remind me", None),
+        ("no need to remind me about it", None),
+        ("You don't have to remind me to eat", None),
+        ("this reminds me of home", None),
+        ("I reminded him yesterday", None),
+        ("As a reminder, the office closes at 5.", None),
+    ],
+)
+def test_what_a_text_asks_to_be_reminded_of(text: str, what: str | None) -> None:
+    assert reminder_request(text) == what
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "loose"),
+    [
+        ("[t7] what about it?", True, True),
+        ("#t7 what about it?", True, True),
+        ("ping @T7 here", True, True),
+        ("[t70] what about it?", False, False),
+        ("#t7-old notes", False, False),
+        ("for t7: what about it?", False, True),
+        ("what about it?", False, False),
+    ],
+)
+def test_a_post_carries_the_threads_tag(text: str, strict: bool, loose: bool) -> None:
+    assert names_thread(text, "t7") is strict
+    assert names_thread(text, "t7", loosely=True) is loose
+
+
+@pytest.mark.parametrize(
+    "text",
+    [TAGGED, REMIND, ANSWER, "If someone says don't let me forget, post a reminder."],
+)
+def test_the_two_cases_are_understood(text: str) -> None:
+    assert reading(parse_rule(text, "rules"), set(), "").understood
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Vote up questions tagged for the project.",
+        "When the user asks to be reminded, post a poem.",
+    ],
+)
+def test_words_beyond_the_two_cases_are_still_not_understood(text: str) -> None:
+    assert not reading(parse_rule(text, "rules"), set(), "").understood
+
+
+def test_what_the_two_cases_read() -> None:
+    tagged = reading(parse_rule(TAGGED, "rules"), set(), "")
+    assert tagged.tagged and tagged.scores and not tagged.messages
+    assert tagged.people == frozenset({"user"})  # not a mention rule: the author is named
+    asked = reading(parse_rule(REMIND, "rules"), set(), "")
+    assert asked.messages and not asked.tagged
+
+
+def _facts(
+    pid: str, title: str, author: str = USER, *, content: str = "", score: int = 0
+) -> PostFacts:
+    return _post(pid, author, title, content, score=score, thread_id="t7")
+
+
+@pytest.mark.parametrize(
+    ("title", "author", "score", "voted"),
+    [
+        ("[t7] what about the roof?", USER, 0, "p1"),
+        ("[t8] what about the roof?", USER, 0, None),  # another thread's tag
+        ("what about the roof?", USER, 0, None),  # no tag
+        ("[t7] the roof is done", USER, 0, None),  # no question
+        ("[t7] what about the roof?", USER, 2, None),  # has votes
+        ("[t7] what about the roof?", "carol", 0, None),  # not the user's
+    ],
+)
+def test_a_question_tagged_for_this_thread(
+    title: str, author: str, score: int, voted: str | None
+) -> None:
+    posts = [_facts("p1", title, author, score=score)]
+    choice = choose([parse_rule(TAGGED, "rules")], posts, NOW)
+    assert (choice.post.post_id if choice and choice.post else None) == voted
+    if choice is not None:
+        assert (choice.kind, choice.direction) == ("vote", "up")
+        assert "tagged for this thread" in choice.facts
+
+
+def test_answer_questions_tagged_for_this_thread_comments_on_the_tagged_one() -> None:
+    posts = [_facts("p1", "#t8 when?"), _facts("p2", "when is it?"), _facts("p3", "@t7 when?")]
+    choice = choose([parse_rule(ANSWER, "rules")], posts, NOW)
+    assert choice is not None and choice.kind == "comment"
+    assert choice.post is not None and choice.post.post_id == "p3"
+
+
+@pytest.mark.parametrize(
+    ("asked", "posted", "rule", "title"),
+    [
+        ("call Ana", frozenset(), REMIND, "Reminder: call Ana"),
+        ("call Ana", frozenset({"Reminder: call Ana"}), REMIND, None),  # once
+        (None, frozenset(), REMIND, None),
+        (
+            "call Ana",
+            frozenset(),
+            "When a post by carol asks to be reminded, post the reminder.",
+            None,
+        ),
+        (
+            "call Ana",
+            frozenset(),
+            "If someone says remind me, post a reminder.",
+            "Reminder: call Ana",
+        ),
+    ],
+)
+def test_a_request_to_be_reminded_in_the_thread(
+    asked: str | None, posted: frozenset[str], rule: str, title: str | None
+) -> None:
+    now = msgspec.structs.replace(NOW, reminder=asked, posted_titles=posted, posted_recently=True)
+    choice = choose([parse_rule(rule, "rules")], [], now)
+    assert (post_text(choice, [], now)[0] if choice else None) == title
+
+
+def test_a_request_to_be_reminded_in_a_post() -> None:
+    rule = parse_rule("When someone asks to be reminded in a post, post the reminder.", "rules")
+    posts = [_facts("p1", "Garden", content="Please remind me to water the beds.")]
+    choice = choose([rule], posts, NOW)
+    assert choice is not None and post_text(choice, [], NOW)[0] == "Reminder: water the beds"
+    done = msgspec.structs.replace(NOW, posted_titles=frozenset({"Reminder: water the beds"}))
+    assert choose([rule], posts, done) is None
+
+
+def _message(mid: int, role: str, content: str, at: float) -> Message:
+    return Message(id=mid, thread_id="t7", role=role, content=content, created_at=at)
+
+
+def _context(messages: list[Message], posts: list[Post] | None = None) -> RunContext:
+    return RunContext(
+        messages=messages, contradictions=[], profile=None, posts=posts or [], recent=[]
+    )
+
+
+DAY = 86_400.0
+
+
+@pytest.mark.parametrize(
+    ("messages", "asked"),
+    [
+        ([_message(1, USER, "remind me to call Ana", DAY)], "call Ana"),
+        ([_message(1, USER, "remind me to call Ana", DAY), _message(2, USER, "thanks", DAY)], None),
+        (
+            [_message(1, USER, "remind me to call Ana", DAY), _message(2, "assistant", "ok", DAY)],
+            "call Ana",
+        ),
+        ([_message(1, USER, "remind me to call Ana", 0.0)], None),  # a day old: taken as done
+        ([_message(1, "assistant", "remind me to call Ana", DAY)], None),
+    ],
+)
+def test_the_users_last_message_is_the_request(messages: list[Message], asked: str | None) -> None:
+    _, now = read_context(_context(messages), DAY + 60, "UTC", "", "t7")
+    assert now.reminder == asked
+
+
+def test_the_agents_posts_it_sees_are_the_reminders_it_posted() -> None:
+    mine = Post(
+        id="a1", author=AGENT, title="Reminder: call Ana &amp; Bo", content="", created_at=1.0
+    )
+    posts, now = read_context(_context([], [mine]), DAY, "UTC", "", "t7")
+    assert posts == [] and "Reminder: call Ana & Bo" in now.posted_titles
