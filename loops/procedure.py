@@ -59,7 +59,7 @@ class Situation(msgspec.Struct, frozen=True, kw_only=True):
     posted_recently: bool  # the agent made a post among its recent actions
     heartbeat_md: str  # the whole file, to look up who "core users" are
     reminder: str | None = None  # what the user's last message asks to be reminded of
-    posted_titles: frozenset[str] = frozenset()  # titles of the agent's posts it can see
+    posted_titles: frozenset[str] = frozenset()  # titles of the posts of its recent actions
 
 
 class Choice(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,7 +349,7 @@ def read_context(
     voted: set[str] = set()
     commented: set[str] = set()
     posted_recently = False
-    titles = {html.unescape(p.title) for p in found.posts if p.author == AGENT}
+    titles: set[str] = set()  # this thread's own posts (every thread posts as the agent)
     for run in found.recent:
         d = run.decision or {}
         pid = str(d.get("post_id", "")).strip()

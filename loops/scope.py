@@ -13,7 +13,8 @@ those. The scope is an upper bound of what the decider reads, never a guess belo
   the procedure decides, its text on the rule's topics. When the model decides, topics do not
   narrow the posts (a model reads meaning, the reader reads words), only authors and the tag do
   (the thread's id anywhere in the post, in any dress), and the agent's own posts stay in when
-  a rule posts (it reads what it posted);
+  a rule posts (it reads what it posted): those this thread made, as its recent actions record
+  them, since every thread posts as the one agent;
 - a post's score and comment count are in only when a rule reads votes or comments; a rule
   that counts posts takes every post in;
 - the thread's messages, personality and open contradictions are in whenever the model
@@ -51,7 +52,8 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
     why: str = ""  # why the scope is full, for a person reading the logs
     people: frozenset[str] | None = None  # authors whose posts count (lower case); None: all
     topics: bool = False  # posts also narrowed by the rules' topics (the procedure decides)
-    own_posts: bool = False  # the agent's own posts count whatever ``people`` says
+    own_posts: bool = False  # the agent's own posts count whatever ``people`` says ...
+    mine: frozenset[str] = frozenset()  # ... those this thread made, by id (its recent actions)
     scores: bool = True
     comments: bool = True
     messages: bool = True
@@ -98,13 +100,24 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: st
         thread=thread_id,
         people=None if people is None else frozenset(people),
         topics=not by_model and not counts,
-        # the model reads what it posted; the procedure only the titles of its reminders
-        own_posts=any(r.kind == "post" and (by_model or read.messages) for r, read in acting),
+        own_posts=by_model and any(r.kind == "post" for r, _ in acting),
+        mine=_mine(ctx),
         scores=any(read.scores for _, read in readings),
         comments=any(read.comments for _, read in readings),
         messages=by_model or any(read.messages for _, read in readings),
         profile=by_model,
         contradictions=by_model or any(read.contradictions for _, read in readings),
+    )
+
+
+def _mine(ctx: RunContext) -> frozenset[str]:
+    """The agent's posts this thread made, as its recent actions record them: every thread
+    posts as the one agent, and another thread's post is no post of this thread's."""
+    return frozenset(
+        str(done.get("post_id"))
+        for run in ctx.recent
+        for done in run.executed or []
+        if done.get("type") == "post"
     )
 
 
@@ -118,8 +131,10 @@ def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Pos
     out = []
     for p in posts:
         if p.author == AGENT:
-            if scope.own_posts or (scope.decider == "prompt" and scope.people is None):
-                out.append(p)  # the procedure reads no other of the agent's own posts
+            if scope.decider == "prompt" and scope.people is None:
+                out.append(p)  # a post by the agent is anyone's post a rule may act on
+            elif scope.own_posts and p.id in scope.mine:
+                out.append(p)  # what this thread posted (the procedure reads none of them)
             continue
         if scope.people is not None and p.author.lower() not in scope.people:
             continue

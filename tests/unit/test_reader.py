@@ -11,6 +11,7 @@ from ledger.storage.interface import AGENT, USER
 from loops.facts import PostFacts, names_thread, reminder_request
 from loops.procedure import choose, post_text, read_context
 from loops.reader import mentions_user, parse_rule, reading, reminder, thread_tag
+from tests.unit.test_fingerprint import _run
 from tests.unit.test_procedure import NOW, _post
 
 TAGGED = "Vote up a question from the user that is tagged for this thread and has no votes yet."
@@ -240,9 +241,10 @@ def test_the_users_last_message_is_the_request(messages: list[Message], asked: s
     assert now.reminder == asked
 
 
-def test_the_agents_posts_it_sees_are_the_reminders_it_posted() -> None:
-    mine = Post(
-        id="a1", author=AGENT, title="Reminder: call Ana &amp; Bo", content="", created_at=1.0
-    )
-    posts, now = read_context(_context([], [mine]), DAY, "UTC", "", "t7")
-    assert posts == [] and "Reminder: call Ana & Bo" in now.posted_titles
+def test_the_reminders_posted_are_those_of_the_threads_recent_actions() -> None:
+    theirs = Post(id="a1", author=AGENT, title="Reminder: call Bo", content="", created_at=1.0)
+    mine = _run({"action": "post", "title": "Reminder: call Ana &amp; Bo", "content": "x"})
+    found = msgspec.structs.replace(_context([], [theirs]), recent=[mine])
+    posts, now = read_context(found, DAY, "UTC", "", "t7")
+    assert posts == []  # the procedure reads no post of the agent's
+    assert now.posted_titles == frozenset({"Reminder: call Ana & Bo"})  # another thread's: not

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from ledger.records import Message, Post, RunContext
+from ledger.records import Message, Post, Run, RunContext
 from ledger.storage.interface import AGENT, USER
 from loops.fingerprint import fingerprint
 from loops.scope import Decider, scope_of
@@ -176,6 +176,7 @@ OURS_SAME = [
     pytest.param(ours(replace=U2_VOTED), TWO, "procedure", id="vote-other-thread-proc"),
     pytest.param(ours(_post("u9", USER, "news")), TWO, "procedure", id="no-tag-no-request"),
     pytest.param(ours(_post("u9", "carol", "[t7] why?")), TAG, "prompt", id="tag-not-the-users"),
+    pytest.param(ours(_post("a9", AGENT, "Reminder: x")), ASKED, "procedure", id="agent-post-proc"),
 ]
 
 
@@ -194,7 +195,6 @@ OURS_CHANGED = [
         ours(_post("u9", USER, "Please remind me to call Ana")), TWO, "procedure", id="asks-in-post"
     ),
     pytest.param(ASKS, TWO, "procedure", id="asks-in-the-thread"),
-    pytest.param(ours(_post("a9", AGENT, "Reminder: x")), ASKED, "procedure", id="own-reminder"),
 ]
 
 
@@ -208,3 +208,44 @@ def test_tagged_for_this_thread_is_no_mention_of_the_user() -> None:
     assert not scope.full
     assert scope.people == frozenset({"user"}) and scope.scores and not scope.comments
     assert scope_of(TWO, OURS, "procedure", "t7").messages
+
+
+def _posted(run_id: int, post_id: str) -> Run:
+    run = _run({"action": "post", "title": "Reminder: x", "content": "x"})
+    return msgspec.structs.replace(run, id=run_id, executed=[{"type": "post", "post_id": post_id}])
+
+
+MINE = ours(recent=[_posted(1, "a1")])  # this thread posted a1 (not in the feed yet)
+A1 = _post("a1", AGENT, "Reminder: call Ana")
+A1_VOTED = _post("a1", AGENT, "Reminder: call Ana", score=2)
+A2 = _post("a2", AGENT, "Reminder: call Bo")  # another thread's post: all post as the agent
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "rules", "changed"),
+    [
+        pytest.param(MINE, ours(A1, recent=MINE.recent), ASKED, True, id="own-post-appears"),
+        pytest.param(MINE, ours(A2, recent=MINE.recent), ASKED, False, id="other-threads-post"),
+        pytest.param(
+            ours(A1, A2, recent=MINE.recent), ours(A1, recent=MINE.recent), ASKED, False,
+            id="other-threads-post-leaves",
+        ),
+        pytest.param(
+            ours(A1, recent=MINE.recent), ours(A1_VOTED, recent=MINE.recent), TWO, True,
+            id="vote-on-own-post",
+        ),
+        pytest.param(MINE, ours(A2, recent=MINE.recent), POSTS, True, id="a-rule-counting-posts"),
+        pytest.param(MINE, ours(A2, recent=MINE.recent), GARDEN, True, id="a-rule-naming-nobody"),
+        pytest.param(MINE, ours(A1, recent=MINE.recent), TAG, False, id="no-rule-posts"),
+    ],
+)  # fmt: skip
+def test_the_agents_posts_count_for_the_thread_that_made_them(
+    before: RunContext, after: RunContext, rules: str, changed: bool
+) -> None:
+    assert (tfp(after, rules, "prompt") != tfp(before, rules, "prompt")) is changed
+
+
+def test_the_threads_own_posts_are_its_recent_actions_posts() -> None:
+    scope = scope_of(ASKED, ours(recent=[_posted(1, "a1"), _posted(2, "a3")]), "prompt", "t7")
+    assert scope.own_posts and scope.mine == frozenset({"a1", "a3"})
+    assert not scope_of(ASKED, MINE, "procedure", "t7").own_posts
