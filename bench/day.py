@@ -19,9 +19,12 @@ reminders, words the reader does not read, so they keep the full fingerprint.
 
 The day is replayed twice, with ``skip_unchanged`` on and off, and the figures printed side by
 side: heartbeat LLM calls, tokens, runs by outcome, and the actions taken (kind and target),
-which must be the same in both. ``--baseline`` replays skipping off twice instead: the threads
-share one Ledger and decide concurrently, so which thread's effect another sees first can differ
-from one replay to the next. (Wakes are not replayed here.)
+which must be the same in both. The threads share one Ledger, so which thread's effect another
+sees first is the order of a slot's runs: each thread's grid lies a second after the one before
+(thread ``t0`` first), so the runs of a slot go one at a time in that order, each finished
+before the next, and two replays of the same day see the same order. ``--baseline`` replays
+skipping off twice instead, which shows the replay's own noise (none is left). (Wakes are not
+replayed here.)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from loops.llm import ChatRequest, ChatResult, Health, TokenSink
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC).timestamp()
 EVERY = 1800
+STAGGER = 1.0  # thread i's grid lies i seconds after the service's own thread's
 DAY = 86_400
 RULES = """# Heartbeat
 
@@ -176,11 +180,15 @@ async def replay(
         llm = RuleFollower(rules)
         settings = Settings.for_workspace(ws, timer_slack=0.0, max_concurrency=1)
         svc = await Service.open(settings, clock=clock, llm=llm)
-        clock.idle = _idle(svc)
         posts: list[str] = []
         try:
             for i in range(threads):
+                # each thread's anchor a second after the last: a slot's runs go one at a time,
+                # in the threads' order, each finished before the next starts, so which run
+                # sees another's effect first is the same in every replay
+                await clock.advance(STAGGER)
                 await svc.set_config(f"t{i}", {"every_seconds": EVERY, "skip_unchanged": skip})
+            clock.idle = _idle(svc)
             await svc.supervisor.start(Loop.HEARTBEAT)
             await clock.settle()
             for at, kind, tid, text in day_events(threads, seed, bursts):
