@@ -162,10 +162,10 @@ def _scoped(
                 p.author,
                 normalize(p.title),
                 normalize(p.content),
-                p.score if scope.scores else None,
-                p.comment_count if scope.comments else None,
+                p.score if score else None,
+                p.comment_count if comments else None,
             )
-            for p in in_scope(scope, rules, ctx.posts)
+            for p, score, comments in in_scope(scope, rules, ctx.posts)
         ),
         "contradictions": sorted(
             (normalize(c.statement_a), normalize(c.statement_b)) for c in ctx.contradictions

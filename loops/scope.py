@@ -15,8 +15,8 @@ those. The scope is an upper bound of what the decider reads, never a guess belo
   (the thread's id anywhere in the post, in any dress), and the agent's own posts stay in when
   a rule posts (it reads what it posted): those this thread made, as its recent actions record
   them, since every thread posts as the one agent;
-- a post's score and comment count are in only when a rule reads votes or comments; a rule
-  that counts posts takes every post in;
+- a post's score and comment count are in only when a rule that reads votes or comments can
+  be about that post; a rule that counts posts takes every post in;
 - the thread's messages, personality and open contradictions are in whenever the model
   decides (it reads them all); the procedure reads none of them but the contradictions a rule
   names and the messages when a rule reads a request to be reminded;
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -38,7 +38,7 @@ from ledger.storage.interface import AGENT
 from loops import procedure, reader
 from loops.facts import names_thread, post_facts
 
-__all__ = ["Decider", "Scope", "in_scope", "scope_of"]
+__all__ = ["Counted", "Decider", "Scope", "in_scope", "scope_of"]
 
 Decider = Literal["prompt", "procedure"]
 
@@ -76,7 +76,7 @@ def _authors(ctx: RunContext) -> set[str]:
 def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: str) -> Scope:
     """The scope of a beat's inputs for these rules (HEARTBEAT.md's text), this decider and
     this thread; ``FULL`` when any rule is not understood, or when there is no rule to read."""
-    rules = [r for r in _rules(heartbeat_md) if decider == "prompt" or r.kind or r.quiet]
+    rules = _considered(heartbeat_md, decider)
     if not rules:
         return msgspec.structs.replace(FULL, why="no rule the reader can read")
     authors = _authors(ctx)
@@ -121,63 +121,82 @@ def _mine(ctx: RunContext) -> frozenset[str]:
     )
 
 
-def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Post]:
-    """The posts of ``posts`` a decision can depend on under ``scope``."""
+class Counted(NamedTuple):
+    """A post a decision can depend on, and whether its score and comment count can matter."""
+
+    post: Post
+    score: bool
+    comments: bool
+
+
+def _considered(heartbeat_md: str, decider: Decider) -> list[reader.Rule]:
+    """The rules the decider reads: every one for the model, those that act or keep quiet for
+    the procedure."""
+    return [r for r in _rules(heartbeat_md) if decider == "prompt" or r.kind or r.quiet]
+
+
+def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Counted]:
+    """The posts of ``posts`` a decision can depend on under ``scope``: those some rule that
+    acts can be about. A post's score counts when a rule that reads votes can be about it, its
+    comment count when one that reads comments can ("no votes yet" on this thread's tagged
+    questions: another thread's vote on its own question changes nothing here)."""
     if scope.full:
-        return list(posts)
+        return [Counted(p, True, True) for p in posts]
     authors = {p.author.lower() for p in posts}
-    rules = [r for r in _rules(heartbeat_md) if r.kind is not None and not r.quiet]
-    tagged = any(reader.thread_tag(r.condition) for r in rules)
+    rules = _considered(heartbeat_md, scope.decider)
+    read = {r: reader.reading(r, authors, heartbeat_md) for r in rules}
+    acting = {r for r in rules if r.kind is not None and not r.quiet}
+    every = any(read[r].counts_posts for r in acting)  # "when 3 new posts arrive"
     out = []
     for p in posts:
         if p.author == AGENT:
             if scope.decider == "prompt" and scope.people is None:
-                out.append(p)  # a post by the agent is anyone's post a rule may act on
-            elif scope.own_posts and p.id in scope.mine:
-                out.append(p)  # what this thread posted (the procedure reads none of them)
+                out.append(Counted(p, scope.scores, scope.comments))  # anyone's post
+            elif scope.own_posts and p.id in scope.mine:  # what this thread posted
+                out.append(Counted(p, scope.scores, scope.comments))
             continue
         if scope.people is not None and p.author.lower() not in scope.people:
             continue
-        if scope.topics and not _about_any(rules, p, authors, heartbeat_md, scope.thread):
+        if every:
+            out.append(Counted(p, scope.scores, scope.comments))
             continue
-        if not scope.topics and tagged and not _named_any(rules, p, authors, heartbeat_md, scope):
+        about = [r for r in rules if _can_be_about(r, read[r], p, authors, heartbeat_md, scope)]
+        if acting.isdisjoint(about):
             continue
-        out.append(p)
+        out.append(
+            Counted(p, any(read[r].scores for r in about), any(read[r].comments for r in about))
+        )
     return out
 
 
-def _named_any(
-    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str, scope: Scope
+def _can_be_about(
+    rule: reader.Rule,
+    read: reader.Reading,
+    post: Post,
+    authors: set[str],
+    heartbeat_md: str,
+    scope: Scope,
 ) -> bool:
-    """Some rule can be about the post by the names it reads (when the model decides): the
-    post's author among the people it names, and the thread's id in the post, in any dress,
-    when it asks for posts tagged for this thread. A rule counting posts takes every post."""
-    text = f"{post.title}\n{post.content}"
-    for rule in rules:
-        read = reader.reading(rule, authors, heartbeat_md)
-        if read.counts_posts:
-            return True
-        if read.people is not None and post.author.lower() not in read.people:
-            continue
-        if read.tagged and not names_thread(text, scope.thread, loosely=True):
-            continue
-        return True
-    return False
-
-
-def _about_any(
-    rules: Sequence[reader.Rule], post: Post, authors: set[str], heartbeat_md: str, thread: str
-) -> bool:
-    facts = post_facts(
-        post_id=post.id,
-        author=post.author,
-        title=post.title,
-        content=post.content,
-        age_seconds=0.0,
-        score=post.score,
-        comments=post.comment_count,
-        voted=False,
-        commented=False,
-        thread_id=thread,
+    """The rule can be about the post: by everything the procedure reads of a post
+    (``procedure.about``) when it decides; when the model does, by the names the rule reads
+    alone: the post's author among the people it names, and the thread's id in the post, in
+    any dress, when it asks for posts tagged for this thread."""
+    if scope.decider == "procedure":
+        facts = post_facts(
+            post_id=post.id,
+            author=post.author,
+            title=post.title,
+            content=post.content,
+            age_seconds=0.0,
+            score=post.score,
+            comments=post.comment_count,
+            voted=False,
+            commented=False,
+            thread_id=scope.thread,
+        )
+        return procedure.about(rule, facts, authors, heartbeat_md)
+    if read.people is not None and post.author.lower() not in read.people:
+        return False
+    return not read.tagged or names_thread(
+        f"{post.title}\n{post.content}", scope.thread, loosely=True
     )
-    return any(procedure.about(r, facts, authors, heartbeat_md) for r in rules)

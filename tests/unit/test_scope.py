@@ -174,6 +174,7 @@ OURS_SAME = [
     pytest.param(ours(_post("u9", USER, "[t8] why?")), TWO, "procedure", id="other-tag-proc"),
     pytest.param(ours(replace=U2_VOTED), TAG, "prompt", id="vote-on-other-threads-question"),
     pytest.param(ours(replace=U2_VOTED), TWO, "procedure", id="vote-other-thread-proc"),
+    pytest.param(ours(replace=U2_VOTED), TWO, "prompt", id="vote-no-rule-reading-votes-is-about"),
     pytest.param(ours(_post("u9", USER, "news")), TWO, "procedure", id="no-tag-no-request"),
     pytest.param(ours(_post("u9", "carol", "[t7] why?")), TAG, "prompt", id="tag-not-the-users"),
     pytest.param(ours(_post("a9", AGENT, "Reminder: x")), ASKED, "procedure", id="agent-post-proc"),
@@ -190,6 +191,7 @@ OURS_CHANGED = [
     pytest.param(ours(_post("u9", USER, "for t7: why?")), TAG, "prompt", id="the-id-loosely"),
     pytest.param(ours(_post("u9", USER, "#t7 why?")), TWO, "procedure", id="this-tag-proc"),
     pytest.param(ours(replace=U1_VOTED), TWO, "procedure", id="vote-on-this-threads-question"),
+    pytest.param(ours(replace=U1_VOTED), TWO, "prompt", id="vote-on-this-threads-question-model"),
     pytest.param(ours(_post("u9", USER, "news")), ASKED, "prompt", id="model-reads-any-user-post"),
     pytest.param(
         ours(_post("u9", USER, "Please remind me to call Ana")), TWO, "procedure", id="asks-in-post"
