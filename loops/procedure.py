@@ -302,9 +302,13 @@ def _reminder_asked(rule: Rule, ctx: _Ctx) -> str | None:
     people = reader.people(rule, ctx.authors, ctx.now.heartbeat_md)
     if people is not None and USER not in people:
         return None  # "when carol asks to be reminded": not the thread's user
-    if reminder_title(ctx.now.reminder) in ctx.now.posted_titles:
+    asked = ctx.now.reminder
+    wanted = reader.topics(rule.condition)  # "asks to be reminded about the dentist"
+    if wanted and not any(set(t) <= set(wording.stems(asked)) for t in wanted):
         return None
-    return ctx.now.reminder
+    if reminder_title(asked) in ctx.now.posted_titles:
+        return None
+    return asked
 
 
 def reminder_title(what: str) -> str:

@@ -191,6 +191,18 @@ def test_answer_questions_tagged_for_this_thread_comments_on_the_tagged_one() ->
             "If someone says remind me, post a reminder.",
             "Reminder: call Ana",
         ),
+        (
+            "call Ana",
+            frozenset(),
+            "When the user asks to be reminded about the vet, post it.",
+            None,
+        ),
+        (
+            "take the cat to the vet",
+            frozenset(),
+            "When the user asks to be reminded about the vet, post it.",
+            "Reminder: take the cat to the vet",
+        ),
     ],
 )
 def test_a_request_to_be_reminded_in_the_thread(
