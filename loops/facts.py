@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 NEW_SECONDS: Final = 24 * 3600  # a post younger than a day counts as new
+REMINDER_CHARS: Final = 100  # what a request asks to be reminded of, at most
 ENGAGED_COMMENTS: Final = 5
 ENGAGED_SCORE: Final = 5
 CONTROVERSIAL_COMMENTS: Final = 3
@@ -243,7 +244,10 @@ def reminder_request(text: str) -> str | None:
     it asks for no reminder ("this reminds me of …", "no need to remind me")."""
     for m in _REMINDER.finditer(text):
         if _NOT_ASKED.search(text[: m.start()]) is None:
-            return m.group("what").strip()
+            what = m.group("what").strip()
+            if len(what) > REMINDER_CHARS:  # the reminder's title must hold it whole
+                what = what[:REMINDER_CHARS].rsplit(" ", 1)[0].rstrip(" ,;:")
+            return what
     return None
 
 

@@ -88,6 +88,7 @@ def test_a_condition_names_a_request_to_be_reminded(cond: str, asked: bool) -> N
         ("this reminds me of home", None),
         ("I reminded him yesterday", None),
         ("As a reminder, the office closes at 5.", None),
+        ("remind me to " + "buy milk and " * 20 + "eggs", "buy milk and " * 7 + "buy milk"),
     ],
 )
 def test_what_a_text_asks_to_be_reminded_of(text: str, what: str | None) -> None:
