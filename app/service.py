@@ -27,6 +27,7 @@ from loops.events import EventBus
 from loops.executor import ExecutorOptions, HeartbeatExecutor
 from loops.instructions import FileInstructions, Instructions, StoredInstructions
 from loops.journal import JournalLoops, journal_kinds
+from loops.lifecycle import publish_finished
 from loops.llm import LLMProvider
 from loops.relay import RunRelay
 from loops.replicas import ReplicaSet, take_lease
@@ -166,6 +167,7 @@ class Service:
             lifecycle.observers.append(self.metrics.observe)
             if self.relay is not None:
                 lifecycle.observers.append(self.relay.observe)
+        self.scheduler.on_interrupted = self.replicas.on_interrupted = self._interrupted
         for kind in journal_kinds(
             self.journal,
             clock,
@@ -195,7 +197,8 @@ class Service:
             interrupted = await store.mark_interrupted()
             if interrupted:
                 log.warning(
-                    "[HEARTBEAT] %d run(s) left running by a crash marked interrupted", interrupted
+                    "[HEARTBEAT] %d run(s) left running by a crash marked interrupted",
+                    len(interrupted),
                 )
             if await store.write(lambda tx: tx.create_thread("default", "Default", None)):
                 log.info("created thread 'default'")
@@ -218,6 +221,17 @@ class Service:
             await store.close()
             raise
         return service
+
+    def _interrupted(self, runs: list[Run]) -> None:
+        """Runs of gone replicas this replica marked ``interrupted`` as it ended their leases
+        (at a claim or a renewal): their ``run_finished`` goes out here, as this store's change
+        feed does not tell its own writes back, and the relay remembers them so that a catch-up
+        does not publish them again (the other replicas' relays publish them from the feed)."""
+        for run in runs:
+            publish_finished(self.bus, run)
+            self.metrics.observe(run)
+            if self.relay is not None:
+                self.relay.observe(run)
 
     def start_relay(self) -> None:
         """Follow the other replicas' runs (when the database is shared)."""

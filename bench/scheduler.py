@@ -287,7 +287,7 @@ async def heartbeat_restart(spec: dict[str, Any]) -> dict[str, Any]:
         await scheduler.dispatch()  # forever
         return {}
     store, scheduler, _ = await _open_ours(spec["db"])
-    interrupted = await store.mark_interrupted()
+    interrupted = len(await store.mark_interrupted())
     restart = time.time()
     started = time.perf_counter()
     armed = await scheduler.arm_all()

@@ -47,7 +47,16 @@ from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
 from loops.unrecorded import keep
 
-__all__ = ["Chat", "EndRun", "Finish", "Lifecycle", "RunPlan", "Work", "start_row"]
+__all__ = [
+    "Chat",
+    "EndRun",
+    "Finish",
+    "Lifecycle",
+    "RunPlan",
+    "Work",
+    "publish_finished",
+    "start_row",
+]
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -189,6 +198,12 @@ def start_row(tx: Tx, plan: RunPlan[C], owner: str | None) -> RunPlan[C] | None:
     return None if run_id is None else msgspec.structs.replace(plan, run_id=run_id)
 
 
+def publish_finished(bus: EventBus, row: Run) -> None:
+    """A finished row's ``run_finished``: its data and its event id (the run id) are the same
+    whichever process publishes it (the one that carried it, a relay, the one that ended it)."""
+    bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=row.thread_id)
+
+
 def _failed(reason: Reason, error: str) -> Finish[E]:
     return Finish(RunOutcome(status=RunStatus.FAILED, reason=reason, error=error))
 
@@ -286,7 +301,7 @@ class Lifecycle:
                 row = await self._commit(plan, work, finish)
             except RunEnded as ended:
                 return await self._lost(plan, finish.outcome, ended)
-        self.bus.publish("run_finished", run_to_dict(row), id=row.id, thread_id=plan.thread_id)
+        publish_finished(self.bus, row)
         for observe in self.observers:
             observe(row)
         await work.finished(plan, row, finish)

@@ -26,9 +26,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ledger.records import InstructionsChange, Run, RunChange, run_to_dict
+from ledger.records import InstructionsChange, Run, RunChange
 from ledger.storage.interface import ChangeFeed, Storage
 from loops.events import EventBus
+from loops.lifecycle import publish_finished
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -76,7 +77,8 @@ class RunRelay:
         self.resumes = 0  # connections of the feed (the first, then each reconnection)
 
     def observe(self, run: Run) -> None:
-        """A run this process finished and published itself (a ``Lifecycle`` observer)."""
+        """A run this process finished and published itself (a ``Lifecycle`` observer), or
+        one of a gone replica that it interrupted and published (ending that lease)."""
         self._remember(run.id)
 
     def _remember(self, run_id: int) -> None:
@@ -165,5 +167,5 @@ class RunRelay:
 
     def _publish_finished(self, run: Run) -> None:
         self._remember(run.id)
-        self.bus.publish("run_finished", run_to_dict(run), id=run.id, thread_id=run.thread_id)
+        publish_finished(self.bus, run)
         self.relayed += 1

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from ledger.limits import LEASE_RENEW_SECONDS, LEASE_SECONDS
-from ledger.records import Thread
+from ledger.records import Run, Thread
 from ledger.storage.identity import lease_expired, owner_state
 from ledger.storage.interface import Storage
 from loops.clock import Clock
@@ -64,6 +64,8 @@ class ReplicaSet:
         # told when the live set changed (re-arm every thread), and of threads others changed
         self.on_change: Callable[[], Awaitable[object]] | None = None
         self.on_threads: Callable[[list[Thread]], Awaitable[object]] | None = None
+        # told the runs of gone replicas this one interrupted, ending their leases
+        self.on_interrupted: Callable[[list[Run]], None] | None = None
         self.renewals = 0
         self.lapses = 0  # renewals that found the lease ended by another replica
 
@@ -105,7 +107,11 @@ class ReplicaSet:
             log.warning("[HEARTBEAT] this replica's lease had run out; it holds a new one")
         self.renewals += 1
         if interrupted := await self.store.mark_interrupted():
-            log.warning("[HEARTBEAT] %d run(s) of gone replicas marked interrupted", interrupted)
+            log.warning(
+                "[HEARTBEAT] %d run(s) of gone replicas marked interrupted", len(interrupted)
+            )
+            if self.on_interrupted is not None:
+                self.on_interrupted(interrupted)
         changed = await self.refresh()
         since, self._seen_at = self._seen_at, self.clock.now()
         if changed or len(self.live) == 1 or self.on_threads is None:

@@ -54,6 +54,8 @@ Planner = Callable[[Thread, Trigger, float], HeartbeatPlan]
 Runner = Callable[[HeartbeatPlan], Awaitable[Run | None]]
 # Told each row the scheduler records itself, without a run: (trigger, outcome) (metrics).
 SkipObserver = Callable[[Trigger, RunOutcome], None]
+# Told the runs of gone replicas a claim interrupted, ending their leases (to publish them).
+InterruptedObserver = Callable[[list[Run]], None]
 
 
 def skipped_overlap(model: str | None = None) -> RunOutcome:
@@ -124,6 +126,7 @@ class _Claimed:
     won: set[str]  # the threads whose slots this process claimed
     started: list[HeartbeatPlan]  # their runs, with the ids of the ``running`` rows written
     recorded: list[tuple[Trigger, RunOutcome]]  # the skips written (overlaps, missed slots)
+    interrupted: list[Run]  # runs of gone replicas whose leases the claim ended
 
 
 class HeartbeatScheduler:
@@ -159,6 +162,7 @@ class HeartbeatScheduler:
         self.lost_claims = 0  # slots another process claimed first
         self.missed_slots = 0  # grid slots coalesced into catch-up runs
         self.skip_observers: list[SkipObserver] = []  # told each skip recorded without a run
+        self.on_interrupted: InterruptedObserver | None = None
 
     # -- arming -------------------------------------------------------------------------
     async def arm_all(self) -> int:
@@ -386,6 +390,8 @@ class HeartbeatScheduler:
         claimed = await self._claim(claims, skipped, starts)
         for trigger, outcome in claimed.recorded:
             self._skipped(trigger, outcome)
+        if claimed.interrupted and self.on_interrupted is not None:
+            self.on_interrupted(claimed.interrupted)
         self.missed_slots += sum(n for tid, n in coalesced.items() if tid in claimed.won)
         for thread_id, _slot, nxt in claims:
             if thread_id in claimed.won:
@@ -415,7 +421,7 @@ class HeartbeatScheduler:
     ) -> _Claimed:
         """One transaction: move the won slots on, record skips, write the ``running`` rows."""
         if not claims:
-            return _Claimed(set(), [], [])
+            return _Claimed(set(), [], [], [])
         owner = self.store.owner
 
         def claim(tx: Tx) -> _Claimed:
@@ -432,9 +438,11 @@ class HeartbeatScheduler:
             # a run of the thread in flight on another replica (the claim holds the threads'
             # row locks, which its start took too): the slot is skipped as an overlap, unless
             # that replica's lease ran out: its lease is ended here, its runs interrupted (a
-            # late finish of theirs is refused), and the slot runs
+            # late finish of theirs is refused; ``on_interrupted`` publishes them), and the
+            # slot runs
             busy = tx.running_heartbeat_threads() if starts else set()
-            if busy and tx.end_expired_leases():
+            interrupted = tx.end_expired_leases() if busy else []
+            if interrupted:
                 busy = tx.running_heartbeat_threads()
             for plan in starts:
                 if plan.thread_id not in won:
@@ -451,7 +459,7 @@ class HeartbeatScheduler:
                         recorded.append((plan.trigger, overlap))
                 elif (run := _start_told(tx, plan, owner)) is not None:
                     started.append(run)
-            return _Claimed(won, started, recorded)
+            return _Claimed(won, started, recorded, interrupted)
 
         return await self.store.write(claim, first=True)
 

@@ -210,15 +210,16 @@ class ReplicaWrites(Protocol):
         """Give ``owner``'s lease up (it stops)."""
         ...
 
-    def end_lease(self, lease: Lease) -> int | None:
+    def end_lease(self, lease: Lease) -> list[Run] | None:
         """End a gone replica's ``lease`` as read: delete it and mark its ``running`` runs
-        ``interrupted`` (``process_died``); how many. None, and nothing written, if the lease
-        is no longer the one read (another replica ended it, or it was renewed)."""
+        ``interrupted`` (``process_died``); those rows as marked. None, and nothing written, if
+        the lease is no longer the one read (another replica ended it, or it was renewed)."""
         ...
 
-    def end_expired_leases(self) -> int:
-        """End every lease that ran out by ``now`` (as ``end_lease``); how many runs that
-        interrupted."""
+    def end_expired_leases(self) -> list[Run]:
+        """End every lease that ran out by ``now`` (as ``end_lease``); the runs that
+        interrupted, as marked (whoever ends them publishes their ``run_finished``: its own
+        change feed does not tell it)."""
         ...
 
 
@@ -405,9 +406,9 @@ class RunReads(Protocol):
         ``close`` (or the next start) marks the run interrupted instead."""
         ...
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self) -> list[Run]:
         """Mark ``running`` rows whose process is gone as ``interrupted``, and end the leases
-        that ran out (interrupting their runs); returns how many runs."""
+        that ran out (interrupting their runs); returns those runs as marked."""
         ...
 
 

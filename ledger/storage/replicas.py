@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.records import Lease, Reason
+from ledger.records import Lease, Reason, Run
 from ledger.storage import runs
 from ledger.storage.engine import Engine
 from ledger.storage.identity import lease_expired, owner_alive, owner_state
@@ -47,7 +47,7 @@ class Writes(runs.Writes):
     def release_lease(self, owner: str) -> None:
         self.conn.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
 
-    def end_lease(self, lease: Lease) -> int | None:
+    def end_lease(self, lease: Lease) -> list[Run] | None:
         cur = self.conn.execute(
             "DELETE FROM replicas WHERE owner = ? AND expires_at = ?",
             (lease.owner, lease.expires_at),
@@ -56,21 +56,21 @@ class Writes(runs.Writes):
             return None
         return runs.interrupt_owner(self, lease.owner, Reason.PROCESS_DIED)
 
-    def end_expired_leases(self) -> int:
+    def end_expired_leases(self) -> list[Run]:
         rows = self.conn.execute(
             f"SELECT {_COLS} FROM replicas WHERE expires_at <= ?", (self.now,)
         ).fetchall()
-        total = 0
+        interrupted: list[Run] = []
         for row in rows:
             ended = self.end_lease(_lease(row))
             if ended is not None:
                 log.warning(
                     "[HEARTBEAT] replica %s is gone (its lease ran out): %d run(s) interrupted",
                     row[0],
-                    ended,
+                    len(ended),
                 )
-                total += ended
-        return total
+                interrupted.extend(ended)
+        return interrupted
 
 
 class Reads:
@@ -83,12 +83,13 @@ class Reads:
         rows = await self._db.rows(f"SELECT {_COLS} FROM replicas ORDER BY owner")
         return [_lease(r) for r in rows]
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self) -> list[Run]:
         # The running rows first, the leases after: a row's owner held its lease before it
         # wrote the row, so an owner missing from the leases read after it has given it up.
         rows = await self._db.rows("SELECT id, owner FROM runs WHERE status = 'running'")
         leases = await self.leases()
-        now, marked = self._db.now(), 0
+        now = self._db.now()
+        marked: list[Run] = []
         for lease in leases:
             if lease.owner == self.owner:
                 continue
@@ -99,14 +100,14 @@ class Reads:
                 log.warning(
                     "[HEARTBEAT] replica %s is gone (its lease ended): %d run(s) interrupted",
                     lease.owner,
-                    ended,
+                    len(ended),
                 )
-                marked += ended
+                marked.extend(ended)
         held = {lease.owner for lease in leases}
         dead = [r[0] for r in rows if r[1] not in held and not owner_alive(r[1])]
         if dead:
-            await self._db.write(lambda tx: tx.interrupt_dead_runs(dead))
-        return marked + len(dead)
+            marked.extend(await self._db.write(lambda tx: tx.interrupt_dead_runs(dead)))
+        return marked
 
-    async def _end_lease(self, lease: Lease) -> int | None:
+    async def _end_lease(self, lease: Lease) -> list[Run] | None:
         return await self._db.write(lambda tx: tx.end_lease(lease))

@@ -34,10 +34,12 @@ _INTERRUPT = (
 )
 
 
-def interrupt_owner(tx: SqlTx, owner: str, reason: Reason) -> int:
-    """Mark the ``running`` rows of ``owner`` ``interrupted``; how many there were."""
-    cur = tx.conn.execute(f"{_INTERRUPT} AND owner = ?", (reason, INTERRUPTED_ERROR, tx.now, owner))
-    return max(cur.rowcount, 0)
+def interrupt_owner(tx: SqlTx, owner: str, reason: Reason) -> list[Run]:
+    """Mark the ``running`` rows of ``owner`` ``interrupted``; the rows as marked, by id."""
+    rows = tx.conn.execute(
+        f"{_INTERRUPT} AND owner = ? RETURNING {_COLS}", (reason, INTERRUPTED_ERROR, tx.now, owner)
+    ).fetchall()
+    return sorted((_run(r) for r in rows), key=lambda run: run.id)
 
 
 def _run(row: Sequence[Any]) -> Run:
@@ -177,12 +179,19 @@ class Writes(SqlTx):
             raise RunEnded(run_id, str(now[0]))
         return _run(row)
 
-    def interrupt_dead_runs(self, run_ids: Sequence[int]) -> None:
-        """Mark these ``running`` rows, whose process died, ``interrupted``."""
-        self.conn.executemany(
-            f"{_INTERRUPT} AND id = ?",
-            [("process_died", INTERRUPTED_ERROR, self.now, run_id) for run_id in run_ids],
-        )
+    def interrupt_dead_runs(self, run_ids: Sequence[int]) -> list[Run]:
+        """Mark these ``running`` rows, whose process died, ``interrupted``; the rows as marked
+        (those still ``running``), by id."""
+        ended: list[Run] = []
+        for i in range(0, len(run_ids), BY_IDS_CHUNK):
+            chunk = tuple(run_ids[i : i + BY_IDS_CHUNK])
+            marks = ", ".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"{_INTERRUPT} AND id IN ({marks}) RETURNING {_COLS}",
+                (Reason.PROCESS_DIED, INTERRUPTED_ERROR, self.now, *chunk),
+            ).fetchall()
+            ended.extend(_run(r) for r in rows)
+        return sorted(ended, key=lambda run: run.id)
 
     def interrupt_own_runs(self, owner: str) -> None:
         """Mark the ``running`` rows of ``owner`` (this process, shutting down) ``interrupted``

@@ -61,16 +61,18 @@ async def test_a_live_lease_keeps_its_runs_and_a_run_out_one_ends_with_them(
     backend: Backend,
 ) -> None:
     store, now, (first, second) = await _with_gone_replica(backend, 115.0)
-    assert await store.mark_interrupted() == 0  # its lease still holds
+    assert len(await store.mark_interrupted()) == 0  # its lease still holds
     assert [r.status for r in await store.history("t")] == ["running", "running"]
     now[0] = 115.0
-    assert await store.mark_interrupted() == 2
+    ended = await store.mark_interrupted()  # the rows as marked, for their run_finished
+    assert [run.id for run in ended] == [first, second]
     for run_id in (first, second):
         assert run_id is not None
         run = await store.get_run(run_id)
         assert (run.status, run.reason, run.finished_at) == ("interrupted", "process_died", 115.0)
+        assert ended[[first, second].index(run_id)] == run
     assert await store.leases() == []
-    assert await store.mark_interrupted() == 0  # nothing left to end
+    assert len(await store.mark_interrupted()) == 0  # nothing left to end
 
 
 async def test_replicas_racing_to_end_a_lease_end_it_exactly_once(backend: Backend) -> None:
@@ -80,9 +82,10 @@ async def test_replicas_racing_to_end_a_lease_end_it_exactly_once(backend: Backe
     now[0] = 120.0
     (lease,) = await stores[0].leases()
     ended = await asyncio.gather(*(s.write(lambda tx: tx.end_lease(lease)) for s in stores))
-    assert sorted(ended, key=str) == [2, None, None]
+    assert ended.count(None) == 2
+    assert [len(e) for e in ended if e is not None] == [2]
     counted = await asyncio.gather(*(s.mark_interrupted() for s in stores))
-    assert counted == [0, 0, 0]
+    assert counted == [[], [], []]
     assert await stores[0].count_runs(status="interrupted") == 2
 
 
@@ -101,7 +104,7 @@ async def test_a_lapsed_lease_ended_by_another_is_taken_anew(backend: Backend) -
     store = await backend.open(now=lambda: now[0])
     await _gone_replica_with_runs(store, expires_at=110.0)
     now[0] = 111.0
-    assert await store.mark_interrupted() == 2
+    assert len(await store.mark_interrupted()) == 2
     # the replica comes back (its connection was away past its lease): a new lease
     assert await store.write(lambda tx: tx.hold_lease(GONE, 126.0)) is False
     assert [lease.owner for lease in await store.leases()] == [GONE]
@@ -119,7 +122,7 @@ async def test_runs_without_a_lease_are_still_judged_by_their_process(backend: B
         ]
 
     leased, unleased, mine = await store.write(seed)
-    assert await store.mark_interrupted() == 1
+    assert len(await store.mark_interrupted()) == 1
     status = {r.id: r.status for r in await store.history("t")}
     assert (status[leased], status[unleased], status[mine]) == (
         "running",
@@ -134,7 +137,7 @@ async def test_a_late_finish_of_an_interrupted_run_is_refused_with_its_effect(
     store, now, (first, _) = await _with_gone_replica(backend, 110.0)
     assert first is not None
     now[0] = 111.0
-    assert await store.mark_interrupted() == 2
+    assert len(await store.mark_interrupted()) == 2
 
     # the replica was only paused: it wakes and finishes its run, with the run's effect
     def late(tx: Tx) -> None:
@@ -168,7 +171,7 @@ async def test_a_run_ended_by_another_replica_meanwhile_keeps_its_row_and_logs_t
         me = store.owner
         lease = Lease(me, 0.0, 0.0, clock.now() - 1)
         await store.write(lambda tx: tx.hold_lease(me, lease.expires_at))
-        assert await store.write(lambda tx: tx.end_lease(lease)) == 1
+        assert len(await store.write(lambda tx: tx.end_lease(lease)) or []) == 1
         with caplog.at_level(logging.ERROR, logger="heartbeat"):
             llm.gate.set()
             row = await running

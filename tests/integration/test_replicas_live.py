@@ -15,10 +15,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from ledger.records import RunOutcome, RunStart
+from ledger.records import RunOutcome, RunStart, run_to_dict
+from loops.clock import FakeClock
 from loops.relay import RunRelay
 from tests.backends import fresh_schema
-from tests.integration.test_sse import FakeLLM, Live, finished, serve
+from tests.integration.test_scheduler import START
+from tests.integration.test_sse import FakeLLM, Live, Received, finished, serve
 
 
 @pytest.fixture
@@ -28,11 +30,11 @@ def url() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def replicas(tmp_path: Path, url: str) -> AsyncIterator[tuple[Live, Live]]:
+async def replicas(tmp_path: Path, url: str, **settings: Any) -> AsyncIterator[tuple[Live, Live]]:
     llm = FakeLLM()
     async with (
-        serve(tmp_path / "a", llm, database_url=url) as a,
-        serve(tmp_path / "b", llm, database_url=url) as b,
+        serve(tmp_path / "a", llm, database_url=url, **settings) as a,
+        serve(tmp_path / "b", llm, database_url=url, **settings) as b,
     ):
         await a.thread("shared")
         yield a, b
@@ -152,3 +154,89 @@ async def test_heartbeat_md_is_shared_by_revision_and_a_stale_save_is_refused(
         async with asyncio.timeout(5):
             while (await b.service.instructions.read() or ("", 0.0))[0] != "- from a":
                 await asyncio.sleep(0.02)
+
+
+GONE = "other-host:7:7"  # a replica that died: its lease is no longer renewed
+
+
+@asynccontextmanager
+async def replicas_on_a_clock(
+    tmp_path: Path, url: str
+) -> AsyncIterator[tuple[Live, Live, FakeClock]]:
+    """Two replicas on one fake clock, with their schedulers. Their renewals are stopped and
+    their leases made to outlast the test, so that a lease ends only where a test says."""
+    clock = FakeClock(START)
+    async with replicas(tmp_path, url, clock=clock, start_loops=True, timer_slack=0.0) as (a, b):
+        for live in (a, b):
+            await live.service.replicas.stop()
+            me = live.service.store.owner
+            await live.service.store.write(lambda tx, me=me: tx.hold_lease(me, START + 3600))
+            await until_resumed(live, 1)
+        yield a, b, clock
+
+
+async def _dead_replica_runs(live: Live, thread_id: str, lease_until: float) -> int:
+    """A replica that died mid-run: its lease (running out at ``lease_until``) and the
+    ``running`` row it left on ``thread_id``."""
+
+    def seed(tx: Any) -> int | None:
+        tx.hold_lease(GONE, lease_until)
+        return tx.start_run(
+            RunStart(thread_id=thread_id, loop="heartbeat", trigger="manual", owner=GONE)
+        )
+
+    run_id = await live.service.store.write(seed)
+    assert run_id is not None
+    return int(run_id)
+
+
+def _finished_of(got: list[Received], run_id: int) -> list[Received]:
+    return [e for e in got if e.kind == "run_finished" and e.data["run_id"] == run_id]
+
+
+async def test_the_claim_that_ends_a_dead_replicas_lease_streams_its_interrupted_run_once(
+    tmp_path: Path, url: str
+) -> None:
+    async with replicas_on_a_clock(tmp_path, url) as (a, b, clock):
+        # a thread b's timers hold; its slot comes due while the dead replica's row runs on it
+        thread = next(t for t in (f"t{i}" for i in range(99)) if b.service.replicas.owns(t))
+        await b.service.set_config(thread, {"every_seconds": 60})
+        slot = clock.now() + 60
+        dead = await _dead_replica_runs(b, thread, lease_until=slot - 1)
+        async with a.subscribe() as on_a, b.subscribe() as on_b:
+            await clock.advance(60)  # b's claim ends the lease, interrupts the row, runs the slot
+            seen = [
+                await stream.until(
+                    lambda r: r.kind == "run_finished" and r.data["trigger"] == "schedule",
+                    timeout=10,
+                )
+                for stream in (on_b, on_a)  # b published it itself, a relayed b's write
+            ]
+            row = await b.service.store.get_run(dead)
+            assert (row.status, row.reason) == ("interrupted", "process_died")
+            for got in seen:
+                (told,) = _finished_of(got, dead)
+                assert told.data == run_to_dict(row)
+                assert told.id == str(dead)
+            # and nothing more of it: the next run on either replica comes next on both
+            later = await a.run_now(thread)
+            for stream in (on_b, on_a):
+                got = await stream.until(finished(later["run_id"]))
+                assert _finished_of(got, dead) == []
+        assert GONE not in {lease.owner for lease in await b.service.store.leases()}
+
+
+async def test_the_renewal_that_ends_a_dead_replicas_lease_streams_its_interrupted_run_once(
+    tmp_path: Path, url: str
+) -> None:
+    async with replicas_on_a_clock(tmp_path, url) as (a, b, clock):
+        dead = await _dead_replica_runs(b, "shared", lease_until=clock.now() - 1)
+        async with a.subscribe() as on_a, b.subscribe() as on_b:
+            await a.service.replicas.tick()  # a's renewal finds the lease run out and ends it
+            row = await a.service.store.get_run(dead)
+            assert (row.status, row.reason) == ("interrupted", "process_died")
+            later = await b.run_now("shared")
+            for stream in (on_a, on_b):  # a published it itself, b relayed a's write
+                got = await stream.until(finished(later["run_id"]))
+                (told,) = _finished_of(got, dead)
+                assert (told.data, told.id) == (run_to_dict(row), str(dead))

@@ -26,6 +26,7 @@ from app import sse
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from loops.clock import Clock
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, Health, TokenSink
 from tests.conftest import free_port, live_server
@@ -183,8 +184,20 @@ class Live:
 
 
 @asynccontextmanager
-async def serve(workspace: Path, llm: FakeLLM, **settings: Any) -> AsyncIterator[Live]:
-    app = create_app(Settings.for_workspace(workspace, **settings), llm=llm, start_loops=False)
+async def serve(
+    workspace: Path,
+    llm: FakeLLM,
+    *,
+    clock: Clock | None = None,
+    start_loops: bool = False,
+    **settings: Any,
+) -> AsyncIterator[Live]:
+    app = create_app(
+        Settings.for_workspace(workspace, **settings),
+        clock=clock,
+        llm=llm,
+        start_loops=start_loops,
+    )
     auth = {"Authorization": f"Bearer {settings['api_token']}"} if "api_token" in settings else {}
     async with (
         live_server(app) as base,

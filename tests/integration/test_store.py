@@ -219,7 +219,11 @@ async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(backend: B
         ]
 
     mine, other_host, nobody = await store.write(start)
-    assert await store.mark_interrupted() == 2  # this process's run is left alone
+    ended = await store.mark_interrupted()  # this process's run is left alone
+    assert [(r.id, r.status) for r in ended] == [
+        (other_host, "interrupted"),
+        (nobody, "interrupted"),
+    ]
     runs = {r.id: r for r in await store.history("t", limit=10)}
     assert runs[mine].status == "running"
     for run_id in (other_host, nobody):
@@ -231,4 +235,4 @@ async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(backend: B
     assert mine is not None
     run = await reopened.get_run(mine)
     assert (run.status, run.reason, run.finished_at) == ("interrupted", "shutdown", 5.0)
-    assert await reopened.mark_interrupted() == 0
+    assert len(await reopened.mark_interrupted()) == 0
