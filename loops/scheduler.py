@@ -12,6 +12,12 @@ the earlier of it and the next slot. When it fires the quiet end is computed ane
 thread's messages (a newer message puts it off, with no row), and the beat starts with trigger
 ``schedule``, its slot the quiet end, told the wakes held for it. Any other heartbeat run of the
 thread that finishes meanwhile (``finished``: a run-now, a wake, a slot) settles what was owed.
+
+A claim the database cannot take (``StorageBusy``: it cannot be reached, or another process
+holds it locked past the storage's own retries) changes nothing stored, so the slots stay owed:
+their timers are armed again after a back-off, and the claim, once it goes through, runs each
+slot late (or as the catch-up of the slots it passed, by the usual rule). The outage is logged
+once as it starts and once as it ends, however many slots and retries it spans.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
+from ledger.errors import StorageBusy, StorageUnavailable
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import USER, RunStart, Storage, Tx
@@ -40,6 +47,8 @@ CLAIM_BATCH = 200
 START_CHUNK = 100
 CATCH_UP_SPREAD = 60.0
 LATE_TOLERANCE = 5.0  # a slot this late is still an ordinary run, not a catch-up
+CLAIM_RETRY_FIRST = 1.0  # seconds before claims the database could not take are tried again
+CLAIM_RETRY_MAX = 10.0  # the longest wait between two tries
 
 # Timer slack: a wake-up waits this long past the earliest due slot and takes every slot due by
 # then, so runs due close together are claimed in one transaction (as systemd's AccuracySec or
@@ -162,6 +171,9 @@ class HeartbeatScheduler:
         self.lost_claims = 0  # slots another process claimed first
         self.missed_slots = 0  # grid slots coalesced into catch-up runs
         self.skip_observers: list[SkipObserver] = []  # told each skip recorded without a run
+        self.claim_failures = 0  # claims the database could not take (each retried)
+        self._outage_since: float | None = None  # when claims began to fail, while they do
+        self._retry_delay = CLAIM_RETRY_FIRST
         self.on_interrupted: InterruptedObserver | None = None
 
     # -- arming -------------------------------------------------------------------------
@@ -322,11 +334,49 @@ class HeartbeatScheduler:
                 due = self.timers.pop_due(self.clock.now(), CLAIM_BATCH)
                 if not due:
                     break
-                starts.extend(await self._claim_due(due))
+                claimed = await self._claim_or_retry(due)
+                if claimed is None:
+                    break
+                starts.extend(claimed)
             for i in range(0, len(starts), START_CHUNK):
                 for plan in starts[i : i + START_CHUNK]:
                     self._spawn(plan)
                 await asyncio.sleep(0)
+
+    async def _claim_or_retry(self, due: list[tuple[str, float]]) -> list[HeartbeatPlan] | None:
+        """``_claim_due``, or None when the database could not take the claims: then every
+        due slot (these and those still armed) is kept for a retry after the back-off."""
+        owed = {tid: self._catch_up[tid] for tid, _ in due if tid in self._catch_up}
+        try:
+            started = await self._claim_due(due)
+        except StorageBusy as exc:
+            now = self.clock.now()
+            self.claim_failures += 1
+            self._catch_up.update(owed)  # popped by the failed pass, still owed
+            retry_at = now + self._retry_delay
+            kept = [*due, *self.timers.pop_due(now, len(self.timers))]
+            for thread_id, _when in kept:
+                self.timers.arm(thread_id, retry_at)
+            if self._outage_since is None:
+                self._outage_since = now
+                log.warning(
+                    "[HEARTBEAT] claims wait for the database %s: %d due slot(s) kept, tried"
+                    " again with a back-off from %.0f s to %.0f s (%s)",
+                    "connection" if isinstance(exc, StorageUnavailable) else "lock",
+                    len(kept),
+                    CLAIM_RETRY_FIRST,
+                    CLAIM_RETRY_MAX,
+                    exc,
+                )
+            self._retry_delay = min(self._retry_delay * 2, CLAIM_RETRY_MAX)
+            return None
+        if self._outage_since is not None:
+            log.info(
+                "[HEARTBEAT] the database is back after %.0f s: claims go on",
+                self.clock.now() - self._outage_since,
+            )
+            self._outage_since, self._retry_delay = None, CLAIM_RETRY_FIRST
+        return started
 
     async def _claim_due(self, due: list[tuple[str, float]]) -> list[HeartbeatPlan]:
         """Claim the due slots in one transaction; returns the started runs' plans."""

@@ -10,6 +10,7 @@ no new connection can be made (the API answers 503 ``storage_unavailable``, then
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,12 +18,14 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
 from loops.clock import FakeClock
+from loops.scheduler import CLAIM_RETRY_FIRST
 from tests.backends import fresh_database, require_postgres
 from tests.conftest import live_server
 from tests.fakes.provider import ScriptedLLM
@@ -158,3 +161,42 @@ async def test_cut_connections_are_made_again_and_the_beat_goes_on(tmp_path: Pat
         scheduled = [(r.slot, r.status) for r in rows if r.trigger == "schedule"]
         assert scheduled == [(anchor + 60 * k, "ok") for k in (1, 2, 3)], scheduled
         assert await store.count_runs(status="running") == 0
+
+
+async def test_an_outage_at_a_claim_keeps_the_slot_and_the_scheduler_with_one_line_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with cut_service(tmp_path, clock, llm) as cut:
+        store, scheduler = cut.service.store, cut.service.scheduler
+        await cut.service.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
+        anchor = clock.now()
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.scheduler"):
+            # the slot comes due; its claim's write waits for the thread's row, which another
+            # connection holds, when the database goes away: the write cannot be made again
+            with psycopg.connect(cut.url.replace(NAME, "hb-admin")) as holder:
+                holder.execute("SELECT id FROM threads WHERE id = 'default' FOR UPDATE")
+                due = asyncio.create_task(clock.advance(60))
+                await cut.until("the claim waits for the lock", cut.waiting_for_a_lock)
+                cut.admin(f"ALTER DATABASE {cut.database} WITH ALLOW_CONNECTIONS false")
+                try:
+                    assert cut.terminate() >= 1
+                    holder.rollback()
+                    await due
+                    assert scheduler.claim_failures == 1
+                    await clock.advance(CLAIM_RETRY_FIRST)  # the retry cannot even read
+                    assert scheduler.claim_failures == 2
+                finally:
+                    cut.admin(f"ALTER DATABASE {cut.database} WITH ALLOW_CONNECTIONS true")
+            await clock.advance(2 * CLAIM_RETRY_FIRST)  # the next retry claims it, late
+            await clock.advance(60 * 2)
+        rows = list(reversed(await store.history("default", limit=100)))
+        assert [(r.trigger, r.slot, r.status) for r in rows] == [
+            ("schedule", anchor + 60 * k, "ok") for k in (1, 2, 3)
+        ]
+        assert cut.service.supervisor.kinds["heartbeat"].state.restarts == 0
+        lines = [r for r in caplog.records if r.name == "heartbeat.loops.scheduler"]
+        assert [(r.levelname, r.getMessage().split(":")[0]) for r in lines] == [
+            ("WARNING", "[HEARTBEAT] claims wait for the database connection"),
+            ("INFO", "[HEARTBEAT] the database is back after 3 s"),
+        ], [r.getMessage() for r in lines]

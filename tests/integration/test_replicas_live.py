@@ -224,6 +224,15 @@ async def test_the_claim_that_ends_a_dead_replicas_lease_streams_its_interrupted
                 got = await stream.until(finished(later["run_id"]))
                 assert _finished_of(got, dead) == []
         assert GONE not in {lease.owner for lease in await b.service.store.leases()}
+        # counted where it was recorded, once
+        for live, count in ((b, "1.0"), (a, None)):
+            metrics = (await live.client.get("/metrics")).text
+            counted = [
+                line.rsplit(" ", 1)[1]
+                for line in metrics.splitlines()
+                if line.startswith("heartbeat_runs_total{") and 'status="interrupted"' in line
+            ]
+            assert counted == ([] if count is None else [count]), counted
 
 
 async def test_the_renewal_that_ends_a_dead_replicas_lease_streams_its_interrupted_run_once(
