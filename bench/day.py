@@ -11,11 +11,12 @@ follows the bench's HEARTBEAT.md exactly, reading only what the prompt shows:
 - vote up a user's question tagged for this thread (``[t7] ...?``) that has no score yet;
 - when the thread's last user message says "remind me ...", post that reminder once.
 
-``--rules named`` replays the same day against one rule the rule reader understands in full
-("Vote up questions from carol that have no votes", the posts written by alice, bob, carol and
-dave in turn), so that skipping can narrow the fingerprint to carol's posts and their votes
-(docs/scheduling.md, Scope of the fingerprint); the bench's own two rules name a thread tag and
-reminders, words the reader does not read, so they keep the full fingerprint.
+``--rules named`` replays the same day against one rule naming one author ("Vote up questions
+from carol that have no votes", the posts written by alice, bob, carol and dave in turn), so
+that skipping can narrow the fingerprint to carol's posts and their votes (docs/scheduling.md,
+Scope of the fingerprint). The bench's own two rules are read too (a post tagged for the
+thread, a request to be reminded), but the reminder rule names any of the user's posts, so
+every post the user writes counts for every thread.
 
 The day is replayed twice, with ``skip_unchanged`` on and off, and the figures printed side by
 side: heartbeat LLM calls, tokens, runs by outcome, and the actions taken (kind and target),

@@ -296,12 +296,13 @@ def reminder(cond: str) -> bool:
 
 
 _SELF: Final = r"(?:the\s+user|user|me|myself|my\s+(?:name|handle|username)|you|i'm|i\s+am|i)"
+_NAMED: Final = _SELF + r"(?:'s\s+(?:name|handle|username))?"  # "the user's name"
 _MENTIONED: Final = re.compile(
     # the verb names the user ("mentions me", "tags the user", "addressed to me") ...
     r"\b(?:mentions?|mentioning|mentioned|tags?|tagging|tagged|pings?|pinging|pinged|names|"
-    r"naming|addresses|addressing|addressed)\s+(?:(?:to|for|at)\s+)?" + _SELF + r"(?![\w'])"
+    r"naming|addresses|addressing|addressed)\s+(?:(?:to|for|at|of)\s+)?" + _NAMED + r"(?![\w'])"
     # ... or the user is named ("the user is mentioned", "when I'm tagged", "I get pinged")
-    r"|(?<![\w'])" + _SELF + r"\s+(?:(?:is|are|am|was|were|gets?|got|has\s+been|have\s+been|"
+    r"|(?<![\w'])" + _NAMED + r"\s+(?:(?:is|are|am|was|were|gets?|got|has\s+been|have\s+been|"
     r"being)\s+)?(?:mentioned|tagged|pinged|named|addressed)\b",
     re.I,
 )

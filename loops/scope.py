@@ -51,7 +51,6 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
     thread: str = ""  # the deciding thread, whose tag a post may carry
     why: str = ""  # why the scope is full, for a person reading the logs
     people: frozenset[str] | None = None  # authors whose posts count (lower case); None: all
-    topics: bool = False  # posts also narrowed by the rules' topics (the procedure decides)
     own_posts: bool = False  # the agent's own posts count whatever ``people`` says ...
     mine: frozenset[str] = frozenset()  # ... those this thread made, by id (its recent actions)
     scores: bool = True
@@ -94,12 +93,10 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: st
             break
         people |= read.people  # type: ignore[operator]
     by_model = decider == "prompt"
-    counts = any(read.counts_posts for _, read in acting)
     return Scope(
         decider=decider,
         thread=thread_id,
         people=None if people is None else frozenset(people),
-        topics=not by_model and not counts,
         own_posts=by_model and any(r.kind == "post" for r, _ in acting),
         mine=_mine(ctx),
         scores=any(read.scores for _, read in readings),

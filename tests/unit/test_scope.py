@@ -137,7 +137,7 @@ def test_what_the_scope_keeps_by_decider() -> None:
     assert model.scores and not model.comments
     assert model.messages and model.profile and model.contradictions
     assert not (proc.messages or proc.profile or proc.contradictions)
-    assert proc.topics and not model.topics
+    assert proc.decider == "procedure" and model.decider == "prompt"
 
 
 TWO = (
