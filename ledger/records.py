@@ -130,6 +130,7 @@ class Post(msgspec.Struct, kw_only=True):
     score: int = 0
     comment_count: int = 0
     cursor: int = 0
+    thread_id: str | None = None  # the thread whose run made the post (the agent's), else None
 
 
 class Comment(msgspec.Struct, kw_only=True):

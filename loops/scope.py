@@ -13,8 +13,8 @@ those. The scope is an upper bound of what the decider reads, never a guess belo
   the procedure decides, its text on the rule's topics. When the model decides, topics do not
   narrow the posts (a model reads meaning, the reader reads words), only authors and the tag do
   (the thread's id anywhere in the post, in any dress), and the agent's own posts stay in when
-  a rule posts (it reads what it posted): those this thread made, as its recent actions record
-  them, since every thread posts as the one agent;
+  a rule posts (it reads what it posted): those this thread made (the run that made a post names
+  its thread), since every thread posts as the one agent;
 - a post's score and comment count are in only when a rule that reads votes or comments can
   be about that post; a rule that counts posts takes every post in;
 - the thread's messages, personality and open contradictions are in whenever the model
@@ -51,8 +51,7 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
     thread: str = ""  # the deciding thread, whose tag a post may carry
     why: str = ""  # why the scope is full, for a person reading the logs
     people: frozenset[str] | None = None  # authors whose posts count (lower case); None: all
-    own_posts: bool = False  # the agent's own posts count whatever ``people`` says ...
-    mine: frozenset[str] = frozenset()  # ... those this thread made, by id (its recent actions)
+    own_posts: bool = False  # the agent's posts this thread made count whatever ``people`` says
     scores: bool = True
     comments: bool = True
     messages: bool = True
@@ -98,23 +97,11 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: st
         thread=thread_id,
         people=None if people is None else frozenset(people),
         own_posts=by_model and any(r.kind == "post" for r, _ in acting),
-        mine=_mine(ctx),
         scores=any(read.scores for _, read in readings),
         comments=any(read.comments for _, read in readings),
         messages=by_model or any(read.messages for _, read in readings),
         profile=by_model,
         contradictions=by_model or any(read.contradictions for _, read in readings),
-    )
-
-
-def _mine(ctx: RunContext) -> frozenset[str]:
-    """The agent's posts this thread made, as its recent actions record them: every thread
-    posts as the one agent, and another thread's post is no post of this thread's."""
-    return frozenset(
-        str(done.get("post_id"))
-        for run in ctx.recent
-        for done in run.executed or []
-        if done.get("type") == "post"
     )
 
 
@@ -149,7 +136,7 @@ def in_scope(scope: Scope, heartbeat_md: str, posts: Sequence[Post]) -> list[Cou
         if p.author == AGENT:
             if scope.decider == "prompt" and scope.people is None:
                 out.append(Counted(p, scope.scores, scope.comments))  # anyone's post
-            elif scope.own_posts and p.id in scope.mine:  # what this thread posted
+            elif scope.own_posts and p.thread_id == scope.thread:  # what this thread posted
                 out.append(Counted(p, scope.scores, scope.comments))
             continue
         if scope.people is not None and p.author.lower() not in scope.people:

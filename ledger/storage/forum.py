@@ -10,11 +10,14 @@ from ledger.errors import NotFound
 from ledger.records import Comment, Post, Vote
 from ledger.storage.engine import Engine, Query, SqlTx
 
-# A post with its score (sum of votes), comment count and cursor (its rowid, in feed order).
+# A post with its score (sum of votes), comment count, cursor (its rowid, in feed order) and
+# the thread whose run made it: every thread posts as the one agent, and only the run tells
+# them apart.
 _POST_SELECT = (
     "SELECT p.id, p.author, p.title, p.content, p.created_at,"
     " COALESCE((SELECT SUM(v.direction) FROM ledger_votes v WHERE v.post_id = p.id), 0),"
-    " (SELECT COUNT(*) FROM ledger_comments c WHERE c.post_id = p.id), p.rowid"
+    " (SELECT COUNT(*) FROM ledger_comments c WHERE c.post_id = p.id), p.rowid,"
+    " (SELECT r.thread_id FROM runs r WHERE r.id = p.run_id)"
     " FROM ledger_posts p"
 )
 _EXISTS = "SELECT 1 FROM ledger_posts WHERE id = ?"
@@ -34,6 +37,7 @@ def _post(row: Sequence[Any]) -> Post:
         score=int(row[5] or 0),
         comment_count=int(row[6] or 0),
         cursor=int(row[7]),
+        thread_id=row[8],
     )
 
 
@@ -63,7 +67,12 @@ class Writes(SqlTx):
             content=content,
             created_at=self.now,
             cursor=cur.lastrowid or 0,
+            thread_id=None if run_id is None else self._thread_of(run_id),
         )
+
+    def _thread_of(self, run_id: int) -> str | None:
+        row = self._one("SELECT thread_id FROM runs WHERE id = ?", (run_id,))
+        return None if row is None else str(row[0])
 
     def _require_post(self, post_id: str) -> None:
         if self._one(_EXISTS, (post_id,)) is None:

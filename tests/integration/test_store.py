@@ -12,7 +12,7 @@ import pytest
 
 from ledger.errors import NotFound, StoreClosed
 from ledger.records import NewProfile, NewReflection, PlanFix, RunOutcome, RunStart
-from ledger.storage.interface import USER, Storage, Tx
+from ledger.storage.interface import AGENT, USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 from tests.backends import Backend
 
@@ -236,3 +236,22 @@ async def test_runs_of_a_dead_process_are_marked_interrupted_at_start(backend: B
     run = await reopened.get_run(mine)
     assert (run.status, run.reason, run.finished_at) == ("interrupted", "shutdown", 5.0)
     assert len(await reopened.mark_interrupted()) == 0
+
+
+async def test_a_post_names_the_thread_whose_run_made_it(store: Storage) -> None:
+    # Every thread posts as the one agent: only the run tells whose post it is.
+    await store.write(lambda tx: tx.create_thread("t1", "One", None))
+    run_id = await store.write(
+        lambda tx: tx.start_run(
+            RunStart(thread_id="t1", loop="heartbeat", trigger="manual", owner="me")
+        )
+    )
+    assert run_id is not None
+    made = await store.write(lambda tx: tx.create_post(AGENT, "by t1", "x", run_id))
+    theirs = await store.write(lambda tx: tx.create_post(USER, "by the user", "x"))
+    assert (made.thread_id, theirs.thread_id) == ("t1", None)
+    assert {p.title: p.thread_id for p in await store.posts(limit=10)} == {
+        "by t1": "t1",
+        "by the user": None,
+    }
+    assert (await store.get_post(made.id)).thread_id == "t1"

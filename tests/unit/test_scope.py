@@ -10,7 +10,7 @@ import pytest
 from ledger.records import Message, Post, Run, RunContext
 from ledger.storage.interface import AGENT, USER
 from loops.fingerprint import fingerprint
-from loops.scope import Decider, scope_of
+from loops.scope import Decider, in_scope, scope_of
 from tests.unit.test_fingerprint import _run
 
 NOON = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
@@ -218,9 +218,11 @@ def _posted(run_id: int, post_id: str) -> Run:
 
 
 MINE = ours(recent=[_posted(1, "a1")])  # this thread posted a1 (not in the feed yet)
-A1 = _post("a1", AGENT, "Reminder: call Ana")
-A1_VOTED = _post("a1", AGENT, "Reminder: call Ana", score=2)
-A2 = _post("a2", AGENT, "Reminder: call Bo")  # another thread's post: all post as the agent
+A1 = _post("a1", AGENT, "Reminder: call Ana", thread_id="t7")
+A1_VOTED = _post("a1", AGENT, "Reminder: call Ana", score=2, thread_id="t7")
+A2 = _post("a2", AGENT, "Reminder: call Bo", thread_id="t8")  # all threads post as the agent
+OLD = _post("a0", AGENT, "Reminder: call Cy", thread_id="t7")  # this thread's, long ago
+OLD_VOTED = _post("a0", AGENT, "Reminder: call Cy", score=2, thread_id="t7")
 
 
 @pytest.mark.parametrize(
@@ -239,6 +241,13 @@ A2 = _post("a2", AGENT, "Reminder: call Bo")  # another thread's post: all post 
         pytest.param(MINE, ours(A2, recent=MINE.recent), POSTS, True, id="a-rule-counting-posts"),
         pytest.param(MINE, ours(A2, recent=MINE.recent), GARDEN, True, id="a-rule-naming-nobody"),
         pytest.param(MINE, ours(A1, recent=MINE.recent), TAG, False, id="no-rule-posts"),
+        pytest.param(  # no longer among its recent actions, still this thread's post
+            ours(OLD), ours(OLD_VOTED), TWO, True, id="own-post-beyond-recent-actions",
+        ),
+        pytest.param(
+            ours(A2), ours(msgspec.structs.replace(A2, score=2)), TWO, False,
+            id="vote-on-other-threads-post",
+        ),
     ],
 )  # fmt: skip
 def test_the_agents_posts_count_for_the_thread_that_made_them(
@@ -247,7 +256,8 @@ def test_the_agents_posts_count_for_the_thread_that_made_them(
     assert (tfp(after, rules, "prompt") != tfp(before, rules, "prompt")) is changed
 
 
-def test_the_threads_own_posts_are_its_recent_actions_posts() -> None:
-    scope = scope_of(ASKED, ours(recent=[_posted(1, "a1"), _posted(2, "a3")]), "prompt", "t7")
-    assert scope.own_posts and scope.mine == frozenset({"a1", "a3"})
+def test_the_threads_own_posts_are_those_its_runs_made() -> None:
+    scope = scope_of(ASKED, ours(A1, A2), "prompt", "t7")
+    assert scope.own_posts and scope.thread == "t7"
+    assert [c.post.id for c in in_scope(scope, ASKED, [A1, A2]) if c.post.author == AGENT] == ["a1"]
     assert not scope_of(ASKED, MINE, "procedure", "t7").own_posts
