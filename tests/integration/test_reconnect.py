@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from app.main import create_app
 from app.service import Service
-from app.settings import Settings
+from app.settings import LoopSettings, Settings
 from loops.clock import FakeClock
 from loops.scheduler import CLAIM_RETRY_FIRST
+from loops.supervisor import ARM_RETRY_FIRST
 from tests.backends import fresh_database, require_postgres
 from tests.conftest import live_server
 from tests.fakes.provider import ScriptedLLM
@@ -58,6 +59,16 @@ class Cut:
                 self.database,
             )
         )
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """No connection of the service's can be made meanwhile; those it holds are cut."""
+        self.admin(f"ALTER DATABASE {self.database} WITH ALLOW_CONNECTIONS false")
+        try:
+            assert self.terminate() >= 1
+            yield
+        finally:
+            self.admin(f"ALTER DATABASE {self.database} WITH ALLOW_CONNECTIONS true")
 
     def waiting_for_a_lock(self) -> list[int]:
         rows = self.admin(
@@ -157,11 +168,17 @@ class CommitCut:
 
 @asynccontextmanager
 async def cut_service(
-    tmp_path: Path, clock: FakeClock, llm: ScriptedLLM, proxy: CommitCut | None = None
+    tmp_path: Path,
+    clock: FakeClock,
+    llm: ScriptedLLM,
+    proxy: CommitCut | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Cut]:
     with fresh_database(NAME) as url:
         served = url if proxy is None else proxy.url(url)
-        settings = Settings.for_workspace(tmp_path, database_url=served, timer_slack=0.0)
+        settings = Settings.for_workspace(
+            tmp_path, database_url=served, timer_slack=0.0, **overrides
+        )
         app = create_app(settings, clock=clock, llm=llm)
         async with (
             live_server(app) as base,
@@ -323,3 +340,73 @@ async def test_a_claim_cut_at_its_commit_runs_the_rows_it_committed_once(
             "[HEARTBEAT] 1 run(s) of claims reported failed were committed",
             "[HEARTBEAT] the database is back after 1 s",
         ], lines
+
+
+async def _step(clock: FakeClock) -> None:
+    """Advance the clock a second, letting the service's reads answer (its watchdog is no
+    task the clock waits for)."""
+    await clock.advance(1)
+    await asyncio.sleep(0.02)
+
+
+async def _step_until(clock: FakeClock, what: str, done: Any, limit: int = 120) -> None:
+    for _ in range(limit):
+        if done():
+            return
+        await _step(clock)
+    raise AssertionError(what)
+
+
+async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_one_line_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    reconcile = LoopSettings(enabled=True, seconds=60)
+    async with cut_service(tmp_path, clock, llm, heartbeat=reconcile) as cut:
+        scheduler, heartbeat = cut.service.scheduler, cut.service.supervisor.kinds["heartbeat"]
+        await cut.service.set_config("default", {"every_seconds": 3600})
+        await clock.advance(59)
+        ticks = heartbeat.state.ticks
+
+        def lines() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "heartbeat.loops.supervisor"]
+
+        def waiting() -> bool:
+            return any(r.levelname == "WARNING" for r in lines()[len(before) :])
+
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.supervisor"):
+            before = lines()
+            with cut.outage():  # the reconcile pass comes due while the database is away
+                await _step_until(clock, "the reconcile pass fails", waiting)
+                for _ in range(int(4 * ARM_RETRY_FIRST)):  # and fails again as it is retried
+                    await _step(clock)
+                assert heartbeat.state.ticks == ticks
+            await _step_until(clock, "the pass goes through", lambda: heartbeat.state.ticks > ticks)
+
+            r = await cut.client.post("/api/heartbeat/stop")
+            assert r.status_code == 200, r.text
+            assert len(scheduler.timers) == 0
+            idle, clock.idle = clock.idle, None  # no dispatcher waits before the threads are armed
+            with cut.outage():  # started while the database is away: it arms once it is back
+                before = lines()
+                r = await cut.client.post("/api/heartbeat/start")
+                assert r.status_code == 200, r.text
+                await _step_until(clock, "arming fails", waiting)
+                for _ in range(int(4 * ARM_RETRY_FIRST)):
+                    await _step(clock)
+                assert len(scheduler.timers) == 0
+            await _step_until(clock, "the threads are armed", lambda: "default" in scheduler.timers)
+            clock.idle = idle
+        assert heartbeat.state.restarts == 0
+        assert not [r for r in lines() if r.exc_info], "a traceback was logged"
+        assert [
+            (r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in lines()
+        ] == [
+            ("WARNING", "[HEARTBEAT] the reconcile pass waits for the database connection"),
+            ("INFO", "[HEARTBEAT] the reconcile pass went through"),
+            ("INFO", "[HEARTBEAT] Scheduler stopped"),
+            ("INFO", "[HEARTBEAT] heartbeat loop started"),
+            ("WARNING", "[HEARTBEAT] arming the threads waits for the database connection"),
+            ("INFO", "[HEARTBEAT] arming the threads went through"),
+            ("INFO", "[HEARTBEAT] Scheduler started (1 thread(s) armed, reconcile every 60 s)"),
+        ], [r.getMessage() for r in lines()]
