@@ -2,7 +2,10 @@
 
 The heartbeat kind runs the scheduler's dispatcher plus a watchdog that re-arms every enabled
 thread each ``CRT_HEARTBEAT_LOOP_SECONDS`` and whenever the wall clock jumps against the
-monotonic clock (a clock change or a host suspend). Interval kinds (reflection, personality,
+monotonic clock (a clock change or a host suspend). Arming that the database cannot serve
+(``StorageBusy``: it is away, or locked past the storage's retries), at the start or in a
+reconcile pass, is tried again with a back-off, logged once as it starts failing and once as
+it goes through: an outage restarts nothing. Interval kinds (reflection, personality,
 self-reply) call their ``tick`` every ``seconds``.
 """
 
@@ -15,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.errors import StorageBusy, StorageUnavailable
 from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
@@ -24,6 +28,8 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 JUMP_TOLERANCE = 5.0
 JUMP_CHECK_SECONDS = 60.0
 MAX_BACKOFF = 60.0
+ARM_RETRY_FIRST = 1.0  # seconds before arming the database could not serve is tried again
+ARM_RETRY_MAX = 30.0  # the longest wait between two tries
 
 
 def freeze_startup_heap() -> None:
@@ -171,6 +177,33 @@ def interval_body(
     return body
 
 
+async def arm_through_outage(clock: Clock, arm_all: Callable[[], Awaitable[int]], what: str) -> int:
+    """``arm_all()``, tried again with a back-off for as long as the database cannot serve it
+    (``StorageBusy``); one warning as it starts failing, one line when it goes through."""
+    delay, since = ARM_RETRY_FIRST, None
+    while True:
+        try:
+            armed = await arm_all()
+        except StorageBusy as exc:
+            if since is None:
+                since = clock.now()
+                log.warning(
+                    "[HEARTBEAT] %s waits for the database %s: tried again with a back-off"
+                    " from %.0f s to %.0f s (%s)",
+                    what,
+                    "connection" if isinstance(exc, StorageUnavailable) else "lock",
+                    ARM_RETRY_FIRST,
+                    ARM_RETRY_MAX,
+                    exc,
+                )
+            await clock.sleep(delay)
+            delay = min(delay * 2, ARM_RETRY_MAX)
+            continue
+        if since is not None:
+            log.info("[HEARTBEAT] %s went through after %.0f s", what, clock.now() - since)
+        return armed
+
+
 def heartbeat_body(
     clock: Clock,
     dispatch: Callable[[], Coroutine[Any, Any, None]],
@@ -194,12 +227,12 @@ def heartbeat_body(
             if jumped or clock.monotonic() - last_reconcile >= state.interval:
                 last_reconcile = clock.monotonic()
                 state.last_tick_at = clock.now()
-                armed = await arm_all()
+                armed = await arm_through_outage(clock, arm_all, "the reconcile pass")
                 state.ticks += 1
                 log.debug("[HEARTBEAT] reconcile pass armed %d thread(s)", armed)
 
     async def body(state: LoopState) -> None:
-        armed = await arm_all()
+        armed = await arm_through_outage(clock, arm_all, "arming the threads")
         log.info(
             "[HEARTBEAT] Scheduler started (%d thread(s) armed, reconcile every %.0f s)",
             armed,

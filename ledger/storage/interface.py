@@ -385,7 +385,9 @@ class RunReads(Protocol):
         """
         ...
 
-    async def running_runs(self) -> list[Run]: ...
+    async def running_runs(self, *, owner: str | None = None) -> list[Run]:
+        """The ``running`` rows (of the process ``owner``, if given)."""
+        ...
 
     async def runs_by_ids(self, ids: Sequence[int]) -> list[Run]:
         """The runs of ``ids`` that exist, by id."""

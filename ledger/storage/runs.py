@@ -234,8 +234,11 @@ class Reads:
         )
         return [_run(r) for r in rows if r[0] != last_id]
 
-    async def running_runs(self) -> list[Run]:
-        rows = await self._db.rows(f"SELECT {_COLS} FROM runs WHERE status = 'running'")
+    async def running_runs(self, *, owner: str | None = None) -> list[Run]:
+        rows = await self._db.rows(
+            f"SELECT {_COLS} FROM runs WHERE status = 'running' AND (? IS NULL OR owner = ?)",
+            (owner, owner),
+        )
         return [_run(r) for r in rows]
 
     async def runs_by_ids(self, ids: Sequence[int]) -> list[Run]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from app.main import create_app
 from app.service import Service
-from app.settings import Settings
+from app.settings import LoopSettings, Settings
 from loops.clock import FakeClock
 from loops.scheduler import CLAIM_RETRY_FIRST
+from loops.supervisor import ARM_RETRY_FIRST
 from tests.backends import fresh_database, require_postgres
 from tests.conftest import live_server
 from tests.fakes.provider import ScriptedLLM
@@ -59,6 +60,16 @@ class Cut:
             )
         )
 
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """No connection of the service's can be made meanwhile; those it holds are cut."""
+        self.admin(f"ALTER DATABASE {self.database} WITH ALLOW_CONNECTIONS false")
+        try:
+            assert self.terminate() >= 1
+            yield
+        finally:
+            self.admin(f"ALTER DATABASE {self.database} WITH ALLOW_CONNECTIONS true")
+
     def waiting_for_a_lock(self) -> list[int]:
         rows = self.admin(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
@@ -76,10 +87,98 @@ class Cut:
         return found
 
 
+READY = b"Z\x00\x00\x00\x05I"  # the server's ReadyForQuery, outside a transaction
+
+
+class CommitCut:
+    """A loopback proxy in front of the server for every connection of the service. Once
+    ``armed``, the writer's next transaction that writes a ``running`` row is let commit on the
+    server, and its connection is then closed before the answer to ``COMMIT`` reaches the
+    service, which cannot tell whether it committed. Reads the protocol's simple queries only
+    (the service's connections use no other, and no TLS)."""
+
+    def __init__(self, url: str) -> None:
+        info = conninfo_to_dict(url)
+        self.host, self.port = str(info.get("host", "127.0.0.1")), int(info.get("port", 5432))
+        self.armed = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CommitCut:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    def url(self, url: str) -> str:
+        """``url`` through the proxy."""
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return url.replace(f"{self.host}:{self.port}", f"127.0.0.1:{port}") + (
+            "&sslmode=disable&gssencmode=disable"
+        )
+
+    async def _serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection(self.host, self.port)
+        cut = asyncio.Event()
+
+        async def down() -> None:
+            answer = b""
+            while data := await server.read(65536):
+                if cut.is_set():  # the answer to the COMMIT: wait until it is whole, drop it
+                    answer += data
+                    if answer.endswith(READY):
+                        break
+                    continue
+                to_client.write(data)
+                await to_client.drain()
+
+        async def up() -> None:
+            size = int.from_bytes(await client.readexactly(4))  # the startup message
+            to_server.write(size.to_bytes(4) + await client.readexactly(size - 4))
+            writer = starts_run = False
+            while True:
+                head = await client.readexactly(5)
+                body = await client.readexactly(int.from_bytes(head[1:]) - 4)
+                if head[:1] == b"Q":
+                    sql = body[:-1].decode()
+                    writer = writer or "heartbeat.writer" in sql
+                    if sql == "BEGIN":
+                        starts_run = False
+                    elif sql.startswith("INSERT INTO runs") and "'running'" in sql:
+                        starts_run = self.armed and writer
+                    elif sql == "COMMIT" and starts_run:
+                        self.armed, starts_run = False, False
+                        self.cuts += 1
+                        cut.set()
+                to_server.write(head + body)
+                await to_server.drain()
+
+        tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for stream in (to_client, to_server):
+                stream.close()
+
+
 @asynccontextmanager
-async def cut_service(tmp_path: Path, clock: FakeClock, llm: ScriptedLLM) -> AsyncIterator[Cut]:
+async def cut_service(
+    tmp_path: Path,
+    clock: FakeClock,
+    llm: ScriptedLLM,
+    proxy: CommitCut | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Cut]:
     with fresh_database(NAME) as url:
-        settings = Settings.for_workspace(tmp_path, database_url=url, timer_slack=0.0)
+        served = url if proxy is None else proxy.url(url)
+        settings = Settings.for_workspace(
+            tmp_path, database_url=served, timer_slack=0.0, **overrides
+        )
         app = create_app(settings, clock=clock, llm=llm)
         async with (
             live_server(app) as base,
@@ -200,3 +299,114 @@ async def test_an_outage_at_a_claim_keeps_the_slot_and_the_scheduler_with_one_li
             ("WARNING", "[HEARTBEAT] claims wait for the database connection"),
             ("INFO", "[HEARTBEAT] the database is back after 3 s"),
         ], [r.getMessage() for r in lines]
+
+
+async def test_a_claim_cut_at_its_commit_runs_the_rows_it_committed_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with (
+        CommitCut(require_postgres()) as proxy,
+        cut_service(tmp_path, clock, llm, proxy) as cut,
+    ):
+        store, scheduler = cut.service.store, cut.service.scheduler
+        await cut.service.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
+        anchor = clock.now()
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.scheduler"):
+            # the slot's claim commits on the server, but its answer never comes back: the
+            # scheduler is told the claim failed, while its running row is there
+            proxy.armed = True
+            await clock.advance(60)
+            assert proxy.cuts == 1
+            assert scheduler.claim_failures == 1
+            with psycopg.connect(cut.url.replace(NAME, "hb-admin")) as conn:
+                rows = conn.execute("SELECT slot, status FROM runs WHERE loop = 'heartbeat'")
+                assert rows.fetchall() == [(anchor + 60, "running")]
+            await clock.advance(CLAIM_RETRY_FIRST)  # the retry runs the row it finds, late
+            assert [(r.slot, r.status) for r in await store.history("default")] == [
+                (anchor + 60, "ok")
+            ]
+            await clock.advance(60 * 2)
+        rows = list(reversed(await store.history("default", limit=100)))
+        assert [(r.trigger, r.slot, r.status) for r in rows] == [
+            ("schedule", anchor + 60 * k, "ok") for k in (1, 2, 3)
+        ]
+        assert await store.count_runs(status="running") == 0
+        assert len(llm.requests) == 3
+        assert cut.service.supervisor.kinds["heartbeat"].state.restarts == 0
+        lines = [r.getMessage() for r in caplog.records if r.name == "heartbeat.loops.scheduler"]
+        assert [line.split(":")[0] for line in lines] == [
+            "[HEARTBEAT] claims wait for the database connection",
+            "[HEARTBEAT] 1 run(s) of claims reported failed were committed",
+            "[HEARTBEAT] the database is back after 1 s",
+        ], lines
+
+
+async def _step(clock: FakeClock) -> None:
+    """Advance the clock a second, letting the service's reads answer (its watchdog is no
+    task the clock waits for)."""
+    await clock.advance(1)
+    await asyncio.sleep(0.02)
+
+
+async def _step_until(clock: FakeClock, what: str, done: Any, limit: int = 120) -> None:
+    for _ in range(limit):
+        if done():
+            return
+        await _step(clock)
+    raise AssertionError(what)
+
+
+async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_one_line_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    reconcile = LoopSettings(enabled=True, seconds=60)
+    async with cut_service(tmp_path, clock, llm, heartbeat=reconcile) as cut:
+        scheduler, heartbeat = cut.service.scheduler, cut.service.supervisor.kinds["heartbeat"]
+        await cut.service.set_config("default", {"every_seconds": 3600})
+        await clock.advance(59)
+        ticks = heartbeat.state.ticks
+
+        def lines() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "heartbeat.loops.supervisor"]
+
+        def waiting() -> bool:
+            return any(r.levelname == "WARNING" for r in lines()[len(before) :])
+
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.supervisor"):
+            before = lines()
+            with cut.outage():  # the reconcile pass comes due while the database is away
+                await _step_until(clock, "the reconcile pass fails", waiting)
+                for _ in range(int(4 * ARM_RETRY_FIRST)):  # and fails again as it is retried
+                    await _step(clock)
+                assert heartbeat.state.ticks == ticks
+            await _step_until(clock, "the pass goes through", lambda: heartbeat.state.ticks > ticks)
+
+            r = await cut.client.post("/api/heartbeat/stop")
+            assert r.status_code == 200, r.text
+            assert len(scheduler.timers) == 0
+            idle, clock.idle = clock.idle, None  # no dispatcher waits before the threads are armed
+            with cut.outage():  # started while the database is away: it arms once it is back
+                before = lines()
+                r = await cut.client.post("/api/heartbeat/start")
+                assert r.status_code == 200, r.text
+                await _step_until(clock, "arming fails", waiting)
+                for _ in range(int(4 * ARM_RETRY_FIRST)):
+                    await _step(clock)
+                assert len(scheduler.timers) == 0
+            await _step_until(clock, "the threads are armed", lambda: "default" in scheduler.timers)
+            clock.idle = idle
+        assert heartbeat.state.restarts == 0
+        assert not [r for r in lines() if r.exc_info], "a traceback was logged"
+        assert [
+            (r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in lines()
+        ] == [
+            ("WARNING", "[HEARTBEAT] the reconcile pass waits for the database connection"),
+            ("INFO", "[HEARTBEAT] the reconcile pass went through"),
+            ("INFO", "[HEARTBEAT] Scheduler stopped"),
+            ("INFO", "[HEARTBEAT] heartbeat loop started"),
+            ("WARNING", "[HEARTBEAT] arming the threads waits for the database connection"),
+            ("INFO", "[HEARTBEAT] arming the threads went through"),
+            ("INFO", "[HEARTBEAT] Scheduler started (1 thread(s) armed, reconcile every 60 s)"),
+        ], [r.getMessage() for r in lines()]
