@@ -21,6 +21,7 @@ __all__ = [
     "contains_keyword",
     "is_controversial",
     "is_engaged",
+    "is_new",
     "is_urgent",
     "mentions",
     "names_thread",
@@ -261,6 +262,11 @@ def contains_keyword(text: str, keyword: str) -> bool:
     return re.search(rf"(?<![a-z0-9]){re.escape(key)}(?![a-z0-9])", text.lower()) is not None
 
 
+def is_new(age_seconds: float) -> bool:
+    """Whether a post this old counts as new."""
+    return age_seconds < NEW_SECONDS
+
+
 def post_facts(
     *,
     post_id: str,
@@ -282,7 +288,7 @@ def post_facts(
         age_seconds=age_seconds,
         score=score,
         comments=comments,
-        new=age_seconds < NEW_SECONDS,
+        new=is_new(age_seconds),
         question=asks_question(title, content),
         asks_votes=asks_for_votes(title, content),
         spam=spam_signals(title, content),

@@ -19,6 +19,7 @@ from typing import Final
 import msgspec
 
 from ledger.records import RunContext
+from loops.procedure import clock_facts
 from loops.prompt import describe_actions
 from loops.scope import FULL, Scope, in_scope
 
@@ -102,7 +103,8 @@ def fingerprint(
 ) -> str:
     """A hex digest of a beat's inputs: the HEARTBEAT.md text, the thread's title and messages,
     its personality, the Ledger feed, open contradictions, recent actions (as the prompt lists
-    them), the local time the rules name and ``events`` (text a beat is woken with, if any).
+    them), the local time the rules name, the facts that time alone changes
+    (``loops.procedure.clock_facts``) and ``events`` (text a beat is woken with, if any).
 
     ``scope`` (``loops.scope.scope_of``) narrows it to what the rules can act on; the default,
     ``FULL``, covers everything."""
@@ -126,6 +128,7 @@ def fingerprint(
         ),
         "recent": describe_actions([r.decision for r in ctx.recent if r.decision]),
         "time": time_inputs(rules, local),
+        "clock": clock_facts(ctx, ctx.posts, local.timestamp()),
         "events": [normalize(e) for e in events],
     }
     return _digest(data)
@@ -146,6 +149,10 @@ def _scoped(
 ) -> dict[str, object]:
     """The inputs ``scope`` keeps, each normalized as in the full fingerprint."""
     profile = ctx.profile
+    counted = in_scope(scope, rules, ctx.posts)
+    clock = clock_facts(ctx, [c.post for c in counted], local.timestamp())
+    if not scope.messages:
+        clock["reminder"] = None
     return {
         "scope": scope.decider,
         "rules": [line for line in lines if line],
@@ -165,7 +172,7 @@ def _scoped(
                 p.score if score else None,
                 p.comment_count if comments else None,
             )
-            for p, score, comments in in_scope(scope, rules, ctx.posts)
+            for p, score, comments in counted
         ),
         "contradictions": sorted(
             (normalize(c.statement_a), normalize(c.statement_b)) for c in ctx.contradictions
@@ -174,5 +181,6 @@ def _scoped(
         else None,
         "recent": describe_actions([r.decision for r in ctx.recent if r.decision]),
         "time": time_inputs(rules, local),
+        "clock": clock,
         "events": [normalize(e) for e in events],
     }

@@ -20,13 +20,14 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from ledger.records import Message, RunContext
+from ledger.records import Message, Post, Run, RunContext
 from ledger.storage.interface import AGENT, USER
 from loops import reader, timewords, wording
 from loops.facts import (
     NEW_SECONDS,
     PostFacts,
     contains_keyword,
+    is_new,
     mentions,
     post_facts,
     reminder_request,
@@ -38,6 +39,7 @@ __all__ = [
     "Situation",
     "about",
     "choose",
+    "clock_facts",
     "pick_strategy",
     "plain_comment",
     "post_text",
@@ -352,7 +354,6 @@ def read_context(
     is the deciding thread's, whose tag a post may carry."""
     voted: set[str] = set()
     commented: set[str] = set()
-    posted_recently = False
     titles: set[str] = set()  # this thread's own posts (every thread posts as the agent)
     for run in found.recent:
         d = run.decision or {}
@@ -363,7 +364,6 @@ def read_context(
             commented.add(pid)
         elif d.get("action") == "post":
             titles.add(html.unescape(str(d.get("title", ""))))
-            posted_recently = posted_recently or now - run.started_at < RECENT_POST_SECONDS
     posts = [
         post_facts(
             post_id=p.id,
@@ -386,12 +386,34 @@ def read_context(
         minute=local.minute,
         weekday=local.weekday(),
         contradictions=len(found.contradictions),
-        posted_recently=posted_recently,
+        posted_recently=_posted_recently(found.recent, now),
         heartbeat_md=heartbeat_md,
         reminder=_asked_of(found.messages, now),
         posted_titles=frozenset(titles),
     )
     return posts, situation
+
+
+def _posted_recently(recent: Sequence[Run], now: float) -> bool:
+    """Whether one of the thread's recent actions is a post made less than
+    ``RECENT_POST_SECONDS`` ago."""
+    return any(
+        (run.decision or {}).get("action") == "post" and now - run.started_at < RECENT_POST_SECONDS
+        for run in recent
+    )
+
+
+def clock_facts(found: RunContext, posts: Sequence[Post], now: float) -> dict[str, object]:
+    """What time alone changes among the facts of a beat: which of ``posts`` are new, whether
+    the agent posted recently, and whether the user's last message still asks to be reminded.
+    A beat whose stored inputs did not change may still decide otherwise once one of these
+    flips ("if I have not posted for 12 hours, post a summary"), so the fingerprint takes
+    them in; each flips once, not as a clock ticks."""
+    return {
+        "new": sorted(p.id for p in posts if is_new(now - p.created_at)),
+        "posted_recently": _posted_recently(found.recent, now),
+        "reminder": _asked_of(found.messages, now),
+    }
 
 
 def _asked_of(messages: Sequence[Message], now: float) -> str | None:

@@ -180,3 +180,48 @@ def test_a_clock_rule_changes_it_when_the_time_is_reached_and_a_daily_rule_each_
     assert fp(rules=at9, when=later) == fp(rules=at9, when=nine)
     assert fp(rules=daily, when=later) == fp(rules=daily)
     assert fp(rules=daily, when=tomorrow) != fp(rules=daily)
+
+
+T = NOON.timestamp()
+DAY, HOUR = 86_400.0, 3_600.0
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _posted_at(started: float) -> Run:
+    return msgspec.structs.replace(
+        _run({"action": "post", "title": "Summary", "content": "x"}), started_at=started
+    )
+
+
+def _asks(created: float) -> Message:
+    return Message(
+        id=2, thread_id="t", role="user", content="remind me to call Ana", created_at=created
+    )
+
+
+@pytest.mark.parametrize(
+    ("ctx", "before", "after", "changed"),
+    [
+        pytest.param(with_(posts=[_post("p1", created=T)]), T + HOUR, T + 2 * HOUR, False,
+                     id="a-new-post-an-hour-older"),
+        pytest.param(with_(posts=[_post("p1", created=T)]), T + DAY - 1, T + DAY + 1, True,
+                     id="a-post-stops-being-new"),
+        pytest.param(with_(recent=[_posted_at(T)]), T + HOUR, T + 11 * HOUR, False,
+                     id="own-post-still-recent"),
+        pytest.param(with_(recent=[_posted_at(T)]), T + 11 * HOUR, T + 13 * HOUR, True,
+                     id="own-post-no-longer-recent"),
+        pytest.param(with_(messages=[_asks(T)]), T + HOUR, T + 20 * HOUR, False,
+                     id="a-reminder-request-still-open"),
+        pytest.param(with_(messages=[_asks(T)]), T + 20 * HOUR, T + DAY + 1, True,
+                     id="a-reminder-request-lapses"),
+    ],
+)  # fmt: skip
+def test_time_alone_changes_it_when_a_fact_flips(
+    ctx: RunContext, before: float, after: float, changed: bool
+) -> None:
+    # A beat that read the same rows may still decide otherwise once a post is no longer
+    # new, or the agent's last post is no longer recent: each such flip is an input, once.
+    assert (fp(ctx, when=_at(after)) != fp(ctx, when=_at(before))) is changed

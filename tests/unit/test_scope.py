@@ -261,3 +261,19 @@ def test_the_threads_own_posts_are_those_its_runs_made() -> None:
     assert scope.own_posts and scope.thread == "t7"
     assert [c.post.id for c in in_scope(scope, ASKED, [A1, A2]) if c.post.author == AGENT] == ["a1"]
     assert not scope_of(ASKED, MINE, "procedure", "t7").own_posts
+
+
+@pytest.mark.parametrize(
+    ("tag", "changed"),
+    [pytest.param("[t7]", True, id="counted-post-stops-being-new"),
+     pytest.param("[t8]", False, id="uncounted-post-stops-being-new")],
+)  # fmt: skip
+def test_a_post_ageing_counts_only_where_the_post_does(tag: str, changed: bool) -> None:
+    born = NOON.timestamp()
+    ctx = ours(_post("u9", USER, f"{tag} what now?", created_at=born))
+    scope = scope_of(TAG, ctx, "procedure", "t7")
+
+    def at(seconds: float) -> str:
+        return fingerprint(TAG, "T", ctx, datetime.fromtimestamp(seconds, UTC), (), scope)
+
+    assert (at(born + 86_401) != at(born + 86_399)) is changed
