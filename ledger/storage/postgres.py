@@ -233,7 +233,7 @@ def _apply(
         try:
             out, still_open = apply_writes(conn.control, make_tx(conn, now), fns)
         except psycopg.OperationalError as exc:
-            if conn.raw.broken:  # a savepoint's statement found the connection cut
+            if conn.raw.broken:  # a ROLLBACK found the connection cut
                 raise Disconnected() from exc
             raise
         if still_open:
