@@ -5,8 +5,11 @@
 On a scratch table of 1,000 rows, in alternating rounds: a primary-key SELECT by psycopg 3
 (synchronous, client-side binding: the writer's way; asynchronous, client-side binding: the
 readers' way; asynchronous, server-side binding), and by asyncpg; and a compare-and-set UPDATE
-inside one transaction (the claim's statement) by psycopg 3 synchronous and asyncpg. Prints the
-median wall and CPU microseconds per statement; nothing is asserted. asyncpg is measured only if
+inside one transaction (the claim's statement) by psycopg 3 synchronous and asyncpg; and a read
+of five SELECTs in one REPEATABLE READ transaction (as the run context is read) by psycopg 3
+asynchronous: a round trip per statement, in pipeline mode, and as one query string (the
+storage's way). Prints the median wall and CPU microseconds per statement (per read of five
+for the last three); nothing is asserted. asyncpg is measured only if
 installed; it cannot serve the writer, whose transactions are synchronous functions.
 """
 
@@ -65,6 +68,56 @@ async def psycopg_async_server_bound(url: str, n: int) -> None:
     await _psycopg_async(url, n, psycopg.AsyncCursor)
 
 
+SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def _five(i: int) -> list[tuple[int]]:
+    return [((i + k * 200) % 1000 + 1,) for k in range(5)]
+
+
+async def _snapshots(url: str, n: int, read: Callable[[Any, int], Awaitable[None]]) -> None:
+    conn = await psycopg.AsyncConnection.connect(
+        url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+    )
+    async with conn:
+        for i in range(n):
+            await read(conn, i)
+
+
+async def snapshot_round_trips(url: str, n: int) -> None:
+    async def read(conn: Any, i: int) -> None:
+        await conn.execute(SNAPSHOT)
+        for params in _five(i):
+            await (await conn.execute(SELECT, params)).fetchall()
+        await conn.execute("COMMIT")
+
+    await _snapshots(url, n, read)
+
+
+async def snapshot_pipeline(url: str, n: int) -> None:
+    async def read(conn: Any, i: int) -> None:
+        async with conn.pipeline():
+            await conn.execute(SNAPSHOT)
+            cursors = [await conn.execute(SELECT, params) for params in _five(i)]
+            await conn.execute("COMMIT")
+        for cursor in cursors:
+            await cursor.fetchall()
+
+    await _snapshots(url, n, read)
+
+
+async def snapshot_one_string(url: str, n: int) -> None:
+    text = "; ".join([SNAPSHOT, *[SELECT] * 5, "COMMIT"])
+
+    async def read(conn: Any, i: int) -> None:
+        cursor = await conn.execute(text, tuple(v for params in _five(i) for v in params))
+        for _ in range(5):
+            cursor.nextset()
+            await cursor.fetchall()
+
+    await _snapshots(url, n, read)
+
+
 def asyncpg_cases() -> dict[str, Case]:
     try:
         import asyncpg
@@ -106,6 +159,9 @@ def main() -> None:
         "SELECT psycopg async, server-bound": psycopg_async_server_bound,
         "CAS UPDATE psycopg sync (writer)": psycopg_sync_cas,
         **asyncpg_cases(),
+        "5 SELECTs, one snapshot: a round trip each": snapshot_round_trips,
+        "5 SELECTs, one snapshot: pipeline mode": snapshot_pipeline,
+        "5 SELECTs, one snapshot: one query string": snapshot_one_string,
     }
     wall: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}

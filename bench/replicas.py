@@ -26,7 +26,9 @@ finished); and duplicate and lost slots, from every run row of the whole bench: 
 duplicate if a thread ran it twice or two of its beats came less than half an interval apart,
 lost if a thread's beats are more than one and a half intervals apart or its next slot is more
 than an interval overdue at the end. The kill phase also reports how long after the kill each
-thread's next beat started (at most one interval is the target) and the runs ``interrupted``.
+thread's next beat started (at most one interval is the target; a beat later than that whose
+slot was within the interval was only late to start), how late against their slots the first
+beats of the killed replica's threads started, and its runs ``interrupted``.
 
 The machine may be shared: CPU figures move with the load others put on it (each phase shows
 it), so the ratios of phases measured side by side in one run are what to compare, not one
@@ -48,7 +50,7 @@ import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import psutil
@@ -70,6 +72,7 @@ from service import (
     _query,
     _runs_between,
     free_port,
+    owner_pid,
     serve_env,
     start_fake_ollama,
     start_serve,
@@ -337,6 +340,7 @@ class Bench:
         from ledger.limits import LEASE_RENEW_SECONDS, LEASE_SECONDS
 
         victim = self.replicas[-1]
+        self.victim_pid = victim.pid
         kill_at = time.time()
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
@@ -424,25 +428,33 @@ class Bench:
             f"PostgreSQL backends, {pg_svc / sqlite_svc:.2f}x the service alone (target ≤ 1.5x)."
         )
         kill = self.phases[-1]
-        lines.append(kill_summary(self.pg_slots, kill, every, self.interrupted))
+        lines.append(kill_summary(self.pg_slots, kill, every, self.interrupted, self.victim_pid))
         return "\n".join(lines)
 
 
-def all_slots(where: Path | str) -> dict[str, list[tuple[float, float, str]]]:
-    """Every heartbeat run of each thread: (slot, started_at, status), by slot."""
-    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for thread_id, slot, started, status in _query(
+class Beat(NamedTuple):
+    slot: float
+    started: float
+    status: str
+    owner: str
+
+
+Slots = dict[str, list[Beat]]
+
+
+def all_slots(where: Path | str) -> Slots:
+    """Every heartbeat run of each thread, by slot."""
+    out: Slots = defaultdict(list)
+    for thread_id, slot, started, status, owner in _query(
         where,
-        "SELECT thread_id, slot, started_at, status FROM runs"
+        "SELECT thread_id, slot, started_at, status, owner FROM runs"
         " WHERE loop = 'heartbeat' AND slot IS NOT NULL ORDER BY thread_id, slot",
     ):
-        out[thread_id].append((slot, started, status))
+        out[thread_id].append(Beat(slot, started, status, owner or ""))
     return out
 
 
-def slot_checks(
-    slots: dict[str, list[tuple[float, float, str]]], every: int, phases: list[Phase]
-) -> dict[str, tuple[int, int]]:
+def slot_checks(slots: Slots, every: int, phases: list[Phase]) -> dict[str, tuple[int, int]]:
     """Duplicate and lost slots of each phase (by the slot's time, from the phase's change to
     its end; the end of the last phase is the end of the run)."""
     counts = {p.name: [0, 0] for p in phases}
@@ -455,42 +467,59 @@ def slot_checks(
         return None
 
     for runs in slots.values():
-        for (a, _, _), (b, _, _) in itertools.pairwise(runs):
-            name = phase_of(b)
+        for a, b in itertools.pairwise(runs):
+            name = phase_of(b.slot)
             if name is None:
                 continue
-            gap = b - a
+            gap = b.slot - a.slot
             if gap < every / 2:
                 counts[name][0] += 1
             elif gap > 1.5 * every:
                 counts[name][1] += round(gap / every) - 1
-        if runs and runs[-1][0] + 2 * every < last_end:
-            name = phase_of(runs[-1][0] + every)
+        if runs and runs[-1].slot + 2 * every < last_end:
+            name = phase_of(runs[-1].slot + every)
             if name is not None:
                 counts[name][1] += 1
     return {name: (c[0], c[1]) for name, c in counts.items()}
 
 
-def kill_summary(
-    slots: dict[str, list[tuple[float, float, str]]], kill: Phase, every: int, interrupted: int
-) -> str:
-    """How long after the kill each thread's next beat (a run that was not skipped) started."""
+def kill_summary(slots: Slots, kill: Phase, every: int, interrupted: int, victim: int) -> str:
+    """How long after the kill each thread's next beat (a run that was not skipped) started;
+    of those later than one interval, how many had their slot within it (the beat was only
+    late to start, as any beat may be on a loaded machine); and how late the first beats of
+    the threads the killed replica held (its last run before the kill was its) started."""
     waits: list[float] = []
-    missing = 0
+    over_slot = over_start = missing = 0
+    start_late: list[float] = []
+    handed: list[float] = []
     for runs in slots.values():
-        beats = [s for _, s, status in runs if s >= kill.kill_at and status != "skipped"]
-        if beats:
-            waits.append(min(beats) - kill.kill_at)
-        else:
+        after = [b for b in runs if b.started >= kill.kill_at and b.status != "skipped"]
+        if not after:
             missing += 1
-    over = sum(1 for w in waits if w > every)
+            continue
+        first = min(after, key=lambda b: b.started)
+        wait = first.started - kill.kill_at
+        waits.append(wait)
+        if wait > every:
+            if first.slot - kill.kill_at <= every:
+                over_start += 1
+                start_late.append(first.started - first.slot)
+            else:
+                over_slot += 1
+        before = [b for b in runs if b.started < kill.kill_at]
+        if before and owner_pid(before[-1].owner) == victim:
+            handed.append(first.started - first.slot)
     late = kill.runs.get("done", {})
     return (
         f"Killed {kill.killed} with SIGKILL: every thread's next beat after the kill "
         f"p50 {ms(percentile(waits, 50))}, max {ms(max(waits, default=math.nan))} "
-        f"(target ≤ {every} s; {over:,} threads over, {missing:,} without a beat by the end); "
-        f"{interrupted:,} of its runs interrupted; lateness in that phase max "
-        f"{ms(late.get('max_s'))}."
+        f"(target ≤ {every} s): {over_slot:,} threads whose next slot was more than an interval "
+        f"after the kill, {over_start:,} whose slot was within it but whose run started "
+        f"later (by at most {ms(max(start_late, default=0.0))} after its slot), "
+        f"{missing:,} without a beat by the end. The {len(handed):,} threads it held: their "
+        f"first beat after the kill started p50 {ms(percentile(handed, 50))}, max "
+        f"{ms(max(handed, default=math.nan))} after its slot. {interrupted:,} of its runs "
+        f"interrupted; lateness in that phase max {ms(late.get('max_s'))}."
     )
 
 

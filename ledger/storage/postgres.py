@@ -9,7 +9,7 @@ The same aggregates as SQLite (``ledger.storage.aggregates``), their SQL rendere
   transaction with backoff, like SQLite's lock;
 - a few asynchronous psycopg connections read, one statement each at a time (each statement
   sees one committed snapshot); ``fetch_many`` reads its queries in one REPEATABLE READ
-  transaction, one snapshot;
+  transaction, one snapshot, sent as one query string: the whole transaction is one round trip;
 - values are bound on the client (psycopg's ``ClientCursor``): SQLite's untyped ``? IS NULL``
   needs no cast, and every float is sent in full (``repr``), so slots compare exactly;
 - a connection found broken is replaced before its next use;
@@ -63,6 +63,7 @@ WRITER_ID_BYTES = 6  # a store's writer id: this many random bytes, in hex
 FEED_CHECK = 10.0  # seconds of silence after which the change feed checks its connection
 FEED_RETRY_FIRST = 0.5  # seconds before the change feed's first attempt to reconnect, at most
 FEED_RETRY_MAX = 30.0  # its longest wait between two attempts
+SNAPSHOT_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"  # a read of several queries
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 SyncConn = psycopg.Connection[tuple[Any, ...]]
@@ -119,50 +120,95 @@ class _Result:
 
 class PgConnection:
     """The writer's connection as the aggregates use it (``ledger.storage.engine.Connection``):
-    their SQLite SQL, rendered by the dialect, run on psycopg. Only in the writer's thread."""
+    their SQLite SQL, rendered by the dialect, run on psycopg. Only in the writer's thread.
+
+    Transaction control (``BEGIN``, the savepoints around each write of a batch) answers
+    nothing the writes need, so it is not sent on its own: ``control`` keeps it, and it goes
+    out in front of the next statement, in the same query string (the simple query protocol
+    runs them in order; an error stops the string there, as separate statements would). A
+    write of a batch costs no round trip beyond its own statements, and a transaction one more,
+    its ``COMMIT``."""
 
     def __init__(self, url: str, dialect: Dialect, writer: str) -> None:
         self.url = url
         self.writer = writer
         self.raw = _connect(url, writer)
         self._dialect = dialect
+        self._pending: list[str] = []  # transaction control not sent yet
+        self._fresh = False  # nothing of the open transaction has reached the server yet
+
+    def _reconnect(self) -> None:
+        self.raw.close()
+        try:
+            self.raw = _connect(self.url, self.writer)
+        except psycopg.OperationalError as exc:
+            raise Disconnected() from exc
 
     def begin(self) -> None:
-        """Open a transaction; a connection found cut (the server restarted, say) is replaced
-        once, as nothing of the transaction was sent yet. ``Disconnected`` (the transaction
-        retries) if no new one can be made or it is cut at once."""
-        for attempt in (1, 2):
-            if self.raw.closed or self.raw.broken:
-                self.raw.close()
+        """Open a transaction (its ``BEGIN`` goes out with the first statement); a connection
+        found cut is replaced first. ``Disconnected`` (the transaction retries) if no new one
+        can be made."""
+        if self.raw.closed or self.raw.broken:
+            self._reconnect()
+        self._pending = ["BEGIN"]
+        self._fresh = True
+
+    def control(self, sql: str) -> None:
+        """A transaction control statement: kept for the next statement, except ``COMMIT``
+        (sent at once, with what is kept) and ``ROLLBACK`` (what is kept is dropped)."""
+        if sql == "ROLLBACK":
+            self.rollback()
+        elif sql == "COMMIT":
+            if self._fresh:  # nothing was sent: there is nothing to commit
+                self._pending = []
+            else:
+                self._send(sql, ())
+        else:
+            self._pending.append(sql)
+
+    def rollback(self) -> None:
+        """End the transaction, if the server has one open, without its changes."""
+        self._pending = []
+        if not self.raw.broken and self.raw.info.transaction_status != TransactionStatus.IDLE:
+            self.raw.execute("ROLLBACK")
+
+    def _send(self, sql: str, parameters: tuple[Any, ...]) -> psycopg.Cursor[Any]:
+        """``sql`` after the transaction control kept for it, in one round trip; the cursor on
+        ``sql``'s result. The first query of a transaction found its connection cut (an idle
+        connection the server closed, say): nothing of the transaction was made, so it goes
+        once more on a new connection."""
+        text = "; ".join([*self._pending, sql]) if self._pending else sql
+        try:
+            for attempt in (1, 2):
                 try:
-                    self.raw = _connect(self.url, self.writer)
+                    cur = self.raw.execute(text, parameters)
+                    break
+                except _CONFLICTS as exc:
+                    raise Locked() from exc
                 except psycopg.OperationalError as exc:
-                    raise Disconnected() from exc
-            try:
-                self.raw.execute("BEGIN")
-                return
-            except psycopg.OperationalError as exc:
-                if not self.raw.broken:
-                    raise
-                if attempt == 2:
-                    raise Disconnected() from exc
+                    if not self.raw.broken:
+                        raise
+                    if not self._fresh or attempt == 2:  # cut before the commit: rolled back
+                        raise Disconnected() from exc
+                    self._reconnect()
+        finally:  # sent, whatever its outcome: the server has the transaction now
+            self._pending = []
+            self._fresh = False
+        while cur.nextset():  # the control statements' results come first
+            pass
+        return cur
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Result:
         statement = self._dialect.statement(sql)
-        try:
-            cur = self.raw.execute(statement.sql, tuple(parameters))
-        except _CONFLICTS as exc:
-            raise Locked() from exc
-        except psycopg.OperationalError as exc:
-            if self.raw.broken:  # cut before the commit: the server rolled it back
-                raise Disconnected() from exc
-            raise
+        cur = self._send(statement.sql, tuple(parameters))
         rows = cur.fetchall() if cur.description is not None else []
         if statement.returns_id:
             return _Result(cur.rowcount, rows[0][0] if rows else None, [])
         return _Result(cur.rowcount, None, rows)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> _Result:
+        if self._pending:  # executemany may not carry other statements
+            self._send("SELECT 1", ())
         with self.raw.cursor() as cur:
             try:
                 cur.executemany(self._dialect.statement(sql).sql, list(parameters))
@@ -183,27 +229,23 @@ def _apply(
 ) -> list[tuple[bool, Any]]:
     """Run ``fns`` in one transaction (in the writer's thread). Returns (ok, value) per fn."""
     conn.begin()
-    raw = conn.raw
     try:
         try:
-            out, still_open = apply_writes(raw.execute, make_tx(conn, now), fns)
+            out, still_open = apply_writes(conn.control, make_tx(conn, now), fns)
         except psycopg.OperationalError as exc:
-            if raw.broken:  # a savepoint's statement found the connection cut
+            if conn.raw.broken:  # a ROLLBACK found the connection cut
                 raise Disconnected() from exc
             raise
         if still_open:
             try:
-                raw.execute("COMMIT")
-            except psycopg.OperationalError as exc:
-                if not raw.broken:
-                    raise
+                conn.control("COMMIT")
+            except Disconnected as exc:
                 raise StorageUnavailable(  # not retried: it may have committed
                     "the connection to the database was cut while a write committed; it may"
                     " or may not have been made"
-                ) from exc
+                ) from exc.__cause__
     except BaseException:
-        if not raw.broken and raw.info.transaction_status != TransactionStatus.IDLE:
-            raw.execute("ROLLBACK")
+        conn.rollback()
         raise
     return out
 
@@ -306,15 +348,24 @@ class PostgresEngine(Engine[TxT_co]):
         if len(queries) == 1:
             sql, params = queries[0]
             return [await (await reader.execute(render(sql).sql, tuple(params))).fetchall()]
-        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # One query string (the simple query protocol runs its statements in order): the whole
+        # transaction is one round trip and one wait on the event loop. A failed statement
+        # stops the string there and leaves the transaction aborted, to be rolled back.
+        texts = [render(sql).sql.rstrip().rstrip(";") for sql, _ in queries]
+        out: list[list[Any]] = []
         try:
-            return [
-                await (await reader.execute(render(sql).sql, tuple(params))).fetchall()
-                for sql, params in queries
-            ]
+            cursor = await reader.execute(
+                "; ".join([SNAPSHOT_BEGIN, *texts, "COMMIT"]),
+                tuple(value for _, params in queries for value in params),
+            )
+            for _ in queries:
+                cursor.nextset()
+                out.append(await cursor.fetchall())
         finally:
-            if not reader.broken:
-                await reader.execute("COMMIT")
+            if not (reader.broken or reader.closed):
+                if reader.info.transaction_status != TransactionStatus.IDLE:
+                    await reader.execute("ROLLBACK")
+        return out
 
     async def rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         return (await self._read([(sql, tuple(params))]))[0]

@@ -15,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from ledger.errors import Conflict
 from ledger.records import RunStart
-from ledger.storage.engine import READERS
+from ledger.storage.engine import READERS, Query
 from ledger.storage.migrations import MIGRATIONS
 from ledger.storage.pg_dialect import Dialect, id_columns, render_migration
 from ledger.storage.postgres import PostgresStore, schema_version
@@ -154,9 +154,72 @@ async def test_a_store_whose_connections_are_cut_gets_them_back(url: str) -> Non
             ).fetchall()
         assert len(cut) == 1 + READERS  # the writer and every reader
         assert await store.write(lambda tx: tx.create_thread("u", "U", None))
+        assert store.busy_retries == 0  # sent again on a new connection, not retried later
         assert await store.thread_ids() == ["t", "u"]
         context = await store.run_context("t", messages=5, posts=5)
         assert context.messages == []
+    finally:
+        await store.close()
+
+
+async def test_a_statement_that_fails_in_a_batch_undoes_only_its_own_write(url: str) -> None:
+    """The savepoints around each write go out in front of its statements: a write whose very
+    first statement fails (the one that also carries the transaction's BEGIN), and one that
+    fails after writing, leave the others of their batch whole."""
+    store = await PostgresStore.open(url, now=lambda: 1.0)
+
+    def fails_at_once(tx: SqliteTx) -> None:
+        tx.conn.execute("SELECT 1 / 0")
+
+    def writes_then_fails(tx: SqliteTx) -> None:
+        tx.create_thread("half", "written, then its write fails", None)
+        tx.conn.execute("SELECT 1 / 0")
+
+    try:
+        before = store.transactions
+        results = await asyncio.gather(
+            store.write(fails_at_once),
+            store.write(lambda tx: tx.create_thread("a", "A", None)),
+            store.write(writes_then_fails),
+            store.write(lambda tx: tx.create_thread("b", "B", None)),
+            return_exceptions=True,
+        )
+        assert store.transactions == before + 1  # one batch
+        assert [type(r).__name__ for r in results] == [
+            "DivisionByZero",
+            "bool",
+            "DivisionByZero",
+            "bool",
+        ]
+        assert await store.thread_ids() == ["a", "b"]
+        assert await store.write(lambda tx: tx.create_thread("c", "C", None))
+        assert await store.thread_ids() == ["a", "b", "c"]
+    finally:
+        await store.close()
+
+
+async def test_a_read_of_several_queries_that_fails_leaves_no_transaction_open(
+    url: str,
+) -> None:
+    """The queries of one snapshot go in one string, between BEGIN and COMMIT: one that fails
+    stops the string before the COMMIT, and the transaction is rolled back, so the connection
+    is not left in it (its next read would fail, or see an old snapshot)."""
+    name = f"read-{secrets.token_hex(4)}"
+    store = await PostgresStore.open(
+        make_conninfo(url, application_name=name), now=lambda: 1.0, readers=1
+    )
+    broken = Query("SELECT 1 / 0", (), lambda rows: rows)
+    counted = Query("SELECT COUNT(*) FROM threads WHERE id <> ?", ("none",), lambda r: r[0][0])
+    try:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await store._db.fetch_many([counted, broken, counted])
+        with psycopg.connect(url, autocommit=True) as admin:
+            states = admin.execute(
+                "SELECT state FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchall()
+        assert all(not state.startswith("idle in transaction") for (state,) in states), states
+        await store.write(lambda tx: tx.create_thread("t", "T", None))
+        assert await store._db.fetch_many([counted, counted]) == [1, 1]
     finally:
         await store.close()
 
