@@ -351,6 +351,13 @@ async def test_a_claim_cut_at_its_commit_runs_the_rows_it_committed_once(
         ], lines
 
 
+def _heads(records: list[logging.LogRecord]) -> list[tuple[str, str]]:
+    """Each line's level and its words before a colon or an "after" (no figures), once no
+    line carries a traceback."""
+    assert not [r for r in records if r.exc_info], "a traceback was logged"
+    return [(r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in records]
+
+
 async def _step(clock: FakeClock) -> None:
     """Advance the clock a second, letting the service's reads answer (its watchdog is no
     task the clock waits for)."""
@@ -407,10 +414,7 @@ async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_on
             await _step_until(clock, "the threads are armed", lambda: "default" in scheduler.timers)
             clock.idle = idle
         assert heartbeat.state.restarts == 0
-        assert not [r for r in lines() if r.exc_info], "a traceback was logged"
-        assert [
-            (r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in lines()
-        ] == [
+        assert _heads(lines()) == [
             ("WARNING", "[HEARTBEAT] the reconcile pass waits for the database connection"),
             ("INFO", "[HEARTBEAT] the reconcile pass went through"),
             ("INFO", "[HEARTBEAT] Scheduler stopped"),
@@ -497,3 +501,28 @@ async def test_a_journal_start_cut_at_its_commit_is_ended_and_the_next_tick_refl
         ]
         assert len(await store.reflections("default")) == 1
         assert len(_lines(caplog)) == 1, _lines(caplog)
+
+
+async def test_lease_renewals_through_an_outage_log_one_line_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with cut_service(tmp_path, clock, llm) as cut:
+        replicas = cut.service.replicas
+        await cut.service.set_config("default", {"every_seconds": 3600})
+
+        def lines() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "heartbeat.loops.replicas"]
+
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.replicas"):
+            with cut.outage():  # renewals come due every LEASE_RENEW_SECONDS meanwhile
+                await _step_until(
+                    clock, "two renewals fail", lambda: replicas.failures >= 2, limit=3000
+                )
+            renewed = replicas.renewals
+            await _step_until(clock, "a renewal goes through", lambda: replicas.renewals > renewed)
+            await _step_until(clock, "and the next", lambda: replicas.renewals > renewed + 1)
+        assert _heads(lines()) == [
+            ("WARNING", "[HEARTBEAT] lease renewals wait for the database connection"),
+            ("INFO", "[HEARTBEAT] the lease is renewed again"),
+        ], [r.getMessage() for r in lines()]
