@@ -326,8 +326,13 @@ class HeartbeatScheduler:
 
     def finished(self, run: Run) -> None:
         """A run finished (``Lifecycle.observers``): a heartbeat of the thread that did not
-        yield to the user again settles the beat deferred for it."""
-        if run.loop == Loop.HEARTBEAT and run.reason != Reason.USER_ACTIVE:
+        yield to the user again, and was not cut short before it decided (``interrupted``),
+        settles the beat deferred for it."""
+        if (
+            run.loop == Loop.HEARTBEAT
+            and run.reason != Reason.USER_ACTIVE
+            and run.status != RunStatus.INTERRUPTED
+        ):
             self._deferred.pop(run.thread_id, None)
 
     async def _deferred_due(self, thread: Thread, now: float) -> HeartbeatPlan | None:

@@ -526,3 +526,30 @@ async def test_lease_renewals_through_an_outage_log_one_line_each_way(
             ("WARNING", "[HEARTBEAT] lease renewals wait for the database connection"),
             ("INFO", "[HEARTBEAT] the lease is renewed again"),
         ], [r.getMessage() for r in lines()]
+
+
+async def test_a_run_now_cut_at_its_commit_does_not_settle_a_beat_deferred_for_the_user(
+    tmp_path: Path,
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store, scheduler = cut.service.store, cut.service.scheduler
+        config = {"every_seconds": 60, "quiet_after_user_seconds": 30, "skip_unchanged": False}
+        await cut.service.set_config("default", config)
+        await clock.advance(50)
+        await store.write(lambda tx: tx.add_message("default", "user", "typing..."))
+        await clock.advance(10)  # the slot yields: a beat is owed 30 s after the message
+        owed = scheduler.deferred("default")
+        assert owed is not None
+        proxy.armed = True
+        assert (await _run_now(cut)).status_code == 503
+        await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+        assert scheduler.deferred("default") == owed  # it decided nothing
+        await clock.advance(owed - clock.now())
+        rows = list(reversed(await store.history("default")))
+        assert [(r.trigger, r.status, r.reason) for r in rows] == [
+            ("schedule", "skipped", "user_active"),
+            ("manual", "interrupted", "start_unconfirmed"),
+            ("schedule", "ok", None),
+        ]
+        assert rows[-1].slot == owed

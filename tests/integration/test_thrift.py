@@ -274,7 +274,7 @@ async def test_a_beat_deferred_before_a_restart_runs_at_the_quiet_end_after_it(
         assert (await runs(svc))[-1].slot == START + 12 * 3600
 
 
-async def test_a_beat_whose_quiet_end_passed_outside_the_hours_while_down_is_dropped(
+async def test_a_beat_owed_while_down_is_dropped_when_the_hours_are_closed_at_the_start(
     workspace: Path, clock: FakeClock
 ) -> None:
     hours = {"active_hours_start": 0, "active_hours_end": 13}
