@@ -553,3 +553,33 @@ async def test_a_run_now_cut_at_its_commit_does_not_settle_a_beat_deferred_for_t
             ("schedule", "ok", None),
         ]
         assert rows[-1].slot == owed
+
+
+async def test_a_wake_beat_cut_at_its_commit_is_started_again_told_its_wake(
+    tmp_path: Path,
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store = cut.service.store
+        await cut.service.set_config("default", {"every_seconds": 3600})
+        proxy.armed = True
+        r = await cut.client.post(
+            "/api/threads/default/heartbeat/wake", json={"text": "the build broke", "mode": "now"}
+        )
+        assert r.status_code == 202, r.text
+        await cut.until("the start is cut", lambda: proxy.cuts == 1)
+        await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+
+        async def ran() -> list[tuple[str, str, str | None, str | None]]:
+            rows = reversed(await store.history("default"))
+            return [(r.trigger, r.status, r.reason, r.event_text) for r in rows]
+
+        for _ in range(60):  # the wake spacing passes: the beat is tried again
+            if len(await ran()) == 2:
+                break
+            await _step(clock)
+        assert await ran() == [
+            ("wake", "interrupted", "start_unconfirmed", "the build broke"),
+            ("wake", "ok", None, "the build broke"),
+        ]
+        assert len(llm.requests) == 1
