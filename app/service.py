@@ -17,7 +17,7 @@ from app.llm_choice import choose_provider, default_model
 from app.metrics import Metrics
 from app.settings import Settings
 from ledger import config as hbconfig
-from ledger.errors import NotFound
+from ledger.errors import NotFound, StorageBusy
 from ledger.records import Loop, Run, RunOutcome, Thread, Trigger
 from ledger.storage.interface import Storage, Tx
 from ledger.storage.sqlite import SqliteStore
@@ -298,7 +298,12 @@ class Service:
         """One beat for wakes (``loops.wakes``); like run-now, it spaces the next scheduled one."""
         ran_at = self.clock.now()
         run = await self.executor.run(thread_id, trigger, event=event)
-        await self.scheduler.after_manual_run(thread_id, ran_at)
+        try:
+            await self.scheduler.after_manual_run(thread_id, ran_at)
+        except StorageBusy as exc:  # the beat ran: it is not started again for this
+            log.warning(
+                "the spacing rule after thread %s's wake beat was not applied: %s", thread_id, exc
+            )
         return run
 
     async def ledger_event(

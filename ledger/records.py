@@ -61,6 +61,7 @@ class Reason(StrEnum):
     DISABLED = "disabled"  # skipped: wakes held for a beat dropped, the heartbeat was disabled
     SHUTDOWN = "shutdown"  # interrupted: the service stopped
     PROCESS_DIED = "process_died"  # interrupted: found running after a crash
+    START_UNCONFIRMED = "start_unconfirmed"  # interrupted: its start's COMMIT was cut
     TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own
     INTERNAL_ERROR = "internal_error"  # a bug: the run crashed
     UNRECORDED = "unrecorded"  # failed: shut down while the database was locked (decision kept)

@@ -24,6 +24,13 @@ with it); only shutdown cuts that short: the outcome, decision included, is then
 and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
 Every outcome is recorded with the run's model and its token counts (0 for a run that got no
 reply), and with the time of its LLM calls when it made any.
+
+A start whose ``COMMIT`` is cut (``StorageUnavailable``) is reported failed to its caller, which
+runs nothing, but may have committed its ``running`` row. The ids its transaction inserted are
+kept, and once the database answers (tried at once, then with a back-off, and in the next
+start's own transaction) those of them still ``running`` are ended ``interrupted`` with reason
+``start_unconfirmed`` and published: the thread is free again (no ``run_in_flight``, no
+``overlap``), and a caller told the start failed may simply try again.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ log = logging.getLogger(f"heartbeat.{__name__}")
 
 FINISH_RETRY_FIRST = 1.0  # seconds before the finishing write is tried again after a lock
 FINISH_RETRY_MAX = 10.0  # the longest wait between two tries
+UNCONFIRMED_RETRY_FIRST = 1.0  # seconds before ending unconfirmed starts is tried again
+UNCONFIRMED_RETRY_MAX = 10.0
 
 C = TypeVar("C")  # the loop's own settings of a run (the heartbeat: the thread's config)
 P = TypeVar("P")  # what the precheck hands on to the ask step
@@ -217,6 +226,10 @@ def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: 
     return tx.finish_run(plan.id, work.write(tx, plan, finish))
 
 
+def _end_unconfirmed(run_ids: tuple[int, ...], owner: str, tx: Tx) -> list[Run]:
+    return tx.end_unconfirmed_starts(run_ids, owner)
+
+
 class Lifecycle:
     """Starts, carries and finishes the runs of one loop family (the heartbeat, the journal)."""
 
@@ -236,11 +249,68 @@ class Lifecycle:
         self.spool: Path | None = None
         self.observers: list[Callable[[Run], None]] = []  # told every finished row (metrics)
         self.lost_finishes = 0  # runs whose finish came after another replica ended them
+        # rows inserted by starts reported failed (their COMMIT cut): ended once the database
+        # answers, by ``_resolver`` or by the next start
+        self.unconfirmed: set[int] = set()
+        self._resolver: asyncio.Task[None] | None = None
 
     async def start(self, build: Callable[[Tx], RunPlan[C]]) -> RunPlan[C] | None:
-        """Build the plan and write its start row in one transaction (see ``start_row``)."""
+        """Build the plan and write its start row in one transaction (see ``start_row``); the
+        rows of earlier starts reported failed are ended in it first."""
         owner = self.store.owner
-        return await self.store.write(lambda tx: start_row(tx, build(tx), owner))
+        pending = tuple(sorted(self.unconfirmed))
+        inserted: list[int] = []  # every try's row id (a cut transaction may be made again)
+
+        def tx_start(tx: Tx) -> tuple[list[Run], RunPlan[C] | None]:
+            ended = tx.end_unconfirmed_starts(pending, owner) if pending else []
+            plan = start_row(tx, build(tx), owner)
+            if plan is not None:
+                inserted.append(plan.id)
+            return ended, plan
+
+        try:
+            ended, plan = await self.store.write(tx_start)
+        except StorageUnavailable:
+            if inserted:  # it may have committed: the caller runs nothing, so end it
+                self.unconfirmed.update(inserted)
+                if self._resolver is None or self._resolver.done():
+                    self._resolver = asyncio.create_task(
+                        self._resolve(), name="end-unconfirmed-starts"
+                    )
+            raise
+        self.unconfirmed.difference_update(pending)
+        self._ended_unconfirmed(ended)
+        return plan
+
+    async def _resolve(self) -> None:
+        """End the unconfirmed starts' rows as soon as the database answers."""
+        delay = 0.0
+        while self.unconfirmed:
+            await asyncio.sleep(delay)
+            pending, owner = tuple(sorted(self.unconfirmed)), self.store.owner
+            try:
+                ended = await self.store.write(partial(_end_unconfirmed, pending, owner))
+            except StorageBusy:
+                delay = min(max(delay * 2, UNCONFIRMED_RETRY_FIRST), UNCONFIRMED_RETRY_MAX)
+                continue
+            except StoreClosed:  # closing marks them interrupted (shutdown)
+                return
+            self.unconfirmed.difference_update(pending)
+            self._ended_unconfirmed(ended)
+
+    def _ended_unconfirmed(self, rows: list[Run]) -> None:
+        for row in rows:
+            log.warning(
+                "[%s] run %d for thread %s was started after all by a start reported failed"
+                " (its COMMIT cut), which nothing runs: recorded interrupted (%s)",
+                row.loop.upper(),
+                row.id,
+                row.thread_id,
+                row.reason,
+            )
+            publish_finished(self.bus, row)
+            for observe in self.observers:
+                observe(row)
 
     async def run(self, plan: RunPlan[C], work: Work[C, P, A, E]) -> Run:
         """Carry a started run to its end; returns the finished row."""

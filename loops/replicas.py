@@ -11,8 +11,11 @@ database (``loops.scheduler``) stays what makes a slot run once: while replicas 
 set for a moment, two may hold a thread's timer, and one of them wins its slot.
 
 A config another replica saved is seen at the next renewal: the threads changed since the last
-one are re-read and armed by their owner. On SQLite (one host, processes judged by their PID)
-there is no lease: this process arms every thread, as before.
+one are re-read and armed by their owner. A renewal the database cannot take (``StorageBusy``:
+it is away, or locked past the storage's retries) is tried at the next one; one warning is
+logged when renewals start failing and one line when one goes through again. On SQLite (one
+host, processes judged by their PID) there is no lease: this process arms every thread, as
+before.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from ledger.errors import StorageBusy, StorageUnavailable
 from ledger.limits import LEASE_RENEW_SECONDS, LEASE_SECONDS
 from ledger.records import Run, Thread
 from ledger.storage.identity import lease_expired, owner_state
@@ -68,6 +72,8 @@ class ReplicaSet:
         self.on_interrupted: Callable[[list[Run]], None] | None = None
         self.renewals = 0
         self.lapses = 0  # renewals that found the lease ended by another replica
+        self.failures = 0  # renewals the database could not take
+        self._failing_since: float | None = None  # when renewals started failing
 
     def owns(self, thread_id: str) -> bool:
         """Whether this replica's timers hold ``thread_id``."""
@@ -136,5 +142,24 @@ class ReplicaSet:
             await self.clock.sleep(LEASE_RENEW_SECONDS)
             try:
                 await self.tick()
-            except Exception as exc:  # the database is away: the next tick tries again
-                log.warning("[HEARTBEAT] could not renew this replica's lease: %s", exc)
+            except StorageBusy as exc:  # the database is away: the next tick tries again
+                self.failures += 1
+                if self._failing_since is None:
+                    self._failing_since = self.clock.now()
+                    log.warning(
+                        "[HEARTBEAT] lease renewals wait for the database %s: tried again every"
+                        " %.0f s (%s)",
+                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
+                        LEASE_RENEW_SECONDS,
+                        exc,
+                    )
+                continue
+            except Exception:  # a bug: logged whole every time, the next tick tries again
+                log.exception("[HEARTBEAT] could not renew this replica's lease")
+                continue
+            if self._failing_since is not None:
+                log.info(
+                    "[HEARTBEAT] the lease is renewed again after %.0f s",
+                    self.clock.now() - self._failing_since,
+                )
+                self._failing_since = None

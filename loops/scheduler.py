@@ -12,6 +12,9 @@ the earlier of it and the next slot. When it fires the quiet end is computed ane
 thread's messages (a newer message puts it off, with no row), and the beat starts with trigger
 ``schedule``, its slot the quiet end, told the wakes held for it. Any other heartbeat run of the
 thread that finishes meanwhile (``finished``: a run-now, a wake, a slot) settles what was owed.
+When the scheduler starts, the beats owed so are read back from the database
+(``_restore_deferred``: a thread whose last heartbeat run yielded to the user owes one at its
+quiet end, by ``loops.spend.still_deferred``), so a restart loses none.
 
 A claim the database cannot take (``StorageBusy``: it cannot be reached, or another process
 holds it locked past the storage's own retries) changes nothing stored, so the slots stay owed:
@@ -43,7 +46,7 @@ from ledger.storage.interface import USER, RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
-from loops.spend import last_user_at, quiet_until
+from loops.spend import last_user_at, quiet_until, still_deferred
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -170,6 +173,7 @@ class HeartbeatScheduler:
         self.timers = TimerSet(clock)
         self._catch_up: dict[str, int] = {}
         self._deferred: dict[str, float] = {}  # thread id -> when its deferred beat is owed
+        self._restored = False  # deferred beats read back from the database since the start
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_runs = 0
         self.lost_claims = 0  # slots another process claimed first
@@ -184,12 +188,37 @@ class HeartbeatScheduler:
 
     # -- arming -------------------------------------------------------------------------
     async def arm_all(self) -> int:
-        """Arm every enabled thread from the database, applying the catch-up rule."""
-        armed = 0
+        """Arm every enabled thread from the database, applying the catch-up rule; the first
+        time since the scheduler started, with the beats deferred for the user before it."""
+        armed, restore = 0, not self._restored
         async for batch in self.store.iter_threads(batch=2000):
             armed += await self.arm_threads(batch)
+            if restore:
+                await self._restore_deferred(batch)
             await asyncio.sleep(0)
+        self._restored = True
         return armed
+
+    async def _restore_deferred(self, threads: list[Thread]) -> None:
+        """The beats these threads owed the user when the process stopped, read from their last
+        heartbeat run (a ``user_active`` skip) and their messages, deferred again."""
+        now = self.clock.now()
+        for thread in threads:
+            cfg, s = _decoded(thread.config_json)
+            quiet = cfg.quiet_after_user_seconds
+            if not cfg.enabled or quiet is None or thread.id in self._deferred:
+                continue
+            if thread.next_run is None or not self.owns(thread.id):
+                continue
+            last = await self.store.history(thread.id, limit=1, loop=Loop.HEARTBEAT)
+            if not last or last[0].reason != Reason.USER_ACTIVE:
+                continue
+            messages = await self.store.messages(thread.id, limit=self.window)
+            end = quiet_until(last_user_at(messages, USER), quiet)
+            open_then = end is not None and sched.in_active_hours(s, end)
+            until = still_deferred(last[0].reason, end, now, open_then)
+            if until is not None:
+                self.defer(thread.id, until)
 
     async def arm_threads(self, threads: list[Thread]) -> int:
         """Arm (or disarm) these threads as read, applying the catch-up rule; how many armed."""
@@ -261,6 +290,7 @@ class HeartbeatScheduler:
         self.timers.clear()
         self._catch_up.clear()
         self._deferred.clear()
+        self._restored = False  # a start reads them back
 
     def _due_with_deferral(self, thread_id: str, when: float) -> float:
         deferred = self._deferred.get(thread_id)
@@ -296,8 +326,13 @@ class HeartbeatScheduler:
 
     def finished(self, run: Run) -> None:
         """A run finished (``Lifecycle.observers``): a heartbeat of the thread that did not
-        yield to the user again settles the beat deferred for it."""
-        if run.loop == Loop.HEARTBEAT and run.reason != Reason.USER_ACTIVE:
+        yield to the user again, and was not cut short before it decided (``interrupted``),
+        settles the beat deferred for it."""
+        if (
+            run.loop == Loop.HEARTBEAT
+            and run.reason != Reason.USER_ACTIVE
+            and run.status != RunStatus.INTERRUPTED
+        ):
             self._deferred.pop(run.thread_id, None)
 
     async def _deferred_due(self, thread: Thread, now: float) -> HeartbeatPlan | None:

@@ -33,6 +33,7 @@ __all__ = [
     "over_budget",
     "quiet_until",
     "should_pause",
+    "still_deferred",
     "user_active",
 ]
 
@@ -82,6 +83,19 @@ def quiet_until(last_user_at: float | None, quiet_seconds: int | None) -> float 
     if quiet_seconds is None or last_user_at is None:
         return None
     return last_user_at + quiet_seconds
+
+
+def still_deferred(
+    last_reason: str | None, quiet_end: float | None, now: float, open_at_quiet_end: bool
+) -> float | None:
+    """When a beat deferred for the user before a restart is owed (None: none is). One is owed
+    if the thread's last heartbeat run (its ``last_reason``) yielded to the user and the quiet
+    end is still ahead, or passed inside the thread's active hours (``open_at_quiet_end``), when
+    the beat would have run had the process been up; one that passed outside them was dropped,
+    and the next slot decides."""
+    if last_reason != Reason.USER_ACTIVE or quiet_end is None:
+        return None
+    return quiet_end if quiet_end > now or open_at_quiet_end else None
 
 
 def user_active(now: float, last_user_at: float | None, quiet_seconds: int | None) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
-from ledger.errors import Conflict, HeartbeatError, NotFound
+from ledger.errors import Conflict, HeartbeatError, NotFound, StorageBusy
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Trigger
 from ledger.storage.interface import AGENT, RunStart, Storage, Tx
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 MINUTE = 60.0
 
 # Runs one beat of a thread: (thread id, trigger, event text) -> the finished run.
+# runs one beat told the event text; raises ``StorageBusy`` only when the beat did not start
 BeatRunner = Callable[[str, Trigger, str], Awaitable[Run | None]]
 
 
@@ -297,6 +298,7 @@ class Waker:
     async def _drive(self, thread_id: str) -> None:
         """Run the thread's waiting beats one after another, each once the thread is idle and
         the spacing since the last one passed."""
+        failing = False  # the database could not start the last try
         try:
             while thread_id in self._waiting:
                 while (delay := self.guard.delay(thread_id, self.clock.monotonic())) > 0:
@@ -308,6 +310,21 @@ class Waker:
                 self.guard.started(thread_id, self.clock.monotonic())
                 try:
                     await self.run_beat(thread_id, trigger, join_all(texts))
+                except StorageBusy as exc:  # not started: the wakes wait, with those since
+                    later = self._waiting.pop(thread_id, None)
+                    self._waiting[thread_id] = (
+                        trigger,
+                        texts + ([] if later is None else later[1]),
+                    )
+                    if not failing:
+                        log.warning(
+                            "wake beat for thread %s waits for the database: tried again after"
+                            " the wake spacing (%s)",
+                            thread_id,
+                            exc,
+                        )
+                    failing = True
+                    continue
                 except NotFound:
                     log.warning("wake for thread %s dropped: the thread is gone", thread_id)
                 except Exception:

@@ -199,6 +199,12 @@ class RunWrites(Protocol):
         there is none, ``RunEnded`` (nothing written) if it is no longer ``running``."""
         ...
 
+    def end_unconfirmed_starts(self, run_ids: Sequence[int], owner: str) -> list[Run]:
+        """Mark those of ``run_ids`` still ``running``, owned by ``owner`` and without a slot,
+        ``interrupted`` with reason ``start_unconfirmed``: rows whose start was reported failed
+        (its ``COMMIT`` cut) but committed. The rows as marked, by id."""
+        ...
+
 
 class ReplicaWrites(Protocol):
     def hold_lease(self, owner: str, expires_at: float) -> bool:

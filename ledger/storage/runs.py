@@ -21,6 +21,10 @@ from ledger.storage.engine import Engine, Query, SqlTx
 log = logging.getLogger(f"heartbeat.{__name__}")
 
 INTERRUPTED_ERROR = "the service stopped while this run was in flight"
+UNCONFIRMED_ERROR = (
+    "the database connection was lost as this run's start committed; the start was reported"
+    " failed, so nothing ran it"
+)
 BY_IDS_CHUNK = 400  # ids per query of ``runs_by_ids``
 
 _COLS = (
@@ -189,6 +193,21 @@ class Writes(SqlTx):
             rows = self.conn.execute(
                 f"{_INTERRUPT} AND id IN ({marks}) RETURNING {_COLS}",
                 (Reason.PROCESS_DIED, INTERRUPTED_ERROR, self.now, *chunk),
+            ).fetchall()
+            ended.extend(_run(r) for r in rows)
+        return sorted(ended, key=lambda run: run.id)
+
+    def end_unconfirmed_starts(self, run_ids: Sequence[int], owner: str) -> list[Run]:
+        """Mark these ``running`` rows of ``owner`` without a slot, whose start was reported
+        failed, ``interrupted`` (``start_unconfirmed``); the rows as marked, by id."""
+        ended: list[Run] = []
+        for i in range(0, len(run_ids), BY_IDS_CHUNK):
+            chunk = tuple(run_ids[i : i + BY_IDS_CHUNK])
+            marks = ", ".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"{_INTERRUPT} AND owner = ? AND slot IS NULL AND id IN ({marks})"
+                f" RETURNING {_COLS}",
+                (Reason.START_UNCONFIRMED, UNCONFIRMED_ERROR, self.now, owner, *chunk),
             ).fetchall()
             ended.extend(_run(r) for r in rows)
         return sorted(ended, key=lambda run: run.id)

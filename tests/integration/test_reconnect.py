@@ -192,6 +192,18 @@ async def cut_service(
                 clock.idle = None
 
 
+@asynccontextmanager
+async def commit_cut_service(
+    tmp_path: Path, clock: FakeClock, llm: ScriptedLLM
+) -> AsyncIterator[tuple[CommitCut, Cut]]:
+    """The service with its connections through a ``CommitCut`` proxy."""
+    async with (
+        CommitCut(require_postgres()) as proxy,
+        cut_service(tmp_path, clock, llm, proxy) as cut,
+    ):
+        yield proxy, cut
+
+
 async def _run_now(cut: Cut) -> httpx.Response:
     return await cut.client.post("/api/threads/default/heartbeat/run-now")
 
@@ -305,10 +317,7 @@ async def test_a_claim_cut_at_its_commit_runs_the_rows_it_committed_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock, llm = FakeClock(START), ScriptedLLM()
-    async with (
-        CommitCut(require_postgres()) as proxy,
-        cut_service(tmp_path, clock, llm, proxy) as cut,
-    ):
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
         store, scheduler = cut.service.store, cut.service.scheduler
         await cut.service.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
         anchor = clock.now()
@@ -340,6 +349,13 @@ async def test_a_claim_cut_at_its_commit_runs_the_rows_it_committed_once(
             "[HEARTBEAT] 1 run(s) of claims reported failed were committed",
             "[HEARTBEAT] the database is back after 1 s",
         ], lines
+
+
+def _heads(records: list[logging.LogRecord]) -> list[tuple[str, str]]:
+    """Each line's level and its words before a colon or an "after" (no figures), once no
+    line carries a traceback."""
+    assert not [r for r in records if r.exc_info], "a traceback was logged"
+    return [(r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in records]
 
 
 async def _step(clock: FakeClock) -> None:
@@ -398,10 +414,7 @@ async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_on
             await _step_until(clock, "the threads are armed", lambda: "default" in scheduler.timers)
             clock.idle = idle
         assert heartbeat.state.restarts == 0
-        assert not [r for r in lines() if r.exc_info], "a traceback was logged"
-        assert [
-            (r.levelname, r.getMessage().split(":")[0].split(" after")[0]) for r in lines()
-        ] == [
+        assert _heads(lines()) == [
             ("WARNING", "[HEARTBEAT] the reconcile pass waits for the database connection"),
             ("INFO", "[HEARTBEAT] the reconcile pass went through"),
             ("INFO", "[HEARTBEAT] Scheduler stopped"),
@@ -410,3 +423,163 @@ async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_on
             ("INFO", "[HEARTBEAT] arming the threads went through"),
             ("INFO", "[HEARTBEAT] Scheduler started (1 thread(s) armed, reconcile every 60 s)"),
         ], [r.getMessage() for r in lines()]
+
+
+def _none_running(cut: Cut) -> bool:
+    with psycopg.connect(cut.url.replace(NAME, "hb-admin")) as conn:
+        return conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchall() == []
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "heartbeat.loops.lifecycle"]
+
+
+async def test_a_run_now_cut_at_its_commit_frees_the_thread_for_the_retry_and_the_slots(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store = cut.service.store
+        await cut.service.set_config("default", {"every_seconds": 60, "skip_unchanged": False})
+        anchor = clock.now()
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.lifecycle"):
+            # run-now's start commits on the server, its answer never comes back: 503
+            proxy.armed = True
+            answer = await _run_now(cut)
+            assert proxy.cuts == 1
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "storage_unavailable"
+            # the row it committed, which nothing runs, is ended as soon as the database answers
+            await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+            (ended,) = await store.history("default")
+            assert (ended.trigger, ended.slot, ended.status, ended.reason) == (
+                "manual",
+                None,
+                "interrupted",
+                "start_unconfirmed",
+            )
+            assert "start was reported failed" in (ended.error or "")
+            # the user's retry runs (no run_in_flight), and the slots decide (no overlap)
+            answer = await _run_now(cut)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "ok"
+            await clock.advance(60 * 2)
+        rows = list(reversed(await store.history("default", limit=100)))
+        assert [(r.trigger, r.slot, r.status) for r in rows] == [
+            ("manual", None, "interrupted"),
+            ("manual", None, "ok"),
+            ("schedule", anchor + 60, "ok"),
+            ("schedule", anchor + 60 * 2, "ok"),
+        ]
+        assert await store.count_runs(status="running") == 0
+        assert len(llm.requests) == 3
+        assert [line.split(":")[0] for line in _lines(caplog)] == [
+            f"[HEARTBEAT] run {ended.id} for thread default was started after all by a start"
+            " reported failed (its COMMIT cut), which nothing runs"
+        ], _lines(caplog)
+
+
+async def test_a_journal_start_cut_at_its_commit_is_ended_and_the_next_tick_reflects(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(START)
+    llm = ScriptedLLM(default={"score": 0.5, "summary": "a greeting", "notable": []})
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store, journal = cut.service.store, cut.service.journal
+        await cut.service.set_config("default", {"every_seconds": 3600})
+        await store.write(lambda tx: tx.add_message("default", "user", "hello"))
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.lifecycle"):
+            proxy.armed = True
+            assert await journal.reflection_tick() == 0  # its start was reported failed
+            assert proxy.cuts == 1
+            await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+            assert await journal.reflection_tick() == 1
+        rows = list(reversed(await store.history("default", loop="reflection")))
+        assert [(r.status, r.reason) for r in rows] == [
+            ("interrupted", "start_unconfirmed"),
+            ("ok", None),
+        ]
+        assert len(await store.reflections("default")) == 1
+        assert len(_lines(caplog)) == 1, _lines(caplog)
+
+
+async def test_lease_renewals_through_an_outage_log_one_line_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with cut_service(tmp_path, clock, llm) as cut:
+        replicas = cut.service.replicas
+        await cut.service.set_config("default", {"every_seconds": 3600})
+
+        def lines() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "heartbeat.loops.replicas"]
+
+        with caplog.at_level(logging.INFO, logger="heartbeat.loops.replicas"):
+            with cut.outage():  # renewals come due every LEASE_RENEW_SECONDS meanwhile
+                await _step_until(
+                    clock, "two renewals fail", lambda: replicas.failures >= 2, limit=3000
+                )
+            renewed = replicas.renewals
+            await _step_until(clock, "a renewal goes through", lambda: replicas.renewals > renewed)
+            await _step_until(clock, "and the next", lambda: replicas.renewals > renewed + 1)
+        assert _heads(lines()) == [
+            ("WARNING", "[HEARTBEAT] lease renewals wait for the database connection"),
+            ("INFO", "[HEARTBEAT] the lease is renewed again"),
+        ], [r.getMessage() for r in lines()]
+
+
+async def test_a_run_now_cut_at_its_commit_does_not_settle_a_beat_deferred_for_the_user(
+    tmp_path: Path,
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store, scheduler = cut.service.store, cut.service.scheduler
+        config = {"every_seconds": 60, "quiet_after_user_seconds": 30, "skip_unchanged": False}
+        await cut.service.set_config("default", config)
+        await clock.advance(50)
+        await store.write(lambda tx: tx.add_message("default", "user", "typing..."))
+        await clock.advance(10)  # the slot yields: a beat is owed 30 s after the message
+        owed = scheduler.deferred("default")
+        assert owed is not None
+        proxy.armed = True
+        assert (await _run_now(cut)).status_code == 503
+        await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+        assert scheduler.deferred("default") == owed  # it decided nothing
+        await clock.advance(owed - clock.now())
+        rows = list(reversed(await store.history("default")))
+        assert [(r.trigger, r.status, r.reason) for r in rows] == [
+            ("schedule", "skipped", "user_active"),
+            ("manual", "interrupted", "start_unconfirmed"),
+            ("schedule", "ok", None),
+        ]
+        assert rows[-1].slot == owed
+
+
+async def test_a_wake_beat_cut_at_its_commit_is_started_again_told_its_wake(
+    tmp_path: Path,
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with commit_cut_service(tmp_path, clock, llm) as (proxy, cut):
+        store = cut.service.store
+        await cut.service.set_config("default", {"every_seconds": 3600})
+        proxy.armed = True
+        r = await cut.client.post(
+            "/api/threads/default/heartbeat/wake", json={"text": "the build broke", "mode": "now"}
+        )
+        assert r.status_code == 202, r.text
+        await cut.until("the start is cut", lambda: proxy.cuts == 1)
+        await cut.until("the unconfirmed start is ended", lambda: _none_running(cut))
+
+        async def ran() -> list[tuple[str, str, str | None, str | None]]:
+            rows = reversed(await store.history("default"))
+            return [(r.trigger, r.status, r.reason, r.event_text) for r in rows]
+
+        for _ in range(60):  # the wake spacing passes: the beat is tried again
+            if len(await ran()) == 2:
+                break
+            await _step(clock)
+        assert await ran() == [
+            ("wake", "interrupted", "start_unconfirmed", "the build broke"),
+            ("wake", "ok", None, "the build broke"),
+        ]
+        assert len(llm.requests) == 1

@@ -246,6 +246,55 @@ async def test_slots_in_between_yield_again_and_a_slot_at_the_quiet_end_runs_onc
         assert len(llm.requests) == 1 and svc.scheduler.deferred("default") is None
 
 
+async def test_a_beat_deferred_before_a_restart_runs_at_the_quiet_end_after_it(
+    workspace: Path, clock: FakeClock
+) -> None:
+    # the window closes at 13:00 (START is 12:00 UTC): the slot after the deferred one is the
+    # next day's opening, so a beat owed in memory only would be lost until then
+    hours = {"active_hours_start": 0, "active_hours_end": 13}
+    async with service(workspace, clock, ScriptedLLM()) as svc:
+        config = {"every_seconds": EVERY, "quiet_after_user_seconds": 300, "skip_unchanged": False}
+        await svc.set_config("default", config)
+        await svc.set_config("default", hours)
+        await clock.advance(5 * EVERY - 60)
+        said = await say(svc)
+        await clock.advance(60)  # the 12:50 slot yields to the user
+        assert outcomes(await runs(svc)) == [("ok", None)] * 4 + [("skipped", "user_active")]
+        assert (await svc.store.get_thread("default")).next_run == START + 12 * 3600
+        await clock.advance(60)
+    restarted = clock.now()
+    assert restarted < said + 300
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await clock.advance(said + 300 - clock.now())
+        beat = (await runs(svc))[-1]
+        assert (beat.trigger, beat.slot, beat.status) == ("schedule", said + 300, "ok")
+        assert len(llm.requests) == 1
+        await clock.advance(START + 12 * 3600 - clock.now())  # the grid goes on the next day
+        assert (await runs(svc))[-1].slot == START + 12 * 3600
+
+
+async def test_a_beat_owed_while_down_is_dropped_when_the_hours_are_closed_at_the_start(
+    workspace: Path, clock: FakeClock
+) -> None:
+    hours = {"active_hours_start": 0, "active_hours_end": 13}
+    async with service(workspace, clock, ScriptedLLM()) as svc:
+        await svc.set_config("default", {"every_seconds": EVERY, "quiet_after_user_seconds": 600})
+        await svc.set_config("default", hours)
+        await clock.advance(5 * EVERY - 60)
+        await say(svc)  # at 12:49: the beat is owed at 12:59... but the service stops
+        await clock.advance(60)
+        assert outcomes(await runs(svc))[-1] == ("skipped", "user_active")
+    await clock.advance(3600)  # down till 14:00: 12:59 passed inside the hours
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        # owed, and due at once, but outside the hours now: dropped, the next slot decides
+        await clock.advance(60)
+        assert svc.scheduler.deferred("default") is None
+        assert len(llm.requests) == 0
+        assert outcomes(await runs(svc))[-1] == ("skipped", "user_active")
+
+
 async def test_a_disabled_thread_runs_no_deferred_beat(workspace: Path, clock: FakeClock) -> None:
     llm = ScriptedLLM()
     async with service(workspace, clock, llm) as svc:

@@ -15,6 +15,7 @@ from loops.spend import (
     over_budget,
     quiet_until,
     should_pause,
+    still_deferred,
     user_active,
 )
 
@@ -95,6 +96,25 @@ def test_quiet_until_is_the_last_message_plus_the_quiet_seconds(
     assert quiet_until(last, quiet) == until
     if until is not None:  # active just before the quiet end, not at it
         assert user_active(until - 0.5, last, quiet) and not user_active(until, last, quiet)
+
+
+@pytest.mark.parametrize(
+    ("reason", "end", "open_then", "owed"),
+    [
+        ("user_active", 160.0, False, 160.0),  # still ahead: owed, its hours checked when due
+        ("user_active", 160.0, True, 160.0),
+        ("user_active", 90.0, True, 90.0),  # passed while down, inside the hours: owed now
+        ("user_active", 90.0, False, None),  # passed outside them: dropped, the slot decides
+        ("user_active", None, True, None),  # no message of the user's left in the window
+        (None, 160.0, True, None),  # the last run decided: nothing owed
+        ("unchanged", 160.0, True, None),
+        ("overlap", 160.0, True, None),
+    ],
+)
+def test_a_beat_deferred_before_a_restart_is_owed_again(
+    reason: str | None, end: float | None, open_then: bool, owed: float | None
+) -> None:
+    assert still_deferred(reason, end, 100.0, open_then) == owed
 
 
 def test_the_same_decision_is_the_same_action_target_and_text_not_the_reasoning() -> None:
