@@ -145,11 +145,13 @@ class CommitCut:
                 if head[:1] == b"Q":
                     sql = body[:-1].decode()
                     writer = writer or "heartbeat.writer" in sql
-                    if sql == "BEGIN":
+                    # the writer sends a transaction's BEGIN and savepoints in front of its
+                    # next statement, in one query string
+                    if sql.startswith("BEGIN"):
                         starts_run = False
-                    elif sql.startswith("INSERT INTO runs") and "'running'" in sql:
+                    if "INSERT INTO runs" in sql and "'running'" in sql:
                         starts_run = self.armed and writer
-                    elif sql == "COMMIT" and starts_run:
+                    if sql.rstrip("; ").endswith("COMMIT") and starts_run:
                         self.armed, starts_run = False, False
                         self.cuts += 1
                         cut.set()
