@@ -292,6 +292,10 @@ class BeatMemo(msgspec.Struct, kw_only=True):
 
     thread_id: str
     fingerprint: str | None = None  # of the last decided beat's inputs
+    # the same inputs split (``loops.fingerprint.inputs``): all but the counted posts of others,
+    # and a digest of each of those
+    rest_fingerprint: str | None = None
+    seen_posts: tuple[str, ...] | None = None
     decision_key: str | None = None  # the last decision that acted (``loops.spend``)
     repeats: int = 0  # how many decided beats in a row made it on the same inputs
     last_cost: int = 0  # tokens the last decided beat spent

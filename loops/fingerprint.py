@@ -6,6 +6,11 @@ open contradictions are sets (their order is the store's, not the world's), a po
 out (time passing alone changes nothing) but its score and comment count are in. The local time
 is in only as far as the rules name it (``time_inputs``): a rule "at 9am" makes whether 9:00 has
 passed today part of it, a rule "daily" the date; rules that name no time leave time out.
+
+``inputs`` also keeps the posts of others that count apart, one digest each, beside a digest of
+the rest: when every rule holds of each post on its own, inputs that differ from the last
+decided beat's only by such posts having left the feed are unchanged too, if that beat did
+nothing (``unchanged``): what applied to none of the posts applies to none of fewer.
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
-from ledger.records import RunContext
+from ledger.records import BeatMemo, RunContext
+from ledger.storage.interface import AGENT
 from loops.procedure import clock_facts
 from loops.prompt import describe_actions
 from loops.scope import FULL, Scope, in_scope
 
-__all__ = ["fingerprint", "normalize", "time_inputs"]
+__all__ = ["Inputs", "inputs", "normalize", "time_inputs", "unchanged"]
 
 _SPACE: Final = re.compile(r"\s+")
+_POST_DIGEST: Final = 16  # hex digits kept of a post's digest (64 bits)
 _HOURLY: Final = re.compile(r"\b(?:hourly|every hour|each hour|hours?)\b", re.IGNORECASE)
 _CLOCK: Final = re.compile(
     r"\b(?:(?P<h12>\d{1,2})(?::(?P<m12>\d{2}))?\s*(?P<ap>am|pm)|(?P<h>\d{1,2}):(?P<m>\d{2})|"
@@ -93,25 +100,39 @@ def time_inputs(rules: str, local: datetime) -> str:
     return ""
 
 
-def fingerprint(
+class Inputs(NamedTuple):
+    """A beat's inputs as the memo compares them (``inputs``)."""
+
+    whole: str  # the fingerprint of everything
+    rest: str  # of everything but the posts of others that count
+    posts: tuple[str, ...]  # one short digest per such post, sorted
+    per_post: bool  # the rules hold of each post on its own (``loops.scope.Scope.per_post``)
+
+
+def inputs(
     rules: str,
     title: str,
     ctx: RunContext,
     local: datetime,
     events: Sequence[str] = (),
     scope: Scope = FULL,
-) -> str:
-    """A hex digest of a beat's inputs: the HEARTBEAT.md text, the thread's title and messages,
-    its personality, the Ledger feed, open contradictions, recent actions (as the prompt lists
-    them), the local time the rules name, the facts that time alone changes
-    (``loops.procedure.clock_facts``) and ``events`` (text a beat is woken with, if any).
+) -> Inputs:
+    """A beat's inputs digested: ``whole``, the fingerprint of them all (the HEARTBEAT.md text,
+    the thread's title and messages, its personality, the Ledger feed, open contradictions,
+    recent actions as the prompt lists them, the local time the rules name, the facts that time
+    alone changes (``loops.procedure.clock_facts``) and ``events``, text a beat is woken with);
+    and the same split for ``unchanged``: ``rest``, all but the counted posts of others, and
+    ``posts``, one digest of each of those (with whether it is new).
 
-    ``scope`` (``loops.scope.scope_of``) narrows it to what the rules can act on; the default,
-    ``FULL``, covers everything."""
+    ``scope`` (``loops.scope.scope_of``) narrows them to what the rules can act on; the
+    default, ``FULL``, covers everything."""
     lines = [normalize(line) for line in rules.splitlines()]
     profile = ctx.profile
     if not scope.full:
-        return _digest(_scoped(lines, title, ctx, local, events, scope, rules))
+        data, theirs = _scoped(lines, title, ctx, local, events, scope, rules)
+        whole = _digest({**data, "ledger": sorted([*data["ledger"], *theirs])})
+        posts = tuple(sorted(_digest({"post": p})[:_POST_DIGEST] for p in theirs))
+        return Inputs(whole, _digest(data), posts, scope.per_post)
     data = {
         "rules": [line for line in lines if line],
         "title": normalize(title),
@@ -131,7 +152,24 @@ def fingerprint(
         "clock": clock_facts(ctx, ctx.posts, local.timestamp()),
         "events": [normalize(e) for e in events],
     }
-    return _digest(data)
+    whole = _digest(data)
+    return Inputs(whole, whole, (), False)
+
+
+def unchanged(memo: BeatMemo, now: Inputs) -> bool:
+    """Whether a beat with inputs ``now`` would decide what the last decided beat (``memo``)
+    did: the same inputs; or, when the rules hold of each post on its own and that beat did
+    nothing, the same inputs but for posts of others that have left the feed since."""
+    if now.whole == memo.fingerprint:
+        return True
+    return (
+        now.per_post
+        and memo.decision_key is None
+        and memo.fingerprint is not None
+        and now.rest == memo.rest_fingerprint
+        and memo.seen_posts is not None
+        and set(now.posts) <= set(memo.seen_posts)
+    )
 
 
 def _digest(data: Mapping[str, object]) -> str:
@@ -146,14 +184,30 @@ def _scoped(
     events: Sequence[str],
     scope: Scope,
     rules: str,
-) -> dict[str, object]:
-    """The inputs ``scope`` keeps, each normalized as in the full fingerprint."""
+) -> tuple[dict[str, Any], list[tuple[object, ...]]]:
+    """The inputs ``scope`` keeps, each normalized as in the full fingerprint: all but the
+    counted posts of others (the agent's own are in), and those posts, each with whether it
+    is new."""
     profile = ctx.profile
     counted = in_scope(scope, rules, ctx.posts)
     clock = clock_facts(ctx, [c.post for c in counted], local.timestamp())
     if not scope.messages:
         clock["reminder"] = None
-    return {
+    new = set(cast("list[str]", clock.pop("new")))
+    ours: list[tuple[object, ...]] = []
+    theirs: list[tuple[object, ...]] = []
+    for p, score, comments in counted:
+        row = (
+            p.id,
+            p.author,
+            normalize(p.title),
+            normalize(p.content),
+            p.score if score else None,
+            p.comment_count if comments else None,
+            p.id in new,
+        )
+        (ours if p.author == AGENT else theirs).append(row)
+    data = {
         "scope": scope.decider,
         "rules": [line for line in lines if line],
         "title": normalize(title),
@@ -163,17 +217,7 @@ def _scoped(
         "profile": None
         if profile is None or not scope.profile
         else (sorted(profile.traits), normalize(profile.tone), sorted(profile.interests)),
-        "ledger": sorted(
-            (
-                p.id,
-                p.author,
-                normalize(p.title),
-                normalize(p.content),
-                p.score if score else None,
-                p.comment_count if comments else None,
-            )
-            for p, score, comments in counted
-        ),
+        "ledger": sorted(ours),
         "contradictions": sorted(
             (normalize(c.statement_a), normalize(c.statement_b)) for c in ctx.contradictions
         )
@@ -184,3 +228,4 @@ def _scoped(
         "clock": clock,
         "events": [normalize(e) for e in events],
     }
+    return data, sorted(theirs)

@@ -33,6 +33,7 @@ __all__ = [
     "negation_unread",
     "parse_rule",
     "people",
+    "per_post",
     "reading",
     "reminder",
     "rules_of",
@@ -393,6 +394,19 @@ def negation_unread(cond: str) -> bool:
     return _NOT.search(stripped) is not None
 
 
+def per_post(cond: str) -> bool:
+    """Whether the condition holds of each post on its own, whatever else is in sight: it
+    neither counts the posts, ranks or compares them, quantifies over all of them nor asks for
+    an absence (``wording.AGGREGATE``: "the most popular post", "every question answered",
+    "nobody posted"). Then a post leaving the feed cannot make the rule apply to another."""
+    text = bare(cond)
+    for phrase in wording.QUIET_PHRASES:  # "do nothing", "stay quiet": the action, not a count
+        text = re.sub(rf"\b{re.escape(phrase)}\b", " ", text, flags=re.I)
+    if wording.count_condition(text, POST_NOUNS) is not None:
+        return False
+    return wording.AGGREGATE.search(text) is None
+
+
 # --- what a rule reads ------------------------------------------------------------------------
 
 _READ_WORDS: Final = frozenset(
@@ -431,6 +445,7 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True):
     contradictions: bool
     messages: bool = False  # it reads the thread's messages (a request to be reminded)
     tagged: bool = False  # it acts only on posts that carry the thread's tag
+    per_post: bool = False  # it holds of each post on its own (``per_post``)
 
     @property
     def understood(self) -> bool:
@@ -481,4 +496,5 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
         contradictions=concept(cond, "contradiction"),
         messages=reminder(cond),
         tagged=thread_tag(cond),
+        per_post=per_post(cond),
     )

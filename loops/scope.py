@@ -21,7 +21,10 @@ those. The scope is an upper bound of what the decider reads, never a guess belo
   decides (it reads them all); the procedure reads none of them but the contradictions a rule
   names and the messages when a rule reads a request to be reminded;
 - the rules, the thread's title, the agent's recent actions, a wake's events and the local
-  time the rules name are always in.
+  time the rules name are always in;
+- when every rule holds of each post on its own (no ranking, comparing, counting or absence
+  across posts: ``loops.reader.per_post``), a post of someone else's that leaves the feed
+  cannot make a rule apply (``per_post``; ``loops.fingerprint.unchanged`` uses it).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
     messages: bool = True
     profile: bool = True
     contradictions: bool = True
+    # every rule holds of each post on its own (``loops.reader.per_post``): a counted post of
+    # someone else's leaving the feed cannot make a rule apply that applied to none before
+    per_post: bool = False
 
 
 FULL = Scope(full=True)
@@ -102,6 +108,7 @@ def scope_of(heartbeat_md: str, ctx: RunContext, decider: Decider, thread_id: st
         messages=by_model or any(read.messages for _, read in readings),
         profile=by_model,
         contradictions=by_model or any(read.contradictions for _, read in readings),
+        per_post=all(read.per_post for _, read in readings),
     )
 
 

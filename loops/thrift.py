@@ -10,7 +10,9 @@ inputs and ends the beat, recorded ``skipped``, when calling the model would be 
   tells ``on_defer`` when the thread will have been quiet that long (the scheduler arms the
   deferred beat then), and the skip gives back the wakes held for the beat, for the next one;
 - ``repeated``: the breaker tripped on these inputs (the same decision ``REPEAT_LIMIT`` times);
-- ``unchanged``: nothing the decision reads changed since the last decided beat;
+- ``unchanged``: nothing the decision reads changed since the last decided beat (or, when the
+  rules hold of each post on its own and that beat did nothing, only posts of others left the
+  feed: ``loops.fingerprint.unchanged``);
 - ``budget``: the beat would take the thread's tokens today past ``daily_token_budget``.
 
 Manual runs always decide, except past the breaker; wakes skip only for the breaker, a pause
@@ -35,7 +37,7 @@ from ledger.limits import REPEAT_LIMIT, WAKE_EVENTS_MAX
 from ledger.records import BeatMemo, Reason, RunContext, RunOutcome, RunStatus, Trigger, iso
 from ledger.storage.interface import USER, Storage, Tx
 from loops.clock import Clock
-from loops.fingerprint import fingerprint
+from loops.fingerprint import Inputs, inputs, unchanged
 from loops.lifecycle import EndRun, RunPlan
 from loops.llm import LLMProvider
 from loops.procedure import pick_strategy
@@ -66,7 +68,7 @@ class Admission:
     (None when the beat ended before it was computed) and what else the fingerprint reads."""
 
     memo: BeatMemo
-    fingerprint: str | None = None
+    fingerprint: Inputs | None = None
     rules: str = ""
     events: tuple[str, ...] = ()
     stored: BeatMemo | None = None  # the memo as read (an unchanged one is not written again)
@@ -119,13 +121,13 @@ class BeatGate:
                 )
         fp = self._fingerprint(run, rules, ctx, events)
         self._admitted[run.id] = Admission(memo, fp, rules, events, stored)
-        same = fp == memo.fingerprint
+        same = fp.whole == memo.fingerprint
         if same and memo.decision_key is not None and memo.repeats >= REPEAT_LIMIT:
             raise _skip(
                 Reason.REPEATED,
                 f"skipped: the same decision {memo.repeats} times on unchanged inputs",
             )
-        if same and cfg.skip_unchanged and trigger in _SCHEDULED and not events:
+        if cfg.skip_unchanged and trigger in _SCHEDULED and not events and unchanged(memo, fp):
             raise _skip(Reason.UNCHANGED, "skipped: nothing changed since the last decision")
         if trigger != Trigger.MANUAL and cfg.daily_token_budget is not None:
             day = await self.store.beat_day(run.thread_id, day_start(now, cfg.timezone))
@@ -189,12 +191,12 @@ class BeatGate:
 
     def _fingerprint(
         self, run: RunPlan[HeartbeatConfig], rules: str, ctx: RunContext, events: tuple[str, ...]
-    ) -> str:
+    ) -> Inputs:
         """The fingerprint of what the beat's decider can act on under the thread's rules."""
         local = datetime.fromtimestamp(self.clock.now(), ZoneInfo(run.config.timezone))
         decider = pick_strategy(run.config.strategy, self.llm().name)
         scope = scope_of(rules, ctx, decider, run.thread_id)
-        return fingerprint(rules, run.thread.title, ctx, local, events, scope)
+        return inputs(rules, run.thread.title, ctx, local, events, scope)
 
     def settle(self, tx: Tx, run: RunPlan[HeartbeatConfig], outcome: RunOutcome) -> RunOutcome:
         """Store what the finished beat taught the memo; returns the outcome to record (a
@@ -208,11 +210,13 @@ class BeatGate:
         memo, fp = admission.memo, admission.fingerprint
         if outcome.status in _DECIDED and fp is not None:
             key = decision_key(outcome.decision)
-            again = key is not None and fp == memo.fingerprint and key == memo.decision_key
+            again = key is not None and fp.whole == memo.fingerprint and key == memo.decision_key
             repeats = memo.repeats + 1 if again else (0 if key is None else 1)
             memo = msgspec.structs.replace(
                 memo,
-                fingerprint=fp,
+                fingerprint=fp.whole,
+                rest_fingerprint=fp.rest,
+                seen_posts=fp.posts,
                 decision_key=key,
                 repeats=repeats,
                 last_cost=(outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0),

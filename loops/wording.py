@@ -320,6 +320,23 @@ NUMBER_WORDS: Final[dict[str, int]] = {
 } | {"a dozen": 12, "dozen": 12, "a couple of": 2, "a couple": 2}
 _NUMBER: Final = r"(\d+|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")"
 
+# words that make a condition about the posts in sight together, not about each on its own: it
+# ranks them ("the most popular post", "the latest question", "the only one"), compares them
+# ("more votes than"), quantifies over them ("all questions", "every post") or asks for an
+# absence ("nobody posted", "no new posts", "nothing", "when all is quiet"); whether a post is
+# in sight can then change whether a rule applies to another
+AGGREGATE: Final = re.compile(
+    r"\b(?:most|least|top|best|worst|highest|lowest|biggest|largest|smallest|fewest|first|last|"
+    r"latest|newest|oldest|earliest|only|sole|none|nobody|no\s+one|noone|nothing|empty|quiet|"
+    r"total|overall|average|majority|rest|other|others|else)\b"
+    r"|\b(?:all|every|each)\s+(?:[\w'-]+\s+)?(?:posts?|questions?|comments?|replies|messages?|"
+    r"entries|entry|updates?|threads?|ones?)\b"
+    r"|\bno\s+(?:new\s+|other\s+|more\s+|fresh\s+|unread\s+)?(?:posts?|questions?|"
+    r"messages?|entries|updates?|activity)\b"
+    r"|\bthan\s+(?!\d|(?:" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b)",
+    re.I,
+)
+
 # what a rule names as a post's topic follows one of these ("posts about the garden project")
 _TOPIC_MARKERS: Final = (
     r"about",

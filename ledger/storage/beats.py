@@ -10,7 +10,7 @@ from ledger.storage.engine import Engine, SqlTx
 
 _COLS = (
     "thread_id, fingerprint, decision_key, repeats, last_cost, failure, failures, paused, pauses,"
-    " probe_at, paused_config"
+    " probe_at, paused_config, rest_fingerprint, seen_posts"
 )
 
 # every column but the key, replaced by the new row's on an upsert (SQLite and PostgreSQL alike)
@@ -30,6 +30,8 @@ def _memo(row: Sequence[Any]) -> BeatMemo:
         pauses=row[8],
         probe_at=row[9],
         paused_config=row[10],
+        rest_fingerprint=row[11],
+        seen_posts=None if row[12] is None else tuple(row[12].split()),
     )
 
 
@@ -42,7 +44,7 @@ class Writes(SqlTx):
 
     def set_beat_memo(self, memo: BeatMemo) -> None:
         self.conn.execute(
-            f"INSERT INTO beat_memos ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO beat_memos ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             f" ON CONFLICT (thread_id) DO UPDATE SET {_UPDATE}",
             (
                 memo.thread_id,
@@ -56,6 +58,8 @@ class Writes(SqlTx):
                 memo.pauses,
                 memo.probe_at,
                 memo.paused_config,
+                memo.rest_fingerprint,
+                None if memo.seen_posts is None else " ".join(memo.seen_posts),
             ),
         )
 

@@ -229,6 +229,12 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: HEARTBEAT.md stored in the database (PostgreSQL keeps the instructions there), by
     # revision: the newest row is the current text
     _INSTRUCTIONS,
+    # 6: the last decided beat's inputs split: all but the counted posts of others, and a
+    # digest of each of those (space-separated)
+    """
+    ALTER TABLE beat_memos ADD COLUMN rest_fingerprint TEXT;
+    ALTER TABLE beat_memos ADD COLUMN seen_posts TEXT;
+    """,
 )
 
 # A migration whose SQLite text has no PostgreSQL rendering (``ledger.storage.pg_dialect``)

@@ -8,10 +8,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ledger.errors import NotFound, StoreClosed
-from ledger.records import NewProfile, NewReflection, PlanFix, RunOutcome, RunStart
+from ledger.records import BeatMemo, NewProfile, NewReflection, PlanFix, RunOutcome, RunStart
 from ledger.storage.interface import AGENT, USER, Storage, Tx
 from ledger.storage.sqlite import SqliteStore
 from tests.backends import Backend
@@ -255,3 +256,20 @@ async def test_a_post_names_the_thread_whose_run_made_it(store: Storage) -> None
         "by the user": None,
     }
     assert (await store.get_post(made.id)).thread_id == "t1"
+
+
+async def test_a_beat_memo_keeps_its_split_inputs(store: Storage) -> None:
+    await store.write(lambda tx: tx.create_thread("t1", "One", None))
+    assert (await store.beat_memo("t1")).seen_posts is None  # never decided
+    memo = BeatMemo(
+        thread_id="t1",
+        fingerprint="f" * 64,
+        rest_fingerprint="r" * 64,
+        seen_posts=("0123456789abcdef", "fedcba9876543210"),
+    )
+    await store.write(lambda tx: tx.set_beat_memo(memo))
+    assert await store.beat_memo("t1") == memo
+    none_seen = msgspec.structs.replace(memo, seen_posts=())  # no post of others counted
+    await store.write(lambda tx: tx.set_beat_memo(none_seen))
+    assert await store.beat_memo("t1") == none_seen
+    assert await store.write(lambda tx: tx.beat_memo("t1")) == none_seen

@@ -52,6 +52,37 @@ async def test_unchanged_beats_skip_the_model_and_a_change_decides(
         assert skipped.trigger == "schedule"
 
 
+@pytest.mark.parametrize(
+    ("rule", "decides"),
+    [
+        pytest.param("Vote up questions from alice that have no votes.", False, id="one-by-one"),
+        pytest.param("Comment on the most popular question from alice.", True, id="ranking"),
+    ],
+)
+async def test_a_post_of_others_leaving_the_feed_decides_only_where_rules_read_posts_together(
+    workspace: Path, clock: FakeClock, rule: str, decides: bool
+) -> None:
+    (workspace / "HEARTBEAT.md").write_text(f"# Heartbeat\n\n## Rules\n- {rule}\n", "utf-8")
+    llm = ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+
+        def feed(tx: Any) -> None:  # a feed full of alice's answered statements
+            for i in range(15):
+                tx.create_post("alice", f"Note {i}", "fine")
+
+        await svc.store.write(feed)
+        await svc.set_config("default", {"every_seconds": EVERY})
+        await beats(clock, 1)
+        # bob's post cannot be acted on, but it pushes alice's oldest out of the feed
+        await svc.store.write(lambda tx: tx.create_post("bob", "Lunch?", "at noon"))
+        await beats(clock, 1)
+        want = ("ok", None) if decides else ("skipped", "unchanged")
+        assert outcomes(await runs(svc))[-2:] == [("ok", None), want]
+        assert len(llm.requests) == (2 if decides else 1)
+        memo = await svc.store.beat_memo("default")
+        assert memo.seen_posts is not None and len(memo.seen_posts) == (14 if decides else 15)
+
+
 async def test_manual_runs_always_decide_and_skipping_can_be_turned_off(
     workspace: Path, clock: FakeClock
 ) -> None:

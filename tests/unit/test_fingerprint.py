@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ledger.records import Contradiction, Message, Post, Profile, Run, RunContext
-from loops.fingerprint import fingerprint, time_inputs
+from loops.fingerprint import inputs, time_inputs
 
 RULES = "## Rules\n- If a post asks a question, comment on it.\n"
 NOON = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
@@ -52,7 +52,7 @@ BASE = RunContext(
 
 
 def fp(ctx: RunContext = BASE, rules: str = RULES, when: datetime = NOON, **kw: object) -> str:
-    return fingerprint(rules, str(kw.get("title", "Default")), ctx, when)
+    return inputs(rules, str(kw.get("title", "Default")), ctx, when).whole
 
 
 def with_(**changes: object) -> RunContext:
@@ -147,7 +147,7 @@ def test_what_changes_it(ctx: RunContext, rules: str, when: datetime) -> None:
 
 def test_the_title_and_wake_events_are_inputs() -> None:
     assert fp(title="Other") != fp()
-    woken = fingerprint(RULES, "Default", BASE, NOON, ("the build broke",))
+    woken = inputs(RULES, "Default", BASE, NOON, ("the build broke",)).whole
     assert woken != fp()
 
 

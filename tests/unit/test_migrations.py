@@ -35,4 +35,4 @@ def test_postgresql_notifications_are_one_function_per_statement() -> None:
     functions = [s for s in split_statements(POSTGRES_SCRIPTS[5]) if "CREATE FUNCTION" in s]
     assert len(functions) == 2
     assert all(f.rstrip().endswith("END $$") for f in functions)
-    assert len(MIGRATIONS) == 5
+    assert len(MIGRATIONS) >= 5  # the script tested is a migration's

@@ -10,7 +10,7 @@ from ledger.records import Message, Post, RunContext
 from ledger.storage.interface import AGENT, USER
 from loops.facts import PostFacts, names_thread, reminder_request
 from loops.procedure import choose, post_text, read_context
-from loops.reader import mentions_user, parse_rule, reading, reminder, thread_tag
+from loops.reader import mentions_user, parse_rule, per_post, reading, reminder, thread_tag
 from tests.unit.test_fingerprint import _run
 from tests.unit.test_procedure import NOW, _post
 
@@ -266,3 +266,33 @@ def test_the_reminders_posted_are_those_of_the_threads_recent_actions() -> None:
     posts, now = read_context(found, DAY, "UTC", "", "t7")
     assert posts == []  # the procedure reads no post of the agent's
     assert now.posted_titles == frozenset({"Reminder: call Ana & Bo"})  # another thread's: not
+
+
+@pytest.mark.parametrize(
+    ("condition", "each"),
+    [
+        ("a question from the user that is tagged for this thread and has no votes yet", True),
+        ("the user asks to be reminded of something", True),
+        ("a post is spam", True),
+        ("a post from carol has more than 5 votes", True),
+        ("a question has no replies", True),
+        ("Every morning", True),
+        ("between 22:00 and 07:00 do nothing", True),
+        ("any post mentions the garden", True),  # existential: fewer posts, no new match
+        ("the most popular post", False),  # ranks the posts in sight
+        ("the latest question from carol", False),
+        ("a post has more votes than the others", False),  # compares them
+        ("all questions are answered", False),  # quantifies over them
+        ("Vote up every question from carol", False),  # (distributive, read as the set)
+        ("nobody posted today", False),  # an absence
+        ("there are no new posts", False),
+        ("nothing happened on the Ledger", False),
+        ("3 new posts arrive", False),  # counts them
+        ("more than four posts arrive", False),
+        ("the only post about the garden", False),
+    ],
+)
+def test_a_condition_holds_of_each_post_on_its_own_unless_it_reads_them_together(
+    condition: str, each: bool
+) -> None:
+    assert per_post(condition) is each

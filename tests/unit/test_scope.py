@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from ledger.records import Message, Post, Run, RunContext
+from ledger.records import BeatMemo, Message, Post, Run, RunContext
 from ledger.storage.interface import AGENT, USER
-from loops.fingerprint import fingerprint
+from loops.fingerprint import Inputs, inputs, unchanged
 from loops.scope import Decider, in_scope, scope_of
 from tests.unit.test_fingerprint import _run
 
@@ -59,7 +59,7 @@ def posts(*extra: Post, replace: dict[str, Post] | None = None) -> RunContext:
 
 
 def sfp(ctx: RunContext, rules: str, decider: Decider) -> str:
-    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t"))
+    return inputs(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t")).whole
 
 
 P2_VOTED = {"p2": _post("p2", "bob", "Cooking tips", score=3)}
@@ -127,7 +127,7 @@ def test_a_rule_not_understood_gives_the_full_fingerprint() -> None:
     scope = scope_of(rules, BASE, "prompt", "t")
     assert scope.full
     assert "whatever" in scope.why
-    assert sfp(BASE, rules, "prompt") == fingerprint(rules, "T", BASE, NOON)
+    assert sfp(BASE, rules, "prompt") == inputs(rules, "T", BASE, NOON).whole
     assert not scope_of(ALICE, BASE, "prompt", "t").full
 
 
@@ -156,7 +156,7 @@ OURS = RunContext(
 
 
 def tfp(ctx: RunContext, rules: str, decider: Decider) -> str:
-    return fingerprint(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t7"))
+    return inputs(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t7")).whole
 
 
 def ours(*extra: Post, replace: dict[str, Post] | None = None, **changes: object) -> RunContext:
@@ -274,6 +274,67 @@ def test_a_post_ageing_counts_only_where_the_post_does(tag: str, changed: bool) 
     scope = scope_of(TAG, ctx, "procedure", "t7")
 
     def at(seconds: float) -> str:
-        return fingerprint(TAG, "T", ctx, datetime.fromtimestamp(seconds, UTC), (), scope)
+        return inputs(TAG, "T", ctx, datetime.fromtimestamp(seconds, UTC), (), scope).whole
 
     assert (at(born + 86_401) != at(born + 86_399)) is changed
+
+
+def _inputs(ctx: RunContext, rules: str, decider: Decider = "prompt") -> Inputs:
+    return inputs(rules, "T", ctx, NOON, (), scope_of(rules, ctx, decider, "t7"))
+
+
+def _decided(ctx: RunContext, rules: str, action: str = "none") -> BeatMemo:
+    """The memo of a beat decided on ``ctx`` that did ``action``."""
+    seen = _inputs(ctx, rules)
+    key = None if action == "none" else "a vote"
+    return BeatMemo(
+        thread_id="t7",
+        fingerprint=seen.whole,
+        decision_key=key,
+        rest_fingerprint=seen.rest,
+        seen_posts=seen.posts,
+    )
+
+
+U3 = _post("u3", USER, "news of the roof")
+SUMMARY = "## Rules\n- Comment on the most popular post from the user.\n"
+QUIET = "## Rules\n- When nobody posted today, post a summary.\n"
+COUNTING = "## Rules\n- Post a summary when 3 new posts arrive.\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "rules", "action", "same"),
+    [
+        pytest.param(ours(U3), ours(U3), TWO, "none", True, id="the-same-inputs"),
+        pytest.param(ours(U3), OURS, TWO, "none", True, id="a-post-of-the-users-left"),
+        pytest.param(ours(U3), ours(), TWO, "vote", False, id="left-after-a-beat-that-acted"),
+        pytest.param(OURS, ours(U3), TWO, "none", False, id="a-post-arrived"),
+        pytest.param(
+            ours(U3), ours(_post("u4", USER, "more news")), TWO, "none", False,
+            id="one-left-one-arrived",
+        ),
+        pytest.param(
+            ours(U3), ours(replace={"u1": _post("u1", USER, "[t7] what about the roof?", score=1)}),
+            TWO, "none", False, id="a-counted-post-changed-and-one-left",
+        ),
+        pytest.param(ours(A1, U3), ours(U3), TWO, "none", False, id="its-own-post-left"),
+        pytest.param(
+            ours(U3, messages=[]), OURS, TWO, "none", False, id="a-post-left-and-a-message-too"
+        ),
+        pytest.param(ours(U3), OURS, SUMMARY, "none", False, id="a-rule-ranking-posts"),
+        pytest.param(ours(U3), OURS, QUIET, "none", False, id="a-rule-asking-for-an-absence"),
+        pytest.param(ours(U3), OURS, COUNTING, "none", False, id="a-rule-counting-posts"),
+        pytest.param(ours(U3), OURS, UNKNOWN, "none", False, id="a-rule-not-understood"),
+    ],
+)  # fmt: skip
+def test_posts_of_others_leaving_the_feed_change_nothing_where_rules_read_posts_one_by_one(
+    before: RunContext, after: RunContext, rules: str, action: str, same: bool
+) -> None:
+    assert unchanged(_decided(before, rules, action), _inputs(after, rules)) is same
+
+
+def test_a_memo_from_before_the_split_compares_by_the_whole_fingerprint() -> None:
+    seen = _inputs(ours(U3), TWO)
+    old = BeatMemo(thread_id="t7", fingerprint=seen.whole)  # no rest, no posts stored
+    assert unchanged(old, seen)
+    assert not unchanged(old, _inputs(OURS, TWO))
