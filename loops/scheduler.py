@@ -39,13 +39,14 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
-from ledger.errors import StorageBusy, StorageUnavailable
+from ledger.errors import StorageBusy
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import USER, RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
+from loops.outage import Outage
 from loops.spend import last_user_at, quiet_until, still_deferred
 
 log = logging.getLogger(f"heartbeat.{__name__}")
@@ -180,8 +181,15 @@ class HeartbeatScheduler:
         self.missed_slots = 0  # grid slots coalesced into catch-up runs
         self.skip_observers: list[SkipObserver] = []  # told each skip recorded without a run
         self.claim_failures = 0  # claims the database could not take (each retried)
-        self._outage_since: float | None = None  # when claims began to fail, while they do
-        self._retry_delay = CLAIM_RETRY_FIRST
+        self._outage = Outage(  # claims failing
+            clock,
+            log,
+            first=CLAIM_RETRY_FIRST,
+            most=CLAIM_RETRY_MAX,
+            down="[HEARTBEAT] claims wait for the database %(kind)s: %(kept)d due slot(s) kept,"
+            " tried again with a back-off from %(first).0f s to %(most).0f s (%(exc)s)",
+            back="[HEARTBEAT] the database is back after %(seconds).0f s: claims go on",
+        )
         # (thread id, slot) of the starts of a pass that failed: their rows may have committed
         self._unsure: set[tuple[str, float]] = set()
         self.on_interrupted: InterruptedObserver | None = None
@@ -396,29 +404,12 @@ class HeartbeatScheduler:
             now = self.clock.now()
             self.claim_failures += 1
             self._catch_up.update(owed)  # popped by the failed pass, still owed
-            retry_at = now + self._retry_delay
             kept = [*due, *self.timers.pop_due(now, len(self.timers))]
+            retry_at = now + self._outage.failed(exc, kept=len(kept))
             for thread_id, _when in kept:
                 self.timers.arm(thread_id, retry_at)
-            if self._outage_since is None:
-                self._outage_since = now
-                log.warning(
-                    "[HEARTBEAT] claims wait for the database %s: %d due slot(s) kept, tried"
-                    " again with a back-off from %.0f s to %.0f s (%s)",
-                    "connection" if isinstance(exc, StorageUnavailable) else "lock",
-                    len(kept),
-                    CLAIM_RETRY_FIRST,
-                    CLAIM_RETRY_MAX,
-                    exc,
-                )
-            self._retry_delay = min(self._retry_delay * 2, CLAIM_RETRY_MAX)
             return None
-        if self._outage_since is not None:
-            log.info(
-                "[HEARTBEAT] the database is back after %.0f s: claims go on",
-                self.clock.now() - self._outage_since,
-            )
-            self._outage_since, self._retry_delay = None, CLAIM_RETRY_FIRST
+        self._outage.succeeded()
         self._unsure.clear()  # the rows found are started now, the claims made are known
         return adopted + started
 
