@@ -25,12 +25,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from ledger.errors import StorageBusy, StorageUnavailable
+from ledger.errors import StorageBusy
 from ledger.limits import LEASE_RENEW_SECONDS, LEASE_SECONDS
 from ledger.records import Run, Thread
 from ledger.storage.identity import lease_expired, owner_state
 from ledger.storage.interface import Storage
 from loops.clock import Clock
+from loops.outage import Outage
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -73,7 +74,15 @@ class ReplicaSet:
         self.renewals = 0
         self.lapses = 0  # renewals that found the lease ended by another replica
         self.failures = 0  # renewals the database could not take
-        self._failing_since: float | None = None  # when renewals started failing
+        self._outage = Outage(  # renewals failing
+            clock,
+            log,
+            first=LEASE_RENEW_SECONDS,
+            most=LEASE_RENEW_SECONDS,
+            down="[HEARTBEAT] lease renewals wait for the database %(kind)s: tried again every"
+            " %(first).0f s (%(exc)s)",
+            back="[HEARTBEAT] the lease is renewed again after %(seconds).0f s",
+        )
 
     def owns(self, thread_id: str) -> bool:
         """Whether this replica's timers hold ``thread_id``."""
@@ -144,22 +153,9 @@ class ReplicaSet:
                 await self.tick()
             except StorageBusy as exc:  # the database is away: the next tick tries again
                 self.failures += 1
-                if self._failing_since is None:
-                    self._failing_since = self.clock.now()
-                    log.warning(
-                        "[HEARTBEAT] lease renewals wait for the database %s: tried again every"
-                        " %.0f s (%s)",
-                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
-                        LEASE_RENEW_SECONDS,
-                        exc,
-                    )
+                self._outage.failed(exc)  # its wait is the renewals' own (a fixed interval)
                 continue
             except Exception:  # a bug: logged whole every time, the next tick tries again
                 log.exception("[HEARTBEAT] could not renew this replica's lease")
                 continue
-            if self._failing_since is not None:
-                log.info(
-                    "[HEARTBEAT] the lease is renewed again after %.0f s",
-                    self.clock.now() - self._failing_since,
-                )
-                self._failing_since = None
+            self._outage.succeeded()

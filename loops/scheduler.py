@@ -22,9 +22,8 @@ their timers are armed again after a back-off, and the claim, once it goes throu
 slot late (or as the catch-up of the slots it passed, by the usual rule). The outage is logged
 once as it starts and once as it ends, however many slots and retries it spans. A claim whose
 connection was cut during its ``COMMIT`` (or whose pass failed after it committed) may have
-written its ``running`` rows all the same: the slots it tried are kept as unsure, and the next
-pass that reaches the database looks for this process's rows at them and runs those, late, as
-the claim would have (each slot's row is unique, so nothing runs twice).
+written its ``running`` rows all the same: the next pass that reaches the database runs those,
+late (``loops.unsure``).
 """
 
 from __future__ import annotations
@@ -39,14 +38,16 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
-from ledger.errors import StorageBusy, StorageUnavailable
+from ledger.errors import StorageBusy
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import USER, RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
+from loops.outage import Outage
 from loops.spend import last_user_at, quiet_until, still_deferred
+from loops.unsure import UnsureClaims
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -180,10 +181,16 @@ class HeartbeatScheduler:
         self.missed_slots = 0  # grid slots coalesced into catch-up runs
         self.skip_observers: list[SkipObserver] = []  # told each skip recorded without a run
         self.claim_failures = 0  # claims the database could not take (each retried)
-        self._outage_since: float | None = None  # when claims began to fail, while they do
-        self._retry_delay = CLAIM_RETRY_FIRST
-        # (thread id, slot) of the starts of a pass that failed: their rows may have committed
-        self._unsure: set[tuple[str, float]] = set()
+        self._outage = Outage(  # claims failing
+            clock,
+            log,
+            first=CLAIM_RETRY_FIRST,
+            most=CLAIM_RETRY_MAX,
+            down="[HEARTBEAT] claims wait for the database %(kind)s: %(kept)d due slot(s) kept,"
+            " tried again with a back-off from %(first).0f s to %(most).0f s (%(exc)s)",
+            back="[HEARTBEAT] the database is back after %(seconds).0f s: claims go on",
+        )
+        self._unsure = UnsureClaims(store, log)  # the starts of a pass that failed
         self.on_interrupted: InterruptedObserver | None = None
 
     # -- arming -------------------------------------------------------------------------
@@ -352,7 +359,7 @@ class HeartbeatScheduler:
             return None  # the next slot (in its hours), or the run in flight, decides
         slot = now if until is None else until
         owner = self.store.owner
-        self._unsure.add((thread_id, slot))
+        self._unsure.add(thread_id, slot)
 
         def start(tx: Tx) -> HeartbeatPlan | None:
             current = tx.get_thread(thread_id)
@@ -390,63 +397,22 @@ class HeartbeatScheduler:
         due slot (these and those still armed) is kept for a retry after the back-off."""
         owed = {tid: self._catch_up[tid] for tid, _ in due if tid in self._catch_up}
         try:
-            adopted = await self._committed_unsure()
+            adopted = await self._unsure.committed(self._load, self.plan)
+            for plan in adopted:
+                self._catch_up.pop(plan.thread_id, None)  # that run is the catch-up owed
             started = await self._claim_due(due)
         except StorageBusy as exc:
             now = self.clock.now()
             self.claim_failures += 1
             self._catch_up.update(owed)  # popped by the failed pass, still owed
-            retry_at = now + self._retry_delay
             kept = [*due, *self.timers.pop_due(now, len(self.timers))]
+            retry_at = now + self._outage.failed(exc, kept=len(kept))
             for thread_id, _when in kept:
                 self.timers.arm(thread_id, retry_at)
-            if self._outage_since is None:
-                self._outage_since = now
-                log.warning(
-                    "[HEARTBEAT] claims wait for the database %s: %d due slot(s) kept, tried"
-                    " again with a back-off from %.0f s to %.0f s (%s)",
-                    "connection" if isinstance(exc, StorageUnavailable) else "lock",
-                    len(kept),
-                    CLAIM_RETRY_FIRST,
-                    CLAIM_RETRY_MAX,
-                    exc,
-                )
-            self._retry_delay = min(self._retry_delay * 2, CLAIM_RETRY_MAX)
             return None
-        if self._outage_since is not None:
-            log.info(
-                "[HEARTBEAT] the database is back after %.0f s: claims go on",
-                self.clock.now() - self._outage_since,
-            )
-            self._outage_since, self._retry_delay = None, CLAIM_RETRY_FIRST
-        self._unsure.clear()  # the rows found are started now, the claims made are known
+        self._outage.succeeded()
+        self._unsure.clear()
         return adopted + started
-
-    async def _committed_unsure(self) -> list[HeartbeatPlan]:
-        """The runs a failed pass started after all (its ``COMMIT`` cut, or a step after it
-        failed): this process's ``running`` rows at the slots it tried, as started plans."""
-        if not self._unsure:
-            return []
-        rows = [
-            (r, r.slot)
-            for r in await self.store.running_runs(owner=self.store.owner)
-            if r.loop == Loop.HEARTBEAT and r.slot is not None
-            if (r.thread_id, r.slot) in self._unsure
-        ]
-        threads = {t.id: t for t in await self._load(sorted({r.thread_id for r, _ in rows}))}
-        plans = []
-        for row, slot in rows:
-            if (thread := threads.get(row.thread_id)) is None:
-                continue
-            self._catch_up.pop(row.thread_id, None)  # that run is the catch-up owed
-            plan = self.plan(thread, Trigger(row.trigger), slot)
-            plans.append(msgspec.structs.replace(plan, run_id=row.id, event=row.event_text))
-        if plans:
-            log.warning(
-                "[HEARTBEAT] %d run(s) of claims reported failed were committed: they run now",
-                len(plans),
-            )
-        return plans
 
     async def _claim_due(self, due: list[tuple[str, float]]) -> list[HeartbeatPlan]:
         """Claim the due slots in one transaction; returns the started runs' plans."""
@@ -543,7 +509,7 @@ class HeartbeatScheduler:
         if not claims:
             return _Claimed(set(), [], [], [])
         owner = self.store.owner
-        self._unsure.update((plan.thread_id, plan.slot) for plan in starts if plan.slot is not None)
+        self._unsure.add_starts(starts)
 
         def claim(tx: Tx) -> _Claimed:
             won = tx.claim_slots(claims)

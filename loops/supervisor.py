@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import StorageBusy, StorageUnavailable
+from ledger.errors import StorageBusy
 from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
+from loops.outage import Outage
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -180,27 +181,22 @@ def interval_body(
 async def arm_through_outage(clock: Clock, arm_all: Callable[[], Awaitable[int]], what: str) -> int:
     """``arm_all()``, tried again with a back-off for as long as the database cannot serve it
     (``StorageBusy``); one warning as it starts failing, one line when it goes through."""
-    delay, since = ARM_RETRY_FIRST, None
+    outage = Outage(
+        clock,
+        log,
+        first=ARM_RETRY_FIRST,
+        most=ARM_RETRY_MAX,
+        down="[HEARTBEAT] %(what)s waits for the database %(kind)s: tried again with a back-off"
+        " from %(first).0f s to %(most).0f s (%(exc)s)",
+        back="[HEARTBEAT] %(what)s went through after %(seconds).0f s",
+    )
     while True:
         try:
             armed = await arm_all()
         except StorageBusy as exc:
-            if since is None:
-                since = clock.now()
-                log.warning(
-                    "[HEARTBEAT] %s waits for the database %s: tried again with a back-off"
-                    " from %.0f s to %.0f s (%s)",
-                    what,
-                    "connection" if isinstance(exc, StorageUnavailable) else "lock",
-                    ARM_RETRY_FIRST,
-                    ARM_RETRY_MAX,
-                    exc,
-                )
-            await clock.sleep(delay)
-            delay = min(delay * 2, ARM_RETRY_MAX)
+            await clock.sleep(outage.failed(exc, what=what))
             continue
-        if since is not None:
-            log.info("[HEARTBEAT] %s went through after %.0f s", what, clock.now() - since)
+        outage.succeeded(what=what)
         return armed
 
 

@@ -1,0 +1,60 @@
+"""A database outage as a retrying loop sees it: one warning as it starts, one line as it ends,
+and the back-off between its tries.
+
+A loop whose work the database cannot take (``StorageBusy``) keeps an ``Outage``. After a try
+that failed, ``failed(exc)`` returns how long to wait before the next one (``first``, doubling
+up to ``most``; a fixed interval is ``first == most``) and, the first time only, logs the
+warning. After a try that went through, ``succeeded()`` logs the end with the seconds since the
+first failure, if there was one, and starts the back-off over.
+
+The lines are the caller's, logged by its logger, with ``%(name)s`` fields: the warning has
+``kind`` ("connection" for a ``StorageUnavailable``, else "lock"), ``first``, ``most`` and
+``exc``, the end line ``seconds``; each has too the fields given to ``failed`` or ``succeeded``.
+Time is the injected clock's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ledger.errors import StorageUnavailable
+from loops.clock import Clock
+
+
+class Outage:
+    def __init__(
+        self,
+        clock: Clock,
+        log: logging.Logger,
+        *,
+        first: float,
+        most: float,
+        down: str,
+        back: str,
+    ) -> None:
+        self.clock = clock
+        self.log = log
+        self.first = first  # the wait after the first failed try
+        self.most = most  # the longest wait between two tries
+        self.down = down  # the warning as the outage starts
+        self.back = back  # the line as it ends
+        self.since: float | None = None  # when the tries began to fail, while they do
+        self.delay = first  # the wait after the next failed try
+
+    def failed(self, exc: Exception, **fields: object) -> float:
+        """A try failed: the seconds to wait before the next. The first failure of an outage
+        logs the warning."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.most)
+        if self.since is None:
+            self.since = self.clock.now()
+            kind = "connection" if isinstance(exc, StorageUnavailable) else "lock"
+            facts = {"kind": kind, "first": self.first, "most": self.most, "exc": exc}
+            self.log.warning(self.down, {**facts, **fields})
+        return delay
+
+    def succeeded(self, **fields: object) -> None:
+        """A try went through: the end of the outage is logged, if there was one."""
+        if self.since is not None:
+            self.log.info(self.back, {"seconds": self.clock.now() - self.since, **fields})
+        self.since, self.delay = None, self.first
