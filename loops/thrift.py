@@ -128,7 +128,8 @@ class BeatGate:
                 f"skipped: the same decision {memo.repeats} times on unchanged inputs",
             )
         if cfg.skip_unchanged and trigger in _SCHEDULED and not events and unchanged(memo, fp):
-            raise _skip(Reason.UNCHANGED, "skipped: nothing changed since the last decision")
+            left = "" if same else ", but for posts of others that left the feed"
+            raise _skip(Reason.UNCHANGED, f"skipped: nothing changed since the last decision{left}")
         if trigger != Trigger.MANUAL and cfg.daily_token_budget is not None:
             day = await self.store.beat_day(run.thread_id, day_start(now, cfg.timezone))
             estimate = memo.last_cost or cfg.max_tokens

@@ -81,6 +81,12 @@ async def test_a_post_of_others_leaving_the_feed_decides_only_where_rules_read_p
         assert len(llm.requests) == (2 if decides else 1)
         memo = await svc.store.beat_memo("default")
         assert memo.seen_posts is not None and len(memo.seen_posts) == (14 if decides else 15)
+        if not decides:
+            summary = (await runs(svc))[-1].summary
+            assert summary == (
+                "skipped: nothing changed since the last decision,"
+                " but for posts of others that left the feed"
+            )
 
 
 async def test_manual_runs_always_decide_and_skipping_can_be_turned_off(
