@@ -12,9 +12,10 @@ the earlier of it and the next slot. When it fires the quiet end is computed ane
 thread's messages (a newer message puts it off, with no row), and the beat starts with trigger
 ``schedule``, its slot the quiet end, told the wakes held for it. Any other heartbeat run of the
 thread that finishes meanwhile (``finished``: a run-now, a wake, a slot) settles what was owed.
-When the scheduler starts, the beats owed so are read back from the database
-(``_restore_deferred``: a thread whose last heartbeat run yielded to the user owes one at its
-quiet end, by ``loops.spend.still_deferred``), so a restart loses none.
+When the scheduler starts, and whenever a thread comes to this replica's timers from another's,
+the beats owed so are read back from the database (``_restore_deferred``: a thread whose last
+heartbeat run yielded to the user owes one at its quiet end, by ``loops.spend.still_deferred``),
+so neither a restart nor a thread moving replica loses one.
 
 A claim the database cannot take (``StorageBusy``: it cannot be reached, or another process
 holds it locked past the storage's own retries) changes nothing stored, so the slots stay owed:
@@ -174,7 +175,6 @@ class HeartbeatScheduler:
         self.timers = TimerSet(clock)
         self._catch_up: dict[str, int] = {}
         self._deferred: dict[str, float] = {}  # thread id -> when its deferred beat is owed
-        self._restored = False  # deferred beats read back from the database since the start
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_runs = 0
         self.lost_claims = 0  # slots another process claimed first
@@ -195,15 +195,15 @@ class HeartbeatScheduler:
 
     # -- arming -------------------------------------------------------------------------
     async def arm_all(self) -> int:
-        """Arm every enabled thread from the database, applying the catch-up rule; the first
-        time since the scheduler started, with the beats deferred for the user before it."""
-        armed, restore = 0, not self._restored
+        """Arm every enabled thread from the database, applying the catch-up rule; a thread
+        its timers did not hold (at the start, or moved here from another replica) with the
+        beat it was deferred for the user, if it still owes one."""
+        armed = 0
         async for batch in self.store.iter_threads(batch=2000):
+            newcomers = [t for t in batch if t.id not in self.timers]
             armed += await self.arm_threads(batch)
-            if restore:
-                await self._restore_deferred(batch)
+            await self._restore_deferred(newcomers)
             await asyncio.sleep(0)
-        self._restored = True
         return armed
 
     async def _restore_deferred(self, threads: list[Thread]) -> None:
@@ -297,7 +297,6 @@ class HeartbeatScheduler:
         self.timers.clear()
         self._catch_up.clear()
         self._deferred.clear()
-        self._restored = False  # a start reads them back
 
     def _due_with_deferral(self, thread_id: str, when: float) -> float:
         deferred = self._deferred.get(thread_id)

@@ -283,19 +283,24 @@ async def test_slots_in_between_yield_again_and_a_slot_at_the_quiet_end_runs_onc
         assert len(llm.requests) == 1 and svc.scheduler.deferred("default") is None
 
 
+async def yields_before_closing(svc: Service, clock: FakeClock) -> float:
+    """The 12:50 slot yields to the user for 300 s (when the user wrote, returned); the window
+    closes at 13:00 (START is 12:00 UTC), so the slot after the deferred one is the next day's
+    opening: a beat owed but forgotten would wait until then."""
+    config = {"every_seconds": EVERY, "quiet_after_user_seconds": 300, "skip_unchanged": False}
+    await svc.set_config("default", config)
+    await svc.set_config("default", {"active_hours_start": 0, "active_hours_end": 13})
+    await clock.advance(5 * EVERY - 60)
+    said = await say(svc)
+    await clock.advance(60)
+    return said
+
+
 async def test_a_beat_deferred_before_a_restart_runs_at_the_quiet_end_after_it(
     workspace: Path, clock: FakeClock
 ) -> None:
-    # the window closes at 13:00 (START is 12:00 UTC): the slot after the deferred one is the
-    # next day's opening, so a beat owed in memory only would be lost until then
-    hours = {"active_hours_start": 0, "active_hours_end": 13}
     async with service(workspace, clock, ScriptedLLM()) as svc:
-        config = {"every_seconds": EVERY, "quiet_after_user_seconds": 300, "skip_unchanged": False}
-        await svc.set_config("default", config)
-        await svc.set_config("default", hours)
-        await clock.advance(5 * EVERY - 60)
-        said = await say(svc)
-        await clock.advance(60)  # the 12:50 slot yields to the user
+        said = await yields_before_closing(svc, clock)
         assert outcomes(await runs(svc)) == [("ok", None)] * 4 + [("skipped", "user_active")]
         assert (await svc.store.get_thread("default")).next_run == START + 12 * 3600
         await clock.advance(60)
@@ -309,6 +314,26 @@ async def test_a_beat_deferred_before_a_restart_runs_at_the_quiet_end_after_it(
         assert len(llm.requests) == 1
         await clock.advance(START + 12 * 3600 - clock.now())  # the grid goes on the next day
         assert (await runs(svc))[-1].slot == START + 12 * 3600
+
+
+async def test_a_thread_moving_to_this_replica_brings_the_beat_it_was_deferred_for(
+    workspace: Path, clock: FakeClock
+) -> None:
+    async with service(workspace, clock, ScriptedLLM()) as svc:
+        said = await yields_before_closing(svc, clock)
+        assert outcomes(await runs(svc))[-1] == ("skipped", "user_active")
+        held = svc.scheduler.owns
+        svc.scheduler.owns = lambda _thread_id: False  # the replicas changed: another holds it
+        await svc.scheduler.arm_all()
+        assert svc.scheduler.deferred("default") is None
+        svc.scheduler.owns = held  # and it comes back here before the quiet end
+        await svc.scheduler.arm_all()
+        assert svc.scheduler.deferred("default") == said + 300
+        await clock.advance(said + 300 - clock.now())
+        beat = (await runs(svc))[-1]
+        assert (beat.trigger, beat.slot, beat.status) == ("schedule", said + 300, "ok")
+        await svc.scheduler.arm_all()  # a reconcile pass after it owes nothing more
+        assert svc.scheduler.deferred("default") is None
 
 
 async def test_a_beat_owed_while_down_is_dropped_when_the_hours_are_closed_at_the_start(
