@@ -101,13 +101,12 @@ class BeatGate:
     ) -> None:
         """End the beat (``EndRun``) when it must not call the model; else remember its
         fingerprint for ``settle``. ``events``: text the beat was woken with, an input too."""
-        stored = await self.store.beat_memo(run.thread_id)
+        stored, ctx = await self.store.beat_inputs(
+            run.thread_id, messages=self.window, posts=self.ledger_feed
+        )
         memo = await self._resume_or_stay(run, stored)
         cfg, trigger, now = run.config, run.trigger, self.clock.now()
         self._admitted[run.id] = Admission(memo, stored=stored)
-        ctx = await self.store.run_context(
-            run.thread_id, messages=self.window, posts=self.ledger_feed
-        )
         if trigger in _SCHEDULED:
             last_user = last_user_at(ctx.messages, USER)
             if user_active(now, last_user, cfg.quiet_after_user_seconds):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ledger.records import RunContext
+from ledger.records import BeatMemo, RunContext
 from ledger.storage import (
     beats,
     forum,
@@ -25,7 +25,7 @@ from ledger.storage import (
     threads,
     wakes,
 )
-from ledger.storage.engine import Engine
+from ledger.storage.engine import Engine, Query
 from ledger.storage.identity import process_owner
 from ledger.storage.interface import ChangeFeed, Storage, Tx
 from ledger.storage.messages import contradictions_query, messages_query
@@ -111,22 +111,39 @@ class SqlStore(
     async def run_context(
         self, thread_id: str, *, messages: int, posts: int, recent: int = 5
     ) -> RunContext:
-        msgs, contradictions, profiles, feed, actions = await self._db.fetch_many(
-            [
-                messages_query(thread_id, messages, None),
-                contradictions_query(thread_id, "open", 20),
-                journal.profiles_query(thread_id, 1),
-                forum.posts_query(posts, None),
-                runs.recent_actions_query(thread_id, recent),
-            ]
-        )
-        return RunContext(
-            messages=msgs,
-            contradictions=contradictions,
-            profile=profiles[0] if profiles else None,
-            posts=feed,
-            recent=actions,
-        )
+        found = await self._db.fetch_many(_context_queries(thread_id, messages, posts, recent))
+        return _context(found)
+
+    async def beat_inputs(
+        self, thread_id: str, *, messages: int, posts: int, recent: int = 5
+    ) -> tuple[BeatMemo, RunContext]:
+        queries = [
+            beats.memo_query(thread_id),
+            *_context_queries(thread_id, messages, posts, recent),
+        ]
+        memo, *found = await self._db.fetch_many(queries)
+        return memo, _context(found)
+
+
+def _context_queries(thread_id: str, messages: int, posts: int, recent: int) -> list[Query[Any]]:
+    return [
+        messages_query(thread_id, messages, None),
+        contradictions_query(thread_id, "open", 20),
+        journal.profiles_query(thread_id, 1),
+        forum.posts_query(posts, None),
+        runs.recent_actions_query(thread_id, recent),
+    ]
+
+
+def _context(found: list[Any]) -> RunContext:
+    msgs, contradictions, profiles, feed, actions = found
+    return RunContext(
+        messages=msgs,
+        contradictions=contradictions,
+        profile=profiles[0] if profiles else None,
+        posts=feed,
+        recent=actions,
+    )
 
 
 if TYPE_CHECKING:  # the type checker verifies that SqlStore implements Storage

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger.records import BeatDay, BeatMemo
-from ledger.storage.engine import Engine, SqlTx
+from ledger.storage.engine import Engine, Query, SqlTx
 
 _COLS = (
     "thread_id, fingerprint, decision_key, repeats, last_cost, failure, failures, paused, pauses,"
@@ -32,6 +32,15 @@ def _memo(row: Sequence[Any]) -> BeatMemo:
         paused_config=row[10],
         rest_fingerprint=row[11],
         seen_posts=None if row[12] is None else tuple(row[12].split()),
+    )
+
+
+def memo_query(thread_id: str) -> Query[BeatMemo]:
+    """The thread's memo (a fresh one when it has none)."""
+    return Query(
+        f"SELECT {_COLS} FROM beat_memos WHERE thread_id = ?",
+        (thread_id,),
+        lambda rows: _memo(rows[0]) if rows else BeatMemo(thread_id=thread_id),
     )
 
 
@@ -70,10 +79,8 @@ class Reads:
     _db: Engine[Writes]
 
     async def beat_memo(self, thread_id: str) -> BeatMemo:
-        row = await self._db.row(
-            f"SELECT {_COLS} FROM beat_memos WHERE thread_id = ?", (thread_id,)
-        )
-        return BeatMemo(thread_id=thread_id) if row is None else _memo(row)
+        memo: BeatMemo = (await self._db.fetch_many([memo_query(thread_id)]))[0]
+        return memo
 
     async def beat_day(self, thread_id: str, since: float) -> BeatDay:
         rows = await self._db.rows(

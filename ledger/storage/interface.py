@@ -572,3 +572,10 @@ class Storage(
         messages, open contradictions, profile, the newest ``posts`` Ledger posts and its
         ``recent`` recent actions."""
         ...
+
+    async def beat_inputs(
+        self, thread_id: str, *, messages: int, posts: int, recent: int = 5
+    ) -> tuple[BeatMemo, RunContext]:
+        """A heartbeat beat's first read, from one snapshot: the thread's memo (a fresh one when
+        it has none) and ``run_context``'s."""
+        ...

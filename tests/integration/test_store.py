@@ -273,3 +273,23 @@ async def test_a_beat_memo_keeps_its_split_inputs(store: Storage) -> None:
     await store.write(lambda tx: tx.set_beat_memo(none_seen))
     assert await store.beat_memo("t1") == none_seen
     assert await store.write(lambda tx: tx.beat_memo("t1")) == none_seen
+
+
+async def test_a_beats_first_read_is_its_memo_and_its_context(store: Storage) -> None:
+    await store.write(lambda tx: tx.create_thread("t1", "One", None))
+    fresh, _ = await store.beat_inputs("t1", messages=5, posts=5)
+    assert fresh == BeatMemo(thread_id="t1")
+    memo = BeatMemo(thread_id="t1", fingerprint="f" * 64, repeats=2)
+
+    def world(tx: Tx) -> None:
+        tx.set_beat_memo(memo)
+        tx.add_message("t1", USER, "hello")
+        tx.create_post(USER, "A post", "x")
+
+    await store.write(world)
+    got, ctx = await store.beat_inputs("t1", messages=5, posts=5)
+    assert got == memo == await store.beat_memo("t1")
+    assert ctx == await store.run_context("t1", messages=5, posts=5)
+    assert [m.content for m in ctx.messages] == ["hello"] and [p.title for p in ctx.posts] == [
+        "A post"
+    ]
