@@ -97,7 +97,18 @@ _VOTE_PHRASES: Final = (
     "do you agree",
     "who is in",
     "show of hands",
+    "vote:",
+    "let's vote",
+    "cast your vote",
+    "quick survey",
+    "vote for",
+    "let's decide",
+    "help us decide",
+    "help decide",
+    "decide together",
 )
+# words that name a vote being held, matched as whole words ("Poll: …", not "pollen")
+_VOTE_WORDS: Final = frozenset(("poll", "polls"))
 _URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken fire".split())
 _URGENT_PHRASES: Final = ("is down", "server down", "site down", "went down", "not working")
 _CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
@@ -198,7 +209,7 @@ def spam_signals(title: str, content: str) -> list[str]:
 
 def asks_for_votes(title: str, content: str) -> bool:
     low = f"{title} {content}".lower()
-    return any(p in low for p in _VOTE_PHRASES)
+    return any(p in low for p in _VOTE_PHRASES) or any(w in _VOTE_WORDS for w in words(low))
 
 
 def is_urgent(title: str, content: str) -> bool:

@@ -51,7 +51,8 @@ _LEADING_COND: Final = re.compile(rf"^\s*{_COND_LEAD}\s+", re.I)
 _X_IF_Y: Final = re.compile(
     r"^(.+?)\s+\b(?:if|when|whenever|once|as soon as|each time|every time)\b\s+(.+)$", re.I
 )
-_QUOTED: Final = re.compile(r"[\"“”']([^\"“”']{1,40})[\"“”']")
+# a quote between two letters is an apostrophe ("Ravi's", "don't"), not a keyword's
+_QUOTED: Final = re.compile(r"(?<!\w)[\"“”']([^\"“”']{1,40})[\"“”'](?!\w)")
 _PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
@@ -80,6 +81,7 @@ _NOT_NAMES: Final = (
 )
 _GROUP_WORDS: Final = ("core", "vip", "key", "important", "trusted", "favorite", "favourite")
 _NAME: Final = r"@?([^\W\d_][\w.-]*)"
+_POSSESSIVE: Final = re.compile(r"'s?$")
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +124,19 @@ def _separator(text: str) -> tuple[int, int] | None:
     return None
 
 
+_RECEIVES: Final = re.compile(
+    r"^(?P<cond>.+)\s+(?:"
+    + "|".join(sorted(map(re.escape, wording.RECEIVING), key=len, reverse=True))
+    + r")\s+(?P<act>(?:(?:a|an|my|our|your|the|one|some)\s+)?(?:(?!of\b)[\w-]+\s+){0,2}?(?:"
+    + "|".join(sorted(wording.ACTION_NOUNS, key=len, reverse=True))
+    + r")s?\b.*)$",
+    re.I,
+)
+
+
+_MODAL_END: Final = re.compile(r"\s+(?:should|must|will|shall|always)$", re.I)
+
+
 def _split(text: str) -> tuple[str, str]:
     """(condition, action) parts of a rule line."""
     parts = _ARROW.split(text, maxsplit=1)
@@ -139,6 +154,9 @@ def _split(text: str) -> tuple[str, str]:
     sep = _separator(text)
     if sep is not None and (_leading_kind(text[sep[1] :]) or _quiet_lead(text[sep[1] :])):
         return text[: sep[0]], text[sep[1] :]  # "Every morning, post a summary"; "Mornings: …"
+    m = _RECEIVES.match(text)
+    if m is not None and _leading_kind(text) is None:  # "Spam gets a downvote from me"
+        return _MODAL_END.sub("", m.group("cond")), m.group("act")
     if _leading_kind(text) is None and timewords.read_time(text) is not None:
         tokens = list(re.finditer(r"\S+", text))  # "At 8am post a digest": the time leads
         for tok in tokens[1:]:
@@ -162,7 +180,8 @@ def _quiet_lead(text: str) -> bool:
 
 def _verb(token: str) -> Kind | None:
     """The action a verb names in any of its forms ("replies", "posting", "voting")."""
-    for form in (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-2], token[:-1]):
+    forms = (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-3] + "y")
+    for form in (*forms, token[:-2], token[:-1]):  # "replied", "replies": reply
         kind = wording.VERBS.get(form)
         if kind is not None and len(form) >= 3:
             return kind
@@ -177,6 +196,9 @@ def _leading_kind(text: str) -> Kind | None:
     if not tokens:
         return None
     first = tokens[0]
+    singular = first[:-3] + "y" if first.endswith("ies") else first[:-1]
+    if first not in wording.VERBS and first.endswith("s") and singular in wording.VERBS:
+        return None  # "Posts get busy on Mondays": a plural noun, not an order
     if first in wording.LIGHT_VERBS or first in ("post", "write"):
         for tok in tokens[1:5]:
             noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
@@ -212,7 +234,7 @@ def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
 
 def parse_rule(text: str, section: str) -> Rule:
     raw = text.strip()
-    norm = wording.normalize(raw)
+    norm = wording.COURTESY.sub("", wording.normalize(raw))  # "Please upvote polls"
     cond, act = _split(norm)
     negated = False
     neg = _NEGATED.match(act)
@@ -226,6 +248,7 @@ def parse_rule(text: str, section: str) -> Rule:
     if not quiet and (cond != act or _leading_kind(act) is not None):
         kind, direction = _action(act)  # no separator: only a leading verb names an action
     cond = re.split(r"\bwith\s*:", cond, maxsplit=1)[0]
+    cond = wording.ASIDE.sub("", cond)  # "… so more people see them": why, not when
     return Rule(
         text=raw,
         section=section,
@@ -350,11 +373,12 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
             named = True
     # a capitalised name inside the condition ("if nobody answered Carol", "whatever Björn")
     tokens = re.findall(r"[^\W\d_][\w'-]*", _PARENS.sub(" ", _QUOTED.sub(" ", cond)))
+    tokens = [_POSSESSIVE.sub("", t) for t in tokens]  # "Ravi's posts": Ravi
     for tok in tokens[1:]:
         if tok[0].isupper() and not tok.isupper() and tok.lower() not in _NOT_NAMES:
             names.add(tok.lower())
             named = True
-    for tok in words(low):
+    for tok in (_POSSESSIVE.sub("", t) for t in words(low)):
         if tok in authors and tok not in _NOT_NAMES:
             names.add(tok)
             named = True
@@ -465,12 +489,16 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
     named = set(whose or ())
     named |= {w for k in keywords(cond, authors) for w in words(k)}
     on_topic = {w for t in wording.topic_phrases(cond) for w in t}
-    text = bare(wording.normalize(rule.text))
+    text = wording.ASIDE.sub("", wording.COURTESY.sub("", wording.normalize(rule.text)))
+    receives = _RECEIVES.match(text)
+    if receives is not None:  # "… deserve an answer": the verb only joins the two parts
+        text = f"{receives.group('cond')} {receives.group('act')}"
+    text = bare(text)
     if reminder(cond):
         text = re.sub(r"\breminders?\b", " ", text, flags=re.I)  # "post the reminder once"
     unknown: list[str] = []
     for tok in words(text):
-        tok = tok.lstrip("@")
+        tok = _POSSESSIVE.sub("", tok.lstrip("@"))
         if (
             not tok
             or any(c.isdigit() for c in tok)

@@ -12,10 +12,13 @@ import re
 from typing import Final, Literal
 
 __all__ = [
+    "ASIDE",
     "CONCEPTS",
+    "COURTESY",
     "LIGHT_VERBS",
     "NEGATIONS",
     "QUIET_PHRASES",
+    "RECEIVING",
     "REMINDER_ASKED",
     "THREAD_TAGGED",
     "VERBS",
@@ -111,6 +114,35 @@ ACTION_NOUNS: Final[dict[str, Kind]] = {
     "vote": "vote",
     "like": "vote",
 }
+# words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
+COURTESY: Final = re.compile(r"^\s*(?:(?:please|kindly|always|also|and|just)\b[\s,]*)+", re.I)
+# a rule whose subject is the condition and whose verb says it receives the action: "Questions
+# nobody answered deserve an answer", "Anything from Ana gets my upvote", "Spam earns a
+# downvote"; the action is the noun after the verb (``ACTION_NOUNS``)
+RECEIVING: Final = (
+    "gets",
+    "get",
+    "should get",
+    "deserves",
+    "deserve",
+    "should receive",
+    "receives",
+    "receive",
+    "earns",
+    "earn",
+    "merits",
+    "merit",
+    "warrants",
+    "warrant",
+)
+# a clause that says why, not when: "… so more people see them", "… so that nobody feels
+# ignored", "…, because he runs the shop"; cut off a rule's condition, it can only narrow it
+ASIDE: Final = re.compile(
+    r"(?:\s+so\s+(?:that\s+)?(?=(?:more|people|everyone|everybody|others?|they|it|the|he|"
+    r"she|we|nobody|no\s+one|someone|somebody|folks|i|you)\b)|,?\s+because\b|,?\s+in\s+order\s+to\b)"
+    r".*$",
+    re.I,
+)
 # words within a few of a vote that turn it down
 DOWN_WORDS: Final = frozenset("downvote down against negative".split())
 NEGATIONS: Final = frozenset("don't dont never not no avoid stop skip refrain".split())
@@ -189,6 +221,7 @@ CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
         "vote on",
         "calls for a vote",
         "show of hands",
+        "decide",
     ),
     "urgent": (
         "urgent",
@@ -302,8 +335,9 @@ THREAD_TAGGED: Final = re.compile(
 # someone asking to be reminded of something (in a post or in the thread): "asks to be
 # reminded", "wants a reminder", "says remind me", "don't let me forget"
 REMINDER_ASKED: Final = re.compile(
-    r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:me\s+)?"
-    r"(?:to\s+be\s+reminded|for\s+a\s+reminder|a\s+reminder|to\s+remind\s+(?:them|him|her|me))"
+    r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:(?:me|you|us)\s+)?"
+    r"(?:to\s+be\s+reminded|for\s+a\s+reminder|a\s+reminder|"
+    r"to\s+remind\s+(?:them|him|her|me|us))"
     r"(?:\s+(?:of|about|to)\s+(?:something|anything|it|that|things))?"
     r"|\b(?:says?|writes?|types?)\s+[\"“']?remind\s+me[\"”']?"
     r"|\b(?:says?|writes?)\s+[\"“']?(?:do\s+not|don't)\s+let\s+me\s+forget[\"”']?"
@@ -344,7 +378,8 @@ _TOPIC_MARKERS: Final = (
     r"concerning",
     r"related to",
     r"on the (?:topic|subject) of",
-    r"that (?:share|shares|mention|mentions|discuss|discusses|talk about|talks about)",
+    r"(?:that|who|which) (?:share|shares|mention|mentions|discuss|discusses|talk about|"
+    r"talks about|write about|writes about|ask about|asks about|post about|posts about)",
     r"where (?:someone|somebody|people|a user|anyone) (?:shares?|mentions?|talks? about)",
     r"sharing",
     r"shares",
@@ -371,7 +406,7 @@ _UNSTEMMED: Final = frozenset("news series species always perhaps".split())
 
 def normalize(text: str) -> str:
     """The rule with its multi-word verbs rewritten to one ("chime in" to "comment")."""
-    out = text
+    out = text.replace("\u2019", "'").replace("\u2018", "'")  # curly apostrophes and quotes
     for pattern, verb in _PHRASES:
         out = re.sub(pattern, verb, out, flags=re.I)
     return out

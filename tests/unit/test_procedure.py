@@ -338,3 +338,131 @@ def test_topics(text: str, title: str, applies: bool) -> None:
 def test_a_written_comment_is_kept_only_when_usable(text: str, kept: bool) -> None:
     rule = "If core user posted → reply with insights"
     assert bool(clean_comment(text, ("Q3 plan", rule))) is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction", "cond"),
+    [
+        (
+            "Questions that nobody has replied to yet deserve an answer.",
+            "comment",
+            None,
+            "Questions that nobody has replied to yet",
+        ),
+        ("Anything from Ana gets my upvote.", "vote", "up", "Anything from Ana"),
+        (
+            "Spammy or scammy posts get a downvote from me.",
+            "vote",
+            "down",
+            "Spammy or scammy posts",
+        ),
+        ("Spam earns a thumbs-down.", "vote", "down", "Spam"),
+        ("Urgent posts should get a quick reply.", "comment", None, "Urgent posts"),
+        ("Posts that get a reply deserve an upvote.", "vote", "up", "Posts that get a reply"),
+        # the receiving verb names no action: nothing to do
+        ("Posts get busy on Mondays.", None, None, None),
+        ("Ana gets annoyed by spam.", None, None, None),
+        ("Questions that get a lot of likes", None, None, None),
+    ],
+)
+def test_a_subject_that_receives_the_action(
+    text: str, kind: str | None, direction: str | None, cond: str | None
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction) == (kind, direction)
+    if cond is not None:
+        assert rule.condition == cond
+
+
+@pytest.mark.parametrize(("comments", "applies"), [(0, True), (1, False)])
+def test_questions_that_deserve_an_answer(comments: int, applies: bool) -> None:
+    rules = [parse_rule("Questions that nobody has replied to yet deserve an answer.", "rules")]
+    posts = [_post("p1", "yara", "Wifi password?", comments=comments), _post("p2", "bo", "Sun")]
+    choice = choose(rules, posts, NOW)
+    assert (choice is not None) is applies
+    assert choice is None or (choice.kind, choice.post and choice.post.post_id) == ("comment", "p1")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "negated", "cond"),
+    [
+        ("Please upvote polls so more people see them.", "vote", False, "upvote polls"),
+        ("Also, reply to questions from Ana.", "comment", False, "reply to questions from Ana."),
+        (
+            "Kindly don't comment on posts from Brad.",
+            "comment",
+            True,
+            "comment on posts from Brad.",
+        ),
+        ("Reply to Ana so that nobody feels ignored.", "comment", False, "Reply to Ana"),
+        ("Downvote ads, because they clutter the feed.", "vote", False, "Downvote ads"),
+        # "so" that says how much, not why, stays in the condition
+        (
+            "Comment on posts that are so heated",
+            "comment",
+            False,
+            "Comment on posts that are so heated",
+        ),
+        ("Just vote", "vote", False, "vote"),
+    ],
+)
+def test_courtesy_and_reasons_are_not_the_condition(
+    text: str, kind: str, negated: bool, cond: str
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.negated, rule.condition) == (kind, negated, cond)
+
+
+def test_a_reason_does_not_narrow_what_a_rule_applies_to() -> None:
+    rules = [parse_rule("Reply to Ana so that nobody feels ignored.", "rules")]
+    assert choose(rules, [_post("p1", "ana", "Stall prices", comments=2)], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("dont", "author", "acts"),
+    [
+        ("Don't ever downvote Ravi's posts, he runs the co-op shop.", "ravi", False),
+        ("Don't ever downvote Ravi's posts, he runs the co-op shop.", "mike", True),
+        ("Never downvote Ravi\u2019s posts.", "ravi", False),
+        ("Never downvote anything in Ravi's threads.", "ravi", False),
+    ],
+)
+def test_a_dont_rule_names_a_person_by_the_possessive(dont: str, author: str, acts: bool) -> None:
+    md = f"## Rules\n- Downvote posts advertising products.\n- {dont}\n"
+    ad = _post("p1", author, "Co-op: 20% off honey", "Buy now, order today at our shop!")
+    assert (choose(rules_of(parse(md)), [ad], NOW) is not None) is acts
+
+
+@pytest.mark.parametrize(("author", "applies"), [("marta", True), ("lena", False)])
+def test_a_possessive_names_whose_posts(author: str, applies: bool) -> None:
+    rules = [parse_rule("Upvote Marta's questions.", "rules")]
+    posts = [_post("p1", author, "Spare chairs?", "Can anyone lend chairs?")]
+    assert (choose(rules, posts, NOW) is not None) is applies
+
+
+@pytest.mark.parametrize(
+    ("title", "content", "votes"),
+    [
+        ("Poll: which day for the cleanup?", "Saturday or Sunday?", True),
+        ("Paint colour", "Let's decide together: green or blue?", True),
+        ("Treasurer", "Vote for me at the meeting!", True),
+        ("Pollen count is high", "Close the windows.", False),
+        ("Moving out", "I decided to move to Lyon.", False),
+        ("Polling station moved", "It is now at the school.", False),
+    ],
+)
+def test_asks_for_votes_in_other_words(title: str, content: str, votes: bool) -> None:
+    assert asks_for_votes(title, content) is votes
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Posts about the garden are welcome.", None),
+        ("Replies should be short.", None),
+        ("Post a summary at 9am.", "post"),
+        ("Replying to questions from Ana", "comment"),
+    ],
+)
+def test_a_plural_noun_leading_a_line_is_not_an_order(text: str, kind: str | None) -> None:
+    assert parse_rule(text, "notes").kind == kind
