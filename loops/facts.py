@@ -122,7 +122,8 @@ _REMINDER: Final = re.compile(
 )
 # words before a request that take it back: "no need to remind me", "don't remind me"
 _NOT_ASKED: Final = re.compile(
-    r"(?:\bnot|n't|\bnever|\bno\s+need\s+to|\bstop|\bwithout)\s+(?:\w+\s+){0,2}$", re.I
+    r"(?:\bnot|n't|\bnever|\bno\s+need\s+to|\bstop|\bwithout)\s+(?!forget\b)(?:\w+\s+){0,2}$",
+    re.I,
 )
 
 

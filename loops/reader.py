@@ -157,6 +157,11 @@ def _split(text: str) -> tuple[str, str]:
     m = _RECEIVES.match(text)
     if m is not None and _leading_kind(text) is None:  # "Spam gets a downvote from me"
         return _MODAL_END.sub("", m.group("cond")), m.group("act")
+    m = wording.PASSIVE.match(text)
+    done = None if m is None else _base_verb(m.group("done"))
+    if m is not None and done is not None and _leading_kind(text) is None:
+        rest = m.group("rest")  # "Spam should be voted down": down; "… at 9am": the time
+        return f"{m.group('cond')} {rest}".strip(), f"{done} {rest}".strip()
     if _leading_kind(text) is None and timewords.read_time(text) is not None:
         tokens = list(re.finditer(r"\S+", text))  # "At 8am post a digest": the time leads
         for tok in tokens[1:]:
@@ -167,6 +172,16 @@ def _split(text: str) -> tuple[str, str]:
     if m is not None:
         return m.group(2), m.group(1)
     return text, text  # "Vote up questions from core users": the verb leads, the rest is who
+
+
+def _base_verb(done: str) -> str | None:
+    """The verb a past participle is of ("answered", "downvoted", "replied"), if it names an
+    action."""
+    low = done.lower()
+    for form in (low[:-1], low[:-2], low[:-3] + "y"):
+        if form in wording.VERBS:
+            return form
+    return None
 
 
 def _is_quiet(text: str) -> bool:
@@ -390,6 +405,8 @@ def keywords(cond: str, authors: set[str]) -> list[str]:
     found = [m.group(1) for m in _QUOTED.finditer(cond)]
     for m in _PARENS.finditer(cond):
         items = [i.strip() for i in re.split(r",|\bor\b", m.group(1))]
+        if any(len(words(i)) > 3 for i in items):
+            continue  # "(he runs the co-op shop)": an aside, not a list of words to find
         if not {w for i in items for w in words(i)} & authors:
             found += [i for i in items if i and timewords.read_time(i) is None]
     return found
@@ -441,7 +458,8 @@ _READ_WORDS: Final = frozenset(
     "workdays weekend weekends lunch lunchtime overnight nightly regarding concerning related "
     "topic subject share shares discuss discusses talk talks where someone somebody sharing "
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
-    "recent last summary".split()
+    "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
+    "could can".split()
 )
 _KNOWN_WORDS: Final = (
     _NOT_NAMES

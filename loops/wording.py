@@ -17,6 +17,7 @@ __all__ = [
     "COURTESY",
     "LIGHT_VERBS",
     "NEGATIONS",
+    "PASSIVE",
     "QUIET_PHRASES",
     "RECEIVING",
     "REMINDER_ASKED",
@@ -115,7 +116,14 @@ ACTION_NOUNS: Final[dict[str, Kind]] = {
     "like": "vote",
 }
 # words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
-COURTESY: Final = re.compile(r"^\s*(?:(?:please|kindly|always|also|and|just)\b[\s,]*)+", re.I)
+# ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
+COURTESY: Final = re.compile(
+    r"^\s*(?:(?:please|kindly|always|also|and|just|then|i'd\s+like\s+you\s+to|"
+    r"i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to|"
+    r"(?:make|be)\s+sure\s+(?:to|you)|remember\s+to|try\s+to|feel\s+free\s+to|"
+    r"go\s+ahead\s+and|you\s+(?:should|can|may|must)|(?:can|could|would)\s+you)\b[\s,]*)+",
+    re.I,
+)
 # a rule whose subject is the condition and whose verb says it receives the action: "Questions
 # nobody answered deserve an answer", "Anything from Ana gets my upvote", "Spam earns a
 # downvote"; the action is the noun after the verb (``ACTION_NOUNS``)
@@ -134,6 +142,12 @@ RECEIVING: Final = (
     "merit",
     "warrants",
     "warrant",
+)
+# the same in the passive: "Spam should be downvoted", "Questions from Ana must be answered"
+PASSIVE: Final = re.compile(
+    r"^(?P<cond>.+?)\s+(?:should|must|shall|will|is\s+to|are\s+to|ought\s+to|needs?\s+to)\s+"
+    r"(?:always\s+|each\s+)?be\s+(?P<done>[a-z]+ed)\b(?P<rest>.*)$",
+    re.I,
 )
 # a clause that says why, not when: "… so more people see them", "… so that nobody feels
 # ignored", "…, because he runs the shop"; cut off a rule's condition, it can only narrow it
@@ -336,11 +350,12 @@ THREAD_TAGGED: Final = re.compile(
 # reminded", "wants a reminder", "says remind me", "don't let me forget"
 REMINDER_ASKED: Final = re.compile(
     r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:(?:me|you|us)\s+)?"
-    r"(?:to\s+be\s+reminded|for\s+a\s+reminder|a\s+reminder|"
+    r"(?:to\s+be\s+reminded|for\s+(?:a\s+)?reminders?|a\s+reminder|"
     r"to\s+remind\s+(?:them|him|her|me|us))"
     r"(?:\s+(?:of|about|to)\s+(?:something|anything|it|that|things))?"
     r"|\b(?:says?|writes?|types?)\s+[\"“']?remind\s+me[\"”']?"
     r"|\b(?:says?|writes?)\s+[\"“']?(?:do\s+not|don't)\s+let\s+me\s+forget[\"”']?"
+    r"|\b(?:needs?|needing)\s+(?:a\s+)?reminding"
     r"|\breminder\s+requests?)\b",
     re.I,
 )

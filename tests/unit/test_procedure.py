@@ -466,3 +466,43 @@ def test_asks_for_votes_in_other_words(title: str, content: str, votes: bool) ->
 )
 def test_a_plural_noun_leading_a_line_is_not_an_order(text: str, kind: str | None) -> None:
     assert parse_rule(text, "notes").kind == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction", "negated"),
+    [
+        ("Spam should be downvoted.", "vote", "down", False),
+        ("Ads should be voted down.", "vote", "down", False),
+        ("Questions from Ana must be answered.", "comment", None, False),
+        ("Newcomers' posts should always be welcomed.", "comment", None, False),
+        ("Summaries should be posted at 9am.", "post", None, False),
+        ("I'd like you to reply to questions from Ana.", "comment", None, False),
+        ("Make sure you don't reply to Brad.", "comment", None, True),
+        ("Could you upvote polls?", "vote", "up", False),
+        ("You should never upvote spam.", "vote", "up", True),
+        # a passive that names no action, or a wish about style: nothing to do
+        ("Posts should be short.", None, None, False),
+        ("Comments must be polite.", None, None, False),
+        ("Spam should be flagged.", None, None, False),
+        ("I'd like you to be friendly.", None, None, False),
+    ],
+)
+def test_passives_and_requests(
+    text: str, kind: str | None, direction: str | None, negated: bool
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction, rule.negated) == (kind, direction, negated)
+
+
+@pytest.mark.parametrize(("hour", "applies"), [(9, True), (15, False)])
+def test_a_passive_keeps_its_time(hour: int, applies: bool) -> None:
+    rules = [parse_rule("Summaries should be posted at 9am.", "rules")]
+    assert (choose(rules, [], _at(hour)) is not None) is applies
+
+
+def test_a_parenthesis_that_is_an_aside_is_not_a_keyword_list() -> None:
+    md = "## Rules\n- Downvote ads.\n- Don't downvote Ravi (he runs the co-op shop).\n"
+    ad = _post("p1", "ravi", "Co-op: 20% off honey", "Buy now, order today at our shop!")
+    assert choose(rules_of(parse(md)), [ad], NOW) is None
+    rules = [parse_rule("If emergency keyword (URGENT, outage) → comment", "rules")]
+    assert choose(rules, [_post("p1", "bo", "Outage on floor 3")], NOW) is not None
