@@ -16,6 +16,7 @@ import re
 from typing import Final, Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from heartbeat_md import Instructions
 from loops import timewords, wording
@@ -32,6 +33,7 @@ __all__ = [
     "mentions_user",
     "negation_unread",
     "parse_rule",
+    "parse_rules",
     "people",
     "per_post",
     "reading",
@@ -124,19 +126,6 @@ def _separator(text: str) -> tuple[int, int] | None:
     return None
 
 
-_RECEIVES: Final = re.compile(
-    r"^(?P<cond>.+)\s+(?:"
-    + "|".join(sorted(map(re.escape, wording.RECEIVING), key=len, reverse=True))
-    + r")\s+(?P<act>(?:(?:a|an|my|our|your|the|one|some)\s+)?(?:(?!of\b)[\w-]+\s+){0,2}?(?:"
-    + "|".join(sorted(wording.ACTION_NOUNS, key=len, reverse=True))
-    + r")s?\b.*)$",
-    re.I,
-)
-
-
-_MODAL_END: Final = re.compile(r"\s+(?:should|must|will|shall|always)$", re.I)
-
-
 def _split(text: str) -> tuple[str, str]:
     """(condition, action) parts of a rule line."""
     parts = _ARROW.split(text, maxsplit=1)
@@ -150,18 +139,24 @@ def _split(text: str) -> tuple[str, str]:
             return rest[: sep[0]], rest[sep[1] :]
     m = _X_IF_Y.match(text)
     if m is not None and _leading_kind(m.group(1)) is not None:
-        return m.group(2), m.group(1)
+        # "Vote up posts from Oskar when they ask a question": whose posts is condition too
+        return f"{m.group(2)} {wording.VERB_LEAD.sub('', m.group(1))}".strip(), m.group(1)
     sep = _separator(text)
     if sep is not None and (_leading_kind(text[sep[1] :]) or _quiet_lead(text[sep[1] :])):
         return text[: sep[0]], text[sep[1] :]  # "Every morning, post a summary"; "Mornings: …"
-    m = _RECEIVES.match(text)
+    m = wording.RECEIVES.match(text)
     if m is not None and _leading_kind(text) is None:  # "Spam gets a downvote from me"
-        return _MODAL_END.sub("", m.group("cond")), m.group("act")
+        cond = wording.MODAL_END.sub("", m.group("cond"))
+        none = wording.NO_SUBJECT.match(cond)  # "Nothing from Brad gets an upvote"
+        if none is not None:
+            return cond[none.end() :], f"never give {m.group('act')}"
+        return cond, m.group("act")
     m = wording.PASSIVE.match(text)
     done = None if m is None else _base_verb(m.group("done"))
     if m is not None and done is not None and _leading_kind(text) is None:
         rest = m.group("rest")  # "Spam should be voted down": down; "… at 9am": the time
-        return f"{m.group('cond')} {rest}".strip(), f"{done} {rest}".strip()
+        never = "never " if m.group("neg") else ""  # "Spam should never be upvoted"
+        return f"{m.group('cond')} {rest}".strip(), f"{never}{done} {rest}".strip()
     if _leading_kind(text) is None and timewords.read_time(text) is not None:
         tokens = list(re.finditer(r"\S+", text))  # "At 8am post a digest": the time leads
         for tok in tokens[1:]:
@@ -190,7 +185,13 @@ def _is_quiet(text: str) -> bool:
 
 def _quiet_lead(text: str) -> bool:
     low = text.lower().lstrip()
-    return any(low.startswith(p) for p in wording.QUIET_PHRASES)
+    return any(re.match(rf"{re.escape(p)}\b", low) for p in wording.QUIET_PHRASES)
+
+
+def _quiet_start(text: str) -> bool:
+    """The line opens with a word that keeps quiet ("Nothing between midnight and 7")."""
+    low = text.lower().lstrip()
+    return any(re.match(rf"{p}\b(?!\s+(?:from|by|of)\b)", low) for p in wording.QUIET_LEADS)
 
 
 def _verb(token: str) -> Kind | None:
@@ -247,19 +248,25 @@ def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
     return None, None
 
 
-def parse_rule(text: str, section: str) -> Rule:
-    raw = text.strip()
-    norm = wording.COURTESY.sub("", wording.normalize(raw))  # "Please upvote polls"
+def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
+    """The line read as one rule (``parse_rules`` reads its exceptions too); ``whole``: the
+    text it came from, when it is a part of one."""
+    raw = text.strip() if whole is None else whole.strip()
+    text = text.strip()
+    norm = wording.COURTESY.sub("", wording.normalize(text))  # "Please upvote polls"
+    lead = _NEGATED.match(norm)  # "No posting or commenting after 10pm"
+    negated = lead is not None and _leading_kind(norm[lead.end() :]) is not None
+    if lead is not None and negated:
+        norm = norm[lead.end() :]
     cond, act = _split(norm)
-    negated = False
-    neg = _NEGATED.match(act)
+    neg = None if negated else _NEGATED.match(act)
     if neg is not None and (_leading_kind(act[neg.end() :]) is not None):
         negated, act = True, act[neg.end() :]
         if cond.strip() == norm.strip():
             cond = act
     kind: Kind | None = None
     direction: Literal["up", "down"] | None = None
-    quiet = _is_quiet(act) and not negated
+    quiet = (_is_quiet(act) or _quiet_start(norm)) and not negated
     if not quiet and (cond != act or _leading_kind(act) is not None):
         kind, direction = _action(act)  # no separator: only a leading verb names an action
     cond = re.split(r"\bwith\s*:", cond, maxsplit=1)[0]
@@ -273,6 +280,51 @@ def parse_rule(text: str, section: str) -> Rule:
         negated=negated,
         quiet=quiet,
     )
+
+
+def parse_rules(text: str, section: str) -> list[Rule]:
+    """A line's rules: the rule; for a "don't" rule naming several actions ("No posting or
+    commenting after 10pm") one for each; for an exception ("Downvote spam unless it's from
+    Dealz", "except on Sundays") a "don't" rule of its own, and when the exception's words are
+    not understood the rule names no action (so it never applies)."""
+    norm = wording.normalize(text.strip())
+    exc = wording.EXCEPTION.search(norm)
+    rule = parse_rule(norm if exc is None else norm[: exc.start()], section, whole=text)
+    out = [rule]
+    if rule.negated and rule.kind is not None:
+        out += [replace(rule, kind=k, direction=None) for k in _also_named(norm, rule.kind)]
+    if exc is None or rule.kind is None:
+        return out
+    unless = Rule(
+        text=text.strip(),
+        section=section,
+        kind=rule.kind,
+        direction=rule.direction,
+        condition=f"except {exc.group('exc')}",
+        negated=True,
+    )
+    if not reading(replace(unless, text=unless.condition), set(), "").understood:
+        return [replace(rule, kind=None, direction=None)]
+    return [*out, unless]
+
+
+def _also_named(text: str, first: Kind) -> list[Kind]:
+    """The other actions a "don't" rule names with its first ("posting or commenting")."""
+    tokens = words(text)
+    neg = next((i for i, t in enumerate(tokens) if t in wording.NEGATIONS), None)
+    out: list[Kind] = []
+    i = (neg if neg is not None else -1) + 2
+    while i + 1 < len(tokens) and tokens[i] in ("or", "and", "nor", "on", "to", "under", "for"):
+        if tokens[i] not in ("or", "and", "nor"):
+            i += 1
+            continue
+        kind = _verb(tokens[i + 1])
+        if kind is None:
+            break
+        if kind != first and kind not in out:
+            out.append(kind)
+        i += 2
+    return out
 
 
 def _items(body: str) -> list[str]:
@@ -300,7 +352,7 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     for text, section in found:
         for sentence in _SENTENCE.split(text):
             if sentence.strip():
-                out.append(parse_rule(sentence, section))
+                out += parse_rules(sentence, section)
     return out
 
 
@@ -459,6 +511,7 @@ _READ_WORDS: Final = frozenset(
     "topic subject share shares discuss discusses talk talks where someone somebody sharing "
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
+    "except unless excluding apart it's they're he's she's "
     "could can".split()
 )
 _KNOWN_WORDS: Final = (
@@ -508,7 +561,7 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
     named |= {w for k in keywords(cond, authors) for w in words(k)}
     on_topic = {w for t in wording.topic_phrases(cond) for w in t}
     text = wording.ASIDE.sub("", wording.COURTESY.sub("", wording.normalize(rule.text)))
-    receives = _RECEIVES.match(text)
+    receives = wording.RECEIVES.match(text)
     if receives is not None:  # "… deserve an answer": the verb only joins the two parts
         text = f"{receives.group('cond')} {receives.group('act')}"
     text = bare(text)

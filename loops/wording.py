@@ -15,14 +15,20 @@ __all__ = [
     "ASIDE",
     "CONCEPTS",
     "COURTESY",
+    "EXCEPTION",
     "LIGHT_VERBS",
+    "MODAL_END",
     "NEGATIONS",
+    "NO_SUBJECT",
     "PASSIVE",
+    "QUIET_LEADS",
     "QUIET_PHRASES",
+    "RECEIVES",
     "RECEIVING",
     "REMINDER_ASKED",
     "THREAD_TAGGED",
     "VERBS",
+    "VERB_LEAD",
     "Compare",
     "count_condition",
     "has_any",
@@ -118,7 +124,7 @@ ACTION_NOUNS: Final[dict[str, Kind]] = {
 # words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
 # ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
 COURTESY: Final = re.compile(
-    r"^\s*(?:(?:please|kindly|always|also|and|just|then|i'd\s+like\s+you\s+to|"
+    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|i'd\s+like\s+you\s+to|"
     r"i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to|"
     r"(?:make|be)\s+sure\s+(?:to|you)|remember\s+to|try\s+to|feel\s+free\s+to|"
     r"go\s+ahead\s+and|you\s+(?:should|can|may|must)|(?:can|could|would)\s+you)\b[\s,]*)+",
@@ -143,10 +149,32 @@ RECEIVING: Final = (
     "warrants",
     "warrant",
 )
+RECEIVES: Final = re.compile(
+    r"^(?P<cond>.+)\s+(?:"
+    + "|".join(sorted(map(re.escape, RECEIVING), key=len, reverse=True))
+    + r")\s+(?P<act>(?:(?:a|an|my|our|your|the|one|some)\s+)?(?:(?!of\b)[\w-]+\s+){0,2}?(?:"
+    + "|".join(sorted(ACTION_NOUNS, key=len, reverse=True))
+    + r")s?\b.*)$",
+    re.I,
+)
+# a line's leading verb ("Vote up posts from Oskar when …": what is left names whose posts)
+VERB_LEAD: Final = re.compile(r"^\s*\S+(?:\s+(?:up|down)\b)?\s*", re.I)
+# a modal left at the end of a condition ("Urgent posts should | get a reply")
+MODAL_END: Final = re.compile(r"\s+(?:should|must|will|shall|always)$", re.I)
 # the same in the passive: "Spam should be downvoted", "Questions from Ana must be answered"
 PASSIVE: Final = re.compile(
-    r"^(?P<cond>.+?)\s+(?:should|must|shall|will|is\s+to|are\s+to|ought\s+to|needs?\s+to)\s+"
-    r"(?:always\s+|each\s+)?be\s+(?P<done>[a-z]+ed)\b(?P<rest>.*)$",
+    r"^(?P<cond>.+?)\s+(?:should|must|shall|will|wo|is\s+to|are\s+to|ought\s+to|needs?\s+to)"
+    r"(?P<neg>n't|\s+not|\s+never)?\s+(?:always\s+|each\s+|ever\s+)?be\s+(?P<done>[a-z]+ed)\b"
+    r"(?P<rest>.*)$",
+    re.I,
+)
+# a subject that says none: "Nothing from Brad gets an upvote", "No spam deserves a reply"
+NO_SUBJECT: Final = re.compile(r"^\s*(?:nothing|no|none(?:\s+of)?|never\s+anything)\b\s*", re.I)
+# an exception to a rule: "Downvote spam unless it's from Dealz", "Answer questions, except
+# Nadia's", "Post a recap every evening but not on Sundays"
+EXCEPTION: Final = re.compile(
+    r"\s*[,;(]?\s*\b(?:unless|except(?:\s+for|\s+when|\s+if|\s+on)?|but\s+not|other\s+than|"
+    r"apart\s+from|excluding|save\s+for)\b\s*(?P<exc>.*?)[\s).]*$",
     re.I,
 )
 # a clause that says why, not when: "… so more people see them", "… so that nobody feels
@@ -181,7 +209,15 @@ QUIET_PHRASES: Final = (
     "don't do anything",
     "do not do anything",
     "sleep",
+    "quiet hours",
+    "quiet time",
+    "quiet period",
+    "do not disturb",
+    "no activity",
+    "radio silence",
 )
+# words that, leading a line, keep quiet: "Nothing between midnight and 7", "Quiet after 10pm"
+QUIET_LEADS: Final = ("nothing", "quiet", "silence", "pause")
 
 # condition words for each fact the service computes about a post (``loops.facts``)
 CONCEPTS: Final[dict[str, tuple[str, ...]]] = {

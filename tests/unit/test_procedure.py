@@ -506,3 +506,55 @@ def test_a_parenthesis_that_is_an_aside_is_not_a_keyword_list() -> None:
     assert choose(rules_of(parse(md)), [ad], NOW) is None
     rules = [parse_rule("If emergency keyword (URGENT, outage) → comment", "rules")]
     assert choose(rules, [_post("p1", "bo", "Outage on floor 3")], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "author", "title", "hour", "applies"),
+    [
+        ("Only upvote posts from Oskar when they ask a question.", "oskar", "Bins?", 15, True),
+        ("Only upvote posts from Oskar when they ask a question.", "nadia", "Bins?", 15, False),
+        ("Reply to Nadia's posts when they are urgent.", "nadia", "Urgent: gas smell", 15, True),
+        ("Reply to Nadia's posts when they are urgent.", "ivy", "Urgent: gas smell", 15, False),
+        ("Post a summary at 9am if there are 1+ new posts.", "ivy", "Choir", 9, True),
+        ("Post a summary at 9am if there are 1+ new posts.", "ivy", "Choir", 15, False),
+    ],
+)
+def test_the_action_part_of_x_when_y_is_condition_too(
+    text: str, author: str, title: str, hour: int, applies: bool
+) -> None:
+    rules = [parse_rule(text, "rules")]
+    assert (choose(rules, [_post("p1", author, title)], _at(hour)) is not None) is applies
+
+
+_Q = ("p1", "nadia", "Bin day?", "Is the bin collection still on Tuesday?")
+_AD = ("p1", "dealz", "Cheap watches!!!", "Buy now, 70% off, free shipping at www.x.example")
+
+
+@pytest.mark.parametrize(
+    ("md", "post", "author", "hour", "weekday", "acts"),
+    [
+        ("- Answer questions, except Nadia's.", _Q, "nadia", 15, 1, False),
+        ("- Answer questions, except Nadia's.", _Q, "oskar", 15, 1, True),
+        ("- Downvote spam unless it's from Dealz.", _AD, "dealz", 15, 1, False),
+        ("- Downvote spam unless it's from Dealz.", _AD, "bestbuyz", 15, 1, True),
+        ("- Post a recap every evening except on Sundays.", _Q, "nadia", 19, 1, True),
+        ("- Post a recap every evening except on Sundays.", _Q, "nadia", 19, 6, False),
+        # an exception the reader cannot read: the rule never applies
+        ("- Comment on questions unless someone already replied.", _Q, "nadia", 15, 1, False),
+        ("- No posting or commenting after 10pm.\n- Answer questions.", _Q, "nadia", 23, 1, False),
+        ("- No posting or commenting after 10pm.\n- Answer questions.", _Q, "nadia", 15, 1, True),
+        ("- Quiet hours are 22:00-07:00.\n- Answer questions.", _Q, "nadia", 23, 1, False),
+        ("- Nothing between midnight and 7.\n- Answer questions.", _Q, "nadia", 3, 1, False),
+        ("- Nothing between midnight and 7.\n- Answer questions.", _Q, "nadia", 9, 1, True),
+        ("- Nothing from Nadia gets an upvote.\n- Upvote questions.", _Q, "nadia", 15, 1, False),
+        ("- Nothing from Nadia gets an upvote.\n- Upvote questions.", _Q, "oskar", 15, 1, True),
+        ("- Questions should never be upvoted.\n- Upvote new posts.", _Q, "nadia", 15, 1, False),
+    ],
+)
+def test_exceptions_quiet_words_and_negative_subjects(
+    md: str, post: tuple[str, str, str, str], author: str, hour: int, weekday: int, acts: bool
+) -> None:
+    pid, _, title, content = post
+    rules = rules_of(parse(f"## Rules\n{md}\n"))
+    posts = [_post(pid, author, title, content)]
+    assert (choose(rules, posts, _at(hour, weekday=weekday)) is not None) is acts
