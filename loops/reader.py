@@ -216,8 +216,10 @@ def _leading_kind(text: str) -> Kind | None:
     if first not in wording.VERBS and first.endswith("s") and singular in wording.VERBS:
         return None  # "Posts get busy on Mondays": a plural noun, not an order
     if first in wording.LIGHT_VERBS or first in ("post", "write"):
-        for tok in tokens[1:5]:
+        for i, tok in enumerate(tokens[1:5], 1):
             noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
+            if tok == "by" and i + 1 < len(tokens):  # "Flag spam by downvoting it"
+                noun = _verb(tokens[i + 1])
             if noun is not None:
                 return noun
         if first in wording.LIGHT_VERBS:
@@ -435,7 +437,7 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
         named = True
     for m in re.finditer(rf"\b(?:from|by)\s+{_NAME}", low):
         name = m.group(1).rstrip(".")
-        if name not in _NOT_NAMES:
+        if name not in _NOT_NAMES and _verb(name) is None:  # "by downvoting it": a means
             names.add(name)
             named = True
     # a capitalised name inside the condition ("if nobody answered Carol", "whatever Björn")

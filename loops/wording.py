@@ -104,7 +104,7 @@ VERBS: Final[dict[str, Kind]] = {
 }
 # verbs that name no action of their own: "give an upvote", "leave a comment", "say hello"
 LIGHT_VERBS: Final = frozenset(
-    "give leave add cast drop make say flag send put offer provide".split()
+    "give leave add cast drop make say flag send put offer provide support show".split()
 )
 # nouns that make the action of a light verb (or of "post", "write": "post an answer")
 ACTION_NOUNS: Final[dict[str, Kind]] = {
@@ -186,7 +186,7 @@ ASIDE: Final = re.compile(
     re.I,
 )
 # words within a few of a vote that turn it down
-DOWN_WORDS: Final = frozenset("downvote down against negative".split())
+DOWN_WORDS: Final = frozenset("downvote downvotes downvoting down against negative".split())
 NEGATIONS: Final = frozenset("don't dont never not no avoid stop skip refrain".split())
 QUIET_PHRASES: Final = (
     "heartbeat_ok",

@@ -558,3 +558,20 @@ def test_exceptions_quiet_words_and_negative_subjects(
     rules = rules_of(parse(f"## Rules\n{md}\n"))
     posts = [_post(pid, author, title, content)]
     assert (choose(rules, posts, _at(hour, weekday=weekday)) is not None) is acts
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction"),
+    [
+        ("Flag spam by downvoting it.", "vote", "down"),
+        ("Support polls with an upvote.", "vote", "up"),
+        ("Show support by commenting.", "comment", None),
+        ("Support newcomers.", None, None),
+        ("Flag anything odd.", None, None),
+    ],
+)
+def test_a_light_verb_takes_the_action_of_its_noun_or_means(
+    text: str, kind: str | None, direction: str | None
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction) == (kind, direction)
