@@ -97,7 +97,18 @@ _VOTE_PHRASES: Final = (
     "do you agree",
     "who is in",
     "show of hands",
+    "vote:",
+    "let's vote",
+    "cast your vote",
+    "quick survey",
+    "vote for",
+    "let's decide",
+    "help us decide",
+    "help decide",
+    "decide together",
 )
+# words that name a vote being held, matched as whole words ("Poll: …", not "pollen")
+_VOTE_WORDS: Final = frozenset(("poll", "polls"))
 _URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken fire".split())
 _URGENT_PHRASES: Final = ("is down", "server down", "site down", "went down", "not working")
 _CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
@@ -111,7 +122,8 @@ _REMINDER: Final = re.compile(
 )
 # words before a request that take it back: "no need to remind me", "don't remind me"
 _NOT_ASKED: Final = re.compile(
-    r"(?:\bnot|n't|\bnever|\bno\s+need\s+to|\bstop|\bwithout)\s+(?:\w+\s+){0,2}$", re.I
+    r"(?:\bnot|n't|\bnever|\bno\s+need\s+to|\bstop|\bwithout)\s+(?!forget\b)(?:\w+\s+){0,2}$",
+    re.I,
 )
 
 
@@ -198,7 +210,7 @@ def spam_signals(title: str, content: str) -> list[str]:
 
 def asks_for_votes(title: str, content: str) -> bool:
     low = f"{title} {content}".lower()
-    return any(p in low for p in _VOTE_PHRASES)
+    return any(p in low for p in _VOTE_PHRASES) or any(w in _VOTE_WORDS for w in words(low))
 
 
 def is_urgent(title: str, content: str) -> bool:

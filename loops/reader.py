@@ -16,6 +16,7 @@ import re
 from typing import Final, Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from heartbeat_md import Instructions
 from loops import timewords, wording
@@ -32,6 +33,7 @@ __all__ = [
     "mentions_user",
     "negation_unread",
     "parse_rule",
+    "parse_rules",
     "people",
     "per_post",
     "reading",
@@ -51,7 +53,8 @@ _LEADING_COND: Final = re.compile(rf"^\s*{_COND_LEAD}\s+", re.I)
 _X_IF_Y: Final = re.compile(
     r"^(.+?)\s+\b(?:if|when|whenever|once|as soon as|each time|every time)\b\s+(.+)$", re.I
 )
-_QUOTED: Final = re.compile(r"[\"“”']([^\"“”']{1,40})[\"“”']")
+# a quote between two letters is an apostrophe ("Ravi's", "don't"), not a keyword's
+_QUOTED: Final = re.compile(r"(?<!\w)[\"“”']([^\"“”']{1,40})[\"“”'](?!\w)")
 _PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
@@ -80,6 +83,7 @@ _NOT_NAMES: Final = (
 )
 _GROUP_WORDS: Final = ("core", "vip", "key", "important", "trusted", "favorite", "favourite")
 _NAME: Final = r"@?([^\W\d_][\w.-]*)"
+_POSSESSIVE: Final = re.compile(r"'s?$")
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,10 +139,24 @@ def _split(text: str) -> tuple[str, str]:
             return rest[: sep[0]], rest[sep[1] :]
     m = _X_IF_Y.match(text)
     if m is not None and _leading_kind(m.group(1)) is not None:
-        return m.group(2), m.group(1)
+        # "Vote up posts from Oskar when they ask a question": whose posts is condition too
+        return f"{m.group(2)} {wording.VERB_LEAD.sub('', m.group(1))}".strip(), m.group(1)
     sep = _separator(text)
     if sep is not None and (_leading_kind(text[sep[1] :]) or _quiet_lead(text[sep[1] :])):
         return text[: sep[0]], text[sep[1] :]  # "Every morning, post a summary"; "Mornings: …"
+    m = wording.RECEIVES.match(text)
+    if m is not None and _leading_kind(text) is None:  # "Spam gets a downvote from me"
+        cond = wording.MODAL_END.sub("", m.group("cond"))
+        none = wording.NO_SUBJECT.match(cond)  # "Nothing from Brad gets an upvote"
+        if none is not None:
+            return cond[none.end() :], f"never give {m.group('act')}"
+        return cond, m.group("act")
+    m = wording.PASSIVE.match(text)
+    done = None if m is None else _base_verb(m.group("done"))
+    if m is not None and done is not None and _leading_kind(text) is None:
+        rest = m.group("rest")  # "Spam should be voted down": down; "… at 9am": the time
+        never = "never " if m.group("neg") else ""  # "Spam should never be upvoted"
+        return f"{m.group('cond')} {rest}".strip(), f"{never}{done} {rest}".strip()
     if _leading_kind(text) is None and timewords.read_time(text) is not None:
         tokens = list(re.finditer(r"\S+", text))  # "At 8am post a digest": the time leads
         for tok in tokens[1:]:
@@ -151,18 +169,35 @@ def _split(text: str) -> tuple[str, str]:
     return text, text  # "Vote up questions from core users": the verb leads, the rest is who
 
 
+def _base_verb(done: str) -> str | None:
+    """The verb a past participle is of ("answered", "downvoted", "replied"), if it names an
+    action."""
+    low = done.lower()
+    for form in (low[:-1], low[:-2], low[:-3] + "y"):
+        if form in wording.VERBS:
+            return form
+    return None
+
+
 def _is_quiet(text: str) -> bool:
     return wording.has_any(text, wording.QUIET_PHRASES) is not None
 
 
 def _quiet_lead(text: str) -> bool:
     low = text.lower().lstrip()
-    return any(low.startswith(p) for p in wording.QUIET_PHRASES)
+    return any(re.match(rf"{re.escape(p)}\b", low) for p in wording.QUIET_PHRASES)
+
+
+def _quiet_start(text: str) -> bool:
+    """The line opens with a word that keeps quiet ("Nothing between midnight and 7")."""
+    low = text.lower().lstrip()
+    return any(re.match(rf"{p}\b(?!\s+(?:from|by|of)\b)", low) for p in wording.QUIET_LEADS)
 
 
 def _verb(token: str) -> Kind | None:
     """The action a verb names in any of its forms ("replies", "posting", "voting")."""
-    for form in (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-2], token[:-1]):
+    forms = (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-3] + "y")
+    for form in (*forms, token[:-2], token[:-1]):  # "replied", "replies": reply
         kind = wording.VERBS.get(form)
         if kind is not None and len(form) >= 3:
             return kind
@@ -177,9 +212,14 @@ def _leading_kind(text: str) -> Kind | None:
     if not tokens:
         return None
     first = tokens[0]
+    singular = first[:-3] + "y" if first.endswith("ies") else first[:-1]
+    if first not in wording.VERBS and first.endswith("s") and singular in wording.VERBS:
+        return None  # "Posts get busy on Mondays": a plural noun, not an order
     if first in wording.LIGHT_VERBS or first in ("post", "write"):
-        for tok in tokens[1:5]:
+        for i, tok in enumerate(tokens[1:5], 1):
             noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
+            if tok == "by" and i + 1 < len(tokens):  # "Flag spam by downvoting it"
+                noun = _verb(tokens[i + 1])
             if noun is not None:
                 return noun
         if first in wording.LIGHT_VERBS:
@@ -210,22 +250,29 @@ def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
     return None, None
 
 
-def parse_rule(text: str, section: str) -> Rule:
-    raw = text.strip()
-    norm = wording.normalize(raw)
+def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
+    """The line read as one rule (``parse_rules`` reads its exceptions too); ``whole``: the
+    text it came from, when it is a part of one."""
+    raw = text.strip() if whole is None else whole.strip()
+    text = text.strip()
+    norm = wording.COURTESY.sub("", wording.normalize(text))  # "Please upvote polls"
+    lead = _NEGATED.match(norm)  # "No posting or commenting after 10pm"
+    negated = lead is not None and _leading_kind(norm[lead.end() :]) is not None
+    if lead is not None and negated:
+        norm = norm[lead.end() :]
     cond, act = _split(norm)
-    negated = False
-    neg = _NEGATED.match(act)
+    neg = None if negated else _NEGATED.match(act)
     if neg is not None and (_leading_kind(act[neg.end() :]) is not None):
         negated, act = True, act[neg.end() :]
         if cond.strip() == norm.strip():
             cond = act
     kind: Kind | None = None
     direction: Literal["up", "down"] | None = None
-    quiet = _is_quiet(act) and not negated
+    quiet = (_is_quiet(act) or _quiet_start(norm)) and not negated
     if not quiet and (cond != act or _leading_kind(act) is not None):
         kind, direction = _action(act)  # no separator: only a leading verb names an action
     cond = re.split(r"\bwith\s*:", cond, maxsplit=1)[0]
+    cond = wording.ASIDE.sub("", cond)  # "… so more people see them": why, not when
     return Rule(
         text=raw,
         section=section,
@@ -235,6 +282,51 @@ def parse_rule(text: str, section: str) -> Rule:
         negated=negated,
         quiet=quiet,
     )
+
+
+def parse_rules(text: str, section: str) -> list[Rule]:
+    """A line's rules: the rule; for a "don't" rule naming several actions ("No posting or
+    commenting after 10pm") one for each; for an exception ("Downvote spam unless it's from
+    Dealz", "except on Sundays") a "don't" rule of its own, and when the exception's words are
+    not understood the rule names no action (so it never applies)."""
+    norm = wording.normalize(text.strip())
+    exc = wording.EXCEPTION.search(norm)
+    rule = parse_rule(norm if exc is None else norm[: exc.start()], section, whole=text)
+    out = [rule]
+    if rule.negated and rule.kind is not None:
+        out += [replace(rule, kind=k, direction=None) for k in _also_named(norm, rule.kind)]
+    if exc is None or rule.kind is None:
+        return out
+    unless = Rule(
+        text=text.strip(),
+        section=section,
+        kind=rule.kind,
+        direction=rule.direction,
+        condition=f"except {exc.group('exc')}",
+        negated=True,
+    )
+    if not reading(replace(unless, text=unless.condition), set(), "").understood:
+        return [replace(rule, kind=None, direction=None)]
+    return [*out, unless]
+
+
+def _also_named(text: str, first: Kind) -> list[Kind]:
+    """The other actions a "don't" rule names with its first ("posting or commenting")."""
+    tokens = words(text)
+    neg = next((i for i, t in enumerate(tokens) if t in wording.NEGATIONS), None)
+    out: list[Kind] = []
+    i = (neg if neg is not None else -1) + 2
+    while i + 1 < len(tokens) and tokens[i] in ("or", "and", "nor", "on", "to", "under", "for"):
+        if tokens[i] not in ("or", "and", "nor"):
+            i += 1
+            continue
+        kind = _verb(tokens[i + 1])
+        if kind is None:
+            break
+        if kind != first and kind not in out:
+            out.append(kind)
+        i += 2
+    return out
 
 
 def _items(body: str) -> list[str]:
@@ -262,7 +354,7 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     for text, section in found:
         for sentence in _SENTENCE.split(text):
             if sentence.strip():
-                out.append(parse_rule(sentence, section))
+                out += parse_rules(sentence, section)
     return out
 
 
@@ -345,16 +437,17 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
         named = True
     for m in re.finditer(rf"\b(?:from|by)\s+{_NAME}", low):
         name = m.group(1).rstrip(".")
-        if name not in _NOT_NAMES:
+        if name not in _NOT_NAMES and _verb(name) is None:  # "by downvoting it": a means
             names.add(name)
             named = True
     # a capitalised name inside the condition ("if nobody answered Carol", "whatever Björn")
     tokens = re.findall(r"[^\W\d_][\w'-]*", _PARENS.sub(" ", _QUOTED.sub(" ", cond)))
+    tokens = [_POSSESSIVE.sub("", t) for t in tokens]  # "Ravi's posts": Ravi
     for tok in tokens[1:]:
         if tok[0].isupper() and not tok.isupper() and tok.lower() not in _NOT_NAMES:
             names.add(tok.lower())
             named = True
-    for tok in words(low):
+    for tok in (_POSSESSIVE.sub("", t) for t in words(low)):
         if tok in authors and tok not in _NOT_NAMES:
             names.add(tok)
             named = True
@@ -366,6 +459,8 @@ def keywords(cond: str, authors: set[str]) -> list[str]:
     found = [m.group(1) for m in _QUOTED.finditer(cond)]
     for m in _PARENS.finditer(cond):
         items = [i.strip() for i in re.split(r",|\bor\b", m.group(1))]
+        if any(len(words(i)) > 3 for i in items):
+            continue  # "(he runs the co-op shop)": an aside, not a list of words to find
         if not {w for i in items for w in words(i)} & authors:
             found += [i for i in items if i and timewords.read_time(i) is None]
     return found
@@ -417,7 +512,9 @@ _READ_WORDS: Final = frozenset(
     "workdays weekend weekends lunch lunchtime overnight nightly regarding concerning related "
     "topic subject share shares discuss discusses talk talks where someone somebody sharing "
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
-    "recent last summary".split()
+    "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
+    "except unless excluding apart it's they're he's she's "
+    "could can".split()
 )
 _KNOWN_WORDS: Final = (
     _NOT_NAMES
@@ -465,12 +562,16 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
     named = set(whose or ())
     named |= {w for k in keywords(cond, authors) for w in words(k)}
     on_topic = {w for t in wording.topic_phrases(cond) for w in t}
-    text = bare(wording.normalize(rule.text))
+    text = wording.ASIDE.sub("", wording.COURTESY.sub("", wording.normalize(rule.text)))
+    receives = wording.RECEIVES.match(text)
+    if receives is not None:  # "… deserve an answer": the verb only joins the two parts
+        text = f"{receives.group('cond')} {receives.group('act')}"
+    text = bare(text)
     if reminder(cond):
         text = re.sub(r"\breminders?\b", " ", text, flags=re.I)  # "post the reminder once"
     unknown: list[str] = []
     for tok in words(text):
-        tok = tok.lstrip("@")
+        tok = _POSSESSIVE.sub("", tok.lstrip("@"))
         if (
             not tok
             or any(c.isdigit() for c in tok)

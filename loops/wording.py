@@ -12,13 +12,23 @@ import re
 from typing import Final, Literal
 
 __all__ = [
+    "ASIDE",
     "CONCEPTS",
+    "COURTESY",
+    "EXCEPTION",
     "LIGHT_VERBS",
+    "MODAL_END",
     "NEGATIONS",
+    "NO_SUBJECT",
+    "PASSIVE",
+    "QUIET_LEADS",
     "QUIET_PHRASES",
+    "RECEIVES",
+    "RECEIVING",
     "REMINDER_ASKED",
     "THREAD_TAGGED",
     "VERBS",
+    "VERB_LEAD",
     "Compare",
     "count_condition",
     "has_any",
@@ -94,7 +104,7 @@ VERBS: Final[dict[str, Kind]] = {
 }
 # verbs that name no action of their own: "give an upvote", "leave a comment", "say hello"
 LIGHT_VERBS: Final = frozenset(
-    "give leave add cast drop make say flag send put offer provide".split()
+    "give leave add cast drop make say flag send put offer provide support show".split()
 )
 # nouns that make the action of a light verb (or of "post", "write": "post an answer")
 ACTION_NOUNS: Final[dict[str, Kind]] = {
@@ -111,8 +121,72 @@ ACTION_NOUNS: Final[dict[str, Kind]] = {
     "vote": "vote",
     "like": "vote",
 }
+# words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
+# ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
+COURTESY: Final = re.compile(
+    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|i'd\s+like\s+you\s+to|"
+    r"i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to|"
+    r"(?:make|be)\s+sure\s+(?:to|you)|remember\s+to|try\s+to|feel\s+free\s+to|"
+    r"go\s+ahead\s+and|you\s+(?:should|can|may|must)|(?:can|could|would)\s+you)\b[\s,]*)+",
+    re.I,
+)
+# a rule whose subject is the condition and whose verb says it receives the action: "Questions
+# nobody answered deserve an answer", "Anything from Ana gets my upvote", "Spam earns a
+# downvote"; the action is the noun after the verb (``ACTION_NOUNS``)
+RECEIVING: Final = (
+    "gets",
+    "get",
+    "should get",
+    "deserves",
+    "deserve",
+    "should receive",
+    "receives",
+    "receive",
+    "earns",
+    "earn",
+    "merits",
+    "merit",
+    "warrants",
+    "warrant",
+)
+RECEIVES: Final = re.compile(
+    r"^(?P<cond>.+)\s+(?:"
+    + "|".join(sorted(map(re.escape, RECEIVING), key=len, reverse=True))
+    + r")\s+(?P<act>(?:(?:a|an|my|our|your|the|one|some)\s+)?(?:(?!of\b)[\w-]+\s+){0,2}?(?:"
+    + "|".join(sorted(ACTION_NOUNS, key=len, reverse=True))
+    + r")s?\b.*)$",
+    re.I,
+)
+# a line's leading verb ("Vote up posts from Oskar when …": what is left names whose posts)
+VERB_LEAD: Final = re.compile(r"^\s*\S+(?:\s+(?:up|down)\b)?\s*", re.I)
+# a modal left at the end of a condition ("Urgent posts should | get a reply")
+MODAL_END: Final = re.compile(r"\s+(?:should|must|will|shall|always)$", re.I)
+# the same in the passive: "Spam should be downvoted", "Questions from Ana must be answered"
+PASSIVE: Final = re.compile(
+    r"^(?P<cond>.+?)\s+(?:should|must|shall|will|wo|is\s+to|are\s+to|ought\s+to|needs?\s+to)"
+    r"(?P<neg>n't|\s+not|\s+never)?\s+(?:always\s+|each\s+|ever\s+)?be\s+(?P<done>[a-z]+ed)\b"
+    r"(?P<rest>.*)$",
+    re.I,
+)
+# a subject that says none: "Nothing from Brad gets an upvote", "No spam deserves a reply"
+NO_SUBJECT: Final = re.compile(r"^\s*(?:nothing|no|none(?:\s+of)?|never\s+anything)\b\s*", re.I)
+# an exception to a rule: "Downvote spam unless it's from Dealz", "Answer questions, except
+# Nadia's", "Post a recap every evening but not on Sundays"
+EXCEPTION: Final = re.compile(
+    r"\s*[,;(]?\s*\b(?:unless|except(?:\s+for|\s+when|\s+if|\s+on)?|but\s+not|other\s+than|"
+    r"apart\s+from|excluding|save\s+for)\b\s*(?P<exc>.*?)[\s).]*$",
+    re.I,
+)
+# a clause that says why, not when: "… so more people see them", "… so that nobody feels
+# ignored", "…, because he runs the shop"; cut off a rule's condition, it can only narrow it
+ASIDE: Final = re.compile(
+    r"(?:\s+so\s+(?:that\s+)?(?=(?:more|people|everyone|everybody|others?|they|it|the|he|"
+    r"she|we|nobody|no\s+one|someone|somebody|folks|i|you)\b)|,?\s+because\b|,?\s+in\s+order\s+to\b)"
+    r".*$",
+    re.I,
+)
 # words within a few of a vote that turn it down
-DOWN_WORDS: Final = frozenset("downvote down against negative".split())
+DOWN_WORDS: Final = frozenset("downvote downvotes downvoting down against negative".split())
 NEGATIONS: Final = frozenset("don't dont never not no avoid stop skip refrain".split())
 QUIET_PHRASES: Final = (
     "heartbeat_ok",
@@ -135,7 +209,15 @@ QUIET_PHRASES: Final = (
     "don't do anything",
     "do not do anything",
     "sleep",
+    "quiet hours",
+    "quiet time",
+    "quiet period",
+    "do not disturb",
+    "no activity",
+    "radio silence",
 )
+# words that, leading a line, keep quiet: "Nothing between midnight and 7", "Quiet after 10pm"
+QUIET_LEADS: Final = ("nothing", "quiet", "silence", "pause")
 
 # condition words for each fact the service computes about a post (``loops.facts``)
 CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
@@ -189,6 +271,7 @@ CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
         "vote on",
         "calls for a vote",
         "show of hands",
+        "decide",
     ),
     "urgent": (
         "urgent",
@@ -302,11 +385,13 @@ THREAD_TAGGED: Final = re.compile(
 # someone asking to be reminded of something (in a post or in the thread): "asks to be
 # reminded", "wants a reminder", "says remind me", "don't let me forget"
 REMINDER_ASKED: Final = re.compile(
-    r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:me\s+)?"
-    r"(?:to\s+be\s+reminded|for\s+a\s+reminder|a\s+reminder|to\s+remind\s+(?:them|him|her|me))"
+    r"(?:\b(?:asks?|asking|asked|wants?|wanting|requests?|requesting)\s+(?:(?:me|you|us)\s+)?"
+    r"(?:to\s+be\s+reminded|for\s+(?:a\s+)?reminders?|a\s+reminder|"
+    r"to\s+remind\s+(?:them|him|her|me|us))"
     r"(?:\s+(?:of|about|to)\s+(?:something|anything|it|that|things))?"
     r"|\b(?:says?|writes?|types?)\s+[\"“']?remind\s+me[\"”']?"
     r"|\b(?:says?|writes?)\s+[\"“']?(?:do\s+not|don't)\s+let\s+me\s+forget[\"”']?"
+    r"|\b(?:needs?|needing)\s+(?:a\s+)?reminding"
     r"|\breminder\s+requests?)\b",
     re.I,
 )
@@ -344,7 +429,8 @@ _TOPIC_MARKERS: Final = (
     r"concerning",
     r"related to",
     r"on the (?:topic|subject) of",
-    r"that (?:share|shares|mention|mentions|discuss|discusses|talk about|talks about)",
+    r"(?:that|who|which) (?:share|shares|mention|mentions|discuss|discusses|talk about|"
+    r"talks about|write about|writes about|ask about|asks about|post about|posts about)",
     r"where (?:someone|somebody|people|a user|anyone) (?:shares?|mentions?|talks? about)",
     r"sharing",
     r"shares",
@@ -371,7 +457,7 @@ _UNSTEMMED: Final = frozenset("news series species always perhaps".split())
 
 def normalize(text: str) -> str:
     """The rule with its multi-word verbs rewritten to one ("chime in" to "comment")."""
-    out = text
+    out = text.replace("\u2019", "'").replace("\u2018", "'")  # curly apostrophes and quotes
     for pattern, verb in _PHRASES:
         out = re.sub(pattern, verb, out, flags=re.I)
     return out

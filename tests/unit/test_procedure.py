@@ -338,3 +338,240 @@ def test_topics(text: str, title: str, applies: bool) -> None:
 def test_a_written_comment_is_kept_only_when_usable(text: str, kept: bool) -> None:
     rule = "If core user posted → reply with insights"
     assert bool(clean_comment(text, ("Q3 plan", rule))) is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction", "cond"),
+    [
+        (
+            "Questions that nobody has replied to yet deserve an answer.",
+            "comment",
+            None,
+            "Questions that nobody has replied to yet",
+        ),
+        ("Anything from Ana gets my upvote.", "vote", "up", "Anything from Ana"),
+        (
+            "Spammy or scammy posts get a downvote from me.",
+            "vote",
+            "down",
+            "Spammy or scammy posts",
+        ),
+        ("Spam earns a thumbs-down.", "vote", "down", "Spam"),
+        ("Urgent posts should get a quick reply.", "comment", None, "Urgent posts"),
+        ("Posts that get a reply deserve an upvote.", "vote", "up", "Posts that get a reply"),
+        # the receiving verb names no action: nothing to do
+        ("Posts get busy on Mondays.", None, None, None),
+        ("Ana gets annoyed by spam.", None, None, None),
+        ("Questions that get a lot of likes", None, None, None),
+    ],
+)
+def test_a_subject_that_receives_the_action(
+    text: str, kind: str | None, direction: str | None, cond: str | None
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction) == (kind, direction)
+    if cond is not None:
+        assert rule.condition == cond
+
+
+@pytest.mark.parametrize(("comments", "applies"), [(0, True), (1, False)])
+def test_questions_that_deserve_an_answer(comments: int, applies: bool) -> None:
+    rules = [parse_rule("Questions that nobody has replied to yet deserve an answer.", "rules")]
+    posts = [_post("p1", "yara", "Wifi password?", comments=comments), _post("p2", "bo", "Sun")]
+    choice = choose(rules, posts, NOW)
+    assert (choice is not None) is applies
+    assert choice is None or (choice.kind, choice.post and choice.post.post_id) == ("comment", "p1")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "negated", "cond"),
+    [
+        ("Please upvote polls so more people see them.", "vote", False, "upvote polls"),
+        ("Also, reply to questions from Ana.", "comment", False, "reply to questions from Ana."),
+        (
+            "Kindly don't comment on posts from Brad.",
+            "comment",
+            True,
+            "comment on posts from Brad.",
+        ),
+        ("Reply to Ana so that nobody feels ignored.", "comment", False, "Reply to Ana"),
+        ("Downvote ads, because they clutter the feed.", "vote", False, "Downvote ads"),
+        # "so" that says how much, not why, stays in the condition
+        (
+            "Comment on posts that are so heated",
+            "comment",
+            False,
+            "Comment on posts that are so heated",
+        ),
+        ("Just vote", "vote", False, "vote"),
+    ],
+)
+def test_courtesy_and_reasons_are_not_the_condition(
+    text: str, kind: str, negated: bool, cond: str
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.negated, rule.condition) == (kind, negated, cond)
+
+
+def test_a_reason_does_not_narrow_what_a_rule_applies_to() -> None:
+    rules = [parse_rule("Reply to Ana so that nobody feels ignored.", "rules")]
+    assert choose(rules, [_post("p1", "ana", "Stall prices", comments=2)], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("dont", "author", "acts"),
+    [
+        ("Don't ever downvote Ravi's posts, he runs the co-op shop.", "ravi", False),
+        ("Don't ever downvote Ravi's posts, he runs the co-op shop.", "mike", True),
+        ("Never downvote Ravi\u2019s posts.", "ravi", False),
+        ("Never downvote anything in Ravi's threads.", "ravi", False),
+    ],
+)
+def test_a_dont_rule_names_a_person_by_the_possessive(dont: str, author: str, acts: bool) -> None:
+    md = f"## Rules\n- Downvote posts advertising products.\n- {dont}\n"
+    ad = _post("p1", author, "Co-op: 20% off honey", "Buy now, order today at our shop!")
+    assert (choose(rules_of(parse(md)), [ad], NOW) is not None) is acts
+
+
+@pytest.mark.parametrize(("author", "applies"), [("marta", True), ("lena", False)])
+def test_a_possessive_names_whose_posts(author: str, applies: bool) -> None:
+    rules = [parse_rule("Upvote Marta's questions.", "rules")]
+    posts = [_post("p1", author, "Spare chairs?", "Can anyone lend chairs?")]
+    assert (choose(rules, posts, NOW) is not None) is applies
+
+
+@pytest.mark.parametrize(
+    ("title", "content", "votes"),
+    [
+        ("Poll: which day for the cleanup?", "Saturday or Sunday?", True),
+        ("Paint colour", "Let's decide together: green or blue?", True),
+        ("Treasurer", "Vote for me at the meeting!", True),
+        ("Pollen count is high", "Close the windows.", False),
+        ("Moving out", "I decided to move to Lyon.", False),
+        ("Polling station moved", "It is now at the school.", False),
+    ],
+)
+def test_asks_for_votes_in_other_words(title: str, content: str, votes: bool) -> None:
+    assert asks_for_votes(title, content) is votes
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Posts about the garden are welcome.", None),
+        ("Replies should be short.", None),
+        ("Post a summary at 9am.", "post"),
+        ("Replying to questions from Ana", "comment"),
+    ],
+)
+def test_a_plural_noun_leading_a_line_is_not_an_order(text: str, kind: str | None) -> None:
+    assert parse_rule(text, "notes").kind == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction", "negated"),
+    [
+        ("Spam should be downvoted.", "vote", "down", False),
+        ("Ads should be voted down.", "vote", "down", False),
+        ("Questions from Ana must be answered.", "comment", None, False),
+        ("Newcomers' posts should always be welcomed.", "comment", None, False),
+        ("Summaries should be posted at 9am.", "post", None, False),
+        ("I'd like you to reply to questions from Ana.", "comment", None, False),
+        ("Make sure you don't reply to Brad.", "comment", None, True),
+        ("Could you upvote polls?", "vote", "up", False),
+        ("You should never upvote spam.", "vote", "up", True),
+        # a passive that names no action, or a wish about style: nothing to do
+        ("Posts should be short.", None, None, False),
+        ("Comments must be polite.", None, None, False),
+        ("Spam should be flagged.", None, None, False),
+        ("I'd like you to be friendly.", None, None, False),
+    ],
+)
+def test_passives_and_requests(
+    text: str, kind: str | None, direction: str | None, negated: bool
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction, rule.negated) == (kind, direction, negated)
+
+
+@pytest.mark.parametrize(("hour", "applies"), [(9, True), (15, False)])
+def test_a_passive_keeps_its_time(hour: int, applies: bool) -> None:
+    rules = [parse_rule("Summaries should be posted at 9am.", "rules")]
+    assert (choose(rules, [], _at(hour)) is not None) is applies
+
+
+def test_a_parenthesis_that_is_an_aside_is_not_a_keyword_list() -> None:
+    md = "## Rules\n- Downvote ads.\n- Don't downvote Ravi (he runs the co-op shop).\n"
+    ad = _post("p1", "ravi", "Co-op: 20% off honey", "Buy now, order today at our shop!")
+    assert choose(rules_of(parse(md)), [ad], NOW) is None
+    rules = [parse_rule("If emergency keyword (URGENT, outage) → comment", "rules")]
+    assert choose(rules, [_post("p1", "bo", "Outage on floor 3")], NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "author", "title", "hour", "applies"),
+    [
+        ("Only upvote posts from Oskar when they ask a question.", "oskar", "Bins?", 15, True),
+        ("Only upvote posts from Oskar when they ask a question.", "nadia", "Bins?", 15, False),
+        ("Reply to Nadia's posts when they are urgent.", "nadia", "Urgent: gas smell", 15, True),
+        ("Reply to Nadia's posts when they are urgent.", "ivy", "Urgent: gas smell", 15, False),
+        ("Post a summary at 9am if there are 1+ new posts.", "ivy", "Choir", 9, True),
+        ("Post a summary at 9am if there are 1+ new posts.", "ivy", "Choir", 15, False),
+    ],
+)
+def test_the_action_part_of_x_when_y_is_condition_too(
+    text: str, author: str, title: str, hour: int, applies: bool
+) -> None:
+    rules = [parse_rule(text, "rules")]
+    assert (choose(rules, [_post("p1", author, title)], _at(hour)) is not None) is applies
+
+
+_Q = ("p1", "nadia", "Bin day?", "Is the bin collection still on Tuesday?")
+_AD = ("p1", "dealz", "Cheap watches!!!", "Buy now, 70% off, free shipping at www.x.example")
+
+
+@pytest.mark.parametrize(
+    ("md", "post", "author", "hour", "weekday", "acts"),
+    [
+        ("- Answer questions, except Nadia's.", _Q, "nadia", 15, 1, False),
+        ("- Answer questions, except Nadia's.", _Q, "oskar", 15, 1, True),
+        ("- Downvote spam unless it's from Dealz.", _AD, "dealz", 15, 1, False),
+        ("- Downvote spam unless it's from Dealz.", _AD, "bestbuyz", 15, 1, True),
+        ("- Post a recap every evening except on Sundays.", _Q, "nadia", 19, 1, True),
+        ("- Post a recap every evening except on Sundays.", _Q, "nadia", 19, 6, False),
+        # an exception the reader cannot read: the rule never applies
+        ("- Comment on questions unless someone already replied.", _Q, "nadia", 15, 1, False),
+        ("- No posting or commenting after 10pm.\n- Answer questions.", _Q, "nadia", 23, 1, False),
+        ("- No posting or commenting after 10pm.\n- Answer questions.", _Q, "nadia", 15, 1, True),
+        ("- Quiet hours are 22:00-07:00.\n- Answer questions.", _Q, "nadia", 23, 1, False),
+        ("- Nothing between midnight and 7.\n- Answer questions.", _Q, "nadia", 3, 1, False),
+        ("- Nothing between midnight and 7.\n- Answer questions.", _Q, "nadia", 9, 1, True),
+        ("- Nothing from Nadia gets an upvote.\n- Upvote questions.", _Q, "nadia", 15, 1, False),
+        ("- Nothing from Nadia gets an upvote.\n- Upvote questions.", _Q, "oskar", 15, 1, True),
+        ("- Questions should never be upvoted.\n- Upvote new posts.", _Q, "nadia", 15, 1, False),
+    ],
+)
+def test_exceptions_quiet_words_and_negative_subjects(
+    md: str, post: tuple[str, str, str, str], author: str, hour: int, weekday: int, acts: bool
+) -> None:
+    pid, _, title, content = post
+    rules = rules_of(parse(f"## Rules\n{md}\n"))
+    posts = [_post(pid, author, title, content)]
+    assert (choose(rules, posts, _at(hour, weekday=weekday)) is not None) is acts
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "direction"),
+    [
+        ("Flag spam by downvoting it.", "vote", "down"),
+        ("Support polls with an upvote.", "vote", "up"),
+        ("Show support by commenting.", "comment", None),
+        ("Support newcomers.", None, None),
+        ("Flag anything odd.", None, None),
+    ],
+)
+def test_a_light_verb_takes_the_action_of_its_noun_or_means(
+    text: str, kind: str | None, direction: str | None
+) -> None:
+    rule = parse_rule(text, "rules")
+    assert (rule.kind, rule.direction) == (kind, direction)

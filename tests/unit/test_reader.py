@@ -10,7 +10,15 @@ from ledger.records import Message, Post, RunContext
 from ledger.storage.interface import AGENT, USER
 from loops.facts import PostFacts, names_thread, reminder_request
 from loops.procedure import choose, post_text, read_context
-from loops.reader import mentions_user, parse_rule, per_post, reading, reminder, thread_tag
+from loops.reader import (
+    keywords,
+    mentions_user,
+    parse_rule,
+    per_post,
+    reading,
+    reminder,
+    thread_tag,
+)
 from tests.unit.test_fingerprint import _run
 from tests.unit.test_procedure import NOW, _post
 
@@ -70,6 +78,14 @@ def test_only_a_verb_naming_the_user_is_a_mention_of_the_user(cond: str, mention
         ('the user says "remind me"', True),
         ("someone says don't let me forget", True),
         ("there is a reminder request", True),
+        ("I ask you to remind me of something", True),
+        ("when I ask you for a reminder", True),
+        ("somebody asks us to remind them", True),
+        ("when I remind you", False),
+        ("you remind me of Ana", False),
+        ("I ask you a question", False),
+        ("whenever I need reminding", True),
+        ("when I ask for reminders", True),
         ("the user is reminded", False),
         ("a post reminds me of the garden", False),
         ("a post is about reminders", False),
@@ -87,6 +103,8 @@ def test_a_condition_names_a_request_to_be_reminded(cond: str, asked: bool) -> N
         ("don't let me forget the milk", "the milk"),
         ("I want to be reminded of the vet", "the vet"),
         ("Can you set a reminder for the dentist?", "the dentist"),
+        ("Don't forget to remind me about the vet", "the vet"),
+        ("Don't let me forget to call the bank", "call the bank"),
         ("Don't remind me", None),
         ("no need to remind me about it", None),
         ("You don't have to remind me to eat", None),
@@ -296,3 +314,29 @@ def test_a_condition_holds_of_each_post_on_its_own_unless_it_reads_them_together
     condition: str, each: bool
 ) -> None:
     assert per_post(condition) is each
+
+
+@pytest.mark.parametrize(
+    ("cond", "found"),
+    [
+        ("a post that says 'bins' or Ravi's notes", ["bins"]),
+        ("Ravi's and Ana's posts", []),
+        ("Reply to posts with \u2018urgent\u2019 in the title", ["urgent"]),
+        ('posts saying "parking"', ["parking"]),
+    ],
+)
+def test_an_apostrophe_is_not_a_quote(cond: str, found: list[str]) -> None:
+    assert keywords(parse_rule(cond, "rules").condition, set()) == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Questions that nobody has replied to yet deserve an answer.",
+        "Please upvote polls so more people see them.",
+        "When I ask you to remind me of something, post that reminder once.",
+        "Don't ever downvote Ravi's posts.",
+    ],
+)
+def test_rules_in_these_shapes_are_understood(text: str) -> None:
+    assert reading(parse_rule(text, "rules"), {"ravi"}, "").understood

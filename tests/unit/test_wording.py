@@ -60,3 +60,23 @@ def test_topic_phrases(text: str, topics: list[list[str]]) -> None:
 )
 def test_stem(word: str, expected: str) -> None:
     assert stem(word) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("Thank people who share photos.", [["photo"]]),
+        ("Reply to anyone who asks about parking", [["parking"]]),
+        ("Upvote neighbours who write about the allotments", [["allotment"]]),
+        ("Comment on posts which discuss the budget", [["budget"]]),
+        # no topic marker: no topic
+        ("Reply to anyone who asks a question", []),
+        ("Upvote people who post recipes", []),
+    ],
+)
+def test_a_relative_clause_names_a_topic(text: str, topics: list[list[str]]) -> None:
+    assert topic_phrases(text) == topics
+
+
+def test_curly_apostrophes_are_apostrophes() -> None:
+    assert normalize("Don\u2019t upvote Ravi\u2019s posts") == "Don't upvote Ravi's posts"
