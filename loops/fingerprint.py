@@ -4,8 +4,10 @@ Pure. Everything a decision depends on goes in, normalized so that what does not
 meaning does not change the fingerprint: whitespace runs are one space, the Ledger feed and the
 open contradictions are sets (their order is the store's, not the world's), a post's age is left
 out (time passing alone changes nothing) but its score and comment count are in. The local time
-is in only as far as the rules name it (``time_inputs``): a rule "at 9am" makes whether 9:00 has
-passed today part of it, a rule "daily" the date; rules that name no time leave time out.
+is in only as far as the rules name it (``time_inputs``), read as the rule-by-rule procedure
+reads times (``loops.timewords``): a rule "at 9am" makes whether 9:00 and 10:00 (its hour is
+over) have passed today part of it, a rule "daily" the date; rules that name no time leave time
+out.
 
 ``inputs`` also keeps the posts of others that count apart, one digest each, beside a digest of
 the rest: when every rule holds of each post on its own, inputs that differ from the last
@@ -15,6 +17,7 @@ nothing (``unchanged``): what applied to none of the posts applies to none of fe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -23,8 +26,10 @@ from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
+from heartbeat_md import parse
 from ledger.records import BeatMemo, RunContext
 from ledger.storage.interface import AGENT
+from loops import reader, timewords
 from loops.procedure import clock_facts
 from loops.prompt import describe_actions
 from loops.scope import FULL, Scope, in_scope
@@ -34,12 +39,6 @@ __all__ = ["Inputs", "inputs", "normalize", "time_inputs", "unchanged"]
 _SPACE: Final = re.compile(r"\s+")
 _POST_DIGEST: Final = 16  # hex digits kept of a post's digest (64 bits)
 _HOURLY: Final = re.compile(r"\b(?:hourly|every hour|each hour|hours?)\b", re.IGNORECASE)
-_CLOCK: Final = re.compile(
-    r"\b(?:(?P<h12>\d{1,2})(?::(?P<m12>\d{2}))?\s*(?P<ap>am|pm)|(?P<h>\d{1,2}):(?P<m>\d{2})|"
-    r"(?P<word>noon|midnight))\b",
-    re.IGNORECASE,
-)
-_PARTS: Final = re.compile(r"\b(?:morning|afternoon|evening|night|tonight)\b", re.IGNORECASE)
 _DAILY: Final = re.compile(
     r"\b(?:daily|day|days|today|tomorrow|yesterday|week|weekly|weekend|weekday|month|monthly|"
     r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
@@ -47,28 +46,16 @@ _DAILY: Final = re.compile(
 )
 
 
-def _clock_marks(rules: str) -> list[int]:
-    """The times of day the rules name, in minutes after midnight."""
-    marks = set()
-    for m in _CLOCK.finditer(rules):
-        if m["word"]:
-            marks.add(720 if m["word"].lower() == "noon" else 0)
-        elif m["ap"]:
-            hour = int(m["h12"]) % 12 + (12 if m["ap"].lower() == "pm" else 0)
-            marks.add(hour * 60 + int(m["m12"] or 0))
-        elif int(m["h"]) < 24 and int(m["m"]) < 60:
-            marks.add(int(m["h"]) * 60 + int(m["m"]))
-    return sorted(marks)
-
-
-def _part_of_day(hour: int) -> str:
-    if 5 <= hour < 12:
-        return "morning"
-    if 12 <= hour < 17:
-        return "afternoon"
-    if 17 <= hour < 22:
-        return "evening"
-    return "night"
+@functools.lru_cache(maxsize=64)
+def _times_named(rules: str) -> tuple[tuple[int, ...], bool]:
+    """The minutes of the day at which a time the rules name starts or stops holding, and
+    whether they name days of the week: read as the rule-by-rule procedure reads them
+    (``loops.timewords.read_time``), from every line and every rule's condition."""
+    texts = [*rules.splitlines(), *(r.condition for r in reader.rules_of(parse(rules)))]
+    named = [c for text in texts if (c := timewords.read_time(text)) is not None]
+    marks = {m for c in named for w in c.windows for m in (w.start, w.end)}
+    inside = tuple(sorted(m for m in marks if 0 < m < timewords.DAY_MINUTES))
+    return inside, any(c.weekdays for c in named)
 
 
 def normalize(text: str) -> str:
@@ -79,23 +66,23 @@ def normalize(text: str) -> str:
 def time_inputs(rules: str, local: datetime) -> str:
     """The part of the local time that the rules name, as coarse as they name it.
 
-    "hourly" makes the date and hour an input; each clock time named ("at 9am", "17:30", "noon")
-    the latest one reached today (so "at 9am" changes the input at 9:00 and at midnight only); a
-    part of the day ("every morning") which part it is; a day, week or month word the date.
-    Rules naming no time leave time out.
+    "hourly" makes the date and hour an input. Otherwise each time of day a rule names, as the
+    procedure reads it ("at 9am", "17:30", "at 9", "noon", "between 22:00 and 07:00", "every
+    morning", "lunchtime"), makes the latest instant today at which one starts or stops holding
+    an input (so "at 9am", which holds for an hour, changes it at 9:00, 10:00 and midnight), with
+    the date; a day, week or month word, or a weekday, makes the date an input. Rules naming no
+    time leave time out.
     """
     date = local.strftime("%Y-%m-%d")
     if _HOURLY.search(rules):
         return local.strftime("%Y-%m-%d %H")
+    marks, days = _times_named(rules)
     pieces = []
-    marks = _clock_marks(rules)
     if marks:
         minute = local.hour * 60 + local.minute
         reached = [m for m in marks if m <= minute]
         pieces.append(f"{reached[-1] // 60:02d}:{reached[-1] % 60:02d}" if reached else "-")
-    if _PARTS.search(rules):
-        pieces.append(_part_of_day(local.hour))
-    if pieces or _DAILY.search(rules):
+    if pieces or days or _DAILY.search(rules):
         return " ".join([date, *pieces])
     return ""
 

@@ -143,10 +143,10 @@ class _Clock(msgspec.Struct, frozen=True):
 def _clocks(low: str) -> list[_Clock]:
     out: list[_Clock] = []
     for m in _CLOCK_RE.finditer(low):
-        if m.group("ah") and _UNIT_AFTER.match(low, m.end()):
-            continue  # "3+ posts", "24 hours", "5 comments": counts, not times
         minutes = _clock_of(m, "a", explicit_only=True)
         explicit = minutes is not None
+        if not explicit and _UNIT_AFTER.match(low, m.end()):
+            continue  # "3+ posts", "24 hours", "5 comments": counts ("8am posts": a time)
         if minutes is None:  # a bare number: a time only after a word that leads to one,
             before = low[: m.start()].rstrip()  # or as one end of a range of times
             led = re.search(rf"\b{_LEADS}$", before) is not None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 
+from heartbeat_md import parse
 from ledger.records import Contradiction, Message, Post, Profile, Run, RunContext
 from loops.fingerprint import inputs, time_inputs
+from loops.reader import rules_of
+from loops.timewords import read_time
 
 RULES = "## Rules\n- If a post asks a question, comment on it.\n"
 NOON = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
@@ -154,12 +157,22 @@ def test_the_title_and_wake_events_are_inputs() -> None:
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [
-        ("Post a greeting at 9am.", "2026-03-02 09:00"),
-        ("At 09:30 check the feed.", "2026-03-02 09:30"),
-        ("At 9am and at 5pm sum up.", "2026-03-02 09:00"),
-        ("At 1:15pm post lunch.", "2026-03-02 -"),
+        # at 12:05: the latest instant today at which a named time starts or stops holding
+        ("Post a greeting at 9am.", "2026-03-02 10:00"),  # holds 9:00-10:00
+        ("At 09:30 check the feed.", "2026-03-02 10:30"),
+        ("At 9am and at 5pm sum up.", "2026-03-02 10:00"),
+        ("At 1:15pm post a note.", "2026-03-02 -"),
         ("At noon post lunch.", "2026-03-02 12:00"),
-        ("Every morning say hi.", "2026-03-02 afternoon"),
+        ("Every morning say hi.", "2026-03-02 12:00"),  # morning: 6:00-12:00
+        ("Every evening post a digest.", "2026-03-02 -"),  # evening: from 18:00
+        # as the procedure reads them: bare hours, plurals, ranges, other parts of the day
+        ("Post a digest at 9.", "2026-03-02 10:00"),
+        ("Mornings: say hi.", "2026-03-02 12:00"),
+        ("Nothing between midnight and 7.", "2026-03-02 07:00"),
+        ("At lunchtime post the menu.", "2026-03-02 12:00"),
+        ("Overnight, stay quiet.", "2026-03-02 06:00"),
+        ("On weekdays sum up the news.", "2026-03-02"),
+        ("Fridays: sum up the week.", "2026-03-02"),
         ("Post an hourly digest.", "2026-03-02 12"),
         ("Post a daily digest.", "2026-03-02"),
         ("On Friday, sum up the week.", "2026-03-02"),
@@ -174,10 +187,13 @@ def test_time_inputs_are_what_the_rules_name(rules: str, expected: str) -> None:
 def test_a_clock_rule_changes_it_when_the_time_is_reached_and_a_daily_rule_each_day() -> None:
     at9, daily = "Post at 9am.", "Post a daily digest."
     early, nine = datetime(2026, 3, 2, 8, 59, tzinfo=UTC), datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    half, ten = datetime(2026, 3, 2, 9, 35, tzinfo=UTC), datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     later = datetime(2026, 3, 2, 13, 5, tzinfo=UTC)
     tomorrow = datetime(2026, 3, 3, 12, 5, tzinfo=UTC)
     assert fp(rules=at9, when=nine) != fp(rules=at9, when=early)
-    assert fp(rules=at9, when=later) == fp(rules=at9, when=nine)
+    assert fp(rules=at9, when=half) == fp(rules=at9, when=nine)  # "at 9am" holds for an hour
+    assert fp(rules=at9, when=ten) != fp(rules=at9, when=half)  # and stops holding once
+    assert fp(rules=at9, when=later) == fp(rules=at9, when=ten)
     assert fp(rules=daily, when=later) == fp(rules=daily)
     assert fp(rules=daily, when=tomorrow) != fp(rules=daily)
 
@@ -225,3 +241,36 @@ def test_time_alone_changes_it_when_a_fact_flips(
     # A beat that read the same rows may still decide otherwise once a post is no longer
     # new, or the agent's last post is no longer recent: each such flip is an input, once.
     assert (fp(ctx, when=_at(after)) != fp(ctx, when=_at(before))) is changed
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "At 8am post a digest.",
+        "Post a digest at 9.",
+        "Around 18:30, sum up the day.",
+        "Every evening post a digest.",
+        "Mornings: say hi.",
+        "At lunchtime post the menu.",
+        "Between 22:00 and 07:00 do nothing.",
+        "From 9 to 5 answer questions.",
+        "After 22:00 stay quiet.",
+        "Monday to Friday at 8, post the agenda.",
+        "Overnight, stay quiet.",
+    ],
+)
+def test_the_time_input_changes_whenever_a_rules_time_starts_or_stops_holding(rule: str) -> None:
+    """The fingerprint must never hide a moment at which the procedure's reading of a rule's
+    time flips (a beat skipped then would miss the rule)."""
+    rules = f"## Rules\n- {rule}\n"
+    (read,) = rules_of(parse(rules))
+    when = read_time(read.condition)
+    assert when is not None
+    day = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+    before = None
+    for minute in range(0, 24 * 60, 5):
+        local = day + timedelta(minutes=minute)
+        state = (when.holds(local.hour, local.minute, local.weekday()), time_inputs(rules, local))
+        if before is not None and state[0] != before[0]:
+            assert state[1] != before[1], f"{rule!r} flips at {local:%H:%M} unseen"
+        before = state

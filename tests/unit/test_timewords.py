@@ -49,6 +49,10 @@ H = 60
         ("Every Monday morning", [(6 * H, 12 * H)], {0}),
         ("Monday to Friday at 8", [(8 * H, 9 * H)], {0, 1, 2, 3, 4}),
         ("on weekends", [], {5, 6}),
+        # a time written as one, then a word that can also count: still the time
+        ("At 8am post a digest", [(8 * H, 9 * H)], set()),
+        ("at 18:30 post a summary", [(18 * H + 30, 19 * H + 30)], set()),
+        ("At 6pm comment on new posts", [(18 * H, 19 * H)], set()),
     ],
 )
 def test_read_time(text: str, windows: list[tuple[int, int]], days: set[int]) -> None:
@@ -68,6 +72,7 @@ def test_read_time(text: str, windows: list[tuple[int, int]], days: set[int]) ->
         "within 24 hours",
         "If post has 0 votes but 5+ views",
         "at least 5 comments",
+        "at 9 posts arrive",  # a bare number before a thing counted counts it
     ],
 )
 def test_counts_are_not_times(text: str) -> None:
