@@ -64,16 +64,8 @@ _NEGATED: Final = re.compile(
 )
 _NOT: Final = re.compile(r"\b(?:not|isn't|aren't|doesn't|don't|never|non)\b")
 _HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
-_STOP: Final = frozenset(
-    "a an the and or of to in on at for from by with is are be it its this that these those "
-    "any all each every some no not none nobody anyone has have had who whom if when then "
-    "post posts posted posting user users core vip key team people person member members "
-    "question questions comment comments reply vote up down their them her his him she he they "
-    "yet answered answer help monitor check look watch keep new ledger i i'm me my "
-    "january february march april may june july august september october november december".split()
-)
 _NOT_NAMES: Final = (
-    _STOP
+    wording.FILLER
     | frozenset(wording.VERBS)
     | frozenset(timewords.WEEKDAYS)
     | frozenset(d + "s" for d in timewords.WEEKDAYS)
@@ -420,7 +412,7 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
     names: set[str] = set()
     named = False
     for m in _PARENS.finditer(cond):
-        items = {w for w in words(m.group(1)) if w not in _STOP}
+        items = {w for w in words(m.group(1)) if w not in wording.FILLER}
         if items & authors:
             names |= items
             named = True
@@ -429,7 +421,7 @@ def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
             named = True
             for line in heartbeat_md.lower().splitlines():
                 if group in words(line):
-                    names |= {w for w in words(line) if w not in _STOP}
+                    names |= {w for w in words(line) if w not in wording.FILLER}
     if re.search(r"\b(?:from|by)\s+(?:the\s+)?user\b", low) or re.search(
         r"\bthe user('s)?\s+(?:post|posts|posted|asks|asked|writes|wrote|says|wants)", whole
     ):
@@ -468,7 +460,7 @@ def keywords(cond: str, authors: set[str]) -> list[str]:
 
 _KNOWN_STEMS: Final = frozenset(
     wording.stem(w)
-    for w in [*(x for v in wording.CONCEPTS.values() for x in v), *_STOP, *wording.VERBS]
+    for w in [*(x for v in wording.CONCEPTS.values() for x in v), *wording.FILLER, *wording.VERBS]
 )
 
 
@@ -504,21 +496,9 @@ def per_post(cond: str) -> bool:
 
 # --- what a rule reads ------------------------------------------------------------------------
 
-_READ_WORDS: Final = frozenset(
-    "please always only also otherwise ever than least most more fewer less under below over "
-    "above min minimum or once whenever case time times anytime as soon should ago since "
-    "between after before until till around noon midday midnight am pm o'clock hour hours "
-    "minute minutes day days week weeks weekly daily today tonight weekday weekdays workday "
-    "workdays weekend weekends lunch lunchtime overnight nightly regarding concerning related "
-    "topic subject share shares discuss discusses talk talks where someone somebody sharing "
-    "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
-    "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
-    "except unless excluding apart it's they're he's she's "
-    "could can".split()
-)
 _KNOWN_WORDS: Final = (
     _NOT_NAMES
-    | _READ_WORDS
+    | wording.READ_WORDS
     | frozenset(wording.LIGHT_VERBS)
     | frozenset(wording.ACTION_NOUNS)
     | wording.DOWN_WORDS

@@ -12,10 +12,12 @@ import re
 from typing import Final, Literal
 
 __all__ = [
+    "AGGREGATE",
     "ASIDE",
     "CONCEPTS",
     "COURTESY",
     "EXCEPTION",
+    "FILLER",
     "LIGHT_VERBS",
     "MODAL_END",
     "NEGATIONS",
@@ -23,6 +25,7 @@ __all__ = [
     "PASSIVE",
     "QUIET_LEADS",
     "QUIET_PHRASES",
+    "READ_WORDS",
     "RECEIVES",
     "RECEIVING",
     "REMINDER_ASKED",
@@ -188,6 +191,28 @@ ASIDE: Final = re.compile(
 # words within a few of a vote that turn it down
 DOWN_WORDS: Final = frozenset("downvote downvotes downvoting down against negative".split())
 NEGATIONS: Final = frozenset("don't dont never not no avoid stop skip refrain".split())
+# words a condition uses that name no one and no topic: filler, the service's nouns and verbs
+FILLER: Final = frozenset(
+    "a an the and or of to in on at for from by with is are be it its this that these those "
+    "any all each every some no not none nobody anyone has have had who whom if when then "
+    "post posts posted posting user users core vip key team people person member members "
+    "question questions comment comments reply vote up down their them her his him she he they "
+    "yet answered answer help monitor check look watch keep new ledger i i'm me my "
+    "january february march april may june july august september october november december".split()
+)
+# further words the reader accounts for in a rule (comparisons, times, topic markers, requests)
+READ_WORDS: Final = frozenset(
+    "please always only also otherwise ever than least most more fewer less under below over "
+    "above min minimum or once whenever case time times anytime as soon should ago since "
+    "between after before until till around noon midday midnight am pm o'clock hour hours "
+    "minute minutes day days week weeks weekly daily today tonight weekday weekdays workday "
+    "workdays weekend weekends lunch lunchtime overnight nightly regarding concerning related "
+    "topic subject share shares discuss discusses talk talks where someone somebody sharing "
+    "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
+    "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
+    "except unless excluding apart it's they're he's she's "
+    "could can".split()
+)
 QUIET_PHRASES: Final = (
     "heartbeat_ok",
     "do nothing",
