@@ -413,7 +413,9 @@ async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_on
                 for _ in range(int(4 * ARM_RETRY_FIRST)):
                     await _step(clock)
                 assert len(scheduler.timers) == 0
-            await _step_until(clock, "the threads are armed", lambda: "default" in scheduler.timers)
+            # armed, and the start logged (the timers are armed before the pass returns)
+            await _step_until(clock, "the threads are armed", lambda: _started(lines()))
+            assert "default" in scheduler.timers
             clock.idle = idle
         assert heartbeat.state.restarts == 0
         assert _heads(lines()) == [
@@ -425,6 +427,10 @@ async def test_an_outage_at_a_reconcile_pass_or_a_start_restarts_nothing_with_on
             ("INFO", "[HEARTBEAT] arming the threads went through"),
             ("INFO", "[HEARTBEAT] Scheduler started (1 thread(s) armed, reconcile every 60 s)"),
         ], [r.getMessage() for r in lines()]
+
+
+def _started(records: list[logging.LogRecord]) -> bool:
+    return any(r.getMessage().startswith("[HEARTBEAT] Scheduler started") for r in records)
 
 
 def _none_running(cut: Cut) -> bool:
