@@ -46,7 +46,14 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError, RunEnded, StorageBusy, StorageUnavailable, StoreClosed
+from ledger.errors import (
+    HeartbeatError,
+    RunEnded,
+    StorageBusy,
+    StorageFault,
+    StorageUnavailable,
+    StoreClosed,
+)
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.redact import redact
 from ledger.storage.interface import RunStart, Storage, Tx
@@ -341,6 +348,9 @@ class Lifecycle:
                 log.warning("%s run %d for thread %s timed out", tag, plan.id, plan.thread_id)
                 error = f"the run passed its deadline of {plan.deadline:g} s and was cancelled"
                 finish = _failed(Reason.TIMEOUT, error)
+            elif isinstance(exc, StorageFault):  # no bug: the storage logs it, once
+                log.warning("%s run %d for thread %s failed: %s", tag, plan.id, plan.thread_id, exc)
+                finish = Finish(_crashed(exc))
             else:
                 log.exception("%s run %d for thread %s crashed", tag, plan.id, plan.thread_id)
                 finish = Finish(_crashed(exc))
@@ -356,6 +366,8 @@ class Lifecycle:
             row = await self._commit(plan, work, finish)
         except RunEnded as ended:
             return await self._lost(plan, finish.outcome, ended)
+        except StorageFault:  # kept and logged by _commit; another try meets the same fault
+            raise
         except Exception as exc:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
@@ -424,14 +436,17 @@ class Lifecycle:
                 if locked:
                     log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
                 return row
+        except StorageFault as fault:  # the file or its disk refuses: not waited out
+            self._keep(plan, finish.outcome, f"could not record its outcome ({fault.code})")
+            raise
         except (asyncio.CancelledError, StoreClosed):
             if locked:
-                self._keep(plan, finish.outcome)
+                self._keep(plan, finish.outcome, "stopped before the database lock freed")
             raise
 
-    def _keep(self, plan: RunPlan[C], outcome: RunOutcome) -> None:
-        """Shutdown came before the lock freed: log the outcome whole, keep it for the next
-        start."""
+    def _keep(self, plan: RunPlan[C], outcome: RunOutcome, why: str) -> None:
+        """The outcome cannot be written (shutdown came before the lock freed, a storage
+        fault): log it whole, keep it for the next start."""
         kept: Path | str = "no file"
         if self.spool is not None:
             try:
@@ -439,11 +454,11 @@ class Lifecycle:
             except OSError as exc:
                 kept = f"no file ({exc})"
         log.error(
-            "[%s] run %d for thread %s stopped before the database lock freed; its outcome,"
-            " kept in %s for the next start: %s",
+            "[%s] run %d for thread %s %s; its outcome, kept in %s for the next start: %s",
             plan.loop.upper(),
             plan.id,
             plan.thread_id,
+            why,
             kept,
             msgspec.json.encode(outcome).decode(),
         )
