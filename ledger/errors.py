@@ -185,20 +185,20 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
     message names it); ``cause`` SQLite's own words.
     """
 
+    says: str | None = None
+    """The message, naming ``{path}`` and ``{said}`` (SQLite's words); None: the docstring's."""
+    lasting = False
+    """Whether the fault lasts until someone repairs the file (not until space is freed)."""
+
     def __init__(
         self, message: str | None = None, *, path: str | None = None, cause: str | None = None
     ) -> None:
-        super().__init__(message or self.describe(path or "the database file", cause))
+        if message is None and self.says is not None:
+            said = f" (SQLite: {cause})" if cause else ""
+            message = self.says.format(path=path or "the database file", said=said)
+        super().__init__(message)
         self.path = path
         self.cause = cause
-
-    @classmethod
-    def describe(cls, path: str, cause: str | None) -> str:
-        """The message for the file at ``path``; by default the class docstring's first line."""
-        return _default_message(cls)
-
-    lasting = False
-    """Whether the fault lasts until someone repairs the file (not until space is freed)."""
 
 
 class StorageFull(StorageFault, code="storage_full"):
@@ -213,30 +213,21 @@ class StorageReadOnly(StorageFault, code="storage_read_only"):
 class StorageCorrupt(StorageFault, code="storage_corrupt"):
     """The database file is damaged or is not a Heartbeat database."""
 
-    @classmethod
-    def describe(cls, path: str, cause: str | None) -> str:
-        said = f" (SQLite: {cause})" if cause else ""
-        return (
-            f"the database file {path} is damaged or is not a Heartbeat database{said}; stop the"
-            " service, then restore the file from a backup, or move it away together with its"
-            " -wal and -shm files to start on a new, empty database"
-        )
-
+    says = (
+        "the database file {path} is damaged or is not a Heartbeat database{said}; with the"
+        " service stopped, restore the file from a backup, or move it away together with its"
+        " -wal and -shm files to start on a new, empty database"
+    )
     lasting = True
 
 
 class StorageIOError(StorageFault, code="storage_io_error"):
     """Reading or writing the database file failed at the disk."""
 
-    @classmethod
-    def describe(cls, path: str, cause: str | None) -> str:
-        said = f" (SQLite: {cause})" if cause else ""
-        return (
-            f"reading or writing the database file {path} failed at the disk{said}; check the"
-            " disk and its file system (the system log names the failure), then restart the"
-            " service"
-        )
-
+    says = (
+        "reading or writing the database file {path} failed at the disk{said}; check the disk"
+        " and its file system (the system log names the failure), then restart the service"
+    )
     lasting = True
 
 

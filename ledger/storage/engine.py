@@ -496,8 +496,9 @@ def unusable(path: Path) -> str | None:
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
-            if found != ["ok"]:
-                return StorageCorrupt(path=str(path), cause="; ".join(found)).message
+            if found != ["ok"]:  # its rows may run over lines: one line of them
+                said = " ".join(" ".join(found).replace("*** in database main ***", "").split())
+                return StorageCorrupt(path=str(path), cause=said).message
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(f"PRAGMA user_version = {version:d}")  # a write, rolled back

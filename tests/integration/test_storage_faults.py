@@ -1,9 +1,12 @@
-"""Storage faults answered clearly: a full disk, a read-only database, an unwritable start, a
+"""Storage faults answered clearly: a full disk, a read-only database, a damaged one or a file
+that is not a database (at start-up and under a running service), an unwritable start, a
 HEARTBEAT.md that is a directory or larger on disk than its limit."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -12,7 +15,13 @@ from typing import Any
 import pytest
 
 from app import cli
-from ledger.errors import StorageFull, StorageReadOnly
+from ledger.errors import (
+    StorageCorrupt,
+    StorageFault,
+    StorageFull,
+    StorageIOError,
+    StorageReadOnly,
+)
 from ledger.limits import INSTRUCTIONS_MAX_BYTES
 from ledger.storage.engine import storage_fault
 from tests.conftest import AppFactory, Running
@@ -32,20 +41,67 @@ def pragma(sql: str) -> Any:
     return lambda tx: tx.conn.execute(sql).fetchall()
 
 
+def sqlite_error(code: int, text: str) -> sqlite3.DatabaseError:
+    """SQLite's error as the sqlite3 module raises it: its words and its (extended) code."""
+    err = sqlite3.DatabaseError(text)
+    err.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return err
+
+
+# SQLite's I/O errors (SQLITE_IOERR and its extended codes) are hard to cause for real on a
+# working disk, so this table is their test; the other faults are also caused for real below.
 @pytest.mark.parametrize(
     ("error", "fault"),
     [
+        (sqlite_error(sqlite3.SQLITE_FULL, "database or disk is full"), StorageFull),
+        (
+            sqlite_error(sqlite3.SQLITE_READONLY, "attempt to write a readonly database"),
+            StorageReadOnly,
+        ),
+        (sqlite_error(1032, "attempt to write a readonly database"), StorageReadOnly),  # _DBMOVED
+        (sqlite_error(sqlite3.SQLITE_CORRUPT, "database disk image is malformed"), StorageCorrupt),
+        (sqlite_error(779, "database disk image is malformed"), StorageCorrupt),  # _CORRUPT_INDEX
+        (sqlite_error(sqlite3.SQLITE_NOTADB, "file is not a database"), StorageCorrupt),
+        (sqlite_error(sqlite3.SQLITE_IOERR, "disk I/O error"), StorageIOError),
+        (sqlite_error(522, "disk I/O error"), StorageIOError),  # SQLITE_IOERR_SHORT_READ
+        (sqlite_error(4874, "disk I/O error"), StorageIOError),  # SQLITE_IOERR_FSYNC
+        (sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"), None),
+        (sqlite_error(2067, "UNIQUE constraint failed: runs.id"), None),  # the code decides
+        (sqlite_error(sqlite3.SQLITE_ERROR, "no such table: malformed"), None),
+        # made without a code: told by SQLite's words
         (sqlite3.OperationalError("database or disk is full"), StorageFull),
         (sqlite3.DatabaseError("database or disk is full"), StorageFull),
         (sqlite3.OperationalError("attempt to write a readonly database"), StorageReadOnly),
+        (sqlite3.DatabaseError("database disk image is malformed"), StorageCorrupt),
+        (sqlite3.DatabaseError("file is not a database"), StorageCorrupt),
+        (sqlite3.OperationalError("disk I/O error"), StorageIOError),
         (sqlite3.OperationalError("database is locked"), None),
         (sqlite3.IntegrityError("UNIQUE constraint failed: runs.id"), None),
         (ValueError("disk is full"), None),  # not SQLite's
     ],
 )
 def test_storage_fault_table(error: Exception, fault: type[Exception] | None) -> None:
-    got = storage_fault(error)
+    got = storage_fault(error, "/data/heartbeat.db")
     assert (None if got is None else type(got)) is fault
+    if got is not None:
+        assert got.http_status == 503 and got.cause == str(error)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "says"),
+    [
+        (StorageCorrupt, "storage_corrupt", ("/data/heartbeat.db is damaged", "backup", "-wal")),
+        (StorageIOError, "storage_io_error", ("/data/heartbeat.db failed at the disk", "restart")),
+    ],
+)
+def test_a_lasting_fault_names_the_file_sqlite_s_words_and_what_to_do(
+    fault: type[StorageFault], code: str, says: tuple[str, ...]
+) -> None:
+    err = fault(path="/data/heartbeat.db", cause="SQLite's words")
+    assert (err.code, err.http_status, err.lasting) == (code, 503, True)
+    assert "(SQLite: SQLite's words)" in err.message
+    assert all(part in err.message for part in says), err.message
+    assert not StorageFull().lasting and "disk is full" in StorageFull(path="x").message
 
 
 async def test_read_only_database_refuses_writes_with_503_and_reads_go_on(api: Running) -> None:
@@ -144,3 +200,104 @@ async def test_heartbeat_md_over_the_limit_on_disk_is_never_sent(make_app: AppFa
     assert (run["status"], run["reason"]) == ("failed", "unusable_instructions")
     assert "over its limit" in run["error"]
     assert llm.requests == []
+
+
+def corrupt(db: Path) -> None:
+    """Overwrite every page of ``db`` but the first (the header) with garbage, once the WAL's
+    pages are in the file: what a failing disk or a stray write leaves behind."""
+    conn = sqlite3.connect(db)
+    try:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        conn.close()
+    assert busy == 0, "the WAL could not be moved into the file"
+    size = db.stat().st_size
+    assert size > page, "the file has a single page"
+    with db.open("r+b") as fh:
+        fh.seek(page)
+        fh.write((b"not a b-tree page " * (size // 18 + 1))[: size - page])
+
+
+def test_start_on_a_file_that_is_not_a_database_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "heartbeat.db"
+    db.write_bytes(b"these are someone's notes, not a database\n" * 200)
+    code, out = _serve(monkeypatch, capsys, tmp_path, db)
+    assert code == 1
+    assert out.count("\n") == 1 and "Traceback" not in out, out
+    assert out.startswith(f"heartbeat: the database file {db} is damaged or is not a Heartbeat"), (
+        out
+    )
+    assert "(SQLite: file is not a database)" in out and "backup" in out, out
+    assert db.read_bytes().startswith(b"these are someone's notes")  # left as it was
+
+
+def test_start_on_a_damaged_database_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "heartbeat.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO notes (body) VALUES (?)", [("x" * 500,)] * 100)
+    conn.commit()
+    conn.close()
+    corrupt(db)
+    code, out = _serve(monkeypatch, capsys, tmp_path, db)
+    assert code == 1
+    assert out.count("\n") == 1 and "Traceback" not in out, out
+    assert out.startswith(f"heartbeat: the database file {db} is damaged"), out
+
+
+async def test_database_damaged_under_a_running_service_answers_503_and_keeps_the_run(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = ScriptedLLM()
+    api = await make_app(llm=llm, start_loops=False)
+    c, svc = api.client, api.service
+    db = svc.settings.db_path
+    for i in range(40):
+        r = await c.post(MSGS, json={"role": "user", "content": f"{i} " + "x" * 2000})
+        assert r.status_code == 201
+    health = (await c.get("/healthz")).json()
+    assert health["storage"] == {"status": "ok", "code": None, "message": None}
+
+    llm.gate = asyncio.Event()  # a heartbeat in flight: its context read, its model answering
+    run = asyncio.create_task(c.post("/api/threads/default/heartbeat/run-now"))
+    for _ in range(500):
+        if llm.active:
+            break
+        await asyncio.sleep(0.01)
+    assert llm.active, "the run never reached the model"
+    corrupt(db)
+    caplog.set_level(logging.INFO, logger="heartbeat")
+
+    r = await c.get(MSGS)
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["code"] == "storage_corrupt"
+    assert f"the database file {db} is damaged or is not a Heartbeat database" in error["message"]
+    assert "backup" in error["message"]
+    again = await c.get(MSGS)
+    assert (again.status_code, again.json()["error"]["code"]) == (503, "storage_corrupt")
+
+    llm.gate.set()  # the run finishes: its outcome cannot be written, and says so
+    answer = await run
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "storage_corrupt"
+    kept = list((db.parent / "unrecorded").glob("run-*.json"))
+    assert len(kept) == 1, "the run's outcome was not kept for the next start"
+    lost = [rec.getMessage() for rec in caplog.records if "could not record" in rec.getMessage()]
+    assert len(lost) == 1 and str(kept[0]) in lost[0], lost
+
+    faults = [rec for rec in caplog.records if rec.getMessage().startswith("storage fault:")]
+    assert len(faults) == 1, [rec.getMessage() for rec in faults]  # logged once
+    assert "backup" in faults[0].getMessage()
+    assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+    health = (await c.get("/healthz")).json()  # the service is up and says what is wrong
+    assert health["ok"] is True and health["status"] == "degraded"
+    assert health["storage"]["status"] == "failing"
+    assert health["storage"]["code"] == "storage_corrupt"
+    assert str(db) in health["storage"]["message"]
