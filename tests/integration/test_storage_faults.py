@@ -24,6 +24,9 @@ from ledger.errors import (
 )
 from ledger.limits import INSTRUCTIONS_MAX_BYTES
 from ledger.storage.engine import storage_fault
+from loops.clock import FakeClock
+from loops.events import EventBus
+from loops.supervisor import LoopKind, LoopState, Supervisor, interval_body
 from tests.conftest import AppFactory, Running
 from tests.fakes.provider import ScriptedLLM
 
@@ -301,3 +304,45 @@ async def test_database_damaged_under_a_running_service_answers_503_and_keeps_th
     assert health["storage"]["status"] == "failing"
     assert health["storage"]["code"] == "storage_corrupt"
     assert str(db) in health["storage"]["message"]
+
+
+async def test_a_loop_failing_on_a_storage_fault_logs_one_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, bus = FakeClock(), EventBus()
+    fault = StorageCorrupt(path="/data/heartbeat.db", cause="database disk image is malformed")
+    deaths: list[float] = []
+
+    async def body(state: LoopState) -> None:  # the heartbeat loop: a task group of its tasks
+        deaths.append(clock.now())
+        if len(deaths) > 2:
+            await asyncio.Event().wait()
+
+        async def claim() -> None:
+            raise fault
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(claim())
+
+    async def tick() -> int:
+        raise fault
+
+    sup = Supervisor(clock, bus)
+    sup.add(LoopKind(state=LoopState(name="beats", enabled=True, interval=10), body=body))
+    sup.add(
+        LoopKind(
+            state=LoopState(name="ticks", enabled=True, interval=10),
+            body=interval_body(clock, tick),
+        )
+    )
+    caplog.set_level(logging.INFO, logger="heartbeat")
+    await sup.start("beats")
+    await sup.start("ticks")
+    await clock.advance(25)
+    await sup.stop_all()
+    assert len(deaths) == 3
+    assert sup.kinds["beats"].state.last_error == f"StorageCorrupt: {fault}"
+    lines = [rec.getMessage() for rec in caplog.records if "storage_corrupt" in rec.getMessage()]
+    assert len([line for line in lines if "beats loop died" in line]) == 2, lines
+    assert len([line for line in lines if "tick failed" in line]) == 2, lines
+    assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
