@@ -17,11 +17,15 @@ could not finish); when the deadline passes the run is cancelled and recorded ``
 reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run with the
 error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
 refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
-``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
-shielded from the cancellation. The finishing transaction is never given up for a lock another
-process holds: it is tried again, each wait logged, until it commits (the run's caller waits
-with it); only shutdown cuts that short: the outcome, decision included, is then logged whole
-and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
+``internal_error`` and the loop goes on; a storage fault on the way (a read of a damaged file)
+is no crash: ``failed`` with ``storage_fault``, its error the fault's message. A cancelled run
+(shutdown) is recorded ``interrupted``, shielded from the cancellation. The finishing
+transaction is never given up for a lock another process holds: it is tried again, each wait
+logged, until it commits (the run's caller waits with it); only shutdown cuts that short: the
+outcome, decision included, is then logged whole and kept in the ``spool`` directory, and the
+next start records it (``loops.unrecorded``). A storage fault refusing it (``StorageFault``: a
+full disk, a damaged file) is not waited out: the outcome is kept the same way and the fault
+raised to the run's caller.
 Every outcome is recorded with the run's model and its token counts (0 for a run that got no
 reply), and with the time of its LLM calls when it made any.
 
@@ -350,7 +354,7 @@ class Lifecycle:
                 finish = _failed(Reason.TIMEOUT, error)
             elif isinstance(exc, StorageFault):  # no bug: the storage logs it, once
                 log.warning("%s run %d for thread %s failed: %s", tag, plan.id, plan.thread_id, exc)
-                finish = Finish(_crashed(exc))
+                finish = _failed(Reason.STORAGE_FAULT, exc.message)
             else:
                 log.exception("%s run %d for thread %s crashed", tag, plan.id, plan.thread_id)
                 finish = Finish(_crashed(exc))

@@ -23,6 +23,7 @@ from ledger.errors import (
     StorageReadOnly,
 )
 from ledger.limits import INSTRUCTIONS_MAX_BYTES
+from ledger.storage import engine
 from ledger.storage.engine import storage_fault
 from loops.clock import FakeClock
 from loops.events import EventBus
@@ -133,8 +134,12 @@ async def test_full_disk_refuses_writes_with_503_and_reads_go_on(api: Running) -
         assert {r.status_code for r in refused} == {503}
         assert {r.json()["error"]["code"] for r in refused} == {"storage_full"}
         assert (await c.get(MSGS)).status_code == 200
+        storage = (await c.get("/healthz")).json()["storage"]
+        assert (storage["status"], storage["code"]) == ("failing", "storage_full")
     finally:
         await store.write(pragma("PRAGMA max_page_count = 1073741823"))
+    assert (await c.post(MSGS, json={"role": "user", "content": "room again"})).status_code == 201
+    assert (await c.get("/healthz")).json()["storage"]["status"] == "ok"  # over with a write
 
 
 def _serve(
@@ -346,3 +351,19 @@ async def test_a_loop_failing_on_a_storage_fault_logs_one_line_not_a_traceback(
     assert len([line for line in lines if "beats loop died" in line]) == 2, lines
     assert len([line for line in lines if "tick failed" in line]) == 2, lines
     assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+
+async def test_an_io_error_in_a_run_s_context_read_fails_the_run_with_storage_fault(
+    api: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's own error where the reader's thread reads (I/O errors are hard to cause for real)
+    def unreadable(conn: sqlite3.Connection, queries: Any) -> Any:
+        raise sqlite_error(522, "disk I/O error")  # SQLITE_IOERR_SHORT_READ
+
+    monkeypatch.setattr(engine, "_read_all", unreadable)
+    run = (await api.client.post("/api/threads/default/heartbeat/run-now")).json()
+    assert (run["status"], run["reason"]) == ("failed", "storage_fault")
+    assert "failed at the disk (SQLite: disk I/O error)" in run["error"], run["error"]
+    monkeypatch.undo()  # reads work again, but one good read says nothing of the disk
+    storage = (await api.client.get("/healthz")).json()["storage"]
+    assert (storage["status"], storage["code"]) == ("failing", "storage_io_error")
