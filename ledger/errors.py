@@ -182,7 +182,7 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
 
     Raised as one of its subclasses, made from SQLite's error by
     ``ledger.storage.engine.storage_fault``. ``path`` is the database file, when known (the
-    message names it); ``cause`` SQLite's own words.
+    message names it); ``cause`` SQLite's own words, or ``found`` what the service itself found.
     """
 
     says: str | None = None
@@ -191,10 +191,15 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
     """Whether the fault lasts until someone repairs the file (not until space is freed)."""
 
     def __init__(
-        self, message: str | None = None, *, path: str | None = None, cause: str | None = None
+        self,
+        message: str | None = None,
+        *,
+        path: str | None = None,
+        cause: str | None = None,
+        found: str | None = None,
     ) -> None:
         if message is None and self.says is not None:
-            said = f" (SQLite: {cause})" if cause else ""
+            said = f" ({found})" if found else f" (SQLite: {cause})" if cause else ""
             message = self.says.format(path=path or "the database file", said=said)
         super().__init__(message)
         self.path = path

@@ -488,8 +488,8 @@ def unusable(path: Path) -> str | None:
     """Why the database file at ``path`` cannot serve, in one line naming the file, or None if
     it can (or if another process holds it locked: that one writes). Checked before the service
     starts, so that it stops with one line instead of failing in its start-up: the file must
-    open for writing, be a database and pass SQLite's ``quick_check`` (which reads every page
-    once: about 0.3 s per 200 MB)."""
+    open for writing, be a database, pass SQLite's ``quick_check`` (which reads every page
+    once: about 0.3 s per 200 MB) and, if it holds tables, have Heartbeat's schema version."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=0.1, isolation_level=None)
@@ -499,6 +499,10 @@ def unusable(path: Path) -> str | None:
             if found != ["ok"]:  # its rows may run over lines: one line of them
                 said = " ".join(" ".join(found).replace("*** in database main ***", "").split())
                 return StorageCorrupt(path=str(path), cause=said).message
+            if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                # another program's database: Heartbeat's tables are not to be added to it
+                foreign = "it holds tables, but no Heartbeat schema version"
+                return StorageCorrupt(path=str(path), found=foreign).message
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(f"PRAGMA user_version = {version:d}")  # a write, rolled back

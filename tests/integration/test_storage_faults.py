@@ -259,6 +259,24 @@ def test_start_on_a_damaged_database_prints_one_line(
     assert out.startswith(f"heartbeat: the database file {db} is damaged"), out
 
 
+def test_start_on_another_program_s_database_prints_one_line_and_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "places.sqlite"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE bookmarks (url TEXT)")
+        conn.commit()
+    code, out = _serve(monkeypatch, capsys, tmp_path, db)
+    assert code == 1 and out.count("\n") == 1, out
+    assert out.startswith(f"heartbeat: the database file {db} is damaged or is not a Heartbeat"), (
+        out
+    )
+    assert "(it holds tables, but no Heartbeat schema version)" in out, out
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("bookmarks",)]
+
+
 async def test_database_damaged_under_a_running_service_answers_503_and_keeps_the_run(
     make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
