@@ -23,9 +23,10 @@ is no crash: ``failed`` with ``storage_fault``, its error the fault's message. A
 transaction is never given up for a lock another process holds: it is tried again, each wait
 logged, until it commits (the run's caller waits with it); only shutdown cuts that short: the
 outcome, decision included, is then logged whole and kept in the ``spool`` directory, and the
-next start records it (``loops.unrecorded``). A storage fault refusing it (``StorageFault``: a
-full disk, a damaged file) is not waited out: the outcome is kept the same way and the fault
-raised to the run's caller.
+next start records it (``loops.unrecorded``). A full disk or a read-only file is waited out the
+same way (writes work again once space is freed); a fault that lasts (``StorageCorrupt``,
+``StorageIOError``) is not: the outcome is kept the same way and the fault raised to the run's
+caller.
 Every outcome is recorded with the run's model and its token counts (0 for a run that got no
 reply), and with the time of its LLM calls when it made any.
 
@@ -52,9 +53,12 @@ import msgspec
 
 from ledger.errors import (
     HeartbeatError,
+    LedgerError,
     RunEnded,
     StorageBusy,
     StorageFault,
+    StorageFull,
+    StorageReadOnly,
     StorageUnavailable,
     StoreClosed,
 )
@@ -231,6 +235,17 @@ def _failed(reason: Reason, error: str) -> Finish[E]:
 def _crashed(exc: BaseException) -> RunOutcome:
     error = redact(f"{type(exc).__name__}: {exc}")
     return RunOutcome(status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=error)
+
+
+def _awaited(exc: LedgerError) -> tuple[str, str]:
+    """What a finishing write waits for ("waits for the database …") and what ends the wait."""
+    if isinstance(exc, StorageFull):
+        return "disk to have space again (storage_full)", "space was freed on the database's disk"
+    if isinstance(exc, StorageReadOnly):
+        return "file to take writes (storage_read_only)", "the database took writes again"
+    if isinstance(exc, StorageUnavailable):
+        return "connection", "the database lock freed"
+    return "lock", "the database lock freed"
 
 
 def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
@@ -413,22 +428,26 @@ class Lifecycle:
 
     async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
         """The finishing transaction, tried again for as long as another process holds the
-        database locked (each wait logged): the outcome is never dropped for a lock. Cut short
-        only by shutdown; the outcome is then logged whole and kept in ``spool``."""
-        tag, waited, delay, locked = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False
+        database locked, its disk is full or its file read-only (each wait logged): the outcome
+        is never dropped for these. Cut short by shutdown, or by a fault that lasts (a damaged
+        file, the disk's I/O); the outcome is then logged whole and kept in ``spool``."""
+        tag, waited, delay, locked, ended = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False, ""
         try:
             while True:
                 try:
                     row = await self.store.write(partial(_finish_tx, plan, work, finish))
-                except StorageBusy as exc:
+                except (StorageBusy, StorageFault) as exc:
+                    if isinstance(exc, StorageFault) and exc.lasting:
+                        raise
                     locked = True
+                    awaited, ended = _awaited(exc)
                     log.warning(
                         "[%s] run %d for thread %s waits for the database %s to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",
                         tag,
                         plan.id,
                         plan.thread_id,
-                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
+                        awaited,
                         finish.outcome.status,
                         waited,
                         delay,
@@ -438,14 +457,14 @@ class Lifecycle:
                     delay = min(delay * 2, FINISH_RETRY_MAX)
                     continue
                 if locked:
-                    log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
+                    log.info("[%s] run %d recorded after %s", tag, plan.id, ended)
                 return row
-        except StorageFault as fault:  # the file or its disk refuses: not waited out
+        except StorageFault as fault:  # a damaged file, the disk's I/O: no wait ends it
             self._keep(plan, finish.outcome, f"could not record its outcome ({fault.code})")
             raise
         except (asyncio.CancelledError, StoreClosed):
             if locked:
-                self._keep(plan, finish.outcome, "stopped before the database lock freed")
+                self._keep(plan, finish.outcome, f"stopped before {ended}")
             raise
 
     def _keep(self, plan: RunPlan[C], outcome: RunOutcome, why: str) -> None:

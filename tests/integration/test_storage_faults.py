@@ -9,6 +9,7 @@ import contextlib
 import logging
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ledger.errors import (
 from ledger.limits import INSTRUCTIONS_MAX_BYTES
 from ledger.storage import engine
 from ledger.storage.engine import storage_fault
+from loops import lifecycle
 from loops.clock import FakeClock
 from loops.events import EventBus
 from loops.supervisor import LoopKind, LoopState, Supervisor, interval_body
@@ -48,7 +50,7 @@ def pragma(sql: str) -> Any:
 def sqlite_error(code: int, text: str) -> sqlite3.DatabaseError:
     """SQLite's error as the sqlite3 module raises it: its words and its (extended) code."""
     err = sqlite3.DatabaseError(text)
-    err.sqlite_errorcode = code  # type: ignore[attr-defined]
+    err.sqlite_errorcode = code
     return err
 
 
@@ -385,3 +387,39 @@ async def test_an_io_error_in_a_run_s_context_read_fails_the_run_with_storage_fa
     monkeypatch.undo()  # reads work again, but one good read says nothing of the disk
     storage = (await api.client.get("/healthz")).json()["storage"]
     assert (storage["status"], storage["code"]) == ("failing", "storage_io_error")
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_run_finishing_on_a_read_only_database_waits_and_is_recorded_once_it_can_be(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "FINISH_RETRY_FIRST", 0.05)
+    llm = ScriptedLLM()
+    api = await make_app(llm=llm, start_loops=False)
+    c, store = api.client, api.service.store
+    llm.gate = asyncio.Event()
+    run = asyncio.create_task(c.post("/api/threads/default/heartbeat/run-now"))
+    await eventually(lambda: llm.active > 0)
+    await store.write(pragma("PRAGMA query_only = ON"))  # every write refused from now on
+    caplog.set_level(logging.INFO, logger="heartbeat")
+    llm.gate.set()
+    await eventually(lambda: "waits for the database file to take writes" in caplog.text)
+    assert not run.done()  # the outcome is waited with, not dropped
+    storage = (await c.get("/healthz")).json()["storage"]
+    assert (storage["status"], storage["code"]) == ("failing", "storage_read_only")
+
+    # the one way back from query_only: on the writer's own connection, outside a transaction
+    writer = store._db._w  # type: ignore[attr-defined]
+    await engine.in_thread(writer, lambda conn: conn.execute("PRAGMA query_only = OFF"))
+    answer = await asyncio.wait_for(run, 10)
+    assert answer.status_code == 200 and answer.json()["status"] == "ok", answer.text
+    assert "recorded after the database took writes again" in caplog.text
+    assert (await c.get("/healthz")).json()["storage"]["status"] == "ok"
+    assert not list(api.service.settings.db_path.parent.glob("unrecorded/*"))
