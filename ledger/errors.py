@@ -186,7 +186,8 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
     """
 
     says: str | None = None
-    """The message, naming ``{path}`` and ``{said}`` (SQLite's words); None: the docstring's."""
+    """The message, naming ``{file}`` (the database file, by its path when known) and
+    ``{said}`` (SQLite's words, or what was found); None: the docstring's first paragraph."""
     lasting = False
     """Whether the fault lasts until someone repairs the file (not until space is freed)."""
 
@@ -200,7 +201,8 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
     ) -> None:
         if message is None and self.says is not None:
             said = f" ({found})" if found else f" (SQLite: {cause})" if cause else ""
-            message = self.says.format(path=path or "the database file", said=said)
+            file = f"the database file {path}" if path else "the database file"
+            message = self.says.format(file=file, said=said)
         super().__init__(message)
         self.path = path
         self.cause = cause
@@ -209,19 +211,29 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
 class StorageFull(StorageFault, code="storage_full"):
     """The database's disk is full: nothing can be written until space is freed (reads work)."""
 
+    says = (
+        "{file} cannot grow: its disk is full{said}; free space on that disk: nothing can be"
+        " written until then (reads work meanwhile)"
+    )
+
 
 class StorageReadOnly(StorageFault, code="storage_read_only"):
     """The database is read-only (file, directory or disk): nothing can be written (reads
     work)."""
+
+    says = (
+        "{file} is read-only{said}; make the file, its directory and its disk writable: nothing"
+        " can be written until then (reads work meanwhile)"
+    )
 
 
 class StorageCorrupt(StorageFault, code="storage_corrupt"):
     """The database file is damaged or is not a Heartbeat database."""
 
     says = (
-        "the database file {path} is damaged or is not a Heartbeat database{said}; with the"
-        " service stopped, restore the file from a backup, or move it away together with its"
-        " -wal and -shm files to start on a new, empty database"
+        "{file} is damaged or is not a Heartbeat database{said}; with the service stopped,"
+        " restore the file from a backup, or move it away together with its -wal and -shm files"
+        " to start on a new, empty database"
     )
     lasting = True
 
@@ -230,8 +242,8 @@ class StorageIOError(StorageFault, code="storage_io_error"):
     """Reading or writing the database file failed at the disk."""
 
     says = (
-        "reading or writing the database file {path} failed at the disk{said}; check the disk"
-        " and its file system (the system log names the failure), then restart the service"
+        "reading or writing {file} failed at the disk{said}; check the disk and its file system"
+        " (the system log names the failure), then restart the service"
     )
     lasting = True
 

@@ -138,6 +138,9 @@ def test_storage_faults_are_503s_under_one_class(
     assert (cls.code, cls.http_status, cls.lasting, cls.headers) == (code, 503, lasting, None)
     err = cls(path="/data/heartbeat.db", cause="SQLite's words")
     assert (err.path, err.cause) == ("/data/heartbeat.db", "SQLite's words")
-    if lasting:  # the message names the file and SQLite's words; a given one wins
-        assert "/data/heartbeat.db" in err.message and "(SQLite: SQLite's words)" in err.message
+    # the message names the file and SQLite's words; a given one wins
+    assert "the database file /data/heartbeat.db " in err.message
+    assert "(SQLite: SQLite's words)" in err.message
+    assert cls().message.startswith(("the database file ", "reading or writing the database file "))
+    assert "file the database" not in cls().message
     assert cls("given").message == "given"
