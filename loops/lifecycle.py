@@ -460,7 +460,7 @@ class Lifecycle:
                     log.info("[%s] run %d recorded after %s", tag, plan.id, ended)
                 return row
         except StorageFault as fault:  # a damaged file, the disk's I/O: no wait ends it
-            self._keep(plan, finish.outcome, f"could not record its outcome ({fault.code})")
+            self._keep(plan, finish.outcome, f"could not be recorded ({fault.code})")
             raise
         except (asyncio.CancelledError, StoreClosed):
             if locked:

@@ -316,7 +316,9 @@ async def test_database_damaged_under_a_running_service_answers_503_and_keeps_th
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "storage_corrupt"
     kept = list((db.parent / "unrecorded").glob("run-*.json"))
     assert len(kept) == 1, "the run's outcome was not kept for the next start"
-    lost = [rec.getMessage() for rec in caplog.records if "could not record" in rec.getMessage()]
+    lost = [
+        rec.getMessage() for rec in caplog.records if "could not be recorded" in rec.getMessage()
+    ]
     assert len(lost) == 1 and str(kept[0]) in lost[0], lost
 
     faults = [rec for rec in caplog.records if rec.getMessage().startswith("storage fault:")]
