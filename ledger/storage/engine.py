@@ -160,6 +160,7 @@ FAULT_CODES: dict[int, type[StorageFault]] = {
     sqlite3.SQLITE_NOTADB: StorageCorrupt,
     sqlite3.SQLITE_IOERR: StorageIOError,
 }
+_NOT_FAULTS = frozenset({sqlite3.SQLITE_IOERR_NOMEM})  # an I/O code for memory, not the disk
 # An error that carries no code (made by hand, or by a wrapper) is told by SQLite's words.
 _FAULT_WORDS: tuple[tuple[str, type[StorageFault]], ...] = (
     ("disk is full", StorageFull),
@@ -180,7 +181,7 @@ def storage_fault(exc: BaseException, path: str | None = None) -> StorageFault |
         return None
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
-        fault = FAULT_CODES.get(code & 0xFF)
+        fault = None if code in _NOT_FAULTS else FAULT_CODES.get(code & 0xFF)
     else:
         text = str(exc).lower()
         fault = next((cls for words, cls in _FAULT_WORDS if words in text), None)

@@ -64,15 +64,25 @@ def sqlite_error(code: int, text: str) -> sqlite3.DatabaseError:
             sqlite_error(sqlite3.SQLITE_READONLY, "attempt to write a readonly database"),
             StorageReadOnly,
         ),
-        (sqlite_error(1032, "attempt to write a readonly database"), StorageReadOnly),  # _DBMOVED
+        (
+            sqlite_error(sqlite3.SQLITE_READONLY_DBMOVED, "attempt to write a readonly database"),
+            StorageReadOnly,
+        ),
         (sqlite_error(sqlite3.SQLITE_CORRUPT, "database disk image is malformed"), StorageCorrupt),
-        (sqlite_error(779, "database disk image is malformed"), StorageCorrupt),  # _CORRUPT_INDEX
+        (
+            sqlite_error(sqlite3.SQLITE_CORRUPT_INDEX, "database disk image is malformed"),
+            StorageCorrupt,
+        ),
         (sqlite_error(sqlite3.SQLITE_NOTADB, "file is not a database"), StorageCorrupt),
         (sqlite_error(sqlite3.SQLITE_IOERR, "disk I/O error"), StorageIOError),
-        (sqlite_error(522, "disk I/O error"), StorageIOError),  # SQLITE_IOERR_SHORT_READ
-        (sqlite_error(4874, "disk I/O error"), StorageIOError),  # SQLITE_IOERR_FSYNC
+        (sqlite_error(sqlite3.SQLITE_IOERR_SHORT_READ, "disk I/O error"), StorageIOError),
+        (sqlite_error(sqlite3.SQLITE_IOERR_FSYNC, "disk I/O error"), StorageIOError),
+        (sqlite_error(sqlite3.SQLITE_IOERR_NOMEM, "out of memory"), None),  # memory, not disk
         (sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"), None),
-        (sqlite_error(2067, "UNIQUE constraint failed: runs.id"), None),  # the code decides
+        (
+            sqlite_error(sqlite3.SQLITE_CONSTRAINT_UNIQUE, "UNIQUE constraint failed: runs.id"),
+            None,
+        ),  # the code decides
         (sqlite_error(sqlite3.SQLITE_ERROR, "no such table: malformed"), None),
         # made without a code: told by SQLite's words
         (sqlite3.OperationalError("database or disk is full"), StorageFull),
@@ -381,7 +391,7 @@ async def test_an_io_error_in_a_run_s_context_read_fails_the_run_with_storage_fa
 ) -> None:
     # SQLite's own error where the reader's thread reads (I/O errors are hard to cause for real)
     def unreadable(conn: sqlite3.Connection, queries: Any) -> Any:
-        raise sqlite_error(522, "disk I/O error")  # SQLITE_IOERR_SHORT_READ
+        raise sqlite_error(sqlite3.SQLITE_IOERR_SHORT_READ, "disk I/O error")
 
     monkeypatch.setattr(engine, "_read_all", unreadable)
     run = (await api.client.post("/api/threads/default/heartbeat/run-now")).json()
