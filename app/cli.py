@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app.settings import Settings, SettingsError
 from ledger.redact import RedactSecrets, redact
-from ledger.storage.engine import unwritable
+from ledger.storage.engine import unusable
 
 KEEP_ALIVE_SECONDS = 75
 MAX_CONNECTIONS = 1000
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    cause = unwritable(settings.db_path)
-    if cause is not None:
-        print(f"heartbeat: cannot write the database {settings.db_path}: {cause}", file=sys.stderr)
+    problem = unusable(settings.db_path)
+    if problem is not None:
+        print(f"heartbeat: {problem}", file=sys.stderr)
         return 1
     logging.basicConfig(
         level=settings.log_level,

@@ -36,11 +36,18 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 async def healthz(request: Request) -> JSON:
     svc: Service = request.app.state.service
     health = await svc.llm.health(svc.executor.opts.default_model)
-    ok = health.reachable and health.model_present is not False
+    fault = svc.store.fault  # the last fault the database answered, while it lasts
+    ok = health.reachable and health.model_present is not False and fault is None
     return JSON(
         {
             "ok": True,
             "status": "ok" if ok else "degraded",
+            "storage": {
+                "status": "ok" if fault is None else "failing",
+                "code": None if fault is None else fault.code,
+                # without the file's path: /healthz is open even when a token is set
+                "message": None if fault is None else type(fault)(cause=fault.cause).message,
+            },
             "llm": {
                 "provider": health.provider,
                 "base_url": redact(health.base_url),

@@ -195,6 +195,7 @@ _MD = _obj(
 _HEALTH = _obj(
     ok=BOOL,
     status=_enum(["ok", "degraded"]),
+    storage=_obj(status=_enum(["ok", "failing"]), code=STR_OR_NULL, message=STR_OR_NULL),
     llm=_obj(
         provider=STR,
         base_url=STR_OR_NULL,
@@ -338,7 +339,7 @@ class Op(NamedTuple):
     media: str = "application/json"
 
 
-_STORAGE = frozenset({503})  # the database busy or closed, the disk full or read only
+_STORAGE = frozenset({503})  # the database busy, closed, full, read only, damaged or failing
 
 OPS: list[Op] = [
     Op("get", "/api/heartbeat/status", "Scheduler and loop state", _STATUS),
@@ -591,7 +592,7 @@ OPS: list[Op] = [
         {**_obj(direction=_enum(["up", "down"])), "additionalProperties": False},
         errors=_STORAGE,
     ),
-    Op("get", "/healthz", "Liveness and LLM reachability", _HEALTH),
+    Op("get", "/healthz", "Liveness, storage faults and LLM reachability", _HEALTH),
     Op("get", "/openapi.json", "This document", {"type": "object"}),
     Op("get", "/", "The dashboard", _text(), media="text/html"),
     Op(
@@ -618,7 +619,8 @@ _ERRORS = {
     415: "The body is not sent as JSON",
     421: "The Host header does not name this service",
     422: "A field, parameter or id is invalid",
-    503: "Storage is busy, closed, full or read only; Retry-After may say when to retry",
+    503: "Storage is busy, closed, full, read only, damaged (storage_corrupt) or failing at the"
+    " disk (storage_io_error); the message says what to do, Retry-After when to retry",
     429: "Too many wakes: the flood guard refused this one; Retry-After says when to retry",
 }
 

@@ -18,12 +18,17 @@ The tree (class, module, status, code)::
     ├── NotFound             ledger.errors          404 not_found
     ├── Conflict             ledger.errors          409 conflict
     │   ├── RevisionConflict ledger.errors          409 revision_conflict (+ current_revision)
+    │   ├── RunEnded         ledger.errors          409 run_ended
     │   └── RunInFlight      loops.executor         409 run_in_flight (+ run_id)
     ├── WakeRefused          loops.wakes            429 wake_refused (Retry-After; + limit)
     ├── LedgerError          ledger.errors          500 storage_error
     │   ├── StorageBusy      ledger.errors          503 storage_busy (Retry-After: 1)
-    │   ├── StorageFull      ledger.errors          503 storage_full
-    │   ├── StorageReadOnly  ledger.errors          503 storage_read_only
+    │   │   └── StorageUnavailable ledger.errors    503 storage_unavailable (Retry-After: 5)
+    │   ├── StorageFault     ledger.errors          503 storage_fault: what SQLite's file met
+    │   │   ├── StorageFull      ledger.errors      503 storage_full
+    │   │   ├── StorageReadOnly  ledger.errors      503 storage_read_only
+    │   │   ├── StorageCorrupt   ledger.errors      503 storage_corrupt (damaged, not a database)
+    │   │   └── StorageIOError   ledger.errors      503 storage_io_error
     │   └── StoreClosed      ledger.errors          503 shutting_down (Retry-After: 5)
     ├── InstructionsTooLarge loops.workspace        413 too_large
     ├── InstructionsUnusable loops.workspace        409 instructions_unusable
@@ -47,8 +52,12 @@ __all__ = [
     "NotFound",
     "RevisionConflict",
     "StorageBusy",
+    "StorageCorrupt",
+    "StorageFault",
     "StorageFull",
+    "StorageIOError",
     "StorageReadOnly",
+    "StorageUnavailable",
     "StoreClosed",
 ]
 
@@ -168,13 +177,75 @@ class StorageUnavailable(StorageBusy, code="storage_unavailable", headers={"Retr
         super().__init__(message)
 
 
-class StorageFull(LedgerError, code="storage_full", http_status=503):
+class StorageFault(LedgerError, code="storage_fault", http_status=503):
+    """The database's file or disk failed; what failed and what to do is in the message.
+
+    Raised as one of its subclasses, made from SQLite's error by
+    ``ledger.storage.engine.storage_fault``. ``path`` is the database file, when known (the
+    message names it); ``cause`` SQLite's own words, or ``found`` what the service itself found.
+    """
+
+    says: str | None = None
+    """The message, naming ``{file}`` (the database file, by its path when known) and
+    ``{said}`` (SQLite's words, or what was found); None: the docstring's first paragraph."""
+    lasting = False
+    """Whether the fault lasts until someone repairs the file (not until space is freed)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        path: str | None = None,
+        cause: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        if message is None and self.says is not None:
+            said = f" ({found})" if found else f" (SQLite: {cause})" if cause else ""
+            file = f"the database file {path}" if path else "the database file"
+            message = self.says.format(file=file, said=said)
+        super().__init__(message)
+        self.path = path
+        self.cause = cause
+
+
+class StorageFull(StorageFault, code="storage_full"):
     """The database's disk is full: nothing can be written until space is freed (reads work)."""
 
+    says = (
+        "{file} cannot grow: its disk is full{said}; free space on that disk: nothing can be"
+        " written until then (reads work meanwhile)"
+    )
 
-class StorageReadOnly(LedgerError, code="storage_read_only", http_status=503):
+
+class StorageReadOnly(StorageFault, code="storage_read_only"):
     """The database is read-only (file, directory or disk): nothing can be written (reads
     work)."""
+
+    says = (
+        "{file} is read-only{said}; make the file, its directory and its disk writable: nothing"
+        " can be written until then (reads work meanwhile)"
+    )
+
+
+class StorageCorrupt(StorageFault, code="storage_corrupt"):
+    """The database file is damaged or is not a Heartbeat database."""
+
+    says = (
+        "{file} is damaged or is not a Heartbeat database{said}; with the service stopped,"
+        " restore the file from a backup, or move it away together with its -wal and -shm files"
+        " to start on a new, empty database"
+    )
+    lasting = True
+
+
+class StorageIOError(StorageFault, code="storage_io_error"):
+    """Reading or writing the database file failed at the disk."""
+
+    says = (
+        "reading or writing {file} failed at the disk{said}; check the disk and its file system"
+        " (the system log names the failure), then restart the service"
+    )
+    lasting = True
 
 
 class StoreClosed(LedgerError, code="shutting_down", http_status=503, headers={"Retry-After": "5"}):

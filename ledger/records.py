@@ -64,7 +64,8 @@ class Reason(StrEnum):
     START_UNCONFIRMED = "start_unconfirmed"  # interrupted: its start's COMMIT was cut
     TIMEOUT = "timeout"  # the run's deadline, or the LLM client's own
     INTERNAL_ERROR = "internal_error"  # a bug: the run crashed
-    UNRECORDED = "unrecorded"  # failed: shut down while the database was locked (decision kept)
+    STORAGE_FAULT = "storage_fault"  # failed: the database's file or disk failed (error says)
+    UNRECORDED = "unrecorded"  # failed: the database refused its outcome (decision kept)
     INVALID_OUTPUT = "invalid_output"  # failed: the reply holds no usable output
     # the model's decision, refused by the review (status ``rejected``)
     UNKNOWN_ACTION = "unknown_action"

@@ -17,11 +17,16 @@ could not finish); when the deadline passes the run is cancelled and recorded ``
 reason ``timeout``, its error naming the deadline. An ``LLMError`` fails the run with the
 error's reason. A step raises ``EndRun`` to end the run with an outcome of its own (a skip, a
 refused or unusable reply). A crash anywhere, in the effect too, is recorded ``failed`` with
-``internal_error`` and the loop goes on. A cancelled run (shutdown) is recorded ``interrupted``,
-shielded from the cancellation. The finishing transaction is never given up for a lock another
-process holds: it is tried again, each wait logged, until it commits (the run's caller waits
-with it); only shutdown cuts that short: the outcome, decision included, is then logged whole
-and kept in the ``spool`` directory, and the next start records it (``loops.unrecorded``).
+``internal_error`` and the loop goes on; a storage fault on the way (a read of a damaged file)
+is no crash: ``failed`` with ``storage_fault``, its error the fault's message. A cancelled run
+(shutdown) is recorded ``interrupted``, shielded from the cancellation. The finishing
+transaction is never given up for a lock another process holds: it is tried again, each wait
+logged, until it commits (the run's caller waits with it); only shutdown cuts that short: the
+outcome, decision included, is then logged whole and kept in the ``spool`` directory, and the
+next start records it (``loops.unrecorded``). A full disk or a read-only file is waited out the
+same way (writes work again once space is freed); a fault that lasts (``StorageCorrupt``,
+``StorageIOError``) is not: the outcome is kept the same way and the fault raised to the run's
+caller.
 Every outcome is recorded with the run's model and its token counts (0 for a run that got no
 reply), and with the time of its LLM calls when it made any.
 
@@ -46,7 +51,17 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ledger.errors import HeartbeatError, RunEnded, StorageBusy, StorageUnavailable, StoreClosed
+from ledger.errors import (
+    HeartbeatError,
+    LedgerError,
+    RunEnded,
+    StorageBusy,
+    StorageFault,
+    StorageFull,
+    StorageReadOnly,
+    StorageUnavailable,
+    StoreClosed,
+)
 from ledger.records import Loop, Reason, Run, RunOutcome, RunStatus, Thread, Trigger, run_to_dict
 from ledger.redact import redact
 from ledger.storage.interface import RunStart, Storage, Tx
@@ -222,6 +237,17 @@ def _crashed(exc: BaseException) -> RunOutcome:
     return RunOutcome(status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=error)
 
 
+def _awaited(exc: LedgerError) -> tuple[str, str]:
+    """What a finishing write waits for ("waits for the database …") and what ends the wait."""
+    if isinstance(exc, StorageFull):
+        return "disk to have space again (storage_full)", "space was freed on the database's disk"
+    if isinstance(exc, StorageReadOnly):
+        return "file to take writes (storage_read_only)", "the database took writes again"
+    if isinstance(exc, StorageUnavailable):
+        return "connection", "the database lock freed"
+    return "lock", "the database lock freed"
+
+
 def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
     return tx.finish_run(plan.id, work.write(tx, plan, finish))
 
@@ -341,6 +367,9 @@ class Lifecycle:
                 log.warning("%s run %d for thread %s timed out", tag, plan.id, plan.thread_id)
                 error = f"the run passed its deadline of {plan.deadline:g} s and was cancelled"
                 finish = _failed(Reason.TIMEOUT, error)
+            elif isinstance(exc, StorageFault):  # no bug: the storage logs it, once
+                log.warning("%s run %d for thread %s failed: %s", tag, plan.id, plan.thread_id, exc)
+                finish = _failed(Reason.STORAGE_FAULT, exc.message)
             else:
                 log.exception("%s run %d for thread %s crashed", tag, plan.id, plan.thread_id)
                 finish = Finish(_crashed(exc))
@@ -356,6 +385,8 @@ class Lifecycle:
             row = await self._commit(plan, work, finish)
         except RunEnded as ended:
             return await self._lost(plan, finish.outcome, ended)
+        except StorageFault:  # kept and logged by _commit; another try meets the same fault
+            raise
         except Exception as exc:
             refused = work.effect_refused(plan, finish, exc)
             if refused is None:
@@ -397,22 +428,26 @@ class Lifecycle:
 
     async def _commit(self, plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E]) -> Run:
         """The finishing transaction, tried again for as long as another process holds the
-        database locked (each wait logged): the outcome is never dropped for a lock. Cut short
-        only by shutdown; the outcome is then logged whole and kept in ``spool``."""
-        tag, waited, delay, locked = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False
+        database locked, its disk is full or its file read-only (each wait logged): the outcome
+        is never dropped for these. Cut short by shutdown, or by a fault that lasts (a damaged
+        file, the disk's I/O); the outcome is then logged whole and kept in ``spool``."""
+        tag, waited, delay, locked, ended = plan.loop.upper(), 0.0, FINISH_RETRY_FIRST, False, ""
         try:
             while True:
                 try:
                     row = await self.store.write(partial(_finish_tx, plan, work, finish))
-                except StorageBusy as exc:
+                except (StorageBusy, StorageFault) as exc:
+                    if isinstance(exc, StorageFault) and exc.lasting:
+                        raise
                     locked = True
+                    awaited, ended = _awaited(exc)
                     log.warning(
                         "[%s] run %d for thread %s waits for the database %s to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",
                         tag,
                         plan.id,
                         plan.thread_id,
-                        "connection" if isinstance(exc, StorageUnavailable) else "lock",
+                        awaited,
                         finish.outcome.status,
                         waited,
                         delay,
@@ -422,16 +457,19 @@ class Lifecycle:
                     delay = min(delay * 2, FINISH_RETRY_MAX)
                     continue
                 if locked:
-                    log.info("[%s] run %d recorded after the database lock freed", tag, plan.id)
+                    log.info("[%s] run %d recorded after %s", tag, plan.id, ended)
                 return row
+        except StorageFault as fault:  # a damaged file, the disk's I/O: no wait ends it
+            self._keep(plan, finish.outcome, f"could not be recorded ({fault.code})")
+            raise
         except (asyncio.CancelledError, StoreClosed):
             if locked:
-                self._keep(plan, finish.outcome)
+                self._keep(plan, finish.outcome, f"stopped before {ended}")
             raise
 
-    def _keep(self, plan: RunPlan[C], outcome: RunOutcome) -> None:
-        """Shutdown came before the lock freed: log the outcome whole, keep it for the next
-        start."""
+    def _keep(self, plan: RunPlan[C], outcome: RunOutcome, why: str) -> None:
+        """The outcome cannot be written (shutdown came before the lock freed, a storage
+        fault): log it whole, keep it for the next start."""
         kept: Path | str = "no file"
         if self.spool is not None:
             try:
@@ -439,11 +477,11 @@ class Lifecycle:
             except OSError as exc:
                 kept = f"no file ({exc})"
         log.error(
-            "[%s] run %d for thread %s stopped before the database lock freed; its outcome,"
-            " kept in %s for the next start: %s",
+            "[%s] run %d for thread %s %s; its outcome, kept in %s for the next start: %s",
             plan.loop.upper(),
             plan.id,
             plan.thread_id,
+            why,
             kept,
             msgspec.json.encode(outcome).decode(),
         )

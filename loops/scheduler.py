@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
-from ledger.errors import StorageBusy
+from ledger.errors import StorageBusy, StorageFault
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import USER, RunStart, Storage, Tx
@@ -559,6 +559,10 @@ class HeartbeatScheduler:
         try:
             if await self.runner(plan) is None:  # a run of the thread had started meanwhile
                 self._skipped(plan.trigger, skipped_overlap(plan.model))
+        except StorageFault as fault:  # logged whole by the storage and the run's lifecycle
+            log.error(
+                "[HEARTBEAT] scheduled run for thread %s failed: %s", plan.thread_id, fault.code
+            )
         except Exception:
             log.exception("[HEARTBEAT] scheduled run for thread %s failed", plan.thread_id)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import StorageBusy
+from ledger.errors import StorageBusy, StorageFault
 from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
@@ -141,15 +141,33 @@ class Supervisor:
                 raise
             except Exception as exc:
                 kind.state.restarts += 1
-                kind.state.last_error = f"{type(exc).__name__}: {exc}"
+                cause = _cause(exc)
+                kind.state.last_error = f"{type(cause).__name__}: {cause}"
                 if self.clock.monotonic() - started > 4 * backoff:
                     backoff = 1.0
-                log.exception(
-                    "[HEARTBEAT] %s loop died; restarting in %.0f s", kind.state.name, backoff
+                _failed(
+                    exc, "[HEARTBEAT] %s loop died; restarting in %.0f s", kind.state.name, backoff
                 )
                 self._publish(kind)
                 await self.clock.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What failed: a loop's task group wraps what its one failing task raised."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _failed(exc: Exception, msg: str, *args: object) -> None:
+    """Log a loop's failure: with its traceback, but for a storage fault (the storage logs
+    that once, with what to do), which gets one line naming it."""
+    fault = _cause(exc)
+    if isinstance(fault, StorageFault):
+        log.warning(f"{msg}: %s", *args, fault.code)
+    else:
+        log.exception(msg, *args)
 
 
 def _tag(name: str) -> str:
@@ -170,7 +188,7 @@ def interval_body(
                 done = await tick()
             except Exception as exc:  # one bad tick never stops the loop
                 state.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("[%s] tick failed", state.name.upper())
+                _failed(exc, "[%s] tick failed", state.name.upper())
                 continue
             state.ticks += 1
             log.debug("[%s] tick handled %d item(s)", state.name.upper(), done)

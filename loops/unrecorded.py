@@ -1,11 +1,13 @@
-"""Outcomes a shutdown kept from the database, and recording them at the next start.
+"""Outcomes the database could not take, and recording them at the next start.
 
 A run's finishing transaction waits while another process holds the database locked (see
-``loops.lifecycle``). When the service stops during that wait, nothing can be written to the
-database, so the outcome is kept in a file of its own in the spool directory (one JSON file per
-run, written atomically). The next start records each kept outcome before it marks dead runs
-``interrupted``: the run becomes ``failed`` with reason ``unrecorded``, its decision kept in
-its row, its effect (a post, a vote) not carried out, since the world may have moved on.
+``loops.lifecycle``). When the service stops during that wait, or a storage fault (a full disk,
+a read-only or damaged file: ``ledger.errors.StorageFault``) refuses the write, nothing can be
+written to the database, so the outcome is kept in a file of its own in the spool directory
+(one JSON file per run, written atomically). The next start records each kept outcome before it
+marks dead runs ``interrupted``: the run becomes ``failed`` with reason ``unrecorded``, its
+decision kept in its row, its effect (a post, a vote) not carried out, since the world may have
+moved on.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ __all__ = ["UNRECORDED_ERROR", "keep", "record_kept"]
 log = logging.getLogger(f"heartbeat.{__name__}")
 
 UNRECORDED_ERROR = (
-    "the service stopped while another process held the database locked; the decision is kept"
-    " here but was not carried out"
+    "the database could not record this outcome when the run ended (the service stopped while"
+    " another process held it locked, or a storage fault refused the write); the decision is"
+    " kept here but was not carried out"
 )
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ledger.errors import StorageFault
 from ledger.records import BeatMemo, RunContext
 from ledger.storage import (
     beats,
@@ -87,6 +88,10 @@ class SqlStore(
     @property
     def closed(self) -> bool:
         return self._db.closed
+
+    @property
+    def fault(self) -> StorageFault | None:
+        return self._db.fault
 
     def now(self) -> float:
         return self._db.now()

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
+from ledger.errors import StorageFault
 from ledger.records import (
     BeatDay,
     BeatMemo,
@@ -543,6 +544,12 @@ class Storage(
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def fault(self) -> StorageFault | None:
+        """The storage fault the database last answered (a full disk, a read-only, damaged or
+        unreadable file: ``ledger.errors.StorageFault``), or None while it works."""
+        ...
 
     def now(self) -> float:
         """The clock the storage was opened with (and the one ``Tx.now`` is read from)."""

@@ -10,7 +10,19 @@ import pkgutil
 
 import pytest
 
-from ledger.errors import Conflict, HeartbeatError, NotFound, StorageBusy, StoreClosed
+from ledger.errors import (
+    Conflict,
+    HeartbeatError,
+    LedgerError,
+    NotFound,
+    StorageBusy,
+    StorageCorrupt,
+    StorageFault,
+    StorageFull,
+    StorageIOError,
+    StorageReadOnly,
+    StoreClosed,
+)
 from loops.executor import RunInFlight
 from loops.llm import LLMError
 
@@ -94,6 +106,7 @@ def test_an_instance_carries_field_headers_and_extra() -> None:
         NotFound("thread", "t"),
         RunInFlight("t", 3),
         StorageBusy(),
+        StorageCorrupt(path="/data/heartbeat.db", cause="file is not a database"),
         LLMError("busy", "the server is busy", retryable=True, status=503, attempts=2),
     ],
     ids=lambda e: type(e).__name__,
@@ -107,3 +120,27 @@ def test_errors_survive_copy_and_pickle(err: HeartbeatError) -> None:
 def test_the_llm_error_keeps_the_llm_servers_status_apart_from_its_own() -> None:
     err = LLMError("busy", "busy", status=503)
     assert err.status == 503 and err.http_status == 500 and err.code == "llm_error"
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "lasting"),
+    [
+        (StorageFull, "storage_full", False),
+        (StorageReadOnly, "storage_read_only", False),
+        (StorageCorrupt, "storage_corrupt", True),
+        (StorageIOError, "storage_io_error", True),
+    ],
+)
+def test_storage_faults_are_503s_under_one_class(
+    cls: type[StorageFault], code: str, lasting: bool
+) -> None:
+    assert issubclass(cls, StorageFault) and issubclass(cls, LedgerError)
+    assert (cls.code, cls.http_status, cls.lasting, cls.headers) == (code, 503, lasting, None)
+    err = cls(path="/data/heartbeat.db", cause="SQLite's words")
+    assert (err.path, err.cause) == ("/data/heartbeat.db", "SQLite's words")
+    # the message names the file and SQLite's words; a given one wins
+    assert "the database file /data/heartbeat.db " in err.message
+    assert "(SQLite: SQLite's words)" in err.message
+    assert cls().message.startswith(("the database file ", "reading or writing the database file "))
+    assert "file the database" not in cls().message
+    assert cls("given").message == "given"
