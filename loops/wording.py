@@ -40,6 +40,7 @@ __all__ = [
     "stem",
     "stems",
     "topic_phrases",
+    "verb_kind",
 ]
 
 Kind = Literal["post", "comment", "vote"]
@@ -486,6 +487,16 @@ def normalize(text: str) -> str:
     for pattern, verb in _PHRASES:
         out = re.sub(pattern, verb, out, flags=re.I)
     return out
+
+
+def verb_kind(token: str) -> Kind | None:
+    """The action a verb names in any of its forms ("replies", "posting", "voting")."""
+    forms = (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-3] + "y")
+    for form in (*forms, token[:-2], token[:-1]):  # "replied", "replies": reply
+        kind = VERBS.get(form)
+        if kind is not None and len(form) >= 3:
+            return kind
+    return None
 
 
 def stem(word: str) -> str:
