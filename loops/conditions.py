@@ -28,6 +28,7 @@ __all__ = [
     "people",
     "per_post",
     "reminder",
+    "thanks_user",
     "thread_tag",
     "topics",
 ]
@@ -70,7 +71,17 @@ def has(cond: str, *keys: str) -> bool:
 
 
 def concept(cond: str, name: str) -> bool:
-    return wording.has_any(bare(cond), wording.CONCEPTS[name]) is not None
+    """The condition names the fact by one of its words; the verb that leads a rule naming the
+    action is not one ("Never vote on anything Kasia posts" does not ask for a vote)."""
+    text = bare(cond)
+    if wording.verb_kind(next(iter(words(text)), "")) is not None:
+        text = wording.VERB_LEAD.sub("", text)
+    return wording.has_any(text, wording.CONCEPTS[name]) is not None
+
+
+def thanks_user(cond: str) -> bool:
+    """The condition asks for a post that thanks the user ("when somebody thanks me")."""
+    return wording.THANKS_USER.search(cond) is not None
 
 
 def thread_tag(cond: str) -> bool:
@@ -93,7 +104,7 @@ _MENTIONED: Final = re.compile(
     r"naming|addresses|addressing|addressed)\s+(?:(?:to|for|at|of)\s+)?" + _NAMED + r"(?![\w'])"
     # ... or the user is named ("the user is mentioned", "when I'm tagged", "I get pinged")
     r"|(?<![\w'])" + _NAMED + r"\s+(?:(?:is|are|am|was|were|gets?|got|has\s+been|have\s+been|"
-    r"being)\s+)?(?:mentioned|tagged|pinged|named|addressed)\b",
+    r"being)\s+)?@?(?:mentioned|tagged|pinged|named|addressed)\b",
     re.I,
 )
 

@@ -34,6 +34,7 @@ from loops.conditions import (
     people,
     per_post,
     reminder,
+    thanks_user,
     thread_tag,
     topics,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "reading",
     "reminder",
     "rules_of",
+    "thanks_user",
     "thread_tag",
     "topics",
 ]
@@ -70,13 +72,17 @@ _LEADING_COND: Final = re.compile(rf"^\s*{_COND_LEAD}\s+", re.I)
 _X_IF_Y: Final = re.compile(
     r"^(.+?)\s+\b(?:if|when|whenever|once|as soon as|each time|every time)\b\s+(.+)$", re.I
 )
+_ASKED: Final = re.compile(r"^(.+?)\?\s+(\S.*)$")  # a question that sets the condition
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
 _NEGATED: Final = re.compile(
     r"^\s*(?:please\s+)?(?:don't|dont|do not|never|avoid|stop|refrain from|no)\s+(?:ever\s+)?",
     re.I,
 )
-_HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
+_HELP_WHOM: Final = frozenset(
+    "her him them out people users the a an with by anyone anybody everyone everybody whoever "
+    "someone somebody those folks newcomers members".split()
+)
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +130,9 @@ def _split(text: str) -> tuple[str, str]:
     parts = _ARROW.split(text, maxsplit=1)
     if len(parts) == 2:
         return _LEADING_COND.sub("", parts[0]), parts[1]
+    asked = _ASKED.match(text)  # "Got a question from Nadia? Answer it."
+    if asked is not None and _leading_kind(asked.group(2)) is not None:
+        return _LEADING_COND.sub("", asked.group(1)), asked.group(2)
     lead = _LEADING_COND.match(text)
     if lead is not None:
         rest = text[lead.end() :]
@@ -191,7 +200,7 @@ def _leading_kind(text: str) -> Kind | None:
     """The action a line's leading verb names ("Vote up …", "Give an upvote to …", "Say hello
     under …", "Post an answer …"); None when it does not lead with one ("Monitor posts …",
     "Help build …")."""
-    tokens = words(wording.normalize(text))
+    tokens = words(wording.COURTESY.sub("", wording.normalize(text)))  # "…, could you post …"
     if not tokens:
         return None
     first = tokens[0]
@@ -203,8 +212,12 @@ def _leading_kind(text: str) -> Kind | None:
             noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
             if tok == "by" and i + 1 < len(tokens):  # "Flag spam by downvoting it"
                 noun = wording.verb_kind(tokens[i + 1])
+            if first in ("post", "write") and tok not in wording.REPLY_NOUNS and tok != "by":
+                noun = None  # "post a good-morning note" is a post; "post an answer" is not
             if noun is not None:
                 return noun
+        if wording.SAYING.match(" ".join(tokens)):  # "say you're on it", "tell them thanks"
+            return "comment"
         if first in wording.LIGHT_VERBS:
             return None
     if first == "help" and len(tokens) > 1 and tokens[1] not in _HELP_WHOM:
@@ -243,6 +256,8 @@ def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
     negated = lead is not None and _leading_kind(norm[lead.end() :]) is not None
     if lead is not None and negated:
         norm = norm[lead.end() :]
+    elif lead is not None and (verb := _forbidden_noun(norm[lead.end() :])) is not None:
+        negated, norm = True, verb  # "No replies after 9pm": no replying after 9pm
     cond, act = _split(norm)
     neg = None if negated else _NEGATED.match(act)
     if neg is not None and (_leading_kind(act[neg.end() :]) is not None):
@@ -265,6 +280,20 @@ def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
         negated=negated,
         quiet=quiet,
     )
+
+
+def _forbidden_noun(rest: str) -> str | None:
+    """After "no", the action named by its noun ("replies after 9pm", "votes on Wei's posts"),
+    rewritten to lead with the verb; None when the line goes on to name a condition and an
+    action of its own ("No replies yet? Answer it", "No comments → reply")."""
+    m = re.match(r"([\w-]+)\b(.*)$", rest.strip())
+    if m is None or _ARROW.search(rest) or "?" in rest or wording.RECEIVES.match(rest):
+        return None
+    noun = m.group(1).lower()
+    for form in (noun, noun[:-1], noun[:-3] + "y"):
+        if form in wording.VERBS and (form in wording.ACTION_NOUNS or form == "post"):
+            return f"{form}{m.group(2)}"
+    return None
 
 
 def parse_rules(text: str, section: str) -> list[Rule]:
