@@ -28,6 +28,7 @@ __all__ = [
     "post_facts",
     "reminder_request",
     "spam_signals",
+    "thanks",
     "words",
 ]
 
@@ -112,6 +113,10 @@ _VOTE_WORDS: Final = frozenset(("poll", "polls"))
 _URGENT_WORDS: Final = frozenset("urgent emergency outage asap critical broken fire".split())
 _URGENT_PHRASES: Final = ("is down", "server down", "site down", "went down", "not working")
 _CONTROVERSY_WORDS: Final = frozenset("controversial controversy debate divisive heated".split())
+# words that thank someone ("thanks @user", "grateful to @user")
+_THANKS_WORDS: Final = frozenset(
+    "thanks thank thanked thx ty grateful kudos merci danke gracias".split()
+)
 # a request to be reminded, and what of: "remind me to …", "don't let me forget …"
 _REMINDER: Final = re.compile(
     r"\b(?:remind\s+me|(?:do\s+not|don't|dont)\s+let\s+me\s+forget|"
@@ -148,6 +153,7 @@ class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
     text: str  # title and content, lower case, for keyword rules
     tagged: bool = False  # it carries the thread's tag ([t7], #t7 or @t7)
     reminder: str | None = None  # what it asks to be reminded of ("remind me to …")
+    thanks_user: bool = False  # it thanks the user by name ("thanks @user for the drill")
 
     def describe(self) -> list[str]:
         """The true facts in words."""
@@ -172,6 +178,8 @@ class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
             out.append("tagged for this thread")
         if self.reminder is not None:
             out.append(f"asks to be reminded of {self.reminder!r}")
+        if self.thanks_user:
+            out.append("thanks the user")
         if self.voted:
             out.append("you already voted")
         if self.commented:
@@ -234,6 +242,11 @@ def mentions(text: str, names: Iterable[str]) -> bool:
     """``@name`` for any of ``names`` in the text."""
     tokens = set(words(text))
     return any(f"@{n.lower()}" in tokens for n in names)
+
+
+def thanks(text: str, names: Iterable[str]) -> bool:
+    """A word of thanks and ``@name`` for one of ``names`` in the text: it thanks them."""
+    return bool(_THANKS_WORDS & set(words(text))) and mentions(text, names)
 
 
 def names_thread(text: str, thread_id: str, *, loosely: bool = False) -> bool:
@@ -312,4 +325,5 @@ def post_facts(
         text=f"{title}\n{content}".lower(),
         tagged=names_thread(f"{title}\n{content}", thread_id),
         reminder=reminder_request(f"{title}\n{content}"),
+        thanks_user=thanks(f"{title}\n{content}", ("user", "me", "you")),
     )

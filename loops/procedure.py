@@ -205,6 +205,11 @@ def _matches(rule: Rule, post: PostFacts, authors: set[str], now: Situation) -> 
     if addressed is None:
         return None
     why += addressed
+    within = timewords.recency(cond, now.hour, now.minute)  # "posted in the last hour"
+    if within is not None:
+        if post.age_seconds > within:
+            return None
+        why.append(f"posted {int(post.age_seconds // 60)} minutes ago")
     topics = _post_topics(cond, post, reader.keywords(cond, authors), reader.topics(cond))
     if topics is not None:
         if not topics[0]:
@@ -231,6 +236,10 @@ def _addressed(cond: str, post: PostFacts) -> list[str] | None:
         if post.reminder is None:
             return None
         why.append(f"asks to be reminded of {post.reminder!r}")
+    if reader.thanks_user(cond):
+        if not post.thanks_user:
+            return None
+        why.append("thanks the user")
     return why
 
 

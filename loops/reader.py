@@ -20,6 +20,24 @@ from msgspec.structs import replace
 
 from heartbeat_md import Instructions
 from loops import timewords, wording
+from loops.conditions import (
+    KNOWN_STEMS,
+    NOT_NAMES,
+    POSSESSIVE,
+    POST_NOUNS,
+    bare,
+    concept,
+    has,
+    keywords,
+    mentions_user,
+    negation_unread,
+    people,
+    per_post,
+    reminder,
+    thanks_user,
+    thread_tag,
+    topics,
+)
 from loops.facts import words
 
 __all__ = [
@@ -39,6 +57,7 @@ __all__ = [
     "reading",
     "reminder",
     "rules_of",
+    "thanks_user",
     "thread_tag",
     "topics",
 ]
@@ -53,29 +72,17 @@ _LEADING_COND: Final = re.compile(rf"^\s*{_COND_LEAD}\s+", re.I)
 _X_IF_Y: Final = re.compile(
     r"^(.+?)\s+\b(?:if|when|whenever|once|as soon as|each time|every time)\b\s+(.+)$", re.I
 )
-# a quote between two letters is an apostrophe ("Ravi's", "don't"), not a keyword's
-_QUOTED: Final = re.compile(r"(?<!\w)[\"“”']([^\"“”']{1,40})[\"“”'](?!\w)")
-_PARENS: Final = re.compile(r"\(([^)]{1,120})\)")
+_ASKED: Final = re.compile(r"^(.+?)\?\s+(\S.*)$")  # a question that sets the condition
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
 _NEGATED: Final = re.compile(
     r"^\s*(?:please\s+)?(?:don't|dont|do not|never|avoid|stop|refrain from|no)\s+(?:ever\s+)?",
     re.I,
 )
-_NOT: Final = re.compile(r"\b(?:not|isn't|aren't|doesn't|don't|never|non)\b")
-_HELP_WHOM: Final = frozenset("her him them out people users the a an with by".split())
-_NOT_NAMES: Final = (
-    wording.FILLER
-    | frozenset(wording.VERBS)
-    | frozenset(timewords.WEEKDAYS)
-    | frozenset(d + "s" for d in timewords.WEEKDAYS)
-    | frozenset(w for words_ in wording.CONCEPTS.values() for w in words_)
-    | wording.NEGATIONS
-    | frozenset("never don't please always only also otherwise".split())
+_HELP_WHOM: Final = frozenset(
+    "her him them out people users the a an with by anyone anybody everyone everybody whoever "
+    "someone somebody those folks newcomers members".split()
 )
-_GROUP_WORDS: Final = ("core", "vip", "key", "important", "trusted", "favorite", "favourite")
-_NAME: Final = r"@?([^\W\d_][\w.-]*)"
-_POSSESSIVE: Final = re.compile(r"'s?$")
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +130,9 @@ def _split(text: str) -> tuple[str, str]:
     parts = _ARROW.split(text, maxsplit=1)
     if len(parts) == 2:
         return _LEADING_COND.sub("", parts[0]), parts[1]
+    asked = _ASKED.match(text)  # "Got a question from Nadia? Answer it."
+    if asked is not None and _leading_kind(asked.group(2)) is not None:
+        return _LEADING_COND.sub("", asked.group(1)), asked.group(2)
     lead = _LEADING_COND.match(text)
     if lead is not None:
         rest = text[lead.end() :]
@@ -186,21 +196,11 @@ def _quiet_start(text: str) -> bool:
     return any(re.match(rf"{p}\b(?!\s+(?:from|by|of)\b)", low) for p in wording.QUIET_LEADS)
 
 
-def _verb(token: str) -> Kind | None:
-    """The action a verb names in any of its forms ("replies", "posting", "voting")."""
-    forms = (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-3] + "y")
-    for form in (*forms, token[:-2], token[:-1]):  # "replied", "replies": reply
-        kind = wording.VERBS.get(form)
-        if kind is not None and len(form) >= 3:
-            return kind
-    return None
-
-
 def _leading_kind(text: str) -> Kind | None:
     """The action a line's leading verb names ("Vote up …", "Give an upvote to …", "Say hello
     under …", "Post an answer …"); None when it does not lead with one ("Monitor posts …",
     "Help build …")."""
-    tokens = words(wording.normalize(text))
+    tokens = words(wording.COURTESY.sub("", wording.normalize(text)))  # "…, could you post …"
     if not tokens:
         return None
     first = tokens[0]
@@ -211,14 +211,18 @@ def _leading_kind(text: str) -> Kind | None:
         for i, tok in enumerate(tokens[1:5], 1):
             noun = wording.ACTION_NOUNS.get(tok) or wording.ACTION_NOUNS.get(tok.rstrip("s"))
             if tok == "by" and i + 1 < len(tokens):  # "Flag spam by downvoting it"
-                noun = _verb(tokens[i + 1])
+                noun = wording.verb_kind(tokens[i + 1])
+            if first in ("post", "write") and tok not in wording.REPLY_NOUNS and tok != "by":
+                noun = None  # "post a good-morning note" is a post; "post an answer" is not
             if noun is not None:
                 return noun
+        if wording.SAYING.match(" ".join(tokens)):  # "say you're on it", "tell them thanks"
+            return "comment"
         if first in wording.LIGHT_VERBS:
             return None
     if first == "help" and len(tokens) > 1 and tokens[1] not in _HELP_WHOM:
         return None  # "help build consensus" names a goal, not an action
-    return _verb(first)
+    return wording.verb_kind(first)
 
 
 def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
@@ -228,7 +232,7 @@ def _action(text: str) -> tuple[Kind | None, Literal["up", "down"] | None]:
     tokens = words(low)
     # the action part's leading verb; a separated action part may name it anywhere
     for i, tok in enumerate(tokens):
-        kind = _leading_kind(" ".join(tokens[i:])) if i == 0 else _verb(tok)
+        kind = _leading_kind(" ".join(tokens[i:])) if i == 0 else wording.verb_kind(tok)
         if kind is None and tok in wording.ACTION_NOUNS and i > 0:
             kind = wording.ACTION_NOUNS[tok]
         if kind is None:
@@ -252,6 +256,8 @@ def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
     negated = lead is not None and _leading_kind(norm[lead.end() :]) is not None
     if lead is not None and negated:
         norm = norm[lead.end() :]
+    elif lead is not None and (verb := _forbidden_noun(norm[lead.end() :])) is not None:
+        negated, norm = True, verb  # "No replies after 9pm": no replying after 9pm
     cond, act = _split(norm)
     neg = None if negated else _NEGATED.match(act)
     if neg is not None and (_leading_kind(act[neg.end() :]) is not None):
@@ -274,6 +280,20 @@ def parse_rule(text: str, section: str, *, whole: str | None = None) -> Rule:
         negated=negated,
         quiet=quiet,
     )
+
+
+def _forbidden_noun(rest: str) -> str | None:
+    """After "no", the action named by its noun ("replies after 9pm", "votes on Wei's posts"),
+    rewritten to lead with the verb; None when the line goes on to name a condition and an
+    action of its own ("No replies yet? Answer it", "No comments → reply")."""
+    m = re.match(r"([\w-]+)\b(.*)$", rest.strip())
+    if m is None or _ARROW.search(rest) or "?" in rest or wording.RECEIVES.match(rest):
+        return None
+    noun = m.group(1).lower()
+    for form in (noun, noun[:-1], noun[:-3] + "y"):
+        if form in wording.VERBS and (form in wording.ACTION_NOUNS or form == "post"):
+            return f"{form}{m.group(2)}"
+    return None
 
 
 def parse_rules(text: str, section: str) -> list[Rule]:
@@ -312,7 +332,7 @@ def _also_named(text: str, first: Kind) -> list[Kind]:
         if tokens[i] not in ("or", "and", "nor"):
             i += 1
             continue
-        kind = _verb(tokens[i + 1])
+        kind = wording.verb_kind(tokens[i + 1])
         if kind is None:
             break
         if kind != first and kind not in out:
@@ -350,154 +370,10 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     return out
 
 
-# --- conditions ------------------------------------------------------------------------------
-
-
-def bare(cond: str) -> str:
-    """The condition without the phrases of the two cases read as a whole ("tagged for this
-    thread", "asks to be reminded of something"), so that their words ("tagged", "asks",
-    "don't") are not read as a mention, a question or a negation."""
-    return wording.REMINDER_ASKED.sub(" ", wording.THREAD_TAGGED.sub(" ", cond))
-
-
-def has(cond: str, *keys: str) -> bool:
-    return wording.has_any(bare(cond), keys) is not None
-
-
-def concept(cond: str, name: str) -> bool:
-    return wording.has_any(bare(cond), wording.CONCEPTS[name]) is not None
-
-
-def thread_tag(cond: str) -> bool:
-    """The condition asks for posts addressed to this thread ("questions tagged for this
-    thread"): posts that carry the thread's tag."""
-    return wording.THREAD_TAGGED.search(cond) is not None
-
-
-def reminder(cond: str) -> bool:
-    """The condition names a request to be reminded ("when the user asks to be reminded",
-    "if someone says remind me")."""
-    return wording.REMINDER_ASKED.search(cond) is not None
-
-
-_SELF: Final = r"(?:the\s+user|user|me|myself|my\s+(?:name|handle|username)|you|i'm|i\s+am|i)"
-_NAMED: Final = _SELF + r"(?:'s\s+(?:name|handle|username))?"  # "the user's name"
-_MENTIONED: Final = re.compile(
-    # the verb names the user ("mentions me", "tags the user", "addressed to me") ...
-    r"\b(?:mentions?|mentioning|mentioned|tags?|tagging|tagged|pings?|pinging|pinged|names|"
-    r"naming|addresses|addressing|addressed)\s+(?:(?:to|for|at|of)\s+)?" + _NAMED + r"(?![\w'])"
-    # ... or the user is named ("the user is mentioned", "when I'm tagged", "I get pinged")
-    r"|(?<![\w'])" + _NAMED + r"\s+(?:(?:is|are|am|was|were|gets?|got|has\s+been|have\s+been|"
-    r"being)\s+)?(?:mentioned|tagged|pinged|named|addressed)\b",
-    re.I,
-)
-
-
-def mentions_user(cond: str) -> bool:
-    """ "The user is mentioned", "mentions me", "when I'm tagged"; not "mentions an outage",
-    nor "tagged for this thread" or "a question from the user that is tagged …" (the verb
-    must name the user)."""
-    if has(cond, "@user", "@me"):
-        return True
-    return _MENTIONED.search(bare(cond)) is not None
-
-
-def people(rule: Rule, authors: set[str], heartbeat_md: str) -> set[str] | None:
-    """The people a condition names (lower case), or None when it names nobody."""
-    whole = rule.condition.lower()
-    cond = bare(rule.condition)
-    low = cond.lower()
-    if mentions_user(low):
-        return None  # a mention rule names whom the post mentions, not its author
-    names: set[str] = set()
-    named = False
-    for m in _PARENS.finditer(cond):
-        items = {w for w in words(m.group(1)) if w not in wording.FILLER}
-        if items & authors:
-            names |= items
-            named = True
-    for group in _GROUP_WORDS:
-        if re.search(rf"\b{group}\s+(?:users?|members?|people|team)\b", low):
-            named = True
-            for line in heartbeat_md.lower().splitlines():
-                if group in words(line):
-                    names |= {w for w in words(line) if w not in wording.FILLER}
-    if re.search(r"\b(?:from|by)\s+(?:the\s+)?user\b", low) or re.search(
-        r"\bthe user('s)?\s+(?:post|posts|posted|asks|asked|writes|wrote|says|wants)", whole
-    ):
-        names.add("user")
-        named = True
-    for m in re.finditer(rf"\b(?:from|by)\s+{_NAME}", low):
-        name = m.group(1).rstrip(".")
-        if name not in _NOT_NAMES and _verb(name) is None:  # "by downvoting it": a means
-            names.add(name)
-            named = True
-    # a capitalised name inside the condition ("if nobody answered Carol", "whatever Björn")
-    tokens = re.findall(r"[^\W\d_][\w'-]*", _PARENS.sub(" ", _QUOTED.sub(" ", cond)))
-    tokens = [_POSSESSIVE.sub("", t) for t in tokens]  # "Ravi's posts": Ravi
-    for tok in tokens[1:]:
-        if tok[0].isupper() and not tok.isupper() and tok.lower() not in _NOT_NAMES:
-            names.add(tok.lower())
-            named = True
-    for tok in (_POSSESSIVE.sub("", t) for t in words(low)):
-        if tok in authors and tok not in _NOT_NAMES:
-            names.add(tok)
-            named = True
-    return names if named else None
-
-
-def keywords(cond: str, authors: set[str]) -> list[str]:
-    cond = bare(cond)
-    found = [m.group(1) for m in _QUOTED.finditer(cond)]
-    for m in _PARENS.finditer(cond):
-        items = [i.strip() for i in re.split(r",|\bor\b", m.group(1))]
-        if any(len(words(i)) > 3 for i in items):
-            continue  # "(he runs the co-op shop)": an aside, not a list of words to find
-        if not {w for i in items for w in words(i)} & authors:
-            found += [i for i in items if i and timewords.read_time(i) is None]
-    return found
-
-
-_KNOWN_STEMS: Final = frozenset(
-    wording.stem(w)
-    for w in [*(x for v in wording.CONCEPTS.values() for x in v), *wording.FILLER, *wording.VERBS]
-)
-
-
-def topics(cond: str) -> list[list[str]]:
-    """The topics a condition names beyond the facts the service knows by name."""
-    return [t for t in wording.topic_phrases(bare(cond)) if not set(t) <= _KNOWN_STEMS]
-
-
-POST_NOUNS: Final = r"posts?|messages|entries|updates|threads"
-
-
-def negation_unread(cond: str) -> bool:
-    """A condition that negates something other than the comments ("if a post is not spam"):
-    not understood, so the rule never applies."""
-    stripped = bare(cond).lower()
-    for phrase in wording.CONCEPTS["no_comments"] + wording.CONCEPTS["no_votes"]:
-        stripped = stripped.replace(phrase, " ")
-    return _NOT.search(stripped) is not None
-
-
-def per_post(cond: str) -> bool:
-    """Whether the condition holds of each post on its own, whatever else is in sight: it
-    neither counts the posts, ranks or compares them, quantifies over all of them nor asks for
-    an absence (``wording.AGGREGATE``: "the most popular post", "every question answered",
-    "nobody posted"). Then a post leaving the feed cannot make the rule apply to another."""
-    text = bare(cond)
-    for phrase in wording.QUIET_PHRASES:  # "do nothing", "stay quiet": the action, not a count
-        text = re.sub(rf"\b{re.escape(phrase)}\b", " ", text, flags=re.I)
-    if wording.count_condition(text, POST_NOUNS) is not None:
-        return False
-    return wording.AGGREGATE.search(text) is None
-
-
 # --- what a rule reads ------------------------------------------------------------------------
 
 _KNOWN_WORDS: Final = (
-    _NOT_NAMES
+    NOT_NAMES
     | wording.READ_WORDS
     | frozenset(wording.LIGHT_VERBS)
     | frozenset(wording.ACTION_NOUNS)
@@ -551,14 +427,14 @@ def reading(rule: Rule, authors: set[str], heartbeat_md: str) -> Reading:
         text = re.sub(r"\breminders?\b", " ", text, flags=re.I)  # "post the reminder once"
     unknown: list[str] = []
     for tok in words(text):
-        tok = _POSSESSIVE.sub("", tok.lstrip("@"))
+        tok = POSSESSIVE.sub("", tok.lstrip("@"))
         if (
             not tok
             or any(c.isdigit() for c in tok)
             or tok in _KNOWN_WORDS
             or tok in named
-            or _verb(tok) is not None
-            or wording.stem(tok) in _KNOWN_STEMS
+            or wording.verb_kind(tok) is not None
+            or wording.stem(tok) in KNOWN_STEMS
             or wording.stem(tok) in on_topic
         ):
             continue

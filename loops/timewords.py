@@ -18,7 +18,9 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["DAY_MINUTES", "TimeCondition", "Window", "parse_clock", "read_time"]
+from loops.wording import NUMBER_WORDS
+
+__all__ = ["DAY_MINUTES", "TimeCondition", "Window", "parse_clock", "read_time", "recency"]
 
 DAY_MINUTES: Final = 24 * 60
 POINT_MINUTES: Final = 60  # how long "at 9am" holds
@@ -222,7 +224,9 @@ def _windows(low: str) -> list[Window]:
         before = low[: c.start].rstrip()
         minutes = afternoon(c)
         if re.search(r"\b(?:after|past|since|from|later than)$", before) or re.match(
-            r"\s*(?:or later|and later|onwards?|on)\b", low[c.end :]
+            r"\s*(?:or later|and later|onwards?|"
+            r"on(?!\s+(?:the\b|every\b|[a-z]+days?\b|weekends?\b)))\b",
+            low[c.end :],
         ):
             windows.append(Window(minutes, DAY_MINUTES))
         elif re.search(r"\b(?:before|until|till|til|by|earlier than)$", before):
@@ -248,3 +252,37 @@ def read_time(text: str) -> TimeCondition | None:
     if not days and not windows:
         return None
     return TimeCondition(windows=tuple(windows), weekdays=days, text=text)
+
+
+_UNIT_SECONDS: Final = {
+    "min": 60,
+    "minute": 60,
+    "hr": 3600,
+    "hour": 3600,
+    "day": 86400,
+    "week": 604800,
+}
+_NUMBER_OF: Final = r"\d+|an?|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
+_RECENT: Final = re.compile(
+    rf"\b(?:in|within|during|over|from)\s+the\s+(?:last|past)\s+(?:(?P<n>{_NUMBER_OF})\s+)?"
+    r"(?P<unit>min|minute|hr|hour|day|week)s?\b"
+)
+_TODAY: Final = re.compile(
+    r"\b(?:posted|written|shared|sent|made|created|added|published|asked|raised|from)\s+today\b"
+    r"|\btoday's\b"
+)
+
+
+def recency(text: str, hour: int, minute: int) -> int | None:
+    """How old, in seconds, a post may be for the condition to hold ("posted in the last hour":
+    3600; "in the past 2 days"; "posted today": since local midnight, given the local time);
+    None when the condition names no such limit."""
+    low = text.lower()
+    m = _RECENT.search(low)
+    if m is not None:
+        n = m.group("n") or "1"
+        count = int(n) if n.isdigit() else NUMBER_WORDS.get(n, 1)
+        return count * _UNIT_SECONDS[m.group("unit")]
+    if _TODAY.search(low) is not None:
+        return (hour * 60 + minute) * 60
+    return None

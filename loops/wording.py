@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
+from loops.factwords import CONCEPTS
+
 __all__ = [
     "AGGREGATE",
     "ASIDE",
@@ -29,6 +31,9 @@ __all__ = [
     "RECEIVES",
     "RECEIVING",
     "REMINDER_ASKED",
+    "REPLY_NOUNS",
+    "SAYING",
+    "THANKS_USER",
     "THREAD_TAGGED",
     "VERBS",
     "VERB_LEAD",
@@ -40,6 +45,7 @@ __all__ = [
     "stem",
     "stems",
     "topic_phrases",
+    "verb_kind",
 ]
 
 Kind = Literal["post", "comment", "vote"]
@@ -51,6 +57,9 @@ _PHRASES: Final[tuple[tuple[str, str], ...]] = (
     (r"thumbs?[\s-]*down", "downvote"),
     (r"up[\s-]vote", "upvote"),
     (r"down[\s-]vote", "downvote"),
+    (r"\s*👍[\U0001F3FB-\U0001F3FF]?\s*", " upvote "),
+    (r"\s*👎[\U0001F3FB-\U0001F3FF]?\s*", " downvote "),
+    (r"\s*💬\s*", " comment "),
     (r"(?<![\w])\+1(?![\w])", "upvote"),
     (r"(?<![\w])-1(?![\w])", "downvote"),
     (r"weigh\s+in", "comment"),
@@ -66,6 +75,7 @@ _PHRASES: Final[tuple[tuple[str, str], ...]] = (
         r"(?:start|open|create|make|write|put up)\s+(?:a|an)\s+(?:new\s+)?(?:post|thread|topic)",
         "post",
     ),
+    (r"(?:pop|put|throw)\s+up\s+(?=(?:a|an|the|some|my|our)\b)", "post "),
     (r"put\s+together", "write"),
     (r"round\s+up", "summarize"),
     (r"sum\s+up", "summarize"),
@@ -124,6 +134,13 @@ ACTION_NOUNS: Final[dict[str, Kind]] = {
     "vote": "vote",
     "like": "vote",
 }
+# the nouns that make "post" or "write" a reply or a vote ("post an answer", "write a comment")
+REPLY_NOUNS: Final = frozenset("comment reply answer response upvote downvote vote".split())
+# a light verb of saying, its object the words to say: a comment ("say you're on it", "tell
+# them thanks"); "tell me …" asks for the user, not for a comment
+SAYING: Final = re.compile(
+    r"^(?:say|tell\s+(?:them|him|her|everyone|everybody|people|folks|the\s+author))\s+\S", re.I
+)
 # words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
 # ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
 COURTESY: Final = re.compile(
@@ -210,12 +227,14 @@ READ_WORDS: Final = frozenset(
     "topic subject share shares discuss discusses talk talks where someone somebody sharing "
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
-    "except unless excluding apart it's they're he's she's "
+    "except unless excluding apart it's they're he's she's you're we're got see spot notice "
+    "past within "
     "could can".split()
 )
 QUIET_PHRASES: Final = (
     "heartbeat_ok",
     "do nothing",
+    "say nothing",
     "nothing else",
     "stay quiet",
     "stay silent",
@@ -244,161 +263,6 @@ QUIET_PHRASES: Final = (
 # words that, leading a line, keep quiet: "Nothing between midnight and 7", "Quiet after 10pm"
 QUIET_LEADS: Final = ("nothing", "quiet", "silence", "pause")
 
-# condition words for each fact the service computes about a post (``loops.facts``)
-CONCEPTS: Final[dict[str, tuple[str, ...]]] = {
-    "spam": (
-        "spam",
-        "spammy",
-        "spam-like",
-        "spammer",
-        "spammers",
-        "ad",
-        "ads",
-        "advert",
-        "adverts",
-        "advertisement",
-        "advertisements",
-        "advertising",
-        "advertises",
-        "promo",
-        "promos",
-        "promotion",
-        "promotional",
-        "promoting",
-        "self-promotion",
-        "scam",
-        "scams",
-        "scammy",
-        "scammer",
-        "scammers",
-        "phishing",
-        "fraud",
-        "selling",
-        "sells",
-        "sales pitch",
-        "marketing",
-        "commercial",
-        "junk",
-    ),
-    "votes": (
-        "consensus",
-        "agree",
-        "agree?",
-        "agreement",
-        "poll",
-        "polls",
-        "survey",
-        "surveys",
-        "asks for votes",
-        "asking for votes",
-        "ask for votes",
-        "to vote",
-        "vote on",
-        "calls for a vote",
-        "show of hands",
-        "decide",
-    ),
-    "urgent": (
-        "urgent",
-        "urgently",
-        "emergency",
-        "emergencies",
-        "outage",
-        "outages",
-        "critical",
-        "incident",
-        "incidents",
-        "asap",
-        "on fire",
-    ),
-    "controversial": (
-        "controversial",
-        "controversy",
-        "divisive",
-        "debate",
-        "debates",
-        "heated",
-        "argument",
-        "arguments",
-        "polarizing",
-        "polarising",
-        "disputed",
-        "flame war",
-    ),
-    "question": ("question", "questions", "asks", "asking", "asked", "unanswered"),
-    "engaged": (
-        "high-engagement",
-        "engagement",
-        "popular",
-        "trending",
-        "viral",
-        "many comments",
-        "lots of comments",
-        "busy",
-        "lively",
-    ),
-    "contradiction": (
-        "contradiction",
-        "contradictions",
-        "contradict",
-        "contradicts",
-        "contradicting",
-        "contradictory",
-        "conflicting",
-        "conflict",
-        "conflicts",
-        "inconsistent",
-        "inconsistency",
-        "inconsistencies",
-    ),
-    "no_comments": (
-        "no comments",
-        "no comment",
-        "no replies",
-        "no reply",
-        "no answers",
-        "no answer",
-        "no responses",
-        "no response",
-        "unanswered",
-        "nobody",
-        "no one",
-        "noone",
-        "not answered",
-        "not been answered",
-        "not yet answered",
-        "hasn't been answered",
-        "without comments",
-        "without a comment",
-        "without replies",
-        "without a reply",
-        "without an answer",
-        "without answers",
-        "zero comments",
-        "0 comments",
-        "zero replies",
-        "0 replies",
-    ),
-    "no_votes": ("0 votes", "no votes", "zero votes", "no upvotes", "without votes"),
-    # the user being named in a post: a verb of naming and a word for the user
-    "mention_verb": (
-        "mention",
-        "mentions",
-        "mentioned",
-        "tag",
-        "tags",
-        "tagged",
-        "ping",
-        "pings",
-        "pinged",
-        "addresses",
-        "addressed",
-        "names",
-        "named",
-    ),
-    "self": ("user", "me", "i", "i'm", "myself", "my name", "my handle", "my username", "you"),
-}
-
 # a post addressed to this thread: it carries the thread's tag ([t7], #t7, @t7)
 THREAD_TAGGED: Final = re.compile(
     r"\b(?:(?:tagged|tag|marked|labell?ed|addressed|meant|intended|directed)\s+(?:for|to|with|at)"
@@ -417,7 +281,17 @@ REMINDER_ASKED: Final = re.compile(
     r"|\b(?:says?|writes?|types?)\s+[\"“']?remind\s+me[\"”']?"
     r"|\b(?:says?|writes?)\s+[\"“']?(?:do\s+not|don't)\s+let\s+me\s+forget[\"”']?"
     r"|\b(?:needs?|needing)\s+(?:a\s+)?reminding"
-    r"|\breminder\s+requests?)\b",
+    r"|\breminder\s+requests?"
+    r"|\b(?:asks?|asking|asked)\s+(?:you\s+)?for\s+(?:them|one|it)\b(?=.*\breminders?\b)"
+    r"|\breminders?\b(?=.*\b(?:asks?|asking|asked)\s+(?:you\s+)?for\s+(?:them|one|it)\b))\b",
+    re.I,
+)
+
+# a post thanking the user ("when somebody thanks me", "if someone says thank you to me")
+THANKS_USER: Final = re.compile(
+    r"\b(?:thanks|thank|thanked|thanking)\s+(?:the\s+user|me)\b"
+    r"|\bsays?\s+(?:thanks|thank\s+you)\s+to\s+(?:the\s+user|me)\b"
+    r"|\bgrateful\s+to\s+(?:the\s+user|me)\b",
     re.I,
 )
 
@@ -470,6 +344,7 @@ _TOPIC_MARKERS: Final = (
 _TOPIC: Final = re.compile(r"\b(?:" + "|".join(_TOPIC_MARKERS) + r")\s+(.+)", re.I)
 _TOPIC_END: Final = re.compile(
     r"\s*(?:[,.;:!?()→]|->|=>|\b(?:from|by|with|that|which|who|if|when|whenever|then|and|but|"
+    r"posted|written|shared|sent|today|within|"
     r"unless|in the|on the ledger|on the forum|in the feed)\b)",
     re.I,
 )
@@ -486,6 +361,16 @@ def normalize(text: str) -> str:
     for pattern, verb in _PHRASES:
         out = re.sub(pattern, verb, out, flags=re.I)
     return out
+
+
+def verb_kind(token: str) -> Kind | None:
+    """The action a verb names in any of its forms ("replies", "posting", "voting")."""
+    forms = (token, token.rstrip("s"), token[:-3], token[:-3] + "e", token[:-3] + "y")
+    for form in (*forms, token[:-2], token[:-1]):  # "replied", "replies": reply
+        kind = VERBS.get(form)
+        if kind is not None and len(form) >= 3:
+            return kind
+    return None
 
 
 def stem(word: str) -> str:

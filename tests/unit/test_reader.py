@@ -340,3 +340,134 @@ def test_an_apostrophe_is_not_a_quote(cond: str, found: list[str]) -> None:
 )
 def test_rules_in_these_shapes_are_understood(text: str) -> None:
     assert reading(parse_rule(text, "rules"), {"ravi"}, "").understood
+
+
+# --- kinds of rule read since the second probe set ---------------------------------------------
+
+from heartbeat_md import parse  # noqa: E402
+from loops.facts import thanks  # noqa: E402
+from loops.reader import rules_of  # noqa: E402
+from loops.timewords import recency  # noqa: E402
+from tests.unit.test_procedure import _at  # noqa: E402
+
+
+def _acts(md: str, post: PostFacts, hour: int = 15, weekday: int = 1) -> str | None:
+    choice = choose(rules_of(parse(f"## Rules\n{md}\n")), [post], _at(hour, weekday=weekday))
+    if choice is None:
+        return None
+    return choice.kind if choice.direction is None else f"{choice.kind} {choice.direction}"
+
+
+_ASK = _post("p1", "nadia", "Printer", "Is the office printer working again?")
+_NOTE = _post("p1", "nadia", "Printer fixed", "The office printer works again.")
+_AT_USER = _post("p1", "hugo", "Gate code", "@user do you know the new gate code?")
+_AT_OTHER = _post("p1", "hugo", "Keys", "@lena did you get the spare keys?")
+_THANKS = _post("p1", "aiko", "Thank you!", "Big thanks to @user for lending me the drill.")
+_THANKS_OTHER = _post("p1", "aiko", "Thank you!", "Big thanks to @ines for the soup.")
+_HOWTO = _post("p1", "kofi", "Compost", "How do I start a compost heap on a balcony?")
+_URGENT = _post("p1", "lars", "Water leak, urgent", "Water is coming through the ceiling.")
+_SPAM = _post("p1", "dealz", "CHEAP WATCHES!!!", "Buy now, 70% off: http://x.example")
+
+
+@pytest.mark.parametrize(
+    ("md", "post", "acts"),
+    [
+        # a question that sets the condition, then the action
+        ("- Got a question from Nadia? Answer it.", _ASK, "comment"),
+        ("- Got a question from Nadia? Answer it.", _NOTE, None),
+        ("- Spam? Downvote it.", _SPAM, "vote down"),
+        ("- Any questions? Don't answer them.", _ASK, None),
+        ("- Who is Nadia? Nobody knows.", _ASK, None),
+        # the user @mentioned
+        ("- If I'm @mentioned, respond.", _AT_USER, "comment"),
+        ("- If I'm @mentioned, respond.", _AT_OTHER, None),
+        ("- When I get @mentioned, reply.", _AT_USER, "comment"),
+        # a post thanking the user
+        ("- When somebody thanks me in a post, say you're welcome.", _THANKS, "comment"),
+        ("- When somebody thanks me in a post, say you're welcome.", _THANKS_OTHER, None),
+        ("- If someone says thank you to me, reply.", _THANKS, "comment"),
+        ("- Thank people who share photos.", _THANKS, None),
+        # a leading "help" and whom
+        ("- Help anyone who asks how to do something.", _HOWTO, "comment"),
+        ("- Help whoever asks a question.", _HOWTO, "comment"),
+        ("- Help build consensus.", _HOWTO, None),
+        # saying: a comment whose words follow
+        ("- Someone's post is urgent → say you're on it.", _URGENT, "comment"),
+        ("- Urgent posts → tell them help is coming.", _URGENT, "comment"),
+        ("- Urgent posts → say nothing.", _URGENT, None),
+        ("- Urgent posts → tell me.", _URGENT, None),
+        # an emoji for the vote
+        ("- spam → 👎", _SPAM, "vote down"),
+        ("- 👍 anything from Nadia", _ASK, "vote up"),
+        ("- 👍 anything from Zoë", _ASK, None),
+        # "no" before the action's noun forbids it
+        ("- No replies after 9pm.\n- Answer questions.", _ASK, None),
+        ("- No votes on Nadia's posts.\n- Upvote questions.", _ASK, None),
+        ("- No replies after 9pm.\n- Answer questions.", _ASK, "comment"),
+        ("- No replies yet? Answer it.", _ASK, "comment"),
+        # the verb leading a "don't" rule is not a fact it asks for
+        ("- Upvote questions.\n- Never vote on anything Nadia posts.", _ASK, None),
+    ],
+)
+def test_kinds_of_rule(md: str, post: PostFacts, acts: str | None) -> None:
+    hour = 22 if "after 9pm" in md and acts is None else 15
+    assert _acts(md, post, hour) == acts
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("At 7:30 on weekdays, post a good-morning note.", "post"),
+        ("Post an answer to unanswered questions.", "comment"),
+        ("Write a comment on polls.", "comment"),
+        ("Leave a note on posts from newcomers.", "comment"),
+        ("Every evening around 8, could you pop up a short summary?", "post"),
+        ("Every evening, please post a recap.", "post"),
+    ],
+)
+def test_the_action_after_a_courtesy_and_what_post_names(text: str, kind: str) -> None:
+    assert parse_rule(text, "rules").kind == kind
+
+
+@pytest.mark.parametrize(
+    ("cond", "hour", "seconds"),
+    [
+        ("anything posted in the last hour", 15, 3600),
+        ("posts from the past 2 hours", 15, 7200),
+        ("within the last thirty minutes", 15, None),  # a number word the table lacks
+        ("within the last ten minutes", 15, 600),
+        ("any question posted today", 15, 15 * 3600),
+        ("today's questions", 9, 9 * 3600),
+        ("questions about today", 15, None),
+        ("posts in the last week of March", 15, 604800),
+        ("the last post", 15, None),
+    ],
+)
+def test_recency(cond: str, hour: int, seconds: int | None) -> None:
+    assert recency(cond, hour, 0) == seconds
+
+
+@pytest.mark.parametrize(("age", "acts"), [(1800, "vote up"), (3 * 3600, None)])
+def test_a_recent_post_rule_reads_the_post_age(age: float, acts: str | None) -> None:
+    post = _post("p1", "leo", "Garden rota", "I'll water the garden beds.", age_seconds=age)
+    assert _acts("- Upvote anything about the garden posted in the last hour.", post) == acts
+
+
+@pytest.mark.parametrize(
+    ("text", "thanked"),
+    [
+        ("Big thanks to @user for the drill", True),
+        ("Thank you @user!", True),
+        ("Thanks everyone for coming", False),
+        ("@user can you help?", False),
+        ("Thanks @ines", False),
+    ],
+)
+def test_thanks(text: str, thanked: bool) -> None:
+    assert thanks(text, ("user", "me", "you")) is thanked
+
+
+def test_a_reminder_asked_for_as_them() -> None:
+    rule = parse_rule("I want you to post my reminders when I ask for them.", "reminders")
+    assert rule.kind == "post" and reminder(rule.condition)
+    assert not reminder(parse_rule("Upvote polls when people ask for them.", "r").condition)

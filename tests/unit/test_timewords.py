@@ -94,3 +94,21 @@ def test_days_and_hours_both_hold() -> None:
     assert monday_morning.holds(8, 30, 0)
     assert not monday_morning.holds(8, 30, 2)
     assert not monday_morning.holds(15, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "windows", "days"),
+    [
+        # "on" before a day or "the" names when, not "from then on"
+        ("at 9am on Mondays", [(9 * H, 10 * H)], {0}),
+        ("At 7:30 on weekdays", [(7 * H + 30, 8 * H + 30)], {0, 1, 2, 3, 4}),
+        ("at 8 on the dot", [(8 * H, 9 * H)], set()),
+        ("from 9 on", [(9 * H, 24 * H)], set()),
+        ("6pm on, nothing", [(18 * H, 24 * H)], set()),
+    ],
+)
+def test_on_after_a_time(text: str, windows: list[tuple[int, int]], days: set[int]) -> None:
+    when = read_time(text)
+    assert when is not None
+    assert [(w.start, w.end) for w in when.windows] == windows
+    assert when.weekdays == frozenset(days)

@@ -80,3 +80,28 @@ def test_a_relative_clause_names_a_topic(text: str, topics: list[list[str]]) -> 
 
 def test_curly_apostrophes_are_apostrophes() -> None:
     assert normalize("Don\u2019t upvote Ravi\u2019s posts") == "Don't upvote Ravi's posts"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("spam → 👎", "spam → downvote"),
+        ("👍🏽 posts from Ana", "upvote posts from Ana"),
+        ("questions → 💬", "questions → comment"),
+        ("pop up a short summary", "post a short summary"),
+        ("pop up every evening", "pop up every evening"),
+    ],
+)
+def test_normalize_emoji_and_pop_up(text: str, expected: str) -> None:
+    assert " ".join(normalize(text).split()) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("anything about the garden posted in the last hour", [["garden"]]),
+        ("posts about the bake sale shared today", [["bake", "sale"]]),
+    ],
+)
+def test_a_topic_ends_before_when_it_was_posted(text: str, topics: list[list[str]]) -> None:
+    assert topic_phrases(text) == topics
