@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app.settings import Settings, SettingsError
 from ledger.redact import RedactSecrets, redact
-from ledger.storage.engine import unusable
+from ledger.storage.faults import unusable
 
 KEEP_ALIVE_SECONDS = 75
 MAX_CONNECTIONS = 1000

@@ -181,7 +181,7 @@ class StorageFault(LedgerError, code="storage_fault", http_status=503):
     """The database's file or disk failed; what failed and what to do is in the message.
 
     Raised as one of its subclasses, made from SQLite's error by
-    ``ledger.storage.engine.storage_fault``. ``path`` is the database file, when known (the
+    ``ledger.storage.faults.storage_fault``. ``path`` is the database file, when known (the
     message names it); ``cause`` SQLite's own words, or ``found`` what the service itself found.
     """
 

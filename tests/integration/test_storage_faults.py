@@ -25,7 +25,7 @@ from ledger.errors import (
 )
 from ledger.limits import INSTRUCTIONS_MAX_BYTES
 from ledger.storage import engine
-from ledger.storage.engine import storage_fault
+from ledger.storage.faults import storage_fault
 from loops import lifecycle
 from loops.clock import FakeClock
 from loops.events import EventBus
