@@ -46,16 +46,32 @@ _DAILY: Final = re.compile(
 )
 
 
+def _texts(rules: str) -> list[str]:
+    """Every line of the rules and every rule's condition, as the procedure reads them."""
+    return [*rules.splitlines(), *(r.condition for r in reader.rules_of(parse(rules)))]
+
+
 @functools.lru_cache(maxsize=64)
 def _times_named(rules: str) -> tuple[tuple[int, ...], bool]:
     """The minutes of the day at which a time the rules name starts or stops holding, and
     whether they name days of the week: read as the rule-by-rule procedure reads them
-    (``loops.timewords.read_time``), from every line and every rule's condition."""
-    texts = [*rules.splitlines(), *(r.condition for r in reader.rules_of(parse(rules)))]
-    named = [c for text in texts if (c := timewords.read_time(text)) is not None]
+    (``loops.timewords.read_time``)."""
+    named = [c for text in _texts(rules) if (c := timewords.read_time(text)) is not None]
     marks = {m for c in named for w in c.windows for m in (w.start, w.end)}
     inside = tuple(sorted(m for m in marks if 0 < m < timewords.DAY_MINUTES))
     return inside, any(c.weekdays for c in named)
+
+
+@functools.lru_cache(maxsize=64)
+def _ages_named(rules: str) -> tuple[int, ...]:
+    """The ages, in seconds, past which a post stops being as recent as a rule asks ("posted
+    in the last hour": 3600), as the procedure reads them (``loops.timewords.recent_limit``)."""
+    return tuple(sorted({a for t in _texts(rules) if (a := timewords.recent_limit(t))}))
+
+
+def _young(rules: str, created_at: float, now: float) -> tuple[bool, ...]:
+    """For each age a rule names, whether a post made at ``created_at`` is younger."""
+    return tuple(now - created_at < age for age in _ages_named(rules))
 
 
 def normalize(text: str) -> str:
@@ -107,7 +123,8 @@ def inputs(
     """A beat's inputs digested: ``whole``, the fingerprint of them all (the HEARTBEAT.md text,
     the thread's title and messages, its personality, the Ledger feed, open contradictions,
     recent actions as the prompt lists them, the local time the rules name, the facts that time
-    alone changes (``loops.procedure.clock_facts``) and ``events``, text a beat is woken with);
+    alone changes (``loops.procedure.clock_facts``, and whether each post is as young as an age
+    a rule names) and ``events``, text a beat is woken with);
     and the same split for ``unchanged``: ``rest``, all but the counted posts of others, and
     ``posts``, one digest of each of those (with whether it is new).
 
@@ -137,6 +154,7 @@ def inputs(
         "recent": describe_actions([r.decision for r in ctx.recent if r.decision]),
         "time": time_inputs(rules, local),
         "clock": clock_facts(ctx, ctx.posts, local.timestamp()),
+        "young": sorted((p.id, _young(rules, p.created_at, local.timestamp())) for p in ctx.posts),
         "events": [normalize(e) for e in events],
     }
     whole = _digest(data)
@@ -192,6 +210,7 @@ def _scoped(
             p.score if score else None,
             p.comment_count if comments else None,
             p.id in new,
+            _young(rules, p.created_at, local.timestamp()),
         )
         (ours if p.author == AGENT else theirs).append(row)
     data = {

@@ -20,7 +20,15 @@ import msgspec
 
 from loops.wording import NUMBER_WORDS
 
-__all__ = ["DAY_MINUTES", "TimeCondition", "Window", "parse_clock", "read_time", "recency"]
+__all__ = [
+    "DAY_MINUTES",
+    "TimeCondition",
+    "Window",
+    "parse_clock",
+    "read_time",
+    "recency",
+    "recent_limit",
+]
 
 DAY_MINUTES: Final = 24 * 60
 POINT_MINUTES: Final = 60  # how long "at 9am" holds
@@ -277,12 +285,20 @@ def recency(text: str, hour: int, minute: int) -> int | None:
     """How old, in seconds, a post may be for the condition to hold ("posted in the last hour":
     3600; "in the past 2 days"; "posted today": since local midnight, given the local time);
     None when the condition names no such limit."""
-    low = text.lower()
-    m = _RECENT.search(low)
-    if m is not None:
-        n = m.group("n") or "1"
-        count = int(n) if n.isdigit() else NUMBER_WORDS.get(n, 1)
-        return count * _UNIT_SECONDS[m.group("unit")]
-    if _TODAY.search(low) is not None:
+    within = recent_limit(text)
+    if within is not None:
+        return within
+    if _TODAY.search(text.lower()) is not None:
         return (hour * 60 + minute) * 60
     return None
+
+
+def recent_limit(text: str) -> int | None:
+    """``recency``'s limits that do not move with the clock ("in the last hour": 3600, "in
+    the past 2 days"), in seconds; None for none ("posted today" ends at midnight instead)."""
+    m = _RECENT.search(text.lower())
+    if m is None:
+        return None
+    n = m.group("n") or "1"
+    count = int(n) if n.isdigit() else NUMBER_WORDS.get(n, 1)
+    return count * _UNIT_SECONDS[m.group("unit")]

@@ -11,6 +11,7 @@ from heartbeat_md import parse
 from ledger.records import Contradiction, Message, Post, Profile, Run, RunContext
 from loops.fingerprint import inputs, time_inputs
 from loops.reader import rules_of
+from loops.scope import FULL, scope_of
 from loops.timewords import read_time
 
 RULES = "## Rules\n- If a post asks a question, comment on it.\n"
@@ -274,3 +275,27 @@ def test_the_time_input_changes_whenever_a_rules_time_starts_or_stops_holding(ru
         if before is not None and state[0] != before[0]:
             assert state[1] != before[1], f"{rule!r} flips at {local:%H:%M} unseen"
         before = state
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "Comment on questions posted in the last 30 minutes.",
+        "Don't reply to posts from the past 45 minutes.",
+    ],
+)
+def test_a_post_ageing_past_an_age_a_rule_names_changes_it_once(rule: str, scoped: bool) -> None:
+    rules = f"## Rules\n- {rule}\n- Comment on questions.\n"
+    born = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    limit = 30 if "30" in rule else 45
+    ctx = with_(posts=[_post("p1", created=born.timestamp())])
+
+    def at(minutes: float) -> str:
+        when = born + timedelta(minutes=minutes)
+        scope = scope_of(rules, ctx, "prompt", "t") if scoped else FULL
+        return inputs(rules, "Default", ctx, when, (), scope).whole
+
+    assert at(1) == at(limit - 1)  # as recent as the rule asks all along
+    assert at(limit + 1) != at(limit - 1)  # and then no longer: the beat decides
+    assert at(limit + 1) == at(limit + 20)
