@@ -4,8 +4,9 @@ Pure: the rules and the facts in, a choice out. The rules come from the rule rea
 (``loops.reader``: each rule and proactive behavior read as a condition and the action it
 names); here the conditions are checked against the facts the service computed
 (``loops.facts``), rules first, in the file's order, and the first rule that applies to
-something the agent has not acted on yet is the choice. A rule whose condition is not
-understood never applies: acting on a guess is worse than a quiet beat. The model is then
+something the agent has not acted on yet is the choice. A rule whose condition names nothing
+it can check, or negates something it does not read, never applies: acting on a guess is worse
+than a quiet beat; other words it does not know are passed over. The model is then
 asked only for the text of a comment or post already chosen.
 """
 
