@@ -1,15 +1,16 @@
 """A database outage as a retrying loop sees it: one warning as it starts, one line as it ends,
 and the back-off between its tries.
 
-A loop whose work the database cannot take (``StorageBusy``) keeps an ``Outage``. After a try
+A loop whose work the database cannot take (``WAITED_OUT``) keeps an ``Outage``. After a try
 that failed, ``failed(exc)`` returns how long to wait before the next one (``first``, doubling
 up to ``most``; a fixed interval is ``first == most``) and, the first time only, logs the
 warning. After a try that went through, ``succeeded()`` logs the end with the seconds since the
 first failure, if there was one, and starts the back-off over.
 
 The lines are the caller's, logged by its logger, with ``%(name)s`` fields: the warning has
-``kind`` ("connection" for a ``StorageUnavailable``, else "lock"), ``first``, ``most`` and
-``exc``, the end line ``seconds``; each has too the fields given to ``failed`` or ``succeeded``.
+``kind`` ("connection" for a ``StorageUnavailable``, "file" for a ``StorageFault``, else
+"lock"), ``first``, ``most`` and ``exc``, the end line ``seconds``; each has too the fields
+given to ``failed`` or ``succeeded``.
 Time is the injected clock's.
 """
 
@@ -17,8 +18,13 @@ from __future__ import annotations
 
 import logging
 
-from ledger.errors import StorageUnavailable
+from ledger.errors import StorageBusy, StorageFault, StorageUnavailable
 from loops.clock import Clock
+
+# what a retrying loop waits out: the database away or locked (``StorageBusy``), or its file
+# refusing (``StorageFault``: a full disk or a read-only file clears by itself; a damaged one
+# needs a restart anyway, and nothing owed is dropped meanwhile)
+WAITED_OUT: tuple[type[Exception], ...] = (StorageBusy, StorageFault)
 
 
 class Outage:
@@ -48,7 +54,13 @@ class Outage:
         self.delay = min(delay * 2, self.most)
         if self.since is None:
             self.since = self.clock.now()
-            kind = "connection" if isinstance(exc, StorageUnavailable) else "lock"
+            kind = (
+                "connection"
+                if isinstance(exc, StorageUnavailable)
+                else "file"
+                if isinstance(exc, StorageFault)
+                else "lock"
+            )
             facts = {"kind": kind, "first": self.first, "most": self.most, "exc": exc}
             self.log.warning(self.down, {**facts, **fields})
         return delay

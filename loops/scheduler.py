@@ -18,7 +18,8 @@ heartbeat run yielded to the user owes one at its quiet end, by ``loops.spend.st
 so neither a restart nor a thread moving replica loses one.
 
 A claim the database cannot take (``StorageBusy``: it cannot be reached, or another process
-holds it locked past the storage's own retries) changes nothing stored, so the slots stay owed:
+holds it locked past the storage's own retries; ``StorageFault``: its disk is full, its file
+read-only or damaged) changes nothing stored, so the slots stay owed:
 their timers are armed again after a back-off, and the claim, once it goes through, runs each
 slot late (or as the catch-up of the slots it passed, by the usual rule). The outage is logged
 once as it starts and once as it ends, however many slots and retries it spans. A claim whose
@@ -39,14 +40,14 @@ from typing import Any
 import msgspec
 
 from ledger import config as hbconfig
-from ledger.errors import StorageBusy, StorageFault
+from ledger.errors import StorageFault
 from ledger.limits import WAKE_EVENTS_MAX
 from ledger.records import Loop, PlanFix, Reason, Run, RunOutcome, RunStatus, Thread, Trigger
 from ledger.storage.interface import USER, RunStart, Storage, Tx
 from loops import schedule as sched
 from loops.clock import Clock
 from loops.lifecycle import RunPlan, start_row
-from loops.outage import Outage
+from loops.outage import WAITED_OUT, Outage
 from loops.spend import last_user_at, quiet_until, still_deferred
 from loops.unsure import UnsureClaims
 
@@ -400,7 +401,7 @@ class HeartbeatScheduler:
             for plan in adopted:
                 self._catch_up.pop(plan.thread_id, None)  # that run is the catch-up owed
             started = await self._claim_due(due)
-        except StorageBusy as exc:
+        except WAITED_OUT as exc:
             now = self.clock.now()
             self.claim_failures += 1
             self._catch_up.update(owed)  # popped by the failed pass, still owed

@@ -3,7 +3,8 @@
 The heartbeat kind runs the scheduler's dispatcher plus a watchdog that re-arms every enabled
 thread each ``CRT_HEARTBEAT_LOOP_SECONDS`` and whenever the wall clock jumps against the
 monotonic clock (a clock change or a host suspend). Arming that the database cannot serve
-(``StorageBusy``: it is away, or locked past the storage's retries), at the start or in a
+(``StorageBusy``: it is away, or locked past the storage's retries; or a ``StorageFault`` of
+its file), at the start or in a
 reconcile pass, is tried again with a back-off, logged once as it starts failing and once as
 it goes through: an outage restarts nothing. Interval kinds (reflection, personality,
 self-reply) call their ``tick`` every ``seconds``.
@@ -18,11 +19,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import StorageBusy, StorageFault
+from ledger.errors import StorageFault
 from ledger.records import Loop, iso
 from loops.clock import Clock
 from loops.events import EventBus
-from loops.outage import Outage
+from loops.outage import WAITED_OUT, Outage
 
 log = logging.getLogger(f"heartbeat.{__name__}")
 
@@ -211,7 +212,7 @@ async def arm_through_outage(clock: Clock, arm_all: Callable[[], Awaitable[int]]
     while True:
         try:
             armed = await arm_all()
-        except StorageBusy as exc:
+        except WAITED_OUT as exc:
             await clock.sleep(outage.failed(exc, what=what))
             continue
         outage.succeeded(what=what)

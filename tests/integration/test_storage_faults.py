@@ -32,6 +32,7 @@ from loops.events import EventBus
 from loops.supervisor import LoopKind, LoopState, Supervisor, interval_body
 from tests.conftest import AppFactory, Running
 from tests.fakes.provider import ScriptedLLM
+from tests.integration.test_scheduler import START, runs, service
 
 MSGS = "/api/threads/default/messages"
 MD = "/api/heartbeat/heartbeat.md"
@@ -436,3 +437,27 @@ async def test_a_run_finishing_on_a_read_only_database_waits_and_is_recorded_onc
     assert "recorded after the database took writes again" in caplog.text
     assert (await c.get("/healthz")).json()["storage"]["status"] == "ok"
     assert not list(api.service.settings.db_path.parent.glob("unrecorded/*"))
+
+
+async def test_a_claim_on_a_read_only_database_keeps_its_slot_until_writes_work_again(
+    workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, llm = FakeClock(START), ScriptedLLM()
+    async with service(workspace, clock, llm) as svc:
+        await svc.set_config("default", {"every_seconds": 600})
+        anchor = (await svc.store.get_thread("default")).anchor
+        assert anchor is not None
+        await svc.store.write(pragma("PRAGMA query_only = ON"))  # every write refused
+        caplog.set_level(logging.INFO, logger="heartbeat.loops.scheduler")
+        await clock.advance(600 + 30)  # the slot comes due; the claim is refused, retried
+        assert await runs(svc) == [] and "default" in svc.scheduler.timers
+        writer = svc.store._db._w  # type: ignore[attr-defined]
+        await engine.in_thread(writer, lambda conn: conn.execute("PRAGMA query_only = OFF"))
+        await clock.advance(30)
+        (row,) = await runs(svc)
+        assert (row.slot, row.status) == (anchor + 600, "ok")  # the slot owed, run late
+        assert svc.supervisor.kinds["heartbeat"].state.restarts == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "heartbeat.loops.scheduler"]
+    waits = [m for m in lines if "claims wait for the database file" in m]
+    assert len(waits) == 1 and "read-only" in waits[0], lines
+    assert sum("the database is back after" in m for m in lines) == 1, lines

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from ledger.errors import StorageBusy, StorageUnavailable
+from ledger.errors import StorageBusy, StorageFull, StorageUnavailable
 from loops.clock import FakeClock
 from loops.outage import Outage
 
@@ -15,6 +15,7 @@ DOWN = "down: %(kind)s, %(first).0f s to %(most).0f s (%(exc)s)"
 BACK = "back after %(seconds).0f s"
 GONE = StorageUnavailable("gone")
 LOCKED = StorageBusy("locked")
+FULL = StorageFull("full")
 
 # A step is a failed try (the exception; the clock then moves on by the wait returned) or a try
 # that went through (None, after ``pause`` seconds of the clock).
@@ -47,6 +48,14 @@ PAUSE = 7.0
             [1.0, 2.0],
             [("WARNING", "down: lock, 1 s to 30 s (locked)"), ("INFO", "back after 10 s")],
             id="named-by-its-first-failure",
+        ),
+        pytest.param(
+            1.0,
+            10.0,
+            [FULL, FULL, None],
+            [1.0, 2.0],
+            [("WARNING", "down: file, 1 s to 10 s (full)"), ("INFO", "back after 10 s")],
+            id="a-file-fault",
         ),
         pytest.param(1.0, 10.0, [None, None], [], [], id="no-outage-no-line"),
         pytest.param(
