@@ -74,6 +74,7 @@ _X_IF_Y: Final = re.compile(
 )
 _ASKED: Final = re.compile(r"^(.+?)\?\s+(\S.*)$")  # a question that sets the condition
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
+_JOINED: Final = re.compile(r",\s*(?:and|&)\s+(?:then\s+|also\s+)?", re.I)  # ", and reply …"
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
 _NEGATED: Final = re.compile(
     r"^\s*(?:please\s+)?(?:don't|dont|do not|never|avoid|stop|refrain from|no)\s+(?:ever\s+)?",
@@ -365,9 +366,32 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     out: list[Rule] = []
     for text, section in found:
         for sentence in _SENTENCE.split(text):
-            if sentence.strip():
-                out += parse_rules(sentence, section)
+            for clause in _clauses(sentence):
+                if clause.strip():
+                    out += parse_rules(clause, section)
     return out
+
+
+def _clauses(text: str) -> list[str]:
+    """A sentence's rules: two joined by ", and" when the second leads with an action of its
+    own ("Downvote ads, and reply to anyone asking for notes"; "Never …, and don't …"); a
+    second after a leading condition shares it ("If Ana posts, upvote it, and reply" is also
+    "If Ana posts, reply"). A list of names or of things ("from Ana, Ben, and Carl") is one."""
+    for m in _JOINED.finditer(text):
+        first, rest = text[: m.start()], text[m.end() :]
+        neg = _NEGATED.match(rest)
+        leads = _leading_kind(rest) is not None or (
+            neg is not None and _leading_kind(rest[neg.end() :]) is not None
+        )
+        if not leads or parse_rule(first, "").kind is None:
+            continue
+        plain = wording.COURTESY.sub("", wording.normalize(first))
+        lead = _LEADING_COND.match(plain)
+        sep = None if lead is None else _separator(plain[lead.end() :])
+        if lead is not None and sep is not None:
+            rest = f"{plain[: lead.end() + sep[0]]}, {rest}"
+        return [first, *_clauses(rest)]
+    return [text]
 
 
 # --- what a rule reads ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from loops.factwords import CONCEPTS
 __all__ = [
     "AGGREGATE",
     "ASIDE",
+    "ASKS_FOR",
     "CONCEPTS",
     "COURTESY",
     "EXCEPTION",
@@ -117,7 +118,8 @@ VERBS: Final[dict[str, Kind]] = {
 }
 # verbs that name no action of their own: "give an upvote", "leave a comment", "say hello"
 LIGHT_VERBS: Final = frozenset(
-    "give leave add cast drop make say flag send put offer provide support show".split()
+    "give leave add cast drop make say flag send put offer provide support show hit press tap "
+    "click smash".split()
 )
 # nouns that make the action of a light verb (or of "post", "write": "post an answer")
 ACTION_NOUNS: Final[dict[str, Kind]] = {
@@ -144,7 +146,7 @@ SAYING: Final = re.compile(
 # words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
 # ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
 COURTESY: Final = re.compile(
-    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|i'd\s+like\s+you\s+to|"
+    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|so|oh|ok|okay|btw|plus|anyway|i'd\s+like\s+you\s+to|"
     r"i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to|"
     r"(?:make|be)\s+sure\s+(?:to|you)|remember\s+to|try\s+to|feel\s+free\s+to|"
     r"go\s+ahead\s+and|you\s+(?:should|can|may|must)|(?:can|could|would)\s+you)\b[\s,]*)+",
@@ -228,7 +230,8 @@ READ_WORDS: Final = frozenset(
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
     "except unless excluding apart it's they're he's she's you're we're got see spot notice "
-    "past within "
+    "past within older old report reports reporting announces announcing requests requesting "
+    "whoever puts drops "
     "could can".split()
 )
 QUIET_PHRASES: Final = (
@@ -333,6 +336,19 @@ _TOPIC_MARKERS: Final = (
     r"where (?:someone|somebody|people|a user|anyone) (?:shares?|mentions?|talks? about)",
     r"sharing",
     r"shares",
+    # a person's telling verb, its object the topic ("when someone reports a power cut",
+    # "whoever posts the exam dates", "anyone asking for lecture notes")
+    r"(?:someone|somebody|anyone|anybody|whoever|people|a user|a member|a customer|a neighbou?r)"
+    r" (?:posts|puts up|drops)",
+    r"reports?",
+    r"reporting",
+    r"announces",
+    r"announcing",
+    r"asks? for",
+    r"asking for",
+    r"requests",
+    r"requesting",
+    r"warns? (?:of|about)",
     r"mentioning",
     r"mentions",
     r"discussing",
@@ -350,6 +366,13 @@ _TOPIC_END: Final = re.compile(
 )
 _DETERMINERS: Final = frozenset(
     "a an the any some this that these those their his her its my our your new".split()
+)
+# a request for something, whose object is a topic, not a question ("asking for lecture notes",
+# "whoever asks for advice"): the question fact is not read in it
+ASKS_FOR: Final = re.compile(r"\b(?:asks?|asking|asked)\s+for\b", re.I)
+# words that name no topic as the whole of one ("when I ask for them", "posts something")
+_NO_TOPIC: Final = frozenset(
+    "it them him her me us you this that something anything stuff one ones".split()
 )
 _WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
 _UNSTEMMED: Final = frozenset("news series species always perhaps".split())
@@ -453,6 +476,6 @@ def topic_phrases(text: str) -> list[list[str]]:
         phrase = rest[: end.start()] if end is not None else rest
         for alt in re.split(r"\bor\b|/", phrase):
             words = [w for w in _WORD.findall(alt.lower()) if w not in _DETERMINERS]
-            if words:
+            if words and not set(words) <= _NO_TOPIC:
                 out.append([stem(w) for w in words])
     return out

@@ -105,3 +105,20 @@ def test_normalize_emoji_and_pop_up(text: str, expected: str) -> None:
 )
 def test_a_topic_ends_before_when_it_was_posted(text: str, topics: list[list[str]]) -> None:
     assert topic_phrases(text) == topics
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("someone reports a power cut", [["power", "cut"]]),
+        ("anyone reports a water leak or a power cut", [["water", "leak"], ["power", "cut"]]),
+        ("whoever posts the exam dates or a deadline", [["exam", "date"], ["deadline"]]),
+        ("anyone asking for lecture notes", [["lecture", "note"]]),
+        ("when I ask for them", []),
+        ("when someone posts something", []),
+        ("posts from Ana", []),
+        ("when someone posts, reply", []),
+    ],
+)
+def test_a_telling_verbs_object_is_a_topic(text: str, topics: list[list[str]]) -> None:
+    assert topic_phrases(text) == topics
