@@ -231,7 +231,7 @@ READ_WORDS: Final = frozenset(
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
     "except unless excluding apart it's they're he's she's you're we're got see spot notice "
     "past within older old report reports reporting announces announcing requests requesting "
-    "whoever puts drops "
+    "whoever puts drops announcement announcements review reviews "
     "could can".split()
 )
 QUIET_PHRASES: Final = (
@@ -374,6 +374,22 @@ ASKS_FOR: Final = re.compile(r"\b(?:asks?|asking|asked)\s+for\b", re.I)
 _NO_TOPIC: Final = frozenset(
     "it them him her me us you this that something anything stuff one ones".split()
 )
+# a noun before one naming a kind of post says what it is about ("bug reports", "feature
+# requests", "release announcements"); not a person, a quality or a word of the rule's own
+_KIND_OF_POST: Final = re.compile(
+    r"(?<![\w'-])([^\W\d_][\w-]*)\s+(?:reports?|announcements?|requests?|reviews?)\b", re.I
+)
+_NOT_A_KIND: Final = (
+    _DETERMINERS
+    | _NO_TOPIC
+    | FILLER
+    | frozenset(
+        "someone somebody anyone anybody whoever everyone everybody customer customers "
+        "neighbour neighbor student students good great bad short long quick detailed "
+        "helpful useful nice interesting latest first last recent old older open any "
+        "such other new".split()
+    )
+)
 _WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
 _UNSTEMMED: Final = frozenset("news series species always perhaps".split())
 
@@ -478,4 +494,8 @@ def topic_phrases(text: str) -> list[list[str]]:
             words = [w for w in _WORD.findall(alt.lower()) if w not in _DETERMINERS]
             if words and not set(words) <= _NO_TOPIC:
                 out.append([stem(w) for w in words])
+    for m in _KIND_OF_POST.finditer(text):  # "bug reports": posts about a bug
+        word = m.group(1).lower()
+        if not ({word, stem(word)} & _NOT_A_KIND) and verb_kind(word) is None:
+            out.append([stem(word)])
     return out

@@ -479,6 +479,8 @@ _EXAMS = _post("p1", "priya", "Exam dates are out", "Algorithms on 12 May, datab
 _POWER = _post("p1", "omar", "Power cut on Elm Row", "No electricity since 2pm.")
 _NOTES = _post("p1", "nina", "Lecture notes?", "Could someone share the lecture notes from Monday?")
 _DAYS = 86400.0
+_BUG = _post("p1", "lucas", "Bug: crash on an empty config", "tern crashes if tern.toml is empty.")
+_RELEASE = _post("p1", "ines", "tern 2.4 released", "The new release is out.")
 
 
 @pytest.mark.parametrize(
@@ -511,6 +513,12 @@ _DAYS = 86400.0
         ("- Upvote posts from Ana, Ben, and Carl.", _ASK, None),
         ("- Never comment on spam, and don't vote on ads.\n- Downvote spam.", _SPAM, None),
         ("- If Nadia asks a question, upvote it, and reply.", _ASK, "vote up"),
+        # a noun before a kind of post ("bug reports") is its topic
+        ("- Reply to bug reports that nobody has responded to yet.", _BUG, "comment"),
+        ("- Reply to bug reports that nobody has responded to yet.", _RELEASE, None),
+        ("- Reply to bug reports that nobody has responded to yet.", _ASK, None),
+        ("- Upvote release announcements.", _RELEASE, "vote up"),
+        ("- Upvote release announcements.", _BUG, None),
         # an age a post must be past
         (
             "- Upvote questions.\n- Don't vote on anything older than two days.",

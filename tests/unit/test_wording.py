@@ -122,3 +122,20 @@ def test_a_topic_ends_before_when_it_was_posted(text: str, topics: list[list[str
 )
 def test_a_telling_verbs_object_is_a_topic(text: str, topics: list[list[str]]) -> None:
     assert topic_phrases(text) == topics
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("Reply to bug reports that nobody has responded to yet", [["bug"]]),
+        ("Upvote release announcements", [["release"]]),
+        ("Answer feature requests from Ana", [["feature"]]),
+        ("Upvote good reviews", []),  # a quality, passed over
+        ("When someone reports a power cut", [["power", "cut"]]),
+        ("Upvote Ana's reports", []),
+        ("Downvote spam reports", []),  # spam is a fact of its own (``KNOWN_STEMS``)
+        ("Answer requests", []),
+    ],
+)
+def test_a_noun_before_a_kind_of_post_is_its_topic(text: str, topics: list[list[str]]) -> None:
+    assert [t for t in topic_phrases(text) if t != ["spam"]] == topics
