@@ -370,6 +370,8 @@ _DETERMINERS: Final = frozenset(
 # a request for something, whose object is a topic, not a question ("asking for lecture notes",
 # "whoever asks for advice"): the question fact is not read in it
 ASKS_FOR: Final = re.compile(r"\b(?:asks?|asking|asked)\s+for\b", re.I)
+# words a topic is matched without ("requests for help": help; "advice on gardening")
+_TOPIC_SKIP: Final = _DETERMINERS | frozenset("for of on to at".split())
 # words that name no topic as the whole of one ("when I ask for them", "posts something")
 _NO_TOPIC: Final = frozenset(
     "it them him her me us you this that something anything stuff one ones".split()
@@ -491,7 +493,7 @@ def topic_phrases(text: str) -> list[list[str]]:
         end = _TOPIC_END.search(rest)
         phrase = rest[: end.start()] if end is not None else rest
         for alt in re.split(r"\bor\b|/", phrase):
-            words = [w for w in _WORD.findall(alt.lower()) if w not in _DETERMINERS]
+            words = [w for w in _WORD.findall(alt.lower()) if w not in _TOPIC_SKIP]
             if words and not set(words) <= _NO_TOPIC:
                 out.append([stem(w) for w in words])
     for m in _KIND_OF_POST.finditer(text):  # "bug reports": posts about a bug

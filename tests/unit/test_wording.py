@@ -139,3 +139,15 @@ def test_a_telling_verbs_object_is_a_topic(text: str, topics: list[list[str]]) -
 )
 def test_a_noun_before_a_kind_of_post_is_its_topic(text: str, topics: list[list[str]]) -> None:
     assert [t for t in topic_phrases(text) if t != ["spam"]] == topics
+
+
+@pytest.mark.parametrize(
+    ("text", "topics"),
+    [
+        ("Answer requests for help", [["help"]]),
+        ("Help whoever asks for advice on gardening", [["advice", "gardening"]]),
+        ("when someone reports on the garden", [["garden"]]),
+    ],
+)
+def test_a_topic_is_matched_without_its_prepositions(text: str, topics: list[list[str]]) -> None:
+    assert topic_phrases(text) == topics
