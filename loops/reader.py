@@ -372,11 +372,28 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     return out
 
 
+_BACK: Final = re.compile(r"\b(?:it|them)\b", re.I)  # a pronoun naming the first's object
+_ON: Final = re.compile(r"^\s*(?:on|to|under|at|for)\s+", re.I)
+
+
+def _object_of(rule: str) -> str | None:
+    """What a rule that leads with its verb acts on ("Never comment on spam": spam;
+    "Upvote Marta's posts": Marta's posts); None when it leads with none."""
+    neg = _NEGATED.match(rule)
+    text = rule[neg.end() :] if neg is not None else rule
+    if _leading_kind(text) is None:
+        return None
+    named = _ON.sub("", wording.VERB_LEAD.sub("", text, count=1)).strip(" .")
+    return named or None
+
+
 def _clauses(text: str) -> list[str]:
     """A sentence's rules: two joined by ", and" when the second leads with an action of its
     own ("Downvote ads, and reply to anyone asking for notes"; "Never …, and don't …"); a
     second after a leading condition shares it ("If Ana posts, upvote it, and reply" is also
-    "If Ana posts, reply"). A list of names or of things ("from Ana, Ben, and Carl") is one."""
+    "If Ana posts, reply"), and its "it" or "them" names the first's object ("Never comment
+    on spam, and don't vote on it"). A list of names or of things ("from Ana, Ben, and
+    Carl") is one."""
     for m in _JOINED.finditer(text):
         first, rest = text[: m.start()], text[m.end() :]
         neg = _NEGATED.match(rest)
@@ -390,6 +407,8 @@ def _clauses(text: str) -> list[str]:
         sep = None if lead is None else _separator(plain[lead.end() :])
         if lead is not None and sep is not None:
             rest = f"{plain[: lead.end() + sep[0]]}, {rest}"
+        elif (named := _object_of(plain)) is not None:  # "…, and don't vote on it"
+            rest = _BACK.sub(named, rest, count=1)
         return [first, *_clauses(rest)]
     return [text]
 

@@ -513,6 +513,19 @@ _RELEASE = _post("p1", "ines", "tern 2.4 released", "The new release is out.")
         ("- Upvote posts from Ana, Ben, and Carl.", _ASK, None),
         ("- Never comment on spam, and don't vote on ads.\n- Downvote spam.", _SPAM, None),
         ("- If Nadia asks a question, upvote it, and reply.", _ASK, "vote up"),
+        # "it" and "them" after ", and" name the first rule's object
+        ("- Never comment on spam, and don't vote on it.\n- Downvote spam.", _SPAM, None),
+        ("- Never comment on spam, and don't vote on it.\n- Upvote questions.", _ASK, "vote up"),
+        (
+            "- Never vote on Nadia's posts, and don't reply to them.\n- Answer questions.",
+            _ASK,
+            None,
+        ),
+        (
+            "- Never vote on Nadia's posts, and don't reply to them.\n- Answer questions.",
+            _HOWTO,
+            "comment",
+        ),
         # a noun before a kind of post ("bug reports") is its topic
         ("- Reply to bug reports that nobody has responded to yet.", _BUG, "comment"),
         ("- Reply to bug reports that nobody has responded to yet.", _RELEASE, None),
