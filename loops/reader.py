@@ -301,8 +301,22 @@ def parse_rules(text: str, section: str) -> list[Rule]:
     """A line's rules: the rule; for a "don't" rule naming several actions ("No posting or
     commenting after 10pm") one for each; for an exception ("Downvote spam unless it's from
     Dealz", "except on Sundays") a "don't" rule of its own, and when the exception's words are
-    not understood the rule names no action (so it never applies)."""
+    not understood the rule names no action (so it never applies); an "ignore" rule
+    ("Ignore anything from Rob") a "don't" rule of each action."""
     norm = wording.normalize(text.strip())
+    kept = _kept_away(norm)
+    if kept is not None:
+        return [
+            Rule(
+                text=text.strip(),
+                section=section,
+                kind=k,
+                direction=None,
+                condition=kept,
+                negated=True,
+            )
+            for k in ("vote", "comment", "post")
+        ]
     exc = wording.EXCEPTION.search(norm)
     rule = parse_rule(norm if exc is None else norm[: exc.start()], section, whole=text)
     out = [rule]
@@ -321,6 +335,20 @@ def parse_rules(text: str, section: str) -> list[Rule]:
     if not reading(replace(unless, text=unless.condition), set(), "").understood:
         return [replace(rule, kind=None, direction=None)]
     return [*out, unless]
+
+
+def _kept_away(text: str) -> str | None:
+    """What an "ignore" rule keeps away from ("Ignore anything from Rob": anything from Rob;
+    "If Rob posts about crypto, ignore it": Rob posts about crypto), which is then a "don't"
+    rule of every action; None for any other line."""
+    plain = wording.COURTESY.sub("", text)
+    m = wording.IGNORE.match(plain)
+    if m is not None:
+        return next(g for g in m.groups() if g is not None)
+    cond, act = _split(plain)
+    if cond != act and wording.IGNORE.match(wording.COURTESY.sub("", act)) is not None:
+        return cond
+    return None
 
 
 def _also_named(text: str, first: Kind) -> list[Kind]:

@@ -21,6 +21,7 @@ __all__ = [
     "COURTESY",
     "EXCEPTION",
     "FILLER",
+    "IGNORE",
     "LIGHT_VERBS",
     "MODAL_END",
     "NEGATIONS",
@@ -190,6 +191,14 @@ PASSIVE: Final = re.compile(
     r"(?P<rest>.*)$",
     re.I,
 )
+# a rule that keeps away from what it names, whatever the action: "Ignore anything from Rob",
+# "Leave Rob's posts alone", "Don't engage with Rob", "Stay away from politics"
+IGNORE: Final = re.compile(
+    r"^\s*(?:(?:ignore|disregard)\s+(?P<a>.+)|leave\s+(?P<b>.+?)\s+alone\b.*"
+    r"|(?:don't|dont|do\s+not|never)\s+(?:engage|interact)\s+with\s+(?P<c>.+)"
+    r"|(?:stay\s+away|steer\s+clear|keep\s+away)\s+(?:from|of)\s+(?P<d>.+))$",
+    re.I,
+)
 # a subject that says none: "Nothing from Brad gets an upvote", "No spam deserves a reply"
 NO_SUBJECT: Final = re.compile(r"^\s*(?:nothing|no|none(?:\s+of)?|never\s+anything)\b\s*", re.I)
 # an exception to a rule: "Downvote spam unless it's from Dealz", "Answer questions, except
@@ -231,7 +240,8 @@ READ_WORDS: Final = frozenset(
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
     "except unless excluding apart it's they're he's she's you're we're got see spot notice "
     "past within older old report reports reporting announces announcing requests requesting "
-    "whoever puts drops announcement announcements review reviews "
+    "whoever puts drops announcement announcements review reviews looking searching needs "
+    "needing selling offering ignore disregard alone engage interact stay away steer clear "
     "could can".split()
 )
 QUIET_PHRASES: Final = (
@@ -346,6 +356,10 @@ _TOPIC_MARKERS: Final = (
     r"announcing",
     r"asks? for",
     r"asking for",
+    r"(?:is |are )?(?:looking|searching) for",
+    r"needs",
+    r"needing",
+    r"(?:is |are )?(?:selling|offering)",
     r"requests",
     r"requesting",
     r"warns? (?:of|about)",
