@@ -288,14 +288,21 @@ _OLDER: Final = re.compile(
 )
 
 
+_WAITED: Final = re.compile(  # "no replies after 2 hours", "waiting for more than an hour"
+    rf"\b(?:after|for(?:\s+(?:more\s+than|over|at\s+least))?)\s+(?P<n>{_NUMBER_OF})\s+"
+    r"(?P<unit>min|minute|hr|hour|day|week)s?\b"
+)
+
+
 def older_than(text: str) -> int | None:
     """How old, in seconds, a post must be for the condition to hold ("older than two days":
-    172800, "more than a week old", "over 3 hours old"); None when it names no such age. "More
-    than …" and "over …" count only with "old" after the unit ("more than two days" alone
-    names no age)."""
+    172800, "more than a week old", "over 3 hours old", "no replies after 2 hours", "waiting
+    for more than an hour"); None when it names no such age. "More than …" and "over …" count
+    only with "old" after the unit ("more than two days" alone names no age)."""
     low = text.lower()
-    for m in _OLDER.finditer(low):
-        if not m.group(0).startswith("older") and not m.group(0).endswith(" old"):
+    for m in (*_OLDER.finditer(low), *_WAITED.finditer(low)):
+        said = m.group(0)
+        if said.startswith(("more", "over", "at")) and not said.endswith(" old"):
             continue
         n = m.group("n") or "1"
         count = int(n) if n.isdigit() else NUMBER_WORDS.get(n, 1)

@@ -545,6 +545,12 @@ _RELEASE = _post("p1", "ines", "tern 2.4 released", "The new release is out.")
             "comment",
         ),
         ("- Comment on questions more than a day old.", _ASK, None),
+        ("- If a question has no replies after 2 hours, answer it.", _ASK, None),
+        (
+            "- If a question has no replies after 2 hours, answer it.",
+            msgspec.structs.replace(_ASK, age_seconds=3 * 3600),
+            "comment",
+        ),
     ],
 )
 def test_kinds_of_rule_since_the_third_probe(md: str, post: PostFacts, acts: str | None) -> None:

@@ -125,6 +125,11 @@ from loops.timewords import older_than, recency, recent_limit  # noqa: E402
         ("questions more than a day old", 86400),
         ("over 3 hours old", 3 * 3600),
         ("at least 2 weeks old", 2 * 604800),
+        ("no replies after 2 hours", 7200),
+        ("waiting for more than an hour", 3600),
+        ("unanswered for a day", 86400),
+        ("after 9pm", None),  # a time of day, not an age
+        ("after 10 posts", None),
         ("more than two days", None),  # no "old": not an age
         ("more than 3 replies", None),
         ("posted in the last hour", None),
