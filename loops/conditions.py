@@ -72,10 +72,13 @@ def has(cond: str, *keys: str) -> bool:
 
 def concept(cond: str, name: str) -> bool:
     """The condition names the fact by one of its words; the verb that leads a rule naming the
-    action is not one ("Never vote on anything Kasia posts" does not ask for a vote)."""
+    action is not one ("Never vote on anything Kasia posts" does not ask for a vote), nor is
+    "asks for" a question."""
     text = bare(cond)
     if wording.verb_kind(next(iter(words(text)), "")) is not None:
         text = wording.VERB_LEAD.sub("", text)
+    if name == "question":  # "anyone asking for lecture notes" asks for a topic
+        text = wording.ASKS_FOR.sub(" ", text)
     return wording.has_any(text, wording.CONCEPTS[name]) is not None
 
 

@@ -211,6 +211,11 @@ def _matches(rule: Rule, post: PostFacts, authors: set[str], now: Situation) -> 
         if post.age_seconds > within:
             return None
         why.append(f"posted {int(post.age_seconds // 60)} minutes ago")
+    older = timewords.older_than(cond)  # "anything older than two days"
+    if older is not None:
+        if post.age_seconds <= older:
+            return None
+        why.append(f"posted {int(post.age_seconds // 3600)} hours ago")
     topics = _post_topics(cond, post, reader.keywords(cond, authors), reader.topics(cond))
     if topics is not None:
         if not topics[0]:

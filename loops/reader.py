@@ -74,6 +74,7 @@ _X_IF_Y: Final = re.compile(
 )
 _ASKED: Final = re.compile(r"^(.+?)\?\s+(\S.*)$")  # a question that sets the condition
 _SENTENCE: Final = re.compile(r"(?<=[.!;])\s+(?=[\"“'A-Z])|;\s*")
+_JOINED: Final = re.compile(r",\s*(?:and|&)\s+(?:then\s+|also\s+)?", re.I)  # ", and reply …"
 _LIST_MARK: Final = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+")
 _NEGATED: Final = re.compile(
     r"^\s*(?:please\s+)?(?:don't|dont|do not|never|avoid|stop|refrain from|no)\s+(?:ever\s+)?",
@@ -300,8 +301,22 @@ def parse_rules(text: str, section: str) -> list[Rule]:
     """A line's rules: the rule; for a "don't" rule naming several actions ("No posting or
     commenting after 10pm") one for each; for an exception ("Downvote spam unless it's from
     Dealz", "except on Sundays") a "don't" rule of its own, and when the exception's words are
-    not understood the rule names no action (so it never applies)."""
+    not understood the rule names no action (so it never applies); an "ignore" rule
+    ("Ignore anything from Rob") a "don't" rule of each action."""
     norm = wording.normalize(text.strip())
+    kept = _kept_away(norm)
+    if kept is not None:
+        return [
+            Rule(
+                text=text.strip(),
+                section=section,
+                kind=k,
+                direction=None,
+                condition=kept,
+                negated=True,
+            )
+            for k in ("vote", "comment", "post")
+        ]
     exc = wording.EXCEPTION.search(norm)
     rule = parse_rule(norm if exc is None else norm[: exc.start()], section, whole=text)
     out = [rule]
@@ -320,6 +335,20 @@ def parse_rules(text: str, section: str) -> list[Rule]:
     if not reading(replace(unless, text=unless.condition), set(), "").understood:
         return [replace(rule, kind=None, direction=None)]
     return [*out, unless]
+
+
+def _kept_away(text: str) -> str | None:
+    """What an "ignore" rule keeps away from ("Ignore anything from Rob": anything from Rob;
+    "If Rob posts about crypto, ignore it": Rob posts about crypto), which is then a "don't"
+    rule of every action; None for any other line."""
+    plain = wording.COURTESY.sub("", text)
+    m = wording.IGNORE.match(plain)
+    if m is not None:
+        return next(g for g in m.groups() if g is not None)
+    cond, act = _split(plain)
+    if cond != act and wording.IGNORE.match(wording.COURTESY.sub("", act)) is not None:
+        return cond
+    return None
 
 
 def _also_named(text: str, first: Kind) -> list[Kind]:
@@ -365,9 +394,51 @@ def rules_of(instructions: Instructions) -> list[Rule]:
     out: list[Rule] = []
     for text, section in found:
         for sentence in _SENTENCE.split(text):
-            if sentence.strip():
-                out += parse_rules(sentence, section)
+            for clause in _clauses(sentence):
+                if clause.strip():
+                    out += parse_rules(clause, section)
     return out
+
+
+_BACK: Final = re.compile(r"\b(?:it|them)\b", re.I)  # a pronoun naming the first's object
+_ON: Final = re.compile(r"^\s*(?:on|to|under|at|for)\s+", re.I)
+
+
+def _object_of(rule: str) -> str | None:
+    """What a rule that leads with its verb acts on ("Never comment on spam": spam;
+    "Upvote Marta's posts": Marta's posts); None when it leads with none."""
+    neg = _NEGATED.match(rule)
+    text = rule[neg.end() :] if neg is not None else rule
+    if _leading_kind(text) is None:
+        return None
+    named = _ON.sub("", wording.VERB_LEAD.sub("", text, count=1)).strip(" .")
+    return named or None
+
+
+def _clauses(text: str) -> list[str]:
+    """A sentence's rules: two joined by ", and" when the second leads with an action of its
+    own ("Downvote ads, and reply to anyone asking for notes"; "Never …, and don't …"); a
+    second after a leading condition shares it ("If Ana posts, upvote it, and reply" is also
+    "If Ana posts, reply"), and its "it" or "them" names the first's object ("Never comment
+    on spam, and don't vote on it"). A list of names or of things ("from Ana, Ben, and
+    Carl") is one."""
+    for m in _JOINED.finditer(text):
+        first, rest = text[: m.start()], text[m.end() :]
+        neg = _NEGATED.match(rest)
+        leads = _leading_kind(rest) is not None or (
+            neg is not None and _leading_kind(rest[neg.end() :]) is not None
+        )
+        if not leads or parse_rule(first, "").kind is None:
+            continue
+        plain = wording.COURTESY.sub("", wording.normalize(first))
+        lead = _LEADING_COND.match(plain)
+        sep = None if lead is None else _separator(plain[lead.end() :])
+        if lead is not None and sep is not None:
+            rest = f"{plain[: lead.end() + sep[0]]}, {rest}"
+        elif (named := _object_of(plain)) is not None:  # "…, and don't vote on it"
+            rest = _BACK.sub(named, rest, count=1)
+        return [first, *_clauses(rest)]
+    return [text]
 
 
 # --- what a rule reads ------------------------------------------------------------------------

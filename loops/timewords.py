@@ -24,6 +24,7 @@ __all__ = [
     "DAY_MINUTES",
     "TimeCondition",
     "Window",
+    "older_than",
     "parse_clock",
     "read_time",
     "recency",
@@ -281,11 +282,39 @@ _TODAY: Final = re.compile(
 )
 
 
+_OLDER: Final = re.compile(
+    rf"\b(?:older\s+than|more\s+than|over|at\s+least)\s+(?:(?P<n>{_NUMBER_OF})\s+)?"
+    r"(?P<unit>min|minute|hr|hour|day|week)s?(?:\s+old)?\b"
+)
+
+
+_WAITED: Final = re.compile(  # "no replies after 2 hours", "waiting for more than an hour"
+    rf"\b(?:after|for(?:\s+(?:more\s+than|over|at\s+least))?)\s+(?P<n>{_NUMBER_OF})\s+"
+    r"(?P<unit>min|minute|hr|hour|day|week)s?\b"
+)
+
+
+def older_than(text: str) -> int | None:
+    """How old, in seconds, a post must be for the condition to hold ("older than two days":
+    172800, "more than a week old", "over 3 hours old", "no replies after 2 hours", "waiting
+    for more than an hour"); None when it names no such age. "More than …" and "over …" count
+    only with "old" after the unit ("more than two days" alone names no age)."""
+    low = text.lower()
+    for m in (*_OLDER.finditer(low), *_WAITED.finditer(low)):
+        said = m.group(0)
+        if said.startswith(("more", "over", "at")) and not said.endswith(" old"):
+            continue
+        n = m.group("n") or "1"
+        count = int(n) if n.isdigit() else NUMBER_WORDS.get(n, 1)
+        return count * _UNIT_SECONDS[m.group("unit")]
+    return None
+
+
 def recency(text: str, hour: int, minute: int) -> int | None:
     """How old, in seconds, a post may be for the condition to hold ("posted in the last hour":
     3600; "in the past 2 days"; "posted today": since local midnight, given the local time);
     None when the condition names no such limit."""
-    within = recent_limit(text)
+    within = _within(text)
     if within is not None:
         return within
     if _TODAY.search(text.lower()) is not None:
@@ -294,8 +323,15 @@ def recency(text: str, hour: int, minute: int) -> int | None:
 
 
 def recent_limit(text: str) -> int | None:
-    """``recency``'s limits that do not move with the clock ("in the last hour": 3600, "in
-    the past 2 days"), in seconds; None for none ("posted today" ends at midnight instead)."""
+    """The age, in seconds, at which a post's standing under the condition flips and that does
+    not move with the clock: ``recency``'s ("in the last hour": 3600, "in the past 2 days") or
+    ``older_than``'s ("older than two days"); None for none ("posted today" ends at midnight
+    instead)."""
+    within = _within(text)
+    return within if within is not None else older_than(text)
+
+
+def _within(text: str) -> int | None:
     m = _RECENT.search(text.lower())
     if m is None:
         return None

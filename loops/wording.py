@@ -16,10 +16,12 @@ from loops.factwords import CONCEPTS
 __all__ = [
     "AGGREGATE",
     "ASIDE",
+    "ASKS_FOR",
     "CONCEPTS",
     "COURTESY",
     "EXCEPTION",
     "FILLER",
+    "IGNORE",
     "LIGHT_VERBS",
     "MODAL_END",
     "NEGATIONS",
@@ -117,7 +119,8 @@ VERBS: Final[dict[str, Kind]] = {
 }
 # verbs that name no action of their own: "give an upvote", "leave a comment", "say hello"
 LIGHT_VERBS: Final = frozenset(
-    "give leave add cast drop make say flag send put offer provide support show".split()
+    "give leave add cast drop make say flag send put offer provide support show hit press tap "
+    "click smash".split()
 )
 # nouns that make the action of a light verb (or of "post", "write": "post an answer")
 ACTION_NOUNS: Final[dict[str, Kind]] = {
@@ -144,7 +147,7 @@ SAYING: Final = re.compile(
 # words that lead a rule without being part of it: "Please upvote polls", "Also, reply to Ana"
 # ("I'd like you to reply …", "Make sure to upvote …", "Could you answer …")
 COURTESY: Final = re.compile(
-    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|i'd\s+like\s+you\s+to|"
+    r"^\s*(?:(?:please|kindly|always|also|and|just|only|then|so|oh|ok|okay|btw|plus|anyway|i'd\s+like\s+you\s+to|"
     r"i\s+would\s+like\s+you\s+to|i\s+want\s+you\s+to|i\s+need\s+you\s+to|"
     r"(?:make|be)\s+sure\s+(?:to|you)|remember\s+to|try\s+to|feel\s+free\s+to|"
     r"go\s+ahead\s+and|you\s+(?:should|can|may|must)|(?:can|could|would)\s+you)\b[\s,]*)+",
@@ -188,6 +191,14 @@ PASSIVE: Final = re.compile(
     r"(?P<rest>.*)$",
     re.I,
 )
+# a rule that keeps away from what it names, whatever the action: "Ignore anything from Rob",
+# "Leave Rob's posts alone", "Don't engage with Rob", "Stay away from politics"
+IGNORE: Final = re.compile(
+    r"^\s*(?:(?:ignore|disregard)\s+(?P<a>.+)|leave\s+(?P<b>.+?)\s+alone\b.*"
+    r"|(?:don't|dont|do\s+not|never)\s+(?:engage|interact)\s+with\s+(?P<c>.+)"
+    r"|(?:stay\s+away|steer\s+clear|keep\s+away)\s+(?:from|of)\s+(?P<d>.+))$",
+    re.I,
+)
 # a subject that says none: "Nothing from Brad gets an upvote", "No spam deserves a reply"
 NO_SUBJECT: Final = re.compile(r"^\s*(?:nothing|no|none(?:\s+of)?|never\s+anything)\b\s*", re.I)
 # an exception to a rule: "Downvote spam unless it's from Dealz", "Answer questions, except
@@ -228,7 +239,9 @@ READ_WORDS: Final = frozenset(
     "mentioning discussing containing contains word words titled about arrive arrives unread fresh "
     "recent last summary must shall ought i'd would want need sure remember try feel ahead go "
     "except unless excluding apart it's they're he's she's you're we're got see spot notice "
-    "past within "
+    "past within older old report reports reporting announces announcing requests requesting "
+    "whoever puts drops announcement announcements review reviews looking searching needs "
+    "needing selling offering ignore disregard alone engage interact stay away steer clear "
     "could can".split()
 )
 QUIET_PHRASES: Final = (
@@ -333,6 +346,23 @@ _TOPIC_MARKERS: Final = (
     r"where (?:someone|somebody|people|a user|anyone) (?:shares?|mentions?|talks? about)",
     r"sharing",
     r"shares",
+    # a person's telling verb, its object the topic ("when someone reports a power cut",
+    # "whoever posts the exam dates", "anyone asking for lecture notes")
+    r"(?:someone|somebody|anyone|anybody|whoever|people|a user|a member|a customer|a neighbou?r)"
+    r" (?:posts|puts up|drops)",
+    r"reports?",
+    r"reporting",
+    r"announces",
+    r"announcing",
+    r"asks? for",
+    r"asking for",
+    r"(?:is |are )?(?:looking|searching) for",
+    r"needs",
+    r"needing",
+    r"(?:is |are )?(?:selling|offering)",
+    r"requests",
+    r"requesting",
+    r"warns? (?:of|about)",
     r"mentioning",
     r"mentions",
     r"discussing",
@@ -350,6 +380,31 @@ _TOPIC_END: Final = re.compile(
 )
 _DETERMINERS: Final = frozenset(
     "a an the any some this that these those their his her its my our your new".split()
+)
+# a request for something, whose object is a topic, not a question ("asking for lecture notes",
+# "whoever asks for advice"): the question fact is not read in it
+ASKS_FOR: Final = re.compile(r"\b(?:asks?|asking|asked)\s+for\b", re.I)
+# words a topic is matched without ("requests for help": help; "advice on gardening")
+_TOPIC_SKIP: Final = _DETERMINERS | frozenset("for of on to at".split())
+# words that name no topic as the whole of one ("when I ask for them", "posts something")
+_NO_TOPIC: Final = frozenset(
+    "it them him her me us you this that something anything stuff one ones".split()
+)
+# a noun before one naming a kind of post says what it is about ("bug reports", "feature
+# requests", "release announcements"); not a person, a quality or a word of the rule's own
+_KIND_OF_POST: Final = re.compile(
+    r"(?<![\w'-])([^\W\d_][\w-]*)\s+(?:reports?|announcements?|requests?|reviews?)\b", re.I
+)
+_NOT_A_KIND: Final = (
+    _DETERMINERS
+    | _NO_TOPIC
+    | FILLER
+    | frozenset(
+        "someone somebody anyone anybody whoever everyone everybody customer customers "
+        "neighbour neighbor student students good great bad short long quick detailed "
+        "helpful useful nice interesting latest first last recent old older open any "
+        "such other new".split()
+    )
 )
 _WORD: Final = re.compile(r"(?:[^\W_]|[@'])+")
 _UNSTEMMED: Final = frozenset("news series species always perhaps".split())
@@ -452,7 +507,11 @@ def topic_phrases(text: str) -> list[list[str]]:
         end = _TOPIC_END.search(rest)
         phrase = rest[: end.start()] if end is not None else rest
         for alt in re.split(r"\bor\b|/", phrase):
-            words = [w for w in _WORD.findall(alt.lower()) if w not in _DETERMINERS]
-            if words:
+            words = [w for w in _WORD.findall(alt.lower()) if w not in _TOPIC_SKIP]
+            if words and not set(words) <= _NO_TOPIC:
                 out.append([stem(w) for w in words])
+    for m in _KIND_OF_POST.finditer(text):  # "bug reports": posts about a bug
+        word = m.group(1).lower()
+        if not ({word, stem(word)} & _NOT_A_KIND) and verb_kind(word) is None:
+            out.append([stem(word)])
     return out

@@ -471,3 +471,107 @@ def test_a_reminder_asked_for_as_them() -> None:
     rule = parse_rule("I want you to post my reminders when I ask for them.", "reminders")
     assert rule.kind == "post" and reminder(rule.condition)
     assert not reminder(parse_rule("Upvote polls when people ask for them.", "r").condition)
+
+
+# --- kinds of rule read since the third probe set ----------------------------------------------
+
+_EXAMS = _post("p1", "priya", "Exam dates are out", "Algorithms on 12 May, databases on 15 May.")
+_POWER = _post("p1", "omar", "Power cut on Elm Row", "No electricity since 2pm.")
+_NOTES = _post("p1", "nina", "Lecture notes?", "Could someone share the lecture notes from Monday?")
+_DAYS = 86400.0
+_BUG = _post("p1", "lucas", "Bug: crash on an empty config", "tern crashes if tern.toml is empty.")
+_RELEASE = _post("p1", "ines", "tern 2.4 released", "The new release is out.")
+
+
+@pytest.mark.parametrize(
+    ("md", "post", "acts"),
+    [
+        # a chatty lead before the condition, and "hit" as a light verb
+        (
+            "- So whenever someone posts the exam dates, could you hit upvote on it?",
+            _EXAMS,
+            "vote up",
+        ),
+        ("- So whenever someone posts the exam dates, could you hit upvote on it?", _NOTE, None),
+        ("- Okay so if a post is spam, downvote it.", _SPAM, "vote down"),
+        ("- Hit downvote on spam.", _SPAM, "vote down"),
+        ("- Hit downvote on spam.", _ASK, None),
+        # a topic named as the object of a person's telling verb
+        ("- When someone reports a power cut, post an alert.", _POWER, "post"),
+        ("- When someone reports a power cut, post an alert.", _URGENT, None),
+        ("- If anyone reports a water leak or a power cut, post an alert.", _URGENT, "post"),
+        ("- Whoever posts the exam dates gets an upvote.", _EXAMS, "vote up"),
+        ("- Whoever posts the exam dates gets an upvote.", _ASK, None),
+        # "asking for" names what is asked for, not any question
+        ("- Reply to anyone asking for lecture notes.", _NOTES, "comment"),
+        ("- Reply to anyone asking for lecture notes.", _ASK, None),
+        # two rules joined by ", and"
+        ("- Downvote ads, and reply to anyone asking for lecture notes.", _NOTES, "comment"),
+        ("- Downvote ads, and reply to anyone asking for lecture notes.", _SPAM, "vote down"),
+        ("- Downvote ads, and reply to anyone asking for lecture notes.", _ASK, None),
+        ("- Upvote posts from Ana, Ben, and Nadia.", _ASK, "vote up"),
+        ("- Upvote posts from Ana, Ben, and Carl.", _ASK, None),
+        ("- Never comment on spam, and don't vote on ads.\n- Downvote spam.", _SPAM, None),
+        ("- If Nadia asks a question, upvote it, and reply.", _ASK, "vote up"),
+        # "it" and "them" after ", and" name the first rule's object
+        ("- Never comment on spam, and don't vote on it.\n- Downvote spam.", _SPAM, None),
+        ("- Never comment on spam, and don't vote on it.\n- Upvote questions.", _ASK, "vote up"),
+        (
+            "- Never vote on Nadia's posts, and don't reply to them.\n- Answer questions.",
+            _ASK,
+            None,
+        ),
+        (
+            "- Never vote on Nadia's posts, and don't reply to them.\n- Answer questions.",
+            _HOWTO,
+            "comment",
+        ),
+        # a noun before a kind of post ("bug reports") is its topic
+        ("- Reply to bug reports that nobody has responded to yet.", _BUG, "comment"),
+        ("- Reply to bug reports that nobody has responded to yet.", _RELEASE, None),
+        ("- Reply to bug reports that nobody has responded to yet.", _ASK, None),
+        ("- Upvote release announcements.", _RELEASE, "vote up"),
+        ("- Upvote release announcements.", _BUG, None),
+        # an age a post must be past
+        (
+            "- Upvote questions.\n- Don't vote on anything older than two days.",
+            msgspec.structs.replace(_ASK, age_seconds=3 * _DAYS),
+            None,
+        ),
+        ("- Upvote questions.\n- Don't vote on anything older than two days.", _ASK, "vote up"),
+        (
+            "- Comment on questions more than a day old.",
+            msgspec.structs.replace(_ASK, age_seconds=2 * _DAYS),
+            "comment",
+        ),
+        ("- Comment on questions more than a day old.", _ASK, None),
+        ("- If a question has no replies after 2 hours, answer it.", _ASK, None),
+        (
+            "- If a question has no replies after 2 hours, answer it.",
+            msgspec.structs.replace(_ASK, age_seconds=3 * 3600),
+            "comment",
+        ),
+    ],
+)
+def test_kinds_of_rule_since_the_third_probe(md: str, post: PostFacts, acts: str | None) -> None:
+    assert _acts(md, post) == acts
+
+
+def test_a_second_rule_after_a_leading_condition_shares_it() -> None:
+    rules = rules_of(parse("## Rules\n- If Nadia asks a question, upvote it, and reply.\n"))
+    assert [(r.kind, r.direction) for r in rules] == [("vote", "up"), ("comment", None)]
+    assert all("Nadia asks a question" in r.condition for r in rules)
+    dont = rules_of(parse("## Rules\n- Never comment on spam, and don't vote on it.\n"))
+    assert [(r.kind, r.negated) for r in dont] == [("comment", True), ("vote", True)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "So whenever someone posts the exam dates or a deadline, could you hit upvote on it?",
+        "When someone reports a water leak or a power cut, post an alert.",
+        "Please don't vote on anything older than two days.",
+    ],
+)
+def test_rules_of_the_third_probe_are_understood(text: str) -> None:
+    assert reading(parse_rule(text, "rules"), set(), "").understood

@@ -112,3 +112,35 @@ def test_on_after_a_time(text: str, windows: list[tuple[int, int]], days: set[in
     assert when is not None
     assert [(w.start, w.end) for w in when.windows] == windows
     assert when.weekdays == frozenset(days)
+
+
+from loops.timewords import older_than, recency, recent_limit  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("anything older than two days", 2 * 86400),
+        ("posts older than a week", 604800),
+        ("questions more than a day old", 86400),
+        ("over 3 hours old", 3 * 3600),
+        ("at least 2 weeks old", 2 * 604800),
+        ("no replies after 2 hours", 7200),
+        ("waiting for more than an hour", 3600),
+        ("unanswered for a day", 86400),
+        ("after 9pm", None),  # a time of day, not an age
+        ("after 10 posts", None),
+        ("more than two days", None),  # no "old": not an age
+        ("more than 3 replies", None),
+        ("posted in the last hour", None),
+        ("an old post", None),
+    ],
+)
+def test_older_than(text: str, seconds: int | None) -> None:
+    assert older_than(text) == seconds
+
+
+def test_an_age_past_which_a_rule_applies_is_a_limit_but_not_a_recency() -> None:
+    assert recent_limit("anything older than two days") == 2 * 86400
+    assert recency("anything older than two days", 15, 0) is None
+    assert recent_limit("posted in the last hour") == 3600
