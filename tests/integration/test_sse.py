@@ -442,11 +442,20 @@ BIG_POST = {
 }
 
 
+class EssayLLM(FakeLLM):
+    """``BIG_POST``, a new essay each call: the same post again and again would be stopped by
+    the heartbeat's breaker (the same decision on unchanged inputs), and the pipe not filled."""
+
+    @property
+    def text(self) -> str:
+        return json.dumps({**self.reply, "title": f"A long essay, part {self.calls}"})
+
+
 async def test_a_client_that_stops_reading_slows_nobody_and_gets_an_error(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sse, "QUEUE_SIZE", 16)
-    llm = FakeLLM(BIG_POST, chunks=3)
+    llm = EssayLLM(BIG_POST, chunks=3)
     async with serve(workspace, llm) as live:
         baseline = [(await _timed_run(live))[0] for _ in range(5)]
         loop = asyncio.get_running_loop()
