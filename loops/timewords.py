@@ -294,13 +294,23 @@ _WAITED: Final = re.compile(  # "no replies after 2 hours", "waiting for more th
 )
 
 
+_UNANSWERED_WITHIN: Final = re.compile(  # "nobody answered within an hour"
+    r"\b(?:(?:nobody|no\s+one|noone)\s+(?:has\s+|have\s+|had\s+)?(?:answer|repl|respon|comment)\w*"
+    r"|(?:no|without\s+(?:an?\s+)?)\s*(?:answers?|repl(?:y|ies)|responses?|comments?)"
+    r"|unanswered|not\s+(?:been\s+|yet\s+)?answered)\b[^.;,]*?\bwithin\s+"
+    rf"(?P<n>{_NUMBER_OF})\s+(?P<unit>min|minute|hr|hour|day|week)s?\b"
+)
+
+
 def older_than(text: str) -> int | None:
     """How old, in seconds, a post must be for the condition to hold ("older than two days":
     172800, "more than a week old", "over 3 hours old", "no replies after 2 hours", "waiting
-    for more than an hour"); None when it names no such age. "More than …" and "over …" count
+    for more than an hour", "nobody answered within an hour": a wait for an answer that did not
+    come); None when it names no such age. "More than …" and "over …" count
     only with "old" after the unit ("more than two days" alone names no age)."""
     low = text.lower()
-    for m in (*_OLDER.finditer(low), *_WAITED.finditer(low)):
+    waits = (*_OLDER.finditer(low), *_WAITED.finditer(low), *_UNANSWERED_WITHIN.finditer(low))
+    for m in waits:
         said = m.group(0)
         if said.startswith(("more", "over", "at")) and not said.endswith(" old"):
             continue

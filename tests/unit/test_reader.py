@@ -551,6 +551,12 @@ _RELEASE = _post("p1", "ines", "tern 2.4 released", "The new release is out.")
             msgspec.structs.replace(_ASK, age_seconds=3 * 3600),
             "comment",
         ),
+        ("- If nobody answered a question within an hour, answer it.", _ASK, None),
+        (
+            "- If nobody answered a question within an hour, answer it.",
+            msgspec.structs.replace(_ASK, age_seconds=2 * 3600),
+            "comment",
+        ),
     ],
 )
 def test_kinds_of_rule_since_the_third_probe(md: str, post: PostFacts, acts: str | None) -> None:

@@ -128,6 +128,15 @@ from loops.timewords import older_than, recency, recent_limit  # noqa: E402
         ("no replies after 2 hours", 7200),
         ("waiting for more than an hour", 3600),
         ("unanswered for a day", 86400),
+        # a wait for an answer that did not come: the post must be past it
+        ("if nobody answered within an hour", 3600),
+        ("a question with no reply within 2 hours", 7200),
+        ("questions nobody has responded to within 30 minutes", 1800),
+        ("unanswered within a day", 86400),
+        ("without a reply within three days", 3 * 86400),
+        ("reply within an hour", None),  # how fast to answer, not an age
+        ("answer questions within a day", None),
+        ("comment within 2 hours of a post", None),
         ("after 9pm", None),  # a time of day, not an age
         ("after 10 posts", None),
         ("more than two days", None),  # no "old": not an age
