@@ -170,7 +170,6 @@ def unchanged(memo: BeatMemo, now: Inputs) -> bool:
     return (
         now.per_post
         and memo.decision_key is None
-        and memo.fingerprint is not None
         and now.rest == memo.rest_fingerprint
         and memo.seen_posts is not None
         and set(now.posts) <= set(memo.seen_posts)

@@ -53,12 +53,9 @@ import msgspec
 
 from ledger.errors import (
     HeartbeatError,
-    LedgerError,
     RunEnded,
     StorageBusy,
     StorageFault,
-    StorageFull,
-    StorageReadOnly,
     StorageUnavailable,
     StoreClosed,
 )
@@ -67,6 +64,7 @@ from ledger.redact import redact
 from ledger.storage.interface import RunStart, Storage, Tx
 from loops.events import EventBus
 from loops.llm import ChatRequest, ChatResult, LLMError, LLMProvider, TokenSink
+from loops.outage import waits_for
 from loops.unrecorded import keep
 
 __all__ = [
@@ -235,17 +233,6 @@ def _failed(reason: Reason, error: str) -> Finish[E]:
 def _crashed(exc: BaseException) -> RunOutcome:
     error = redact(f"{type(exc).__name__}: {exc}")
     return RunOutcome(status=RunStatus.FAILED, reason=Reason.INTERNAL_ERROR, error=error)
-
-
-def _awaited(exc: LedgerError) -> tuple[str, str]:
-    """What a finishing write waits for ("waits for the database …") and what ends the wait."""
-    if isinstance(exc, StorageFull):
-        return "disk to have space again (storage_full)", "space was freed on the database's disk"
-    if isinstance(exc, StorageReadOnly):
-        return "file to take writes (storage_read_only)", "the database took writes again"
-    if isinstance(exc, StorageUnavailable):
-        return "connection", "the database lock freed"
-    return "lock", "the database lock freed"
 
 
 def _finish_tx(plan: RunPlan[C], work: Work[C, P, A, E], finish: Finish[E], tx: Tx) -> Run:
@@ -440,7 +427,7 @@ class Lifecycle:
                     if isinstance(exc, StorageFault) and exc.lasting:
                         raise
                     locked = True
-                    awaited, ended = _awaited(exc)
+                    awaited, ended = waits_for(exc)
                     log.warning(
                         "[%s] run %d for thread %s waits for the database %s to record its"
                         " %s outcome (%.0f s so far, next try in %.0f s)",

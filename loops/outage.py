@@ -8,8 +8,8 @@ warning. After a try that went through, ``succeeded()`` logs the end with the se
 first failure, if there was one, and starts the back-off over.
 
 The lines are the caller's, logged by its logger, with ``%(name)s`` fields: the warning has
-``kind`` ("connection" for a ``StorageUnavailable``, "file" for a ``StorageFault``, else
-"lock"), ``first``, ``most`` and ``exc``, the end line ``seconds``; each has too the fields
+``kind`` (``waits_for``: "connection", "lock", "file to take writes (storage_read_only)" …),
+``first``, ``most`` and ``exc``, the end line ``seconds``; each has too the fields
 given to ``failed`` or ``succeeded``.
 Time is the injected clock's.
 """
@@ -18,13 +18,33 @@ from __future__ import annotations
 
 import logging
 
-from ledger.errors import StorageBusy, StorageFault, StorageUnavailable
+from ledger.errors import (
+    StorageBusy,
+    StorageFault,
+    StorageFull,
+    StorageReadOnly,
+    StorageUnavailable,
+)
 from loops.clock import Clock
 
 # what a retrying loop waits out: the database away or locked (``StorageBusy``), or its file
 # refusing (``StorageFault``: a full disk or a read-only file clears by itself; a damaged one
 # needs a restart anyway, and nothing owed is dropped meanwhile)
 WAITED_OUT: tuple[type[Exception], ...] = (StorageBusy, StorageFault)
+
+
+def waits_for(exc: Exception) -> tuple[str, str]:
+    """What a try that failed with ``exc`` waits for, worded to follow "waits for the
+    database", and what ends the wait, worded to follow "after"."""
+    if isinstance(exc, StorageUnavailable):
+        return "connection", "the database connection came back"
+    if isinstance(exc, StorageFull):
+        return "disk to have space again (storage_full)", "space was freed on the database's disk"
+    if isinstance(exc, StorageReadOnly):
+        return "file to take writes (storage_read_only)", "the database took writes again"
+    if isinstance(exc, StorageFault):
+        return f"file to be repaired ({exc.code})", "the database file was repaired"
+    return "lock", "the database lock freed"
 
 
 class Outage:
@@ -54,14 +74,7 @@ class Outage:
         self.delay = min(delay * 2, self.most)
         if self.since is None:
             self.since = self.clock.now()
-            kind = (
-                "connection"
-                if isinstance(exc, StorageUnavailable)
-                else "file"
-                if isinstance(exc, StorageFault)
-                else "lock"
-            )
-            facts = {"kind": kind, "first": self.first, "most": self.most, "exc": exc}
+            facts = {"kind": waits_for(exc)[0], "first": self.first, "most": self.most, "exc": exc}
             self.log.warning(self.down, {**facts, **fields})
         return delay
 

@@ -54,7 +54,10 @@ PAUSE = 7.0
             10.0,
             [FULL, FULL, None],
             [1.0, 2.0],
-            [("WARNING", "down: file, 1 s to 10 s (full)"), ("INFO", "back after 10 s")],
+            [
+                ("WARNING", "down: disk to have space again (storage_full), 1 s to 10 s (full)"),
+                ("INFO", "back after 10 s"),
+            ],
             id="a-file-fault",
         ),
         pytest.param(1.0, 10.0, [None, None], [], [], id="no-outage-no-line"),
